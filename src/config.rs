@@ -1,0 +1,303 @@
+//! Settings: every knob of every role, from a flag or the environment variable of the same name.
+//!
+//! Each group is a `clap::Args` struct that the roles flatten into their own command, so `poll`
+//! takes exactly the settings `poll` needs and `--help` lists them with their variables. The
+//! defaults point at what `scripts/services up` starts, so nothing needs configuring on a fresh
+//! machine.
+//!
+//! Values are parsed here, once, into types that cannot be wrong later ([`ServiceUrl`],
+//! [`Duration`]). A bad value stops the program with one line naming the setting (see
+//! [`crate::cli::one_line_usage_error`]).
+
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use clap::Args;
+use url::Url;
+
+/// A URL of a service we connect to. `Display` hides the password, so it is safe in logs and
+/// error messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceUrl(Url);
+
+impl ServiceUrl {
+    /// Parses `raw` and checks its scheme is one of `schemes`.
+    pub fn parse(raw: &str, schemes: &[&str]) -> Result<Self, String> {
+        let url = Url::parse(raw).map_err(|e| {
+            format!(
+                "expected a URL such as {}://host:port/... ({e})",
+                schemes[0]
+            )
+        })?;
+        if !schemes.contains(&url.scheme()) {
+            return Err(format!(
+                "expected a URL starting with {}, got scheme `{}`",
+                schemes
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                url.scheme()
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("expected a URL with a host".into());
+        }
+        Ok(Self(url))
+    }
+
+    /// The full URL, password included: only for handing to a client library.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        f.write_str(shown.as_str())
+    }
+}
+
+impl fmt::Debug for ServiceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServiceUrl({self})")
+    }
+}
+
+fn postgres_url(raw: &str) -> Result<ServiceUrl, String> {
+    let url = ServiceUrl::parse(raw, &["postgres", "postgresql"])?;
+    if url.url().path().trim_start_matches('/').is_empty() {
+        return Err("expected a database name in the path, e.g. postgres://postgres@127.0.0.1:5433/influencer_analytics".into());
+    }
+    Ok(url)
+}
+
+fn amqp_url(raw: &str) -> Result<ServiceUrl, String> {
+    ServiceUrl::parse(raw, &["amqp", "amqps"])
+}
+
+fn http_url(raw: &str) -> Result<ServiceUrl, String> {
+    ServiceUrl::parse(raw, &["http", "https"])
+}
+
+/// Parses a duration written like `60s`, `2s`, `500ms`, `1m` or `1h30m`.
+pub fn duration(raw: &str) -> Result<Duration, String> {
+    let expected = "expected a duration such as 60s, 2s, 500ms or 1m";
+    let parsed = humantime::parse_duration(raw.trim()).map_err(|_| expected.to_string())?;
+    if parsed.is_zero() {
+        return Err(format!("{expected}, greater than zero"));
+    }
+    Ok(parsed)
+}
+
+fn socket_addr(raw: &str) -> Result<SocketAddr, String> {
+    SocketAddr::from_str(raw.trim())
+        .map_err(|_| "expected an address and port such as 127.0.0.1:8080 or 0.0.0.0:0".into())
+}
+
+/// A share between 0 and 1, e.g. `0.05` for 5%.
+pub fn share(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("expected a share between 0 and 1, such as 0.05".into()),
+    }
+}
+
+/// A non-negative scale factor, e.g. `0` (no delay), `1` (as the real server), `0.01`.
+pub fn scale(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err("expected a number ≥ 0, such as 1 (real delays) or 0 (none)".into()),
+    }
+}
+
+/// A whole number ≥ 1.
+pub fn positive(raw: &str) -> Result<u64, String> {
+    match raw.trim().parse::<u64>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err("expected a whole number ≥ 1".into()),
+    }
+}
+
+/// Where the TimescaleDB database is.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL of the TimescaleDB database; the database is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5433/influencer_analytics",
+        value_parser = postgres_url
+    )]
+    pub database_url: ServiceUrl,
+
+    /// Connections in the database pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value = "16", value_parser = positive)]
+    pub database_pool_size: u64,
+}
+
+/// Where the RabbitMQ broker is, and the names of our queues on it.
+#[derive(Args, Debug, Clone)]
+pub struct BrokerSettings {
+    /// AMQP URL of the RabbitMQ broker.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        value_parser = amqp_url
+    )]
+    pub amqp_url: ServiceUrl,
+
+    /// Prefix of every exchange and queue name, so several deployments (or tests) share a broker.
+    #[arg(long, env = "QUEUE_PREFIX", default_value = "influencer_analytics", value_parser = queue_prefix)]
+    pub queue_prefix: String,
+}
+
+fn queue_prefix(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 100
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err("expected 1–100 characters of letters, digits, '_', '-' or '.'".into())
+    }
+}
+
+/// The Mockstagram API we poll.
+#[derive(Args, Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Base URL of the Mockstagram API (the real server or `influencer-analytics simulate`).
+    #[arg(long, env = "MOCKSTAGRAM_URL", default_value = "http://127.0.0.1:3000", value_parser = http_url)]
+    pub mockstagram_url: ServiceUrl,
+
+    /// Ceiling on requests per second to Mockstagram; unset means no ceiling.
+    #[arg(long, env = "MOCKSTAGRAM_RPS", value_parser = positive)]
+    pub mockstagram_rps: Option<u64>,
+}
+
+/// How often each influencer is polled.
+#[derive(Args, Debug, Clone)]
+pub struct ScheduleSettings {
+    /// Time between two polls of one influencer (e.g. 60s; short values such as 2s for tests).
+    #[arg(long, env = "POLL_INTERVAL", default_value = "60s", value_parser = duration)]
+    pub poll_interval: Duration,
+}
+
+/// The HTTP listener of a long-running role.
+#[derive(Args, Debug, Clone)]
+pub struct ListenSettings {
+    /// Address the HTTP API (and /metrics) listens on; port 0 picks a free port.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080", value_parser = socket_addr)]
+    pub listen_addr: SocketAddr,
+}
+
+/// Settings of the Mockstagram simulator.
+#[derive(Args, Debug, Clone)]
+pub struct SimulatorSettings {
+    /// Address the simulator listens on (the default is where MOCKSTAGRAM_URL points).
+    #[arg(
+        long = "listen",
+        env = "SIMULATOR_LISTEN",
+        default_value = "127.0.0.1:3000",
+        value_parser = socket_addr
+    )]
+    pub listen: SocketAddr,
+
+    /// Number of influencers; their pks run from 1000000 upwards.
+    #[arg(long, env = "SIMULATOR_POPULATION", default_value = "1000000", value_parser = positive)]
+    pub population: u64,
+
+    /// Random seed: the same seed gives the same population and the same walk. Unset: random.
+    #[arg(long, env = "SIMULATOR_SEED")]
+    pub seed: Option<u64>,
+
+    /// Scale of is_suspicious's delay (about 1 s ± 1 s on the real server): 0 answers at once.
+    #[arg(long, env = "SIMULATOR_DELAY_SCALE", default_value = "1", value_parser = scale)]
+    pub delay_scale: f64,
+
+    #[command(flatten)]
+    pub faults: FaultSettings,
+}
+
+/// Faults the simulator injects into `GET /api/v1/influencers/{pk}`, for tests.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FaultSettings {
+    /// Share of answers that are HTTP 500 with an internal error (retryable, unlike a not-found).
+    #[arg(long, env = "SIMULATOR_FAULT_ERROR", default_value = "0", value_parser = share)]
+    pub fault_error: f64,
+
+    /// Share of answers that are HTTP 429 with a Retry-After header.
+    #[arg(long, env = "SIMULATOR_FAULT_THROTTLE", default_value = "0", value_parser = share)]
+    pub fault_throttle: f64,
+
+    /// Retry-After of injected 429s.
+    #[arg(long, env = "SIMULATOR_RETRY_AFTER", default_value = "1s", value_parser = duration)]
+    pub retry_after: Duration,
+
+    /// Share of answers held back for --slow-delay (past a client's time-out).
+    #[arg(long, env = "SIMULATOR_FAULT_SLOW", default_value = "0", value_parser = share)]
+    pub fault_slow: f64,
+
+    /// How long a slow answer is held back.
+    #[arg(long, env = "SIMULATOR_SLOW_DELAY", default_value = "10s", value_parser = duration)]
+    pub slow_delay: Duration,
+
+    /// Share of answers with a malformed body (bad JSON, missing field, wrong type, negative count).
+    #[arg(long, env = "SIMULATOR_FAULT_MALFORMED", default_value = "0", value_parser = share)]
+    pub fault_malformed: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_url_display_hides_the_password() {
+        let url = amqp_url("amqp://guest:secret@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(url.to_string(), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert!(url.expose().contains("secret"));
+    }
+
+    #[test]
+    fn postgres_url_needs_a_database_name() {
+        assert!(postgres_url("postgres://postgres@127.0.0.1:5433").is_err());
+        assert!(postgres_url("postgres://postgres@127.0.0.1:5433/db").is_ok());
+        let err = postgres_url("mysql://127.0.0.1/db").unwrap_err();
+        assert!(err.contains("postgres://"), "{err}");
+    }
+
+    #[test]
+    fn durations_accept_short_test_values_and_reject_zero() {
+        assert_eq!(duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(duration("0s").is_err());
+        assert!(duration("soon").is_err());
+        assert!(duration("60").is_err(), "a bare number has no unit");
+    }
+
+    #[test]
+    fn shares_are_between_zero_and_one() {
+        assert_eq!(share("0.05").unwrap(), 0.05);
+        assert!(share("1.5").is_err());
+        assert!(share("-0.1").is_err());
+        assert!(share("NaN").is_err());
+    }
+
+    #[test]
+    fn queue_prefix_rejects_characters_rabbitmq_names_should_not_carry() {
+        assert!(queue_prefix("test_ab12").is_ok());
+        assert!(queue_prefix("has space").is_err());
+        assert!(queue_prefix("").is_err());
+    }
+}

@@ -1,0 +1,145 @@
+//! The database: a connection pool and the embedded migrations.
+//!
+//! Every role calls [`connect`], which creates the database if it is missing and applies the
+//! migrations, so roles can start in any order. sqlx's migrator takes an advisory lock, so two
+//! roles starting at once do not apply a migration twice.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::{
+    ConnectOptions, Connection, PgConnection, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::config::{DatabaseSettings, ServiceUrl};
+
+/// The SQL files of `migrations/`, compiled into the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// SQLSTATE for "database does not exist".
+const INVALID_CATALOG_NAME: &str = "3D000";
+
+/// Opens a pool on the settings' database, creating it if missing, and applies the migrations.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    let pool = open_pool(settings).await?;
+    migrate(&pool, &settings.database_url).await?;
+    Ok(pool)
+}
+
+/// Opens a pool without migrating (the database is still created if missing).
+///
+/// One probe connection comes first, with a short time-out, so an unreachable server is reported
+/// at once with its cause ("connection refused") rather than as a pool time-out.
+pub async fn open_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    let url = &settings.database_url;
+    let options = connect_options(url)?;
+    match probe(&options, url).await {
+        Ok(()) => {}
+        Err(ProbeError::NoDatabase) => create_database(&options, url).await?,
+        Err(ProbeError::Other(e)) => return Err(e),
+    }
+    PgPoolOptions::new()
+        .max_connections(settings.database_pool_size as u32)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|e| unreachable_database(url, e))
+}
+
+enum ProbeError {
+    NoDatabase,
+    Other(anyhow::Error),
+}
+
+async fn probe(options: &PgConnectOptions, url: &ServiceUrl) -> Result<(), ProbeError> {
+    match tokio::time::timeout(PROBE_TIMEOUT, options.connect()).await {
+        Err(_) => Err(ProbeError::Other(anyhow::anyhow!(
+            "cannot reach TimescaleDB at {url} (no answer within {PROBE_TIMEOUT:?}); start it with `scripts/services up`, or set DATABASE_URL"
+        ))),
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some(INVALID_CATALOG_NAME) => {
+            Err(ProbeError::NoDatabase)
+        }
+        Ok(Err(e)) => Err(ProbeError::Other(unreachable_database(url, e))),
+    }
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn connect_options(url: &ServiceUrl) -> anyhow::Result<PgConnectOptions> {
+    let options: PgConnectOptions = url
+        .expose()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL {url} is not a valid PostgreSQL URL: {e}"))?;
+    Ok(options
+        .application_name("influencer-analytics")
+        .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(5)))
+}
+
+fn unreachable_database(url: &ServiceUrl, e: sqlx::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot reach TimescaleDB at {url} ({e}); start it with `scripts/services up`, or set DATABASE_URL"
+    )
+}
+
+async fn create_database(options: &PgConnectOptions, url: &ServiceUrl) -> anyhow::Result<()> {
+    let name = options
+        .get_database()
+        .context("DATABASE_URL names no database")?
+        .to_string();
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(|e| unreachable_database(url, e))?;
+    ensure_timescaledb(&mut admin, url).await?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match sqlx::query(&format!("create database {quoted}"))
+        .execute(&mut admin)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(database = %name, "created the database");
+            Ok(())
+        }
+        // Another role created it in the meantime.
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create the database {name} at {url}")),
+    }
+}
+
+/// Applies the embedded migrations, after checking the server offers TimescaleDB.
+pub async fn migrate(pool: &PgPool, url: &ServiceUrl) -> anyhow::Result<()> {
+    ensure_timescaledb(&mut *pool.acquire().await?, url).await?;
+    MIGRATOR
+        .run(pool)
+        .await
+        .with_context(|| format!("cannot apply the migrations to {url}"))?;
+    Ok(())
+}
+
+/// Fails with a clear message when the server does not offer the timescaledb extension.
+async fn ensure_timescaledb(connection: &mut PgConnection, url: &ServiceUrl) -> anyhow::Result<()> {
+    let available: bool = sqlx::query_scalar(
+        "select exists (select 1 from pg_available_extensions where name = 'timescaledb')",
+    )
+    .fetch_one(connection)
+    .await
+    .with_context(|| format!("cannot query the database at {url}"))?;
+    if !available {
+        bail!(
+            "the PostgreSQL server at {url} has no timescaledb extension; start the project's with `scripts/services up`, or point DATABASE_URL at a TimescaleDB server"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,515 @@
+//! The Mockstagram simulator: a stand-in for the upstream API that behaves as the real server
+//! does (`../shared/MOCKSTAGRAM.md`), for demos, tests and benchmarks.
+//!
+//! What it copies from the real server:
+//! - the population: pks `1000000..1000000+N`, usernames `influencer-<pk>`, initial counts
+//!   `max(100000·(1+N(0,1)), 5000)` and `max(1000·(1+N(0,1)), 50)`;
+//! - the random walk on every `GET`: followers `+= 10000·N(0,1)` (floor 5000), following
+//!   `+= 100·N(0,1)` (floor 50), rounded;
+//! - HTTP 500 `{"error":{"name":"InfluencerNotFoundError"}}` for an unknown or non-numeric pk;
+//! - `is_suspicious`: ratio ≤ 5.64, `false` without counts, delayed 1000 + 1000·N(0,1) ms;
+//! - HTTP/1.1 keep-alive with `Keep-Alive: timeout=5`: an idle connection is closed after 5 s,
+//!   which is what makes a client's pooled connection race the close.
+//!
+//! Determinism: with a seed, every draw comes from `hash(seed, pk, call number of that pk)`, so
+//! the n-th answer for a pk is the same whatever the interleaving of requests across pks.
+//!
+//! Faults (for tests), drawn per `GET`: a share of retryable 500s, 429s with `Retry-After`,
+//! answers slower than a client's time-out, and malformed bodies. They can be changed while it
+//! runs through [`Faults`].
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{FaultSettings, SimulatorSettings},
+    mockstagram::{self, FIRST_PK, IS_SUSPICIOUS_PATH, NOT_FOUND_ERROR},
+};
+
+/// Floors of the random walk, as on the real server.
+pub const FOLLOWER_FLOOR: i64 = 5000;
+pub const FOLLOWING_FLOOR: i64 = 50;
+
+/// How long the real server keeps an idle keep-alive connection open.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One influencer's state. `calls` numbers the GETs, which keys the deterministic draws.
+#[derive(Debug, Clone, Copy)]
+struct Walker {
+    follower_count: i64,
+    following_count: i64,
+    calls: u64,
+}
+
+/// Faults injected into `GET` answers; each share is between 0 and 1. Changeable at run time.
+#[derive(Debug, Default)]
+pub struct Faults {
+    error: AtomicU64,
+    throttle: AtomicU64,
+    slow: AtomicU64,
+    malformed: AtomicU64,
+    retry_after_ms: AtomicU64,
+    slow_delay_ms: AtomicU64,
+}
+
+impl Faults {
+    pub fn set(&self, settings: &FaultSettings) {
+        let store = |cell: &AtomicU64, v: f64| cell.store(v.to_bits(), Ordering::Relaxed);
+        store(&self.error, settings.fault_error);
+        store(&self.throttle, settings.fault_throttle);
+        store(&self.slow, settings.fault_slow);
+        store(&self.malformed, settings.fault_malformed);
+        self.retry_after_ms
+            .store(settings.retry_after.as_millis() as u64, Ordering::Relaxed);
+        self.slow_delay_ms
+            .store(settings.slow_delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn share(cell: &AtomicU64) -> f64 {
+        f64::from_bits(cell.load(Ordering::Relaxed))
+    }
+
+    /// Which fault, if any, this answer gets.
+    fn draw(&self) -> Option<Fault> {
+        let shares = [
+            (Self::share(&self.error), Fault::Error),
+            (Self::share(&self.throttle), Fault::Throttle),
+            (Self::share(&self.slow), Fault::Slow),
+            (Self::share(&self.malformed), Fault::Malformed),
+        ];
+        if shares.iter().all(|(s, _)| *s <= 0.0) {
+            return None;
+        }
+        let mut u: f64 = rand::random();
+        for (share, fault) in shares {
+            if u < share {
+                return Some(fault);
+            }
+            u -= share;
+        }
+        None
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Error,
+    Throttle,
+    Slow,
+    Malformed,
+}
+
+struct Inner {
+    seed: u64,
+    delay_scale: f64,
+    influencers: Vec<Mutex<Walker>>,
+    faults: Faults,
+    requests: AtomicU64,
+}
+
+/// A simulated Mockstagram. Cheap to clone; clones share the population.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+impl Simulator {
+    /// Builds the population (in parallel: a million influencers take a few milliseconds).
+    pub fn new(settings: &SimulatorSettings) -> Self {
+        let seed = settings.seed.unwrap_or_else(rand::random);
+        let influencers = (0..settings.population)
+            .into_par_iter()
+            .map(|i| {
+                let pk = FIRST_PK + i as i64;
+                let mut rng = draws(seed, pk, u64::MAX);
+                let n1: f64 = rng.sample(StandardNormal);
+                let n2: f64 = rng.sample(StandardNormal);
+                Mutex::new(Walker {
+                    follower_count: ((100_000.0 * (1.0 + n1)).round() as i64).max(FOLLOWER_FLOOR),
+                    following_count: ((1000.0 * (1.0 + n2)).round() as i64).max(FOLLOWING_FLOOR),
+                    calls: 0,
+                })
+            })
+            .collect();
+        let faults = Faults::default();
+        faults.set(&settings.faults);
+        Self {
+            inner: Arc::new(Inner {
+                seed,
+                delay_scale: settings.delay_scale,
+                influencers,
+                faults,
+                requests: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The faults it injects; tests change them while it runs.
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
+    /// How many `GET`s this pk has answered (with its data), or `None` for an unknown pk.
+    pub fn calls(&self, pk: i64) -> Option<u64> {
+        self.walker(pk)
+            .map(|w| w.lock().expect("walker lock").calls)
+    }
+
+    /// Every request answered, whatever the outcome.
+    pub fn requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    fn walker(&self, pk: i64) -> Option<&Mutex<Walker>> {
+        let index = usize::try_from(pk.checked_sub(FIRST_PK)?).ok()?;
+        self.inner.influencers.get(index)
+    }
+
+    /// Advances the pk's random walk and returns its new counts: what one `GET` does.
+    pub fn step(&self, pk: i64) -> Option<(i64, i64)> {
+        let walker = self.walker(pk)?;
+        let mut w = walker.lock().expect("walker lock");
+        let mut rng = draws(self.inner.seed, pk, w.calls);
+        let n1: f64 = rng.sample(StandardNormal);
+        let n2: f64 = rng.sample(StandardNormal);
+        w.follower_count =
+            ((w.follower_count as f64 + 10_000.0 * n1).round() as i64).max(FOLLOWER_FLOOR);
+        w.following_count =
+            ((w.following_count as f64 + 100.0 * n2).round() as i64).max(FOLLOWING_FLOOR);
+        w.calls += 1;
+        Some((w.follower_count, w.following_count))
+    }
+
+    /// The HTTP API: both Mockstagram endpoints.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(
+                IS_SUSPICIOUS_PATH,
+                get(not_found_for_get_is_suspicious).post(is_suspicious),
+            )
+            .route("/api/v1/influencers/{pk}", get(profile))
+            .with_state(self.clone())
+    }
+
+    /// Serves `router` (the simulator's, perhaps with more routes) on `listener` until `shutdown`,
+    /// closing connections idle for 5 s as the real server does.
+    pub async fn serve(
+        router: Router,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        serve_http1(router, listener, KEEP_ALIVE_TIMEOUT, shutdown).await
+    }
+}
+
+/// The deterministic random source for one draw: `hash(seed, pk, call)`.
+fn draws(seed: u64, pk: i64, call: u64) -> SmallRng {
+    SmallRng::seed_from_u64(splitmix(seed ^ splitmix(pk as u64 ^ splitmix(call))))
+}
+
+/// SplitMix64's finaliser: a fast, well-mixed hash of one u64.
+pub fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    response
+}
+
+fn not_found() -> Response {
+    metrics::counter!("simulator_requests_total", "outcome" => "not_found").increment(1);
+    json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!(r#"{{"error":{{"name":"{NOT_FOUND_ERROR}"}}}}"#),
+    )
+}
+
+/// The real server routes `GET .../is_suspicious` to the profile endpoint: not a number.
+async fn not_found_for_get_is_suspicious(State(sim): State<Simulator>) -> Response {
+    sim.inner.requests.fetch_add(1, Ordering::Relaxed);
+    not_found()
+}
+
+/// `GET /api/v1/influencers/{pk}`.
+async fn profile(State(sim): State<Simulator>, Path(raw_pk): Path<String>) -> Response {
+    sim.inner.requests.fetch_add(1, Ordering::Relaxed);
+    let fault = sim.inner.faults.draw();
+    match fault {
+        Some(Fault::Error) => {
+            metrics::counter!("simulator_requests_total", "outcome" => "fault_error").increment(1);
+            return json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error":{"name":"InternalServerError"}}"#.into(),
+            );
+        }
+        Some(Fault::Throttle) => {
+            metrics::counter!("simulator_requests_total", "outcome" => "fault_throttle")
+                .increment(1);
+            let ms = sim.inner.faults.retry_after_ms.load(Ordering::Relaxed);
+            let mut response = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"error":{"name":"TooManyRequestsError"}}"#.into(),
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ms.div_ceil(1000).max(1)),
+            );
+            return response;
+        }
+        Some(Fault::Slow) => {
+            metrics::counter!("simulator_requests_total", "outcome" => "fault_slow").increment(1);
+            let ms = sim.inner.faults.slow_delay_ms.load(Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        _ => {}
+    }
+    // Only plain digits are a pk; the real server answers anything else as not found.
+    let pk = match raw_pk.parse::<i64>() {
+        Ok(pk) if raw_pk.bytes().all(|b| b.is_ascii_digit()) => pk,
+        _ => return not_found(),
+    };
+    let Some((followers, following)) = sim.step(pk) else {
+        return not_found();
+    };
+    if fault == Some(Fault::Malformed) {
+        metrics::counter!("simulator_requests_total", "outcome" => "fault_malformed").increment(1);
+        let body = match rand::random::<u8>() % 4 {
+            0 => format!(r#"{{"pk":{pk},"username":"influencer-{pk}","followerCou"#),
+            1 => {
+                format!(r#"{{"pk":{pk},"username":"influencer-{pk}","followerCount":{followers}}}"#)
+            }
+            2 => format!(
+                r#"{{"pk":{pk},"username":"influencer-{pk}","followerCount":"{followers}","followingCount":{following}}}"#
+            ),
+            _ => format!(
+                r#"{{"pk":{pk},"username":"influencer-{pk}","followerCount":-{followers},"followingCount":{following}}}"#
+            ),
+        };
+        return json(StatusCode::OK, body);
+    }
+    if fault != Some(Fault::Slow) {
+        metrics::counter!("simulator_requests_total", "outcome" => "ok").increment(1);
+    }
+    json(
+        StatusCode::OK,
+        format!(
+            r#"{{"pk":{pk},"username":"influencer-{pk}","followerCount":{followers},"followingCount":{following}}}"#
+        ),
+    )
+}
+
+/// `POST /api/v1/influencers/is_suspicious`: the ratio rule, after the server's delay.
+async fn is_suspicious(State(sim): State<Simulator>, body: Bytes) -> Response {
+    sim.inner.requests.fetch_add(1, Ordering::Relaxed);
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        metrics::counter!("simulator_requests_total", "outcome" => "bad_request").increment(1);
+        return json(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":{"name":"BadRequestError"}}"#.into(),
+        );
+    };
+    let delay_ms = {
+        let n: f64 = rand::rng().sample(StandardNormal);
+        ((1000.0 + 1000.0 * n) * sim.inner.delay_scale).max(0.0)
+    };
+    if delay_ms > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(delay_ms / 1000.0)).await;
+    }
+    let count = |name: &str| value.get(name).and_then(serde_json::Value::as_i64);
+    let suspicious = match (count("followerCount"), count("followingCount")) {
+        (Some(followers), Some(following)) => mockstagram::is_suspicious(followers, following),
+        _ => false,
+    };
+    metrics::counter!("simulator_requests_total", "outcome" => "classified").increment(1);
+    let answer = mockstagram::SuspiciousResponse {
+        pk: value.get("pk").cloned().unwrap_or(serde_json::Value::Null),
+        suspicious,
+    };
+    json(
+        StatusCode::OK,
+        serde_json::to_string(&answer).expect("a response serialises"),
+    )
+}
+
+/// Serves HTTP/1.1 with keep-alive, closing a connection that sends no request for `idle`.
+///
+/// axum's own `serve` has no idle time-out; hyper's header-read time-out, which runs while a
+/// kept-alive connection waits for its next request, gives exactly the real server's behaviour.
+pub async fn serve_http1(
+    router: Router,
+    listener: TcpListener,
+    idle: Duration,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        service::TowerToHyperService,
+    };
+    loop {
+        let (stream, _peer): (_, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(idle)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(population: u64, seed: u64) -> SimulatorSettings {
+        SimulatorSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            population,
+            seed: Some(seed),
+            delay_scale: 0.0,
+            faults: FaultSettings::default(),
+        }
+    }
+
+    #[test]
+    fn same_seed_gives_the_same_walk_whatever_the_interleaving() {
+        let a = Simulator::new(&settings(100, 7));
+        let b = Simulator::new(&settings(100, 7));
+        // a: pk 1000000 twice then 1000001; b: the other order.
+        let a1 = a.step(1_000_000);
+        let a2 = a.step(1_000_000);
+        let a3 = a.step(1_000_001);
+        let b3 = b.step(1_000_001);
+        let b1 = b.step(1_000_000);
+        let b2 = b.step(1_000_000);
+        assert_eq!((a1, a2, a3), (b1, b2, b3));
+        let c = Simulator::new(&settings(100, 8));
+        assert_ne!(c.step(1_000_000), a1, "another seed, another walk");
+    }
+
+    #[test]
+    fn the_walk_never_goes_below_its_floors() {
+        let sim = Simulator::new(&settings(50, 1));
+        for _ in 0..2_000 {
+            for pk in FIRST_PK..FIRST_PK + 50 {
+                let (followers, following) = sim.step(pk).unwrap();
+                assert!(followers >= FOLLOWER_FLOOR && following >= FOLLOWING_FLOOR);
+            }
+        }
+    }
+
+    #[test]
+    fn initial_population_follows_the_documented_distribution() {
+        let sim = Simulator::new(&settings(20_000, 3));
+        let firsts: Vec<(i64, i64)> = (FIRST_PK..FIRST_PK + 20_000)
+            .map(|pk| {
+                let w = sim.walker(pk).unwrap().lock().unwrap();
+                (w.follower_count, w.following_count)
+            })
+            .collect();
+        let mean = |f: fn(&(i64, i64)) -> i64| {
+            firsts.iter().map(f).sum::<i64>() as f64 / firsts.len() as f64
+        };
+        // max(100000·(1+N), 5000) = 100000·(1 + N + (-0.95 - N)⁺): the floor adds
+        // E[(Y)⁺] for Y ~ N(-0.95, 1), which is μΦ(μ) + φ(μ) = 0.0915, so the mean is 109,150.
+        let followers = mean(|p| p.0);
+        assert!((107_650.0..110_650.0).contains(&followers), "{followers}");
+        let following = mean(|p| p.1);
+        assert!((1_076.5..1_106.5).contains(&following), "{following}");
+        assert!(
+            firsts
+                .iter()
+                .all(|p| p.0 >= FOLLOWER_FLOOR && p.1 >= FOLLOWING_FLOOR)
+        );
+        // about 16% of N(0,1) draws fall below -0.95, which the floor catches
+        let floored = firsts.iter().filter(|p| p.0 == FOLLOWER_FLOOR).count() as f64;
+        assert!((0.14..0.19).contains(&(floored / 20_000.0)), "{floored}");
+    }
+
+    #[test]
+    fn steps_move_by_about_ten_thousand_followers() {
+        let sim = Simulator::new(&settings(1, 5));
+        // Start far above the floor so it does not bias the spread.
+        sim.walker(FIRST_PK).unwrap().lock().unwrap().follower_count = 10_000_000;
+        let mut previous = 10_000_000;
+        let mut squares = 0.0;
+        for _ in 0..10_000 {
+            let (followers, _) = sim.step(FIRST_PK).unwrap();
+            squares += ((followers - previous) as f64).powi(2);
+            previous = followers;
+        }
+        let sd = (squares / 10_000.0).sqrt();
+        assert!((9_500.0..10_500.0).contains(&sd), "{sd}");
+    }
+
+    #[test]
+    fn unknown_pks_have_no_walker() {
+        let sim = Simulator::new(&settings(10, 1));
+        assert!(sim.step(FIRST_PK - 1).is_none());
+        assert!(sim.step(FIRST_PK + 10).is_none());
+        assert!(sim.step(FIRST_PK + 9).is_some());
+    }
+
+    #[test]
+    fn fault_shares_are_honoured() {
+        let faults = Faults::default();
+        faults.set(&FaultSettings {
+            fault_error: 0.1,
+            fault_malformed: 0.2,
+            ..FaultSettings::default()
+        });
+        let draws: Vec<_> = (0..20_000).map(|_| faults.draw()).collect();
+        let share = |f| draws.iter().filter(|d| **d == Some(f)).count() as f64 / 20_000.0;
+        assert!((0.08..0.12).contains(&share(Fault::Error)));
+        assert!((0.18..0.22).contains(&share(Fault::Malformed)));
+        assert_eq!(share(Fault::Throttle), 0.0);
+    }
+}

@@ -1,0 +1,121 @@
+use crate::helpers::TestDb;
+
+#[tokio::test]
+async fn migrations_create_the_hypertables() {
+    let db = TestDb::new().await;
+    let mut hypertables: Vec<String> = sqlx::query_scalar(
+        "select hypertable_name::text from timescaledb_information.hypertables order by 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    hypertables.sort();
+    assert_eq!(
+        hypertables,
+        [
+            "average_followers",
+            "influencer_metrics",
+            "suspicious_classifications"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn influencer_metrics_has_the_public_columns_and_one_hour_chunks() {
+    let db = TestDb::new().await;
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "select column_name::text, data_type::text from information_schema.columns
+         where table_name = 'influencer_metrics' order by column_name",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let expected = [
+        ("fetched_at", "timestamp with time zone"),
+        ("follower_count", "integer"),
+        ("following_count", "integer"),
+        ("influencer_id", "bigint"),
+        ("slot", "timestamp with time zone"),
+    ];
+    assert_eq!(
+        columns,
+        expected.map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let interval: String = sqlx::query_scalar(
+        "select time_interval::text from timescaledb_information.dimensions
+         where hypertable_name = 'influencer_metrics'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(interval, "01:00:00");
+}
+
+#[tokio::test]
+async fn the_unique_key_rejects_a_second_point_for_the_same_slot() {
+    let db = TestDb::new().await;
+    let insert = "insert into influencer_metrics
+        (influencer_id, slot, fetched_at, follower_count, following_count)
+        values (1000001, '2026-11-22 10:00:17+00', now(), $1, 1300)";
+    sqlx::query(insert)
+        .bind(57_166)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let error = sqlx::query(insert)
+        .bind(57_200)
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    let code = error.as_database_error().and_then(|e| e.code()).unwrap();
+    assert_eq!(code, "23505", "unique_violation, got {error}");
+    // The next slot of the same influencer is a new point.
+    sqlx::query(
+        "insert into influencer_metrics
+         (influencer_id, slot, fetched_at, follower_count, following_count)
+         values (1000001, '2026-11-22 10:01:17+00', now(), 1, 1)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn negative_counts_are_refused_by_the_schema() {
+    let db = TestDb::new().await;
+    let error = sqlx::query(
+        "insert into influencer_metrics
+         (influencer_id, slot, fetched_at, follower_count, following_count)
+         values (1000001, now(), now(), -1, 10)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        error.as_database_error().and_then(|e| e.code()).unwrap(),
+        "23514"
+    );
+}
+
+#[tokio::test]
+async fn an_untracked_influencer_must_say_why() {
+    let db = TestDb::new().await;
+    let error = sqlx::query(
+        "insert into influencers (influencer_id, username, tracked) values (5, 'x', false)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        error.as_database_error().and_then(|e| e.code()).unwrap(),
+        "23514"
+    );
+}
+
+#[tokio::test]
+async fn migrating_twice_is_harmless() {
+    let db = TestDb::new().await;
+    influencer_analytics::db::migrate(&db.pool, &db.settings.database_url)
+        .await
+        .unwrap();
+}
