@@ -3,7 +3,7 @@
 //! `main.rs` only parses and hands over to [`run`]; every role's wiring lives in the library so
 //! tests build it the same way.
 
-use std::process::ExitCode;
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{
@@ -11,14 +11,21 @@ use clap::{
     error::{ContextKind, ContextValue, ErrorKind},
 };
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{
-        BrokerSettings, DatabaseSettings, ListenSettings, ScheduleSettings, SimulatorSettings,
-        UpstreamSettings,
+        BrokerSettings, DatabaseSettings, ListenSettings, ScheduleSettings, ServiceUrl,
+        SimulatorSettings, SinkSettings, UpstreamSettings,
     },
-    db, shutdown,
+    db,
+    fetch::{MockstagramClient, Poller},
+    queue::Broker,
+    reconcile,
+    seed::{self, SeedSource},
+    shutdown,
     simulator::Simulator,
+    sink::Sink,
     telemetry::{self, LogFormat},
 };
 
@@ -59,13 +66,16 @@ pub enum Command {
     /// Register influencers and put them into the polling schedule.
     Seed {
         #[command(flatten)]
+        source: SeedSource,
+        #[command(flatten)]
         database: DatabaseSettings,
         #[command(flatten)]
         broker: BrokerSettings,
         #[command(flatten)]
         schedule: ScheduleSettings,
     },
-    /// Fetch each scheduled influencer from Mockstagram once per interval (the poller).
+    /// Fetch each scheduled influencer from Mockstagram once per interval (the poller), and
+    /// reconcile the schedule.
     Poll {
         #[command(flatten)]
         database: DatabaseSettings,
@@ -75,13 +85,22 @@ pub enum Command {
         upstream: UpstreamSettings,
         #[command(flatten)]
         schedule: ScheduleSettings,
+        /// Address of this process's /metrics.
+        #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9101")]
+        metrics_addr: SocketAddr,
     },
-    /// Write fetched points from the point queue into TimescaleDB in batches.
+    /// Write fetched points from the point queue into TimescaleDB in batches; store the
+    /// average followerCount each minute.
     Sink {
         #[command(flatten)]
         database: DatabaseSettings,
         #[command(flatten)]
         broker: BrokerSettings,
+        #[command(flatten)]
+        sink: SinkSettings,
+        /// Address of this process's /metrics.
+        #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9102")]
+        metrics_addr: SocketAddr,
     },
     /// Serve the query API and the dashboard.
     Serve {
@@ -97,8 +116,15 @@ pub enum Command {
         #[command(flatten)]
         upstream: UpstreamSettings,
     },
-    /// Run every role in one process (optionally with the built-in simulator).
+    /// Run every role in one process: poll, sink, reconciler, jobs (optionally with the
+    /// built-in simulator and a seeded demo population).
     Run {
+        /// Start the built-in Mockstagram simulator and poll it (MOCKSTAGRAM_URL is ignored).
+        #[arg(long)]
+        simulate: bool,
+        /// Seed this many influencers (pks from 1000000) at start; 5000 with --simulate.
+        #[arg(long, env = "SEED_COUNT")]
+        seed_count: Option<u64>,
         #[command(flatten)]
         database: DatabaseSettings,
         #[command(flatten)]
@@ -108,7 +134,11 @@ pub enum Command {
         #[command(flatten)]
         schedule: ScheduleSettings,
         #[command(flatten)]
+        sink: SinkSettings,
+        #[command(flatten)]
         listen: ListenSettings,
+        #[command(flatten)]
+        simulator: SimulatorSettings,
     },
 }
 
@@ -122,13 +152,262 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Simulate { simulator } => simulate(simulator).await,
-        Command::Seed { .. } => not_built("seed", 3),
-        Command::Poll { .. } => not_built("poll", 3),
-        Command::Sink { .. } => not_built("sink", 3),
+        Command::Seed {
+            source,
+            database,
+            broker,
+            schedule,
+        } => {
+            let parsed = source.read()?;
+            let pool = db::connect(&database).await?;
+            let broker = Broker::connect(&broker).await?;
+            let report = seed::seed(&pool, &broker, schedule.poll_interval, &parsed.ids).await?;
+            println!(
+                "seeded {} ids: {} new, {} already tracked, {} tracked again, {} repeated in the input; {} schedule messages",
+                parsed.ids.len(),
+                report.new,
+                report.already_tracked,
+                report.retracked,
+                parsed.repeated,
+                report.schedule_messages
+            );
+            for (reason, n) in &parsed.rejected {
+                println!("rejected {n}: {reason}");
+            }
+            broker.close().await;
+            Ok(())
+        }
+        Command::Poll {
+            database,
+            broker,
+            upstream,
+            schedule,
+            metrics_addr,
+        } => {
+            let shutdown = shutdown::on_signal();
+            let pool = db::connect(&database).await?;
+            let ops = serve_ops(metrics_addr, shutdown.clone()).await?;
+            let client = MockstagramClient::new(&upstream)?;
+            let roles = vec![
+                tokio::spawn(run_poller(
+                    broker.clone(),
+                    client,
+                    schedule.poll_interval,
+                    shutdown.clone(),
+                )),
+                tokio::spawn(run_reconciler(
+                    pool,
+                    broker,
+                    schedule.poll_interval,
+                    shutdown.clone(),
+                )),
+            ];
+            futures_util::future::join_all(roles).await;
+            let _ = ops.await;
+            Ok(())
+        }
+        Command::Sink {
+            database,
+            broker,
+            sink,
+            metrics_addr,
+        } => {
+            let shutdown = shutdown::on_signal();
+            let pool = db::connect(&database).await?;
+            let ops = serve_ops(metrics_addr, shutdown.clone()).await?;
+            let roles = vec![
+                tokio::spawn(run_sink(pool.clone(), broker, sink, shutdown.clone())),
+                tokio::spawn(crate::sink::run_average_job(pool, shutdown.clone())),
+            ];
+            futures_util::future::join_all(roles).await;
+            let _ = ops.await;
+            Ok(())
+        }
         Command::Serve { .. } => not_built("serve", 4),
         Command::Classify { .. } => not_built("classify", 5),
-        Command::Run { .. } => not_built("run", 3),
+        Command::Run {
+            simulate,
+            seed_count,
+            database,
+            broker,
+            mut upstream,
+            schedule,
+            sink,
+            listen,
+            simulator,
+        } => {
+            let shutdown = shutdown::on_signal();
+            // The simulator stops last, once the poller has finished the batches in hand.
+            let simulator_stop = CancellationToken::new();
+            if simulate {
+                let sim = Simulator::new(&simulator);
+                let listener = TcpListener::bind(simulator.listen).await.with_context(|| {
+                    format!("cannot listen on SIMULATOR_LISTEN={}", simulator.listen)
+                })?;
+                let addr = listener.local_addr()?;
+                tokio::spawn(Simulator::serve(
+                    sim.router(),
+                    listener,
+                    simulator_stop.clone(),
+                ));
+                upstream.mockstagram_url =
+                    ServiceUrl::parse(&format!("http://{addr}"), &["http"]).expect("valid URL");
+                println!("simulated Mockstagram at http://{addr}");
+            }
+            let pool = db::connect(&database).await?;
+            let seed_count = seed_count.unwrap_or(if simulate { 5000 } else { 0 });
+            if seed_count > 0 {
+                let first = crate::mockstagram::FIRST_PK;
+                let ids: Vec<i64> = (first..first + seed_count as i64).collect();
+                let publisher = Broker::connect(&broker).await?;
+                let report = seed::seed(&pool, &publisher, schedule.poll_interval, &ids).await?;
+                publisher.close().await;
+                println!(
+                    "seeded {seed_count} influencers ({} new, {} already tracked)",
+                    report.new, report.already_tracked
+                );
+            }
+            let ops = serve_ops(listen.listen_addr, shutdown.clone()).await?;
+            println!(
+                "polling every {} ; metrics at http://{}/metrics ; Ctrl-C stops",
+                humantime::format_duration(schedule.poll_interval),
+                listen.listen_addr
+            );
+            let client = MockstagramClient::new(&upstream)?;
+            let interval = schedule.poll_interval;
+            let roles = vec![
+                tokio::spawn(run_poller(
+                    broker.clone(),
+                    client,
+                    interval,
+                    shutdown.clone(),
+                )),
+                tokio::spawn(run_reconciler(
+                    pool.clone(),
+                    broker.clone(),
+                    interval,
+                    shutdown.clone(),
+                )),
+                tokio::spawn(run_sink(pool.clone(), broker, sink, shutdown.clone())),
+                tokio::spawn(crate::sink::run_average_job(pool, shutdown.clone())),
+            ];
+            futures_util::future::join_all(roles).await;
+            simulator_stop.cancel();
+            let _ = ops.await;
+            Ok(())
+        }
     }
+}
+
+/// Runs `attempt` until it ends cleanly, starting it again after an error (a lost broker or
+/// database connection) with a growing pause.
+async fn supervise<F, Fut>(role: &'static str, shutdown: CancellationToken, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match attempt().await {
+            Ok(()) => return,
+            Err(e) if shutdown.is_cancelled() => {
+                tracing::warn!(
+                    role,
+                    error = format!("{e:#}"),
+                    "stopped with an error during shutdown"
+                );
+                return;
+            }
+            Err(e) => {
+                metrics::counter!("role_restarts_total", "role" => role).increment(1);
+                tracing::error!(
+                    role,
+                    error = format!("{e:#}"),
+                    retry_in_ms = pause.as_millis() as u64,
+                    "role failed; starting it again"
+                );
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(15));
+    }
+}
+
+async fn run_poller(
+    broker: BrokerSettings,
+    client: MockstagramClient,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    supervise("poll", shutdown.clone(), || async {
+        let connection = Broker::connect(&broker).await?;
+        let result = Poller::new(connection.clone(), client.clone(), interval)
+            .run(shutdown.clone())
+            .await;
+        connection.close().await;
+        result
+    })
+    .await;
+}
+
+async fn run_sink(
+    pool: sqlx::PgPool,
+    broker: BrokerSettings,
+    settings: SinkSettings,
+    shutdown: CancellationToken,
+) {
+    supervise("sink", shutdown.clone(), || async {
+        let connection = Broker::connect(&broker).await?;
+        let result = Sink::new(pool.clone(), connection.clone(), settings.clone())
+            .run(shutdown.clone())
+            .await;
+        connection.close().await;
+        result
+    })
+    .await;
+}
+
+async fn run_reconciler(
+    pool: sqlx::PgPool,
+    broker: BrokerSettings,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    supervise("reconcile", shutdown.clone(), || async {
+        let connection = Broker::connect(&broker).await?;
+        reconcile::run(
+            pool.clone(),
+            connection.clone(),
+            interval,
+            interval * 5,
+            shutdown.clone(),
+        )
+        .await;
+        connection.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+/// Serves `/metrics` and `/healthz` for a role until `shutdown`.
+async fn serve_ops(
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for /metrics (METRICS_ADDR or LISTEN_ADDR)")
+    })?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+    let router =
+        telemetry::metrics_router().route("/healthz", axum::routing::get(|| async { "ok" }));
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    }))
 }
 
 /// Roles whose issue has not landed yet say so plainly instead of pretending to work.

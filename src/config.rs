@@ -183,6 +183,14 @@ pub struct UpstreamSettings {
     /// Ceiling on requests per second to Mockstagram; unset means no ceiling.
     #[arg(long, env = "MOCKSTAGRAM_RPS", value_parser = positive)]
     pub mockstagram_rps: Option<u64>,
+
+    /// Time-out of one request to Mockstagram (a timed-out request is retried).
+    #[arg(long, env = "MOCKSTAGRAM_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub mockstagram_timeout: Duration,
+
+    /// Requests to Mockstagram in flight at once, at most, per process.
+    #[arg(long, env = "MOCKSTAGRAM_CONCURRENCY", default_value = "256", value_parser = positive)]
+    pub mockstagram_concurrency: u64,
 }
 
 /// How often each influencer is polled.
@@ -191,6 +199,38 @@ pub struct ScheduleSettings {
     /// Time between two polls of one influencer (e.g. 60s; short values such as 2s for tests).
     #[arg(long, env = "POLL_INTERVAL", default_value = "60s", value_parser = duration)]
     pub poll_interval: Duration,
+}
+
+/// How the sink batches its writes.
+#[derive(Args, Debug, Clone)]
+pub struct SinkSettings {
+    /// A batch is written once it holds this many rows...
+    #[arg(long, env = "SINK_BATCH_ROWS", default_value = "5000", value_parser = positive_usize)]
+    pub sink_batch_rows: usize,
+
+    /// ...or this long after its first row came.
+    #[arg(long, env = "SINK_BATCH_WAIT", default_value = "1s", value_parser = duration)]
+    pub sink_batch_wait: Duration,
+
+    /// Point messages the sink holds unacked at most (each up to 500 points).
+    #[arg(long, env = "SINK_PREFETCH", default_value = "200", value_parser = positive_u16)]
+    pub sink_prefetch: u16,
+
+    /// While the database is down, held messages go back to the queue after this long (keep
+    /// it below RabbitMQ's consumer_timeout, 30 min by default).
+    #[arg(long, env = "SINK_MAX_HOLD", default_value = "10m", value_parser = duration)]
+    pub sink_max_hold: Duration,
+}
+
+fn positive_usize(raw: &str) -> Result<usize, String> {
+    positive(raw).map(|v| v as usize)
+}
+
+fn positive_u16(raw: &str) -> Result<u16, String> {
+    match raw.trim().parse::<u16>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err("expected a whole number from 1 to 65535".into()),
+    }
 }
 
 /// The HTTP listener of a long-running role.

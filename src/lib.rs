@@ -19,11 +19,28 @@
 //! - [`mockstagram`]: the upstream API's wire format and rules, shared by the client and the
 //!   simulator.
 //! - [`simulator`]: a faithful Mockstagram stand-in with fault injection, for demos and tests.
+//!
+//! The pipeline, in the order data flows:
+//! - [`seed`]: ids from a range or a file into the registry and the schedule.
+//! - [`schedule`]: slot arithmetic (offsets, next slot, skipping) and the schedule message.
+//! - [`queue`]: the RabbitMQ topology (due, wait, enter, points, dead letters) and publishing
+//!   with confirms.
+//! - [`fetch`]: the Mockstagram client (retries, rate ceiling) and the poll worker.
+//! - [`domain`]: the point-queue message: points, failures, influencers gone.
+//! - [`sink`]: batching point messages into TimescaleDB, and the per-minute average.
+//! - [`reconcile`]: anti-entropy: puts back influencers that fell out of the schedule.
 
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod domain;
+pub mod fetch;
 pub mod mockstagram;
+pub mod queue;
+pub mod reconcile;
+pub mod schedule;
+pub mod seed;
 pub mod shutdown;
 pub mod simulator;
+pub mod sink;
 pub mod telemetry;

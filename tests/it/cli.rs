@@ -125,3 +125,128 @@ fn migrate_creates_a_missing_database() {
             .unwrap();
     });
 }
+
+fn scratch_database() -> (String, url::Url) {
+    let name = format!("ia_test_cli_{:016x}", rand::random::<u64>());
+    let mut url = url::Url::parse(&base_database_url()).unwrap();
+    url.set_path(&name);
+    (name, url)
+}
+
+fn drop_database(name: &str) {
+    let mut url = url::Url::parse(&base_database_url()).unwrap();
+    url.set_path("postgres");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(url.as_str()).await.unwrap();
+        sqlx::query(&format!("drop database if exists {name} with (force)"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    });
+}
+
+fn delete_queues(prefix: String) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let settings = influencer_analytics::config::BrokerSettings {
+            amqp_url: influencer_analytics::config::ServiceUrl::parse(
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+                &["amqp"],
+            )
+            .unwrap(),
+            queue_prefix: prefix,
+        };
+        let broker = influencer_analytics::queue::Broker::connect(&settings)
+            .await
+            .unwrap();
+        broker.delete_all().await.unwrap();
+    });
+}
+
+fn query_i64(url: &url::Url, sql: &str) -> i64 {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(url.as_str()).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+    })
+}
+
+#[test]
+fn seed_from_a_file_reports_new_known_and_rejected_ids() {
+    let (name, url) = scratch_database();
+    let prefix = format!("ia_test_{:016x}", rand::random::<u64>());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "# test\n1000000\n1000001\nabc\n-4\n1000001\n").unwrap();
+    let seed = || {
+        binary()
+            .args(["seed", "--file"])
+            .arg(file.path())
+            .env("DATABASE_URL", url.as_str())
+            .env("QUEUE_PREFIX", &prefix)
+            .output()
+            .unwrap()
+    };
+    let first = seed();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains("2 new, 0 already tracked"), "{stdout}");
+    assert!(stdout.contains("1 repeated in the input"), "{stdout}");
+    assert!(stdout.contains("rejected 1: not a number"), "{stdout}");
+    assert!(stdout.contains("rejected 1: out of range"), "{stdout}");
+    let second = seed();
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(stdout.contains("0 new, 2 already tracked"), "{stdout}");
+    assert!(stdout.contains("; 0 schedule messages"), "{stdout}");
+    assert_eq!(query_i64(&url, "select count(*) from influencers"), 2);
+    drop_database(&name);
+    delete_queues(prefix);
+}
+
+#[test]
+fn run_with_the_simulator_fills_the_hypertable_and_stops_cleanly_on_sigint() {
+    let (name, url) = scratch_database();
+    let prefix = format!("ia_test_{:016x}", rand::random::<u64>());
+    let child = binary()
+        .args([
+            "run",
+            "--simulate",
+            "--seed-count",
+            "200",
+            "--poll-interval",
+            "2s",
+        ])
+        .args(["--listen-addr", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", url.as_str())
+        .env("QUEUE_PREFIX", &prefix)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("seeded 200 influencers"), "{stdout}");
+    let points = query_i64(&url, "select count(*) from influencer_metrics");
+    let influencers = query_i64(
+        &url,
+        "select count(distinct influencer_id) from influencer_metrics",
+    );
+    assert_eq!(influencers, 200, "{points} points");
+    assert!(points >= 200 * 3, "{points} points");
+    drop_database(&name);
+    delete_queues(prefix);
+}

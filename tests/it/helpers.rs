@@ -115,3 +115,130 @@ impl Drop for TestSimulator {
         self.shutdown.cancel();
     }
 }
+
+/// Queues of their own for one test (a unique prefix), deleted when the test ends.
+pub struct TestBroker {
+    pub settings: influencer_analytics::config::BrokerSettings,
+    pub broker: influencer_analytics::queue::Broker,
+}
+
+impl TestBroker {
+    pub async fn new() -> Self {
+        let settings = influencer_analytics::config::BrokerSettings {
+            amqp_url: ServiceUrl::parse(
+                &std::env::var("AMQP_URL")
+                    .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+                &["amqp"],
+            )
+            .unwrap(),
+            queue_prefix: format!("ia_test_{:016x}", rand::random::<u64>()),
+        };
+        let broker = influencer_analytics::queue::Broker::connect(&settings)
+            .await
+            .expect("RabbitMQ (run `scripts/services up` first)");
+        Self { settings, broker }
+    }
+
+    /// A second connection with the same queues (another process's view).
+    pub async fn connect_again(&self) -> influencer_analytics::queue::Broker {
+        influencer_analytics::queue::Broker::connect(&self.settings)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let settings = self.settings.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(broker) = influencer_analytics::queue::Broker::connect(&settings).await {
+                    let _ = broker.delete_all().await;
+                    broker.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A TCP relay to the database that a test can cut: it stages a database outage without
+/// stopping the shared server.
+pub struct DbProxy {
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl DbProxy {
+    pub async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let target = url::Url::parse(&base_database_url()).unwrap();
+        let target = format!(
+            "{}:{}",
+            target.host_str().unwrap(),
+            target.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
+            Default::default();
+        let (down2, connections2) = (down.clone(), connections.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if down2.load(Ordering::SeqCst) {
+                    drop(client); // refused: the database is "down"
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                connections2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self {
+            port,
+            down,
+            connections,
+            accept,
+        }
+    }
+
+    /// The database URL of `db`, through this relay.
+    pub fn url_for(&self, db: &TestDb) -> ServiceUrl {
+        let mut url = url::Url::parse(db.settings.database_url.expose()).unwrap();
+        url.set_port(Some(self.port)).unwrap();
+        ServiceUrl::parse(url.as_str(), &["postgres"]).unwrap()
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}

@@ -3,5 +3,6 @@
 
 mod cli;
 mod helpers;
+mod pipeline;
 mod schema;
 mod simulator;

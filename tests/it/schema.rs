@@ -14,6 +14,7 @@ async fn migrations_create_the_hypertables() {
         hypertables,
         [
             "average_followers",
+            "fetch_failures",
             "influencer_metrics",
             "suspicious_classifications"
         ]

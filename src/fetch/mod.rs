@@ -1,0 +1,8 @@
+//! Fetching: the Mockstagram [`client`] and the poll [`worker`] that drives it from the
+//! schedule queue.
+
+pub mod client;
+pub mod worker;
+
+pub use client::{FetchOutcome, MockstagramClient};
+pub use worker::Poller;

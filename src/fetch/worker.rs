@@ -1,0 +1,287 @@
+//! The poll role: consume due schedule batches, poll each member at its slot, hand the
+//! outcomes to the sink and put the batch back into the schedule for its next slot.
+//!
+//! A delivery is acked only after both its outcomes and its re-enqueue are confirmed by the
+//! broker, so a crash at any point re-delivers the batch rather than losing an influencer.
+//! A re-delivered batch may fetch a slot twice; the sink stores it once. Duplicated schedule
+//! entries (a crash between confirm and ack) are dropped when they meet in one process: each
+//! poller remembers the last slot it polled for every pk.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use futures_util::{StreamExt, stream};
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicRejectOptions},
+};
+use tokio::{task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    domain::{Failure, Gone, Outcomes, Point},
+    fetch::{FetchOutcome, MockstagramClient},
+    mockstagram::NOT_FOUND_ERROR,
+    queue::{Broker, Lane},
+    schedule::{Arrival, ScheduleBatch, SlotGrid, on_arrival},
+};
+
+/// Schedule batches a poller holds at once (each up to 500 influencers).
+const PREFETCH: u16 = 128;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+}
+
+/// The `Instant` matching an epoch-milliseconds time (past times map to now).
+fn instant_at(epoch_ms: i64) -> Instant {
+    let ahead = epoch_ms - now_ms();
+    Instant::now() + Duration::from_millis(ahead.max(0) as u64)
+}
+
+/// What handling one delivery came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Polled: this many points, failures and gone influencers.
+    Polled {
+        points: usize,
+        failures: usize,
+        gone: usize,
+    },
+    /// Too late to poll: moved on to the next future slots.
+    Skipped { slots: u64 },
+    /// Every member was a duplicate of a slot this process already polled.
+    Duplicate,
+}
+
+#[derive(Clone)]
+pub struct Poller {
+    broker: Broker,
+    client: MockstagramClient,
+    grid: SlotGrid,
+    /// How early a batch is released from the wait queue; it is then held until its slot.
+    lead: Duration,
+    last_polled: Arc<Mutex<HashMap<i64, i64>>>,
+    batches_polled: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Poller {
+    pub fn new(broker: Broker, client: MockstagramClient, interval: Duration) -> Self {
+        Self {
+            broker,
+            client,
+            grid: SlotGrid::new(interval),
+            lead: lead_for(interval),
+            last_polled: Arc::default(),
+            batches_polled: Arc::default(),
+        }
+    }
+
+    /// Schedule batches this poller (and its clones) polled so far.
+    pub fn batches_polled(&self) -> u64 {
+        self.batches_polled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Consumes the due queue until `shutdown`, then finishes the batches in hand.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let due = self.broker.topology.due.clone();
+        let (channel, mut consumer) = self.broker.consume(&due, PREFETCH, "poll").await?;
+        let mut in_hand = JoinSet::new();
+        loop {
+            tokio::select! {
+                delivery = consumer.next() => {
+                    let Some(delivery) = delivery else {
+                        anyhow::bail!("the broker closed the schedule consumer");
+                    };
+                    let delivery = delivery.context("schedule consumer failed")?;
+                    let poller = self.clone();
+                    in_hand.spawn(async move { poller.handle(delivery).await });
+                }
+                Some(done) = in_hand.join_next(), if !in_hand.is_empty() => {
+                    if let Ok(Err(e)) = done {
+                        tracing::error!(error = format!("{e:#}"), "a schedule batch was not completed; the broker will deliver it again");
+                    }
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // Stop taking new batches; finish (or, on a second signal, abandon to redelivery) the rest.
+        let _ = channel
+            .basic_cancel("poll".into(), lapin::options::BasicCancelOptions::default())
+            .await;
+        tracing::info!(
+            batches = in_hand.len(),
+            "poller draining the batches in hand"
+        );
+        while in_hand.join_next().await.is_some() {}
+        let _ = channel.close(200, "shutdown".into()).await;
+        Ok(())
+    }
+
+    async fn handle(&self, delivery: Delivery) -> anyhow::Result<()> {
+        let batch = match ScheduleBatch::decode(&delivery.data) {
+            Ok(batch) => batch,
+            Err(e) => {
+                metrics::counter!("schedule_messages_dead_lettered_total").increment(1);
+                tracing::error!(error = %e, bytes = delivery.data.len(), "unreadable schedule message dead-lettered");
+                delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await?;
+                return Ok(());
+            }
+        };
+        let outcome = self.poll_batch(batch).await?;
+        tracing::debug!(?outcome, "schedule batch done");
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// One unit of work: poll a batch, publish its outcomes and its next schedule (both
+    /// confirmed). The caller acks the delivery when this returns Ok.
+    pub async fn poll_batch(&self, batch: ScheduleBatch) -> anyhow::Result<BatchOutcome> {
+        let batch = self.drop_duplicates(batch);
+        if batch.entries.is_empty() {
+            return Ok(BatchOutcome::Duplicate);
+        }
+        let batch = match on_arrival(batch, &self.grid, now_ms()) {
+            Arrival::Poll(batch) => batch,
+            Arrival::Skip { batch, skipped } => {
+                metrics::counter!("schedule_slots_skipped_total").increment(skipped);
+                tracing::warn!(
+                    influencers = batch.entries.len(),
+                    skipped,
+                    "schedule batch arrived too late to poll; moved on to its next slots"
+                );
+                self.reenqueue(&batch).await?;
+                return Ok(BatchOutcome::Skipped { slots: skipped });
+            }
+        };
+
+        let interval_ms = self.grid.interval_ms();
+        let client = self.client.clone();
+        let fetches = batch.entries.clone().into_iter().map(move |entry| {
+            let client = client.clone();
+            async move {
+                tokio::time::sleep_until(instant_at(entry.slot_ms)).await;
+                // Retries may run until 90% of the interval past the slot.
+                let deadline = instant_at(entry.slot_ms + interval_ms * 9 / 10);
+                let outcome = client.fetch(entry.pk, deadline).await;
+                (entry, outcome, now_ms())
+            }
+        });
+        let results: Vec<_> = stream::iter(fetches)
+            .buffer_unordered(batch.entries.len())
+            .collect()
+            .await;
+
+        let mut outcomes = Outcomes::default();
+        let mut gone_pks = Vec::new();
+        for (entry, outcome, at_ms) in results {
+            match outcome {
+                FetchOutcome::Fetched {
+                    follower_count,
+                    following_count,
+                } => {
+                    metrics::histogram!("slot_lateness_seconds")
+                        .record((at_ms - entry.slot_ms).max(0) as f64 / 1000.0);
+                    outcomes.points.push(Point {
+                        pk: entry.pk,
+                        slot_ms: entry.slot_ms,
+                        fetched_ms: at_ms,
+                        follower_count,
+                        following_count,
+                    });
+                }
+                FetchOutcome::Gone => {
+                    tracing::info!(
+                        pk = entry.pk,
+                        "upstream does not know this influencer; it leaves the schedule"
+                    );
+                    gone_pks.push(entry.pk);
+                    outcomes.gone.push(Gone {
+                        pk: entry.pk,
+                        reason: format!("Mockstagram answered {NOT_FOUND_ERROR}"),
+                    });
+                }
+                FetchOutcome::Failed { reason, .. } => outcomes.failures.push(Failure {
+                    pk: entry.pk,
+                    slot_ms: entry.slot_ms,
+                    failed_ms: at_ms,
+                    reason,
+                }),
+            }
+        }
+        self.batches_polled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let report = BatchOutcome::Polled {
+            points: outcomes.points.len(),
+            failures: outcomes.failures.len(),
+            gone: outcomes.gone.len(),
+        };
+        if !outcomes.is_empty() {
+            self.broker
+                .publish(&self.broker.topology.points, &outcomes.encode())
+                .await
+                .context("cannot hand the outcomes to the point queue")?;
+        }
+        let remaining = ScheduleBatch {
+            entries: batch
+                .entries
+                .into_iter()
+                .filter(|e| !gone_pks.contains(&e.pk))
+                .collect(),
+        };
+        if !remaining.entries.is_empty() {
+            self.reenqueue(&remaining.advanced(&self.grid)).await?;
+        }
+        Ok(report)
+    }
+
+    /// Publishes `next` (already at its next slots) to become due a little before them.
+    async fn reenqueue(&self, next: &ScheduleBatch) -> anyhow::Result<()> {
+        let earliest = next.earliest_slot_ms().unwrap_or_else(now_ms);
+        let delay_ms = (earliest - now_ms() - self.lead.as_millis() as i64).max(0);
+        self.broker
+            .publish_delayed(
+                Lane::Steady,
+                &next.encode(),
+                Duration::from_millis(delay_ms as u64),
+            )
+            .await
+            .context("cannot re-enqueue a schedule batch")
+    }
+
+    /// Removes entries whose slot this process already polled (a duplicated schedule entry),
+    /// and records the rest as polled.
+    fn drop_duplicates(&self, mut batch: ScheduleBatch) -> ScheduleBatch {
+        let mut last = self.last_polled.lock().expect("last_polled lock");
+        let before = batch.entries.len();
+        batch.entries.retain(|e| match last.get(&e.pk) {
+            Some(&slot) if slot >= e.slot_ms => false,
+            _ => {
+                last.insert(e.pk, e.slot_ms);
+                true
+            }
+        });
+        let dropped = before - batch.entries.len();
+        if dropped > 0 {
+            metrics::counter!("schedule_duplicates_dropped_total").increment(dropped as u64);
+        }
+        batch
+    }
+}
+
+/// How early a batch leaves the wait queue: enough to absorb the broker's expiry order and a
+/// poller's queueing, small next to the interval.
+pub fn lead_for(interval: Duration) -> Duration {
+    (interval / 4).min(Duration::from_secs(1))
+}

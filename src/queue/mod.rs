@@ -1,0 +1,286 @@
+//! RabbitMQ: the queues, publishing with confirms, and consumers.
+//!
+//! ## Topology (every name starts with `QUEUE_PREFIX`)
+//! - `<p>.schedule.due`: schedule batches whose slot has come; pollers consume it (competing
+//!   consumers).
+//! - `<p>.schedule.wait`: the re-enqueue. A poller publishes each batch here with a per-message
+//!   TTL (`expiration`) of "time until the next slot, less a small lead"; when it expires the
+//!   broker dead-letters it into `due`. RabbitMQ only expires the message at the head of a
+//!   queue, so a long delay blocks shorter ones behind it: steady-state re-enqueues are all
+//!   about one interval long and published in slot order, so their expiries come in order.
+//! - `<p>.schedule.enter`: the same mechanism for batches entering the schedule (seed,
+//!   reconciler), whose delays range over a whole interval; kept apart so they never sit in
+//!   front of the steady-state flow. Each seeding publishes its batches in slot order.
+//! - `<p>.points`: fetch outcomes (points, failures, gone influencers) for the sink.
+//!   Rejected messages dead-letter into `<p>.points.dead`; unreadable schedule messages into
+//!   `<p>.schedule.dead`.
+//!
+//! Queues are durable and classic (one node: classic queues are the fastest; quorum queues
+//! would add Raft writes for no replica). Messages are persistent, and every publish is
+//! confirmed by the broker before the message it came from is acked.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{Context, bail};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer,
+    options::{
+        BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+        QueueDeclareOptions, QueuePurgeOptions,
+    },
+    types::{AMQPValue, FieldTable, ShortString},
+};
+
+use crate::config::{BrokerSettings, ServiceUrl};
+
+/// The names of our queues under one prefix.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub due: String,
+    pub wait: String,
+    pub enter: String,
+    pub points: String,
+    pub points_dead: String,
+    pub schedule_dead: String,
+}
+
+impl Topology {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            due: format!("{prefix}.schedule.due"),
+            wait: format!("{prefix}.schedule.wait"),
+            enter: format!("{prefix}.schedule.enter"),
+            points: format!("{prefix}.points"),
+            points_dead: format!("{prefix}.points.dead"),
+            schedule_dead: format!("{prefix}.schedule.dead"),
+        }
+    }
+
+    /// Every queue, for tests and tools that purge or delete them.
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.due,
+            &self.wait,
+            &self.enter,
+            &self.points,
+            &self.points_dead,
+            &self.schedule_dead,
+        ]
+    }
+}
+
+fn dead_letter_to(queue: &str) -> FieldTable {
+    let mut args = BTreeMap::new();
+    // The default exchange routes by queue name, so no exchange of our own is needed.
+    args.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        ShortString::from("x-dead-letter-routing-key"),
+        AMQPValue::LongString(queue.into()),
+    );
+    FieldTable::from(args)
+}
+
+/// A connection to the broker with one channel in confirm mode for publishing.
+#[derive(Clone)]
+pub struct Broker {
+    connection: std::sync::Arc<Connection>,
+    publisher: Channel,
+    pub topology: Topology,
+}
+
+/// Which wait queue a delayed publish goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Steady-state re-enqueue: delays of about one interval, in order.
+    Steady,
+    /// Entering the schedule (seed, reconciler): any delay up to an interval.
+    Enter,
+}
+
+impl Broker {
+    /// Connects and declares the topology (idempotent).
+    pub async fn connect(settings: &BrokerSettings) -> anyhow::Result<Self> {
+        let connection = connect(&settings.amqp_url).await?;
+        let publisher = connection.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let topology = Topology::new(&settings.queue_prefix);
+        declare(&publisher, &topology)
+            .await
+            .context("cannot declare the queues")?;
+        Ok(Self {
+            connection: std::sync::Arc::new(connection),
+            publisher,
+            topology,
+        })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
+    }
+
+    /// Publishes a persistent message to `queue` and waits for the broker's confirm.
+    pub async fn publish(&self, queue: &str, payload: &[u8]) -> anyhow::Result<()> {
+        self.publish_with(queue, payload, persistent()).await
+    }
+
+    /// Publishes a schedule batch to become due after `delay` (at once when zero).
+    pub async fn publish_delayed(
+        &self,
+        lane: Lane,
+        payload: &[u8],
+        delay: Duration,
+    ) -> anyhow::Result<()> {
+        let delay_ms = delay.as_millis();
+        if delay_ms == 0 {
+            return self.publish(&self.topology.due, payload).await;
+        }
+        let queue = match lane {
+            Lane::Steady => &self.topology.wait,
+            Lane::Enter => &self.topology.enter,
+        };
+        let properties = persistent().with_expiration(ShortString::from(delay_ms.to_string()));
+        self.publish_with(queue, payload, properties).await
+    }
+
+    async fn publish_with(
+        &self,
+        queue: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> anyhow::Result<()> {
+        let confirm = self
+            .publisher
+            .basic_publish(
+                ShortString::from(""),
+                ShortString::from(queue),
+                BasicPublishOptions::default(),
+                payload,
+                properties,
+            )
+            .await
+            .with_context(|| format!("cannot publish to {queue}"))?;
+        let confirmation = confirm
+            .await
+            .with_context(|| format!("no confirm for a publish to {queue}"))?;
+        if !confirmation.is_ack() {
+            bail!("the broker refused (nacked) a publish to {queue}");
+        }
+        Ok(())
+    }
+
+    /// A consumer of `queue` on its own channel with `prefetch` unacked deliveries at most.
+    pub async fn consume(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        tag: &str,
+    ) -> anyhow::Result<(Channel, Consumer)> {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                ShortString::from(queue),
+                ShortString::from(tag),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("cannot consume {queue}"))?;
+        Ok((channel, consumer))
+    }
+
+    /// Messages ready in `queue` (not counting those delivered and unacked).
+    pub async fn ready_count(&self, queue: &str) -> anyhow::Result<u32> {
+        let channel = self.connection.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                ShortString::from(queue),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(declared.message_count())
+    }
+
+    /// Empties every queue of this topology (tests; an operator's reset).
+    pub async fn purge_all(&self) -> anyhow::Result<()> {
+        for queue in self.topology.all() {
+            self.publisher
+                .queue_purge(ShortString::from(queue), QueuePurgeOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every queue of this topology (tests clean up after themselves).
+    pub async fn delete_all(&self) -> anyhow::Result<()> {
+        for queue in self.topology.all() {
+            self.publisher
+                .queue_delete(
+                    ShortString::from(queue),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "bye".into()).await;
+    }
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+}
+
+async fn connect(url: &ServiceUrl) -> anyhow::Result<Connection> {
+    let connecting = Connection::connect(url.expose(), ConnectionProperties::default());
+    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) => bail!(
+            "cannot reach RabbitMQ at {url} ({e}); start it with `scripts/services up`, or set AMQP_URL"
+        ),
+        Err(_) => bail!(
+            "cannot reach RabbitMQ at {url} (no answer within 10 s); start it with `scripts/services up`, or set AMQP_URL"
+        ),
+    }
+}
+
+async fn declare(channel: &Channel, names: &Topology) -> anyhow::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let queues = [
+        // A schedule message a poller cannot read is kept for an operator, never dropped.
+        (&names.due, dead_letter_to(&names.schedule_dead)),
+        (&names.schedule_dead, FieldTable::default()),
+        // Expired messages of both wait queues move to `due`.
+        (&names.wait, dead_letter_to(&names.due)),
+        (&names.enter, dead_letter_to(&names.due)),
+        // A message the sink rejects (undecodable, unwritable) moves to the dead-letter queue.
+        (&names.points, dead_letter_to(&names.points_dead)),
+        (&names.points_dead, FieldTable::default()),
+    ];
+    for (queue, args) in queues {
+        channel
+            .queue_declare(ShortString::from(queue.as_str()), durable, args)
+            .await
+            .with_context(|| format!("cannot declare {queue}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Seeding: ids from a range, a count or a file into the registry and the schedule.
+//!
+//! Idempotent: only influencers that are new (or were untracked and are asked for again) are
+//! scheduled, so seeding the same ids twice schedules nobody twice. The registry is written
+//! first and the schedule second: if publishing fails half-way, the reconciler schedules the
+//! rest within a few intervals.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::PgPool;
+
+use crate::{
+    domain::MAX_PK,
+    fetch::worker::{lead_for, now_ms},
+    queue::{Broker, Lane},
+    schedule::{SlotGrid, plan_batches},
+};
+
+/// Where the ids come from.
+#[derive(clap::Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct SeedSource {
+    /// Inclusive range of pks, e.g. 1000000..1999999.
+    #[arg(long, value_parser = parse_range)]
+    pub range: Option<(i64, i64)>,
+    /// The first N pks of Mockstagram's population (1000000 upwards).
+    #[arg(long, value_parser = crate::config::positive)]
+    pub count: Option<u64>,
+    /// A file with one pk a line ('#' starts a comment), e.g. seeds/demo-1000.txt.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+}
+
+fn parse_range(raw: &str) -> Result<(i64, i64), String> {
+    let expected = || "expected an inclusive range of pks such as 1000000..1999999".to_string();
+    let (a, b) = raw.split_once("..").ok_or_else(expected)?;
+    let b = b.strip_prefix('=').unwrap_or(b);
+    let (a, b) = (a.trim().parse::<i64>(), b.trim().parse::<i64>());
+    match (a, b) {
+        (Ok(a), Ok(b)) if 1 <= a && a <= b && b <= MAX_PK => Ok((a, b)),
+        _ => Err(expected()),
+    }
+}
+
+/// Ids read from a source, with what was refused and why.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ParsedIds {
+    pub ids: Vec<i64>,
+    /// reason -> how many lines, e.g. "not a number" -> 2
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub repeated: u64,
+}
+
+impl SeedSource {
+    pub fn read(&self) -> anyhow::Result<ParsedIds> {
+        if let Some((a, b)) = self.range {
+            return Ok(ParsedIds {
+                ids: (a..=b).collect(),
+                ..ParsedIds::default()
+            });
+        }
+        if let Some(n) = self.count {
+            let first = crate::mockstagram::FIRST_PK;
+            return Ok(ParsedIds {
+                ids: (first..first + n as i64).collect(),
+                ..ParsedIds::default()
+            });
+        }
+        let path = self.file.as_ref().expect("clap requires one source");
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the seed file {}", path.display()))?;
+        Ok(parse_ids(&text))
+    }
+}
+
+/// Parses one pk a line; blank lines and `#` comments are skipped.
+pub fn parse_ids(text: &str) -> ParsedIds {
+    let mut parsed = ParsedIds::default();
+    let mut seen = std::collections::HashSet::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.parse::<i64>() {
+            Ok(pk) if (1..=MAX_PK).contains(&pk) => {
+                if seen.insert(pk) {
+                    parsed.ids.push(pk);
+                } else {
+                    parsed.repeated += 1;
+                }
+            }
+            Ok(_) => {
+                *parsed
+                    .rejected
+                    .entry("out of range (1 to 2^53-1)")
+                    .or_default() += 1
+            }
+            Err(_)
+                if line
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'-' || b == b'+') =>
+            {
+                *parsed
+                    .rejected
+                    .entry("out of range (1 to 2^53-1)")
+                    .or_default() += 1
+            }
+            Err(_) => *parsed.rejected.entry("not a number").or_default() += 1,
+        }
+    }
+    parsed
+}
+
+/// What a seeding did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SeedReport {
+    pub new: u64,
+    pub already_tracked: u64,
+    /// Had left the schedule (e.g. the upstream did not know them) and were asked for again.
+    pub retracked: u64,
+    pub schedule_messages: u64,
+}
+
+/// Registers `ids` and schedules the ones that were not tracked.
+pub async fn seed(
+    pool: &PgPool,
+    broker: &Broker,
+    interval: Duration,
+    ids: &[i64],
+) -> anyhow::Result<SeedReport> {
+    let progress = ProgressBar::new(ids.len() as u64).with_style(
+        ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} ({per_sec}, {eta})")
+            .expect("static template"),
+    );
+    progress.set_message("registering");
+    let mut report = SeedReport::default();
+    let mut to_schedule = Vec::new();
+    for chunk in ids.chunks(10_000) {
+        let new: Vec<i64> = sqlx::query_scalar(
+            "insert into influencers (influencer_id, username)
+             select id, 'influencer-' || id from unnest($1::bigint[]) as id
+             on conflict do nothing
+             returning influencer_id",
+        )
+        .bind(chunk)
+        .fetch_all(pool)
+        .await
+        .context("cannot register influencers")?;
+        let retracked: Vec<i64> = sqlx::query_scalar(
+            "update influencers set tracked = true, untracked_reason = null, untracked_at = null,
+                 scheduled_at = now()
+             where influencer_id = any($1) and not tracked
+             returning influencer_id",
+        )
+        .bind(chunk)
+        .fetch_all(pool)
+        .await
+        .context("cannot re-track influencers")?;
+        report.new += new.len() as u64;
+        report.retracked += retracked.len() as u64;
+        report.already_tracked += (chunk.len() - new.len() - retracked.len()) as u64;
+        to_schedule.extend(new);
+        to_schedule.extend(retracked);
+        progress.inc(chunk.len() as u64);
+    }
+    progress.set_message("scheduling");
+    report.schedule_messages = enter_schedule(broker, interval, &to_schedule).await?;
+    progress.finish_and_clear();
+    Ok(report)
+}
+
+/// Puts influencers into the schedule at their next slot (the seed's and the reconciler's
+/// way in). Batches are published in slot order, so their delays expire in order.
+pub async fn enter_schedule(
+    broker: &Broker,
+    interval: Duration,
+    pks: &[i64],
+) -> anyhow::Result<u64> {
+    let grid = SlotGrid::new(interval);
+    let lead = lead_for(interval).as_millis() as i64;
+    let batches = plan_batches(pks, &grid, now_ms() + lead);
+    for batch in &batches {
+        let earliest = batch
+            .earliest_slot_ms()
+            .expect("planned batches are not empty");
+        let delay = (earliest - now_ms() - lead).max(0) as u64;
+        broker
+            .publish_delayed(Lane::Enter, &batch.encode(), Duration::from_millis(delay))
+            .await?;
+    }
+    Ok(batches.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_parsed_with_reasons_for_what_is_refused() {
+        let parsed = parse_ids(
+            "# demo\n1000000\n1000001 # second\n\nabc\n-5\n0\n1000000\n99999999999999999999\n",
+        );
+        assert_eq!(parsed.ids, vec![1_000_000, 1_000_001]);
+        assert_eq!(parsed.repeated, 1);
+        assert_eq!(parsed.rejected["not a number"], 1);
+        assert_eq!(parsed.rejected["out of range (1 to 2^53-1)"], 3);
+    }
+
+    #[test]
+    fn ranges_are_inclusive_and_checked() {
+        assert_eq!(parse_range("1000000..1999999"), Ok((1_000_000, 1_999_999)));
+        assert_eq!(parse_range("5..=5"), Ok((5, 5)));
+        assert!(parse_range("9..5").is_err());
+        assert!(parse_range("0..5").is_err());
+        assert!(parse_range("1000000").is_err());
+    }
+}

@@ -1,0 +1,256 @@
+//! The sink: point-queue messages into TimescaleDB, in batches.
+//!
+//! Deliveries accumulate until `SINK_BATCH_ROWS` rows or `SINK_BATCH_WAIT` since the first,
+//! then go in one transaction ([`writer::write`]) and are acked only after the commit.
+//!
+//! When the database is unreachable the sink keeps what it holds and retries with backoff; it
+//! takes no new deliveries meanwhile (the consumer's prefetch is full), so everything else
+//! waits in RabbitMQ. Before RabbitMQ's `consumer_timeout` (30 min by default) could close the
+//! channel over deliveries held unacked, the sink hands them back (`nack`, requeue) and takes
+//! them again: nothing is lost, and the channel survives any outage.
+//!
+//! A message that can never be written (undecodable, or rows the database refuses) is rejected
+//! and dead-lettered to `<prefix>.points.dead`, with a metric and a log line.
+
+pub mod writer;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use lapin::{
+    Acker,
+    options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
+};
+use sqlx::PgPool;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::SinkSettings, domain::Outcomes, queue::Broker};
+
+/// One held delivery.
+struct Held {
+    acker: Acker,
+    outcomes: Outcomes,
+}
+
+pub struct Sink {
+    pool: PgPool,
+    broker: Broker,
+    settings: SinkSettings,
+}
+
+/// What a flush came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushOutcome {
+    Written {
+        messages: usize,
+        points: u64,
+    },
+    /// The database stayed unreachable past the hold limit (or shutdown came): the messages
+    /// went back to the queue.
+    Requeued {
+        messages: usize,
+    },
+}
+
+impl Sink {
+    pub fn new(pool: PgPool, broker: Broker, settings: SinkSettings) -> Self {
+        Self {
+            pool,
+            broker,
+            settings,
+        }
+    }
+
+    /// Consumes the point queue until `shutdown`, then flushes what it holds.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let queue = self.broker.topology.points.clone();
+        let (channel, mut consumer) = self
+            .broker
+            .consume(&queue, self.settings.sink_prefetch, "sink")
+            .await?;
+        let mut held: Vec<Held> = Vec::new();
+        let mut rows = 0usize;
+        let mut first_at: Option<Instant> = None;
+        loop {
+            let flush_at = first_at.map(|t| t + self.settings.sink_batch_wait);
+            tokio::select! {
+                delivery = consumer.next() => {
+                    let Some(delivery) = delivery else {
+                        anyhow::bail!("the broker closed the point consumer");
+                    };
+                    let delivery = delivery.context("point consumer failed")?;
+                    match Outcomes::decode(&delivery.data) {
+                        Ok(outcomes) => {
+                            rows += outcomes.len();
+                            first_at.get_or_insert_with(Instant::now);
+                            held.push(Held { acker: delivery.acker, outcomes });
+                        }
+                        Err(e) => {
+                            metrics::counter!("points_dead_lettered_total", "reason" => "undecodable").increment(1);
+                            tracing::error!(error = %e, bytes = delivery.data.len(), "undecodable point message dead-lettered");
+                            delivery.acker.reject(BasicRejectOptions { requeue: false }).await?;
+                        }
+                    }
+                    if rows >= self.settings.sink_batch_rows {
+                        self.flush(std::mem::take(&mut held), &shutdown).await?;
+                        rows = 0;
+                        first_at = None;
+                    }
+                }
+                () = sleep_until_opt(flush_at) => {
+                    self.flush(std::mem::take(&mut held), &shutdown).await?;
+                    rows = 0;
+                    first_at = None;
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+        let _ = channel
+            .basic_cancel("sink".into(), lapin::options::BasicCancelOptions::default())
+            .await;
+        if !held.is_empty() {
+            self.flush(held, &shutdown).await?;
+        }
+        let _ = channel.close(200, "shutdown".into()).await;
+        Ok(())
+    }
+
+    /// Writes the held deliveries in one transaction and acks them; retries while the database
+    /// is unreachable (see the module docs).
+    async fn flush(
+        &self,
+        held: Vec<Held>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<FlushOutcome> {
+        let messages = held.len();
+        if held.is_empty() {
+            return Ok(FlushOutcome::Written {
+                messages,
+                points: 0,
+            });
+        }
+        let mut merged = Outcomes::default();
+        for h in &held {
+            merged.extend(&h.outcomes);
+        }
+        let since = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let started = Instant::now();
+            match writer::write(&self.pool, &merged).await {
+                Ok(report) => {
+                    metrics::histogram!("sink_flush_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("sink_batch_rows").record(merged.len() as f64);
+                    metrics::counter!("points_written_total").increment(report.points_stored);
+                    metrics::counter!("influencers_gone_total").increment(report.influencers_gone);
+                    metrics::counter!("fetch_failures_recorded_total")
+                        .increment(report.failures_stored);
+                    if attempt > 0 {
+                        tracing::info!(
+                            attempts = attempt + 1,
+                            "database is back; held points written"
+                        );
+                    }
+                    let last = &held.last().expect("not empty").acker;
+                    last.ack(BasicAckOptions { multiple: true }).await?;
+                    return Ok(FlushOutcome::Written {
+                        messages,
+                        points: report.points_stored,
+                    });
+                }
+                Err(e) if writer::is_data_error(&e) => {
+                    tracing::warn!(error = %e, messages, "a batch was refused; writing its messages one by one");
+                    return self.flush_one_by_one(held).await;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    metrics::counter!("sink_write_errors_total").increment(1);
+                    if attempt == 1 || attempt.is_multiple_of(10) {
+                        tracing::warn!(error = %e, attempt, messages, "cannot write to the database; holding the batch and retrying");
+                    }
+                    if since.elapsed() >= self.settings.sink_max_hold || shutdown.is_cancelled() {
+                        tracing::warn!(messages, "handing held messages back to the queue");
+                        let last = &held.last().expect("not empty").acker;
+                        last.nack(BasicNackOptions {
+                            multiple: true,
+                            requeue: true,
+                        })
+                        .await?;
+                        return Ok(FlushOutcome::Requeued { messages });
+                    }
+                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)))
+                        .min(Duration::from_secs(5));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a data error: each message alone; the ones the database refuses are dead-lettered.
+    async fn flush_one_by_one(&self, held: Vec<Held>) -> anyhow::Result<FlushOutcome> {
+        let messages = held.len();
+        let mut points = 0;
+        for h in held {
+            match writer::write(&self.pool, &h.outcomes).await {
+                Ok(report) => {
+                    points += report.points_stored;
+                    metrics::counter!("points_written_total").increment(report.points_stored);
+                    h.acker.ack(BasicAckOptions::default()).await?;
+                }
+                Err(e) if writer::is_data_error(&e) => {
+                    metrics::counter!("points_dead_lettered_total", "reason" => "refused")
+                        .increment(1);
+                    tracing::error!(error = %e, "point message refused by the database; dead-lettered");
+                    h.acker
+                        .reject(BasicRejectOptions { requeue: false })
+                        .await?;
+                }
+                Err(e) => {
+                    // Unreachable again: let the broker deliver it once more.
+                    tracing::warn!(error = %e, "cannot write a message; handing it back");
+                    h.acker
+                        .nack(BasicNackOptions {
+                            multiple: false,
+                            requeue: true,
+                        })
+                        .await?;
+                }
+            }
+        }
+        Ok(FlushOutcome::Written { messages, points })
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Once a minute (at the start of each minute), store the average followerCount.
+pub async fn run_average_job(pool: PgPool, shutdown: CancellationToken) {
+    loop {
+        let now = chrono::Utc::now();
+        let into_minute = Duration::from_millis((now.timestamp_millis().rem_euclid(60_000)) as u64);
+        let wait = Duration::from_secs(60) - into_minute + Duration::from_millis(500);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match writer::record_average(&pool).await {
+            Ok(Some((average, influencers))) => {
+                metrics::gauge!("average_follower_count").set(average);
+                tracing::debug!(average, influencers, "average followerCount stored");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot store the average followerCount"),
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! The ingestion pipeline end to end: seed → schedule → poll the simulator → point queue →
+//! sink → influencer_metrics, against the real RabbitMQ and TimescaleDB, at a 2 s interval.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use influencer_analytics::{
+    config::{FaultSettings, ServiceUrl, SinkSettings, UpstreamSettings},
+    db,
+    domain::{Outcomes, Point},
+    fetch::{MockstagramClient, Poller},
+    queue::Broker,
+    reconcile,
+    schedule::SlotGrid,
+    seed,
+    sink::Sink,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{DbProxy, TestBroker, TestDb, TestSimulator, simulator_settings};
+
+const INTERVAL: Duration = Duration::from_secs(2);
+
+fn upstream(sim: &TestSimulator) -> UpstreamSettings {
+    UpstreamSettings {
+        mockstagram_url: ServiceUrl::parse(&format!("http://{}", sim.addr), &["http"]).unwrap(),
+        mockstagram_rps: None,
+        mockstagram_timeout: Duration::from_millis(400),
+        mockstagram_concurrency: 64,
+    }
+}
+
+fn sink_settings() -> SinkSettings {
+    SinkSettings {
+        sink_batch_rows: 5000,
+        sink_batch_wait: Duration::from_millis(200),
+        sink_prefetch: 200,
+        sink_max_hold: Duration::from_secs(600),
+    }
+}
+
+struct Role {
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Role {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn start_poller(broker: Broker, sim: &TestSimulator) -> (Poller, Role) {
+    let client = MockstagramClient::new(&upstream(sim)).unwrap();
+    let poller = Poller::new(broker, client, INTERVAL);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (poller, stop) = (poller.clone(), stop.clone());
+        async move { poller.run(stop).await }
+    });
+    (poller, Role { stop, task })
+}
+
+fn start_sink(pool: sqlx::PgPool, broker: Broker) -> Role {
+    let stop = CancellationToken::new();
+    let sink = Sink::new(pool, broker, sink_settings());
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { sink.run(stop).await }
+    });
+    Role { stop, task }
+}
+
+/// Waits until the point queue is empty and the sink has had time to commit.
+async fn wait_for_sink(broker: &Broker) {
+    for _ in 0..100 {
+        if broker.ready_count(&broker.topology.points).await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+}
+
+/// Stored slots per influencer, in epoch ms.
+async fn stored_slots(db: &TestDb) -> BTreeMap<i64, Vec<i64>> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "select influencer_id, (extract(epoch from slot) * 1000)::bigint
+         from influencer_metrics order by 1, 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let mut slots: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for (pk, slot) in rows {
+        slots.entry(pk).or_default().push(slot);
+    }
+    slots
+}
+
+async fn total_points(db: &TestDb) -> i64 {
+    sqlx::query_scalar("select count(*) from influencer_metrics")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+fn pks(n: i64) -> Vec<i64> {
+    (1_000_000..1_000_000 + n).collect()
+}
+
+/// Each fetch the simulator answered with data became exactly one stored point.
+fn upstream_answers(sim: &TestSimulator, pks: &[i64]) -> i64 {
+    pks.iter()
+        .map(|&pk| sim.simulator.calls(pk).unwrap_or(0) as i64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_influencer_has_exactly_one_point_per_slot_on_its_grid() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let sim = TestSimulator::start(simulator_settings(1000, 1)).await;
+    let ids = pks(300);
+    let report = seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
+        .await
+        .unwrap();
+    assert_eq!(report.new, 300);
+
+    let (_, poller) = start_poller(queues.connect_again().await, &sim).await;
+    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
+    tokio::time::sleep(INTERVAL * 5 + Duration::from_millis(500)).await;
+    poller.stop().await;
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+
+    let grid = SlotGrid::new(INTERVAL);
+    let slots = stored_slots(&db).await;
+    assert_eq!(slots.len(), 300, "every influencer has points");
+    for (pk, slots) in &slots {
+        assert!(slots.len() >= 4, "pk {pk} has only {} points", slots.len());
+        for slot in slots {
+            assert_eq!(
+                (slot - grid.offset_ms(*pk)).rem_euclid(2000),
+                0,
+                "pk {pk}: slot {slot} is off its grid"
+            );
+        }
+        for pair in slots.windows(2) {
+            assert_eq!(
+                pair[1] - pair[0],
+                2000,
+                "pk {pk}: a gap or a duplicate between {pair:?}"
+            );
+        }
+    }
+    let stored = total_points(&db).await;
+    assert_eq!(
+        upstream_answers(&sim, &ids),
+        stored,
+        "each fetch stored once, no slot fetched twice"
+    );
+    let late_p99: f64 = sqlx::query_scalar(
+        "select percentile_cont(0.99) within group (order by extract(epoch from fetched_at - slot))
+         from influencer_metrics",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        (0.0..2.0).contains(&late_p99),
+        "p99 slot lateness {late_p99} s"
+    );
+    let latest: i64 = sqlx::query_scalar("select count(*) from influencer_latest")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(latest, 300);
+}
+
+#[tokio::test]
+async fn a_point_message_delivered_twice_stores_its_points_once() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    seed::seed(
+        &db.pool,
+        &queues.broker,
+        Duration::from_secs(3600),
+        &[1_000_001],
+    )
+    .await
+    .unwrap();
+    let message = Outcomes {
+        points: vec![
+            Point {
+                pk: 1_000_001,
+                slot_ms: 1_763_800_000_000,
+                fetched_ms: 1_763_800_000_010,
+                follower_count: 100,
+                following_count: 10,
+            },
+            Point {
+                pk: 1_000_001,
+                slot_ms: 1_763_800_060_000,
+                fetched_ms: 1_763_800_060_010,
+                follower_count: 110,
+                following_count: 10,
+            },
+        ],
+        ..Outcomes::default()
+    };
+    for _ in 0..2 {
+        queues
+            .broker
+            .publish(&queues.broker.topology.points, &message.encode())
+            .await
+            .unwrap();
+    }
+    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+    assert_eq!(total_points(&db).await, 2);
+    let latest: i32 = sqlx::query_scalar(
+        "select follower_count from influencer_latest where influencer_id = 1000001",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(latest, 110, "latest is the newest slot");
+    let dead = queues
+        .broker
+        .ready_count(&queues.broker.topology.points_dead)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead, 0,
+        "the second copy was a quiet no-op, not a refused message"
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_point_message_is_dead_lettered_and_the_sink_goes_on() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    seed::seed(
+        &db.pool,
+        &queues.broker,
+        Duration::from_secs(3600),
+        &[1_000_001],
+    )
+    .await
+    .unwrap();
+    let good = Outcomes {
+        points: vec![Point {
+            pk: 1_000_001,
+            slot_ms: 1_763_800_000_000,
+            fetched_ms: 1_763_800_000_010,
+            follower_count: 100,
+            following_count: 10,
+        }],
+        ..Outcomes::default()
+    };
+    let points = queues.broker.topology.points.clone();
+    queues
+        .broker
+        .publish(&points, b"\x00\xff garbage")
+        .await
+        .unwrap();
+    queues
+        .broker
+        .publish(&points, br#"{"points":[[1000001,1,2,-5,3]]}"#)
+        .await
+        .unwrap();
+    queues
+        .broker
+        .publish(&points, &good.encode())
+        .await
+        .unwrap();
+    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+    assert_eq!(
+        total_points(&db).await,
+        1,
+        "the good message behind the poison was written"
+    );
+    let dead = queues
+        .broker
+        .ready_count(&queues.broker.topology.points_dead)
+        .await
+        .unwrap();
+    assert_eq!(dead, 2, "both bad messages were dead-lettered");
+}
+
+#[tokio::test]
+async fn an_unknown_pk_leaves_the_schedule_after_one_answer_and_the_registry_says_why() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    // The simulator knows 1000000..1000049 only.
+    let sim = TestSimulator::start(simulator_settings(50, 1)).await;
+    let mut ids = pks(10);
+    ids.push(1_000_777);
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
+        .await
+        .unwrap();
+    let (_, poller) = start_poller(queues.connect_again().await, &sim).await;
+    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
+    tokio::time::sleep(INTERVAL * 4).await;
+    poller.stop().await;
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+
+    let known = upstream_answers(&sim, &pks(10)) as u64;
+    assert_eq!(
+        sim.simulator.requests() - known,
+        1,
+        "the unknown pk was asked once"
+    );
+    let (tracked, reason): (bool, Option<String>) = sqlx::query_as(
+        "select tracked, untracked_reason from influencers where influencer_id = 1000777",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(!tracked);
+    assert!(reason.unwrap().contains("InfluencerNotFoundError"));
+    let still: i64 = sqlx::query_scalar("select count(*) from influencers where tracked")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(still, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_faults_are_retried_and_malformed_answers_recorded() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let mut settings = simulator_settings(1000, 3);
+    settings.faults = FaultSettings {
+        fault_error: 0.10,
+        fault_throttle: 0.05,
+        retry_after: Duration::from_secs(1),
+        fault_slow: 0.05,
+        slow_delay: Duration::from_secs(3),
+        fault_malformed: 0.05,
+    };
+    let sim = TestSimulator::start(settings).await;
+    let ids = pks(200);
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
+        .await
+        .unwrap();
+    let (_, poller) = start_poller(queues.connect_again().await, &sim).await;
+    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
+    tokio::time::sleep(INTERVAL * 5).await;
+    poller.stop().await;
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+
+    let points = total_points(&db).await;
+    let failures: Vec<(i64, i64, String)> = sqlx::query_as(
+        "select influencer_id, (extract(epoch from slot) * 1000)::bigint, reason from fetch_failures",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let malformed = failures
+        .iter()
+        .filter(|f| f.2.contains("malformed"))
+        .count() as i64;
+    assert!(malformed > 0, "some malformed answers were recorded");
+    // Every slot between an influencer's first and last is a point or a recorded failure.
+    let mut slots = stored_slots(&db).await;
+    for (pk, slot, _) in &failures {
+        slots.entry(*pk).or_default().push(*slot);
+    }
+    let mut expected = 0;
+    for (pk, slots) in slots.iter_mut() {
+        slots.sort_unstable();
+        slots.dedup();
+        let span = (slots.last().unwrap() - slots.first().unwrap()) / 2000 + 1;
+        assert_eq!(
+            span as usize,
+            slots.len(),
+            "pk {pk}: a slot with neither point nor failure"
+        );
+        expected += span;
+    }
+    // 10% 500s, 5% 429s and 5% slow answers are retried: only malformed ones (5%) and the
+    // rare slot whose retries all failed are missing.
+    assert!(
+        points as f64 >= 0.85 * expected as f64,
+        "{points} points of {expected} slots"
+    );
+    println!(
+        "faults: {expected} slots, {points} points, {malformed} malformed, {} failures",
+        failures.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_holds_points_through_a_database_outage_and_stores_each_once() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let sim = TestSimulator::start(simulator_settings(1000, 4)).await;
+    let proxy = DbProxy::start().await;
+    let ids = pks(100);
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
+        .await
+        .unwrap();
+    let mut through_proxy = db.settings.clone();
+    through_proxy.database_url = proxy.url_for(&db);
+    let sink_pool = db::open_pool(&through_proxy).await.unwrap();
+
+    let (_, poller) = start_poller(queues.connect_again().await, &sim).await;
+    let sink = start_sink(sink_pool, queues.connect_again().await);
+    tokio::time::sleep(INTERVAL * 2).await;
+    let before = total_points(&db).await;
+    assert!(before > 0, "points flow before the outage");
+
+    proxy.cut();
+    tokio::time::sleep(INTERVAL * 3).await;
+    let during = total_points(&db).await;
+    assert!(
+        during - before <= 100,
+        "nothing but an in-flight batch is written while down"
+    );
+    let waiting = queues
+        .broker
+        .ready_count(&queues.broker.topology.points)
+        .await
+        .unwrap();
+    proxy.restore();
+    tokio::time::sleep(INTERVAL * 2).await;
+    poller.stop().await;
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+
+    let stored = total_points(&db).await;
+    assert_eq!(
+        upstream_answers(&sim, &ids),
+        stored,
+        "every fetched point arrived, none twice"
+    );
+    assert!(
+        stored > during + 200,
+        "the points of the outage arrived after it"
+    );
+    println!(
+        "outage: {before} before, {during} during, {waiting} waiting in the queue, {stored} after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pollers_share_the_schedule_and_fetch_each_slot_once() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let sim = TestSimulator::start(simulator_settings(1000, 5)).await;
+    let ids = pks(400);
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
+        .await
+        .unwrap();
+    let (first, poller_a) = start_poller(queues.connect_again().await, &sim).await;
+    let (second, poller_b) = start_poller(queues.connect_again().await, &sim).await;
+    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
+    tokio::time::sleep(INTERVAL * 4).await;
+    poller_a.stop().await;
+    poller_b.stop().await;
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+
+    assert!(
+        first.batches_polled() > 0 && second.batches_polled() > 0,
+        "both pollers worked"
+    );
+    let stored = total_points(&db).await;
+    assert_eq!(
+        upstream_answers(&sim, &ids),
+        stored,
+        "no slot fetched twice"
+    );
+    assert!(stored >= 400 * 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_reschedules_influencers_whose_schedule_was_lost() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let sim = TestSimulator::start(simulator_settings(1000, 6)).await;
+    let ids = pks(50);
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
+        .await
+        .unwrap();
+    // The schedule messages are lost, and the seeding was long enough ago to be judged.
+    queues.broker.purge_all().await.unwrap();
+    sqlx::query("update influencers set scheduled_at = now() - interval '1 minute'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let repaired = reconcile::reconcile_once(&db.pool, &queues.broker, INTERVAL)
+        .await
+        .unwrap();
+    assert_eq!(repaired, 50);
+    let again = reconcile::reconcile_once(&db.pool, &queues.broker, INTERVAL)
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "those just repaired are not repaired twice");
+
+    let (_, poller) = start_poller(queues.connect_again().await, &sim).await;
+    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
+    tokio::time::sleep(INTERVAL * 2 + Duration::from_millis(500)).await;
+    poller.stop().await;
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+    assert_eq!(
+        stored_slots(&db).await.len(),
+        50,
+        "every lost influencer is polled again"
+    );
+}
+
+#[tokio::test]
+async fn seeding_the_same_ids_twice_schedules_nobody_twice() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let ids = pks(2000);
+    let first = seed::seed(&db.pool, &queues.broker, Duration::from_secs(3600), &ids)
+        .await
+        .unwrap();
+    let second = seed::seed(&db.pool, &queues.broker, Duration::from_secs(3600), &ids)
+        .await
+        .unwrap();
+    assert_eq!((first.new, first.already_tracked), (2000, 0));
+    assert_eq!(
+        (second.new, second.already_tracked, second.schedule_messages),
+        (0, 2000, 0)
+    );
+    let t = &queues.broker.topology;
+    let queued = queues.broker.ready_count(&t.enter).await.unwrap()
+        + queues.broker.ready_count(&t.due).await.unwrap();
+    assert_eq!(queued as u64, first.schedule_messages);
+}
