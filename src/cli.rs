@@ -186,7 +186,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let shutdown = shutdown::on_signal();
             let pool = db::connect(&database).await?;
-            let ops = serve_ops(metrics_addr, shutdown.clone()).await?;
+            let (_, ops) = serve_ops(metrics_addr, shutdown.clone()).await?;
             let client = MockstagramClient::new(&upstream)?;
             let roles = vec![
                 tokio::spawn(run_poller(
@@ -214,7 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let shutdown = shutdown::on_signal();
             let pool = db::connect(&database).await?;
-            let ops = serve_ops(metrics_addr, shutdown.clone()).await?;
+            let (_, ops) = serve_ops(metrics_addr, shutdown.clone()).await?;
             let roles = vec![
                 tokio::spawn(run_sink(pool.clone(), broker, sink, shutdown.clone())),
                 tokio::spawn(crate::sink::run_average_job(pool, shutdown.clone())),
@@ -267,11 +267,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     report.new, report.already_tracked
                 );
             }
-            let ops = serve_ops(listen.listen_addr, shutdown.clone()).await?;
+            let (ops_addr, ops) = serve_ops(listen.listen_addr, shutdown.clone()).await?;
             println!(
-                "polling every {} ; metrics at http://{}/metrics ; Ctrl-C stops",
+                "polling every {}; metrics at http://{ops_addr}/metrics; Ctrl-C stops",
                 humantime::format_duration(schedule.poll_interval),
-                listen.listen_addr
             );
             let client = MockstagramClient::new(&upstream)?;
             let interval = schedule.poll_interval;
@@ -396,18 +395,20 @@ async fn run_reconciler(
 async fn serve_ops(
     addr: SocketAddr,
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} for /metrics (METRICS_ADDR or LISTEN_ADDR)")
     })?;
-    tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "metrics at /metrics");
     let router =
         telemetry::metrics_router().route("/healthz", axum::routing::get(|| async { "ok" }));
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
-    }))
+    });
+    Ok((bound, task))
 }
 
 /// Roles whose issue has not landed yet say so plainly instead of pretending to work.

@@ -11,6 +11,8 @@ fn main() -> ExitCode {
         Err(error) => return cli::report_usage_error(error),
     };
     telemetry::init_tracing(cli.log_format);
+    // Count from the first event, not from the first scrape.
+    telemetry::metrics();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -48,6 +48,18 @@ pub fn metrics() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may be installed already (a test process); ours still renders.
         let _ = metrics::set_global_recorder(recorder);
+        // Histograms keep raw samples until upkeep folds them into buckets: without it, a
+        // million samples a minute pile up in memory between scrapes.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("a thread for metrics upkeep");
         handle
     })
 }

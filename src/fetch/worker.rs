@@ -33,6 +33,9 @@ use crate::{
 /// Schedule batches a poller holds at once (each up to 500 influencers).
 const PREFETCH: u16 = 128;
 
+/// On shutdown, how long batches in hand may take to finish before they are handed back.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -113,15 +116,26 @@ impl Poller {
                 () = shutdown.cancelled() => break,
             }
         }
-        // Stop taking new batches; finish (or, on a second signal, abandon to redelivery) the rest.
+        // Stop taking new batches; give the ones in hand a short grace to finish, then let the
+        // rest go back to the queue unacked (closing the channel requeues them; the sink
+        // stores a slot fetched twice once).
         let _ = channel
             .basic_cancel("poll".into(), lapin::options::BasicCancelOptions::default())
             .await;
-        tracing::info!(
-            batches = in_hand.len(),
-            "poller draining the batches in hand"
-        );
-        while in_hand.join_next().await.is_some() {}
+        let in_hand_at_stop = in_hand.len();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while in_hand.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::info!(
+                batches = in_hand.len(),
+                of = in_hand_at_stop,
+                "shutdown grace over; unfinished batches go back to the queue"
+            );
+            in_hand.abort_all();
+            while in_hand.join_next().await.is_some() {}
+        }
         let _ = channel.close(200, "shutdown".into()).await;
         Ok(())
     }

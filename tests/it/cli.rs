@@ -210,7 +210,7 @@ fn seed_from_a_file_reports_new_known_and_rejected_ids() {
 fn run_with_the_simulator_fills_the_hypertable_and_stops_cleanly_on_sigint() {
     let (name, url) = scratch_database();
     let prefix = format!("ia_test_{:016x}", rand::random::<u64>());
-    let child = binary()
+    let mut child = binary()
         .args([
             "run",
             "--simulate",
@@ -226,20 +226,49 @@ fn run_with_the_simulator_fills_the_hypertable_and_stops_cleanly_on_sigint() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut metrics_url = None;
+    let mut printed = String::new();
+    for _ in 0..10 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        printed.push_str(&line);
+        if let Some(rest) = line.split("metrics at ").nth(1) {
+            metrics_url = Some(rest.split(';').next().unwrap().trim().to_string());
+            break;
+        }
+    }
+    let metrics_url = metrics_url.expect("run prints where its metrics are");
     std::thread::sleep(std::time::Duration::from_secs(9));
+    let metrics = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    for name in [
+        "fetches_total",
+        "slot_lateness_seconds",
+        "points_written_total",
+        "sink_batch_rows",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    assert!(!metrics.contains("1000001"), "no influencer id in metrics");
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "{stdout}\n{}",
+        "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("seeded 200 influencers"), "{stdout}");
+    assert!(printed.contains("seeded 200 influencers"), "{printed}");
     let points = query_i64(&url, "select count(*) from influencer_metrics");
     let influencers = query_i64(
         &url,

@@ -541,3 +541,86 @@ async fn seeding_the_same_ids_twice_schedules_nobody_twice() {
         + queues.broker.ready_count(&t.due).await.unwrap();
     assert_eq!(queued as u64, first.schedule_messages);
 }
+
+#[tokio::test]
+async fn the_average_job_stores_the_mean_of_tracked_influencers_latest_counts() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    seed::seed(&db.pool, &queues.broker, Duration::from_secs(3600), &pks(4))
+        .await
+        .unwrap();
+    let counts = [
+        (1_000_000, 100),
+        (1_000_001, 250),
+        (1_000_002, 1000),
+        (1_000_003, 7),
+    ];
+    for (pk, followers) in counts {
+        sqlx::query(
+            "insert into influencer_latest (influencer_id, slot, fetched_at, follower_count, following_count)
+             values ($1, now(), now(), $2, 1)",
+        )
+        .bind(pk)
+        .bind(followers)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("update influencers set tracked = false, untracked_reason = 'test' where influencer_id = 1000003")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (average, n) = influencer_analytics::sink::writer::record_average(&db.pool)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 3, "the untracked influencer is left out");
+    assert!((average - 1350.0 / 3.0).abs() < 1e-9, "{average}");
+    let stored: (f64, i64) =
+        sqlx::query_as("select avg_follower_count, influencer_count from average_followers")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, (average, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_keeps_under_its_rate_ceiling_and_its_in_flight_bound() {
+    let mut settings = simulator_settings(1000, 7);
+    settings.faults.fault_slow = 1.0;
+    settings.faults.slow_delay = Duration::from_millis(300);
+    let sim = TestSimulator::start(settings).await;
+    // In flight: 4 at a time, each answer 300 ms: 16 requests take at least 4 rounds.
+    let mut bounded = upstream(&sim);
+    bounded.mockstagram_concurrency = 4;
+    bounded.mockstagram_timeout = Duration::from_secs(5);
+    let client = MockstagramClient::new(&bounded).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    let fetches = (0..16).map(|i| client.fetch(1_000_000 + i, deadline));
+    let outcomes = futures_util::future::join_all(fetches).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, influencer_analytics::fetch::FetchOutcome::Fetched { .. }))
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1150),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Rate: 20 per second (a burst of 20, then one each 50 ms): 60 requests need ≥ 2 s.
+    sim.simulator.faults().set(&FaultSettings::default());
+    let mut ceiling = upstream(&sim);
+    ceiling.mockstagram_rps = Some(20);
+    let client = MockstagramClient::new(&ceiling).unwrap();
+    let started = std::time::Instant::now();
+    let fetches = (0..60).map(|i| client.fetch(1_000_000 + i, deadline));
+    futures_util::future::join_all(fetches).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1950),
+        "{:?}",
+        started.elapsed()
+    );
+}
