@@ -108,6 +108,10 @@ pub enum Command {
         database: DatabaseSettings,
         #[command(flatten)]
         listen: ListenSettings,
+        #[command(flatten)]
+        schedule: ScheduleSettings,
+        #[command(flatten)]
+        broker: BrokerSettings,
     },
     /// Run one suspicious-classification pass now.
     Classify {
@@ -223,7 +227,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = ops.await;
             Ok(())
         }
-        Command::Serve { .. } => not_built("serve", 4),
+        Command::Serve {
+            database,
+            listen,
+            schedule,
+            broker,
+        } => {
+            let shutdown = shutdown::on_signal();
+            let pool = db::connect(&database).await?;
+            let state = crate::api::ApiState {
+                pool,
+                interval: schedule.poll_interval,
+                amqp_url: Some(broker.amqp_url),
+            };
+            let (addr, server) = serve_api(state, listen.listen_addr, shutdown).await?;
+            println!(
+                "API at http://{addr}/influencer_analytics/{{id}}; metrics at http://{addr}/metrics"
+            );
+            let _ = server.await;
+            Ok(())
+        }
         Command::Classify { .. } => not_built("classify", 5),
         Command::Run {
             simulate,
@@ -267,9 +290,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     report.new, report.already_tracked
                 );
             }
-            let (ops_addr, ops) = serve_ops(listen.listen_addr, shutdown.clone()).await?;
+            let api = crate::api::ApiState {
+                pool: pool.clone(),
+                interval: schedule.poll_interval,
+                amqp_url: Some(broker.amqp_url.clone()),
+            };
+            let (addr, ops) = serve_api(api, listen.listen_addr, shutdown.clone()).await?;
             println!(
-                "polling every {}; metrics at http://{ops_addr}/metrics; Ctrl-C stops",
+                "polling every {}; API at http://{addr}/influencer_analytics/1000000; metrics at http://{addr}/metrics; Ctrl-C stops",
                 humantime::format_duration(schedule.poll_interval),
             );
             let client = MockstagramClient::new(&upstream)?;
@@ -403,6 +431,26 @@ async fn serve_ops(
     tracing::info!(addr = %bound, "metrics at /metrics");
     let router =
         telemetry::metrics_router().route("/healthz", axum::routing::get(|| async { "ok" }));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    });
+    Ok((bound, task))
+}
+
+/// Serves the API (with `/metrics`, `/healthz`, `/readyz`) until `shutdown`.
+async fn serve_api(
+    state: crate::api::ApiState,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on LISTEN_ADDR={addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "API listening");
+    let router = crate::api::router(state);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -29,7 +29,9 @@
 //! - [`domain`]: the point-queue message: points, failures, influencers gone.
 //! - [`sink`]: batching point messages into TimescaleDB, and the per-minute average.
 //! - [`reconcile`]: anti-entropy: puts back influencers that fell out of the schedule.
+//! - [`api`]: the HTTP API (`serve`): range queries, latest values and rank, health.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -234,7 +234,8 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// Once a minute (at the start of each minute), store the average followerCount.
+/// Once a minute (at the start of each minute), store the average followerCount and refresh
+/// the ranking by followerCount.
 pub async fn run_average_job(pool: PgPool, shutdown: CancellationToken) {
     loop {
         let now = chrono::Utc::now();
@@ -251,6 +252,15 @@ pub async fn run_average_job(pool: PgPool, shutdown: CancellationToken) {
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot store the average followerCount"),
+        }
+        let started = Instant::now();
+        match writer::refresh_ranking(&pool).await {
+            Ok(ranked) => {
+                metrics::histogram!("ranking_refresh_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                tracing::debug!(ranked, "ranking refreshed");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot refresh the ranking"),
         }
     }
 }

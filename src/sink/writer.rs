@@ -150,3 +150,33 @@ pub fn is_data_error(e: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// Recomputes the ranking by followerCount of tracked influencers (one transaction: readers
+/// see the old ranking or the new one, never half of each).
+pub async fn refresh_ranking(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("delete from influencer_ranks")
+        .execute(&mut *tx)
+        .await?;
+    let ranked = sqlx::query(
+        "insert into influencer_ranks (influencer_id, rank, fewer, follower_count, ranked_at)
+         select l.influencer_id,
+                rank() over (order by l.follower_count desc),
+                rank() over (order by l.follower_count) - 1,
+                l.follower_count, now()
+         from influencer_latest l join influencers i using (influencer_id)
+         where i.tracked",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected() as i64;
+    sqlx::query(
+        "insert into ranking_runs (id, ranked_at, influencers) values (true, now(), $1)
+         on conflict (id) do update set ranked_at = excluded.ranked_at, influencers = excluded.influencers",
+    )
+    .bind(ranked)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ranked)
+}

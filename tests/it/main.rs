@@ -1,6 +1,7 @@
 //! Integration tests against the real TimescaleDB and RabbitMQ that `scripts/services up` starts.
 //! Each test is alone: its own database, its own simulator on port 0.
 
+mod api;
 mod cli;
 mod helpers;
 mod pipeline;

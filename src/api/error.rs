@@ -1,0 +1,98 @@
+//! One error shape for every answer that is not a success: RFC 9457 problem details,
+//! `application/problem+json`, `{"type","title","status","detail"}`.
+//!
+//! Each variant's doc says its status. A client's mistake is a 4xx that says what was wrong;
+//! an internal cause is logged and answered with an opaque 500.
+
+use axum::{
+    Json,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (bad id, bad epoch, unknown step...).
+    #[error("{detail}")]
+    BadRequest { title: &'static str, detail: String },
+    /// 404: no such influencer, or no such route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 503: a dependency (the database) is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: anything else; the cause is logged, not shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn bad_request(title: &'static str, detail: impl Into<String>) -> Self {
+        Self::BadRequest {
+            title,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable("the database is unavailable; try again shortly".into())
+            }
+            e => Self::Internal(e.into()),
+        }
+    }
+}
+
+/// The RFC 9457 body.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, title, detail) = match &self {
+            ApiError::BadRequest { title, detail } => {
+                (StatusCode::BAD_REQUEST, *title, detail.clone())
+            }
+            ApiError::NotFound(detail) => (StatusCode::NOT_FOUND, "Not found", detail.clone()),
+            ApiError::Unavailable(detail) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                detail.clone(),
+            ),
+            ApiError::Internal(cause) => {
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    "internal error answering a request"
+                );
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal error",
+                    "the server failed to answer; the cause is in its log".to_string(),
+                )
+            }
+        };
+        let body = Problem {
+            kind: "about:blank".into(),
+            title: title.into(),
+            status: status.as_u16(),
+            detail,
+        };
+        let mut response = (status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}

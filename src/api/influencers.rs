@@ -1,0 +1,314 @@
+//! `GET /influencer_analytics/{id}` (a time range of points, raw or bucketed) and
+//! `GET /influencer_analytics/{id}/latest`.
+
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{
+    ApiState,
+    error::ApiError,
+    params::{InfluencerId, QueryParams, parse_step, raw_query, suggest_step},
+};
+
+/// Most points (or buckets) one answer holds.
+pub const MAX_POINTS: i64 = 10_000;
+/// Without start_time, a range covers the last day.
+pub const DEFAULT_RANGE_SECONDS: i64 = 86_400;
+
+#[derive(Debug, Serialize)]
+pub struct RangeAnswer {
+    pub influencer_id: i64,
+    pub username: String,
+    pub start_time: i64,
+    pub end_time: i64,
+    /// Bucket width in seconds; absent for raw points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<i64>,
+    pub points: Vec<serde_json::Value>,
+}
+
+/// One stored point: `time` is the slot, in epoch seconds.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct RawPoint {
+    pub time: i64,
+    pub follower_count: i32,
+    pub following_count: i32,
+    pub follower_ratio: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats<T> {
+    pub avg: f64,
+    pub min: T,
+    pub max: T,
+    pub last: T,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Bucket {
+    pub time: i64,
+    pub samples: i64,
+    pub follower_count: Stats<i32>,
+    pub following_count: Stats<i32>,
+    pub follower_ratio: Option<Stats<f64>>,
+}
+
+type BucketRow = (
+    i64,
+    i64,
+    f64,
+    i32,
+    i32,
+    i32,
+    f64,
+    i32,
+    i32,
+    i32,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+);
+
+/// The registry row of an influencer, or 404.
+async fn username(state: &ApiState, id: i64) -> Result<String, ApiError> {
+    sqlx::query_scalar("select username from influencers where influencer_id = $1")
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("influencer {id} was never tracked")))
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(seconds, 0).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+pub async fn range(
+    State(state): State<ApiState>,
+    InfluencerId(id): InfluencerId,
+    query: RawQuery,
+) -> Result<Json<RangeAnswer>, ApiError> {
+    let params = QueryParams::parse(raw_query(&query), &["start_time", "end_time", "step"])?;
+    let now = Utc::now().timestamp();
+    let end = params.epoch("end_time")?.unwrap_or(now);
+    let start = params
+        .epoch("start_time")?
+        .unwrap_or((end - DEFAULT_RANGE_SECONDS).max(0));
+    if start > end {
+        return Err(ApiError::bad_request(
+            "Invalid time range",
+            format!("start_time ({start}) is after end_time ({end})"),
+        ));
+    }
+    let step = params.get("step").map(parse_step).transpose()?;
+    let span = end - start;
+    let width = step.unwrap_or(state.interval_seconds());
+    if span / width + 1 > MAX_POINTS {
+        return Err(ApiError::bad_request(
+            "Too many points",
+            format!(
+                "{span} s at {width} s per point is more than {MAX_POINTS} points; use step={} or a shorter range",
+                suggest_step(span, MAX_POINTS)
+            ),
+        ));
+    }
+    let username = username(&state, id).await?;
+    let points = match step {
+        None => {
+            let rows: Vec<RawPoint> = sqlx::query_as(
+                "select floor(extract(epoch from slot))::bigint as time, follower_count, following_count,
+                        round(follower_count::numeric / nullif(following_count, 0), 2)::float8 as follower_ratio
+                 from influencer_metrics
+                 where influencer_id = $1 and slot >= $2 and slot <= $3
+                 order by slot",
+            )
+            .bind(id)
+            .bind(at(start))
+            .bind(at(end))
+            .fetch_all(&state.pool)
+            .await?;
+            rows.into_iter()
+                .map(|p| serde_json::to_value(p).expect("serialises"))
+                .collect()
+        }
+        Some(step) => {
+            let rows: Vec<BucketRow> = sqlx::query_as(
+                "select floor(extract(epoch from time_bucket(make_interval(secs => $4), slot)))::bigint,
+                        count(*),
+                        avg(follower_count)::float8, min(follower_count), max(follower_count), last(follower_count, slot),
+                        avg(following_count)::float8, min(following_count), max(following_count), last(following_count, slot),
+                        avg(follower_count::float8 / nullif(following_count, 0)),
+                        min(follower_count::float8 / nullif(following_count, 0)),
+                        max(follower_count::float8 / nullif(following_count, 0)),
+                        last(follower_count::float8 / nullif(following_count, 0), slot)
+                 from influencer_metrics
+                 where influencer_id = $1 and slot >= $2 and slot <= $3
+                 group by 1 order by 1",
+            )
+            .bind(id)
+            .bind(at(start))
+            .bind(at(end))
+            .bind(step as f64)
+            .fetch_all(&state.pool)
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    let ratio = match (r.10, r.11, r.12, r.13) {
+                        (Some(avg), Some(min), Some(max), Some(last)) => Some(Stats {
+                            avg,
+                            min,
+                            max,
+                            last,
+                        }),
+                        _ => None,
+                    };
+                    let bucket = Bucket {
+                        time: r.0,
+                        samples: r.1,
+                        follower_count: Stats {
+                            avg: r.2,
+                            min: r.3,
+                            max: r.4,
+                            last: r.5,
+                        },
+                        following_count: Stats {
+                            avg: r.6,
+                            min: r.7,
+                            max: r.8,
+                            last: r.9,
+                        },
+                        follower_ratio: ratio,
+                    };
+                    serde_json::to_value(bucket).expect("serialises")
+                })
+                .collect()
+        }
+    };
+    Ok(Json(RangeAnswer {
+        influencer_id: id,
+        username,
+        start_time: start,
+        end_time: end,
+        step,
+        points,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latest {
+    pub influencer_id: i64,
+    pub username: String,
+    pub tracked: bool,
+    pub untracked_reason: Option<String>,
+    /// The slot of the latest point, epoch seconds; absent before the first point.
+    pub time: Option<i64>,
+    pub fetched_at: Option<DateTime<Utc>>,
+    pub follower_count: Option<i32>,
+    pub following_count: Option<i32>,
+    pub follower_ratio: Option<f64>,
+    pub rank: Option<Rank>,
+    /// The latest verdict of each classifier that has judged this influencer.
+    pub suspicious: Vec<Verdict>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rank {
+    /// 1 = most followers; ties share a rank.
+    pub rank: i32,
+    /// Influencers ranked.
+    pub of: i64,
+    /// Share of ranked influencers with fewer followers, in percent.
+    pub percentile: f64,
+    /// The followerCount the rank was computed from.
+    pub follower_count: i32,
+    /// When the ranking was computed (it is refreshed once a minute).
+    pub ranked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Verdict {
+    pub source: String,
+    pub suspicious: bool,
+    pub decided_at: DateTime<Utc>,
+}
+
+type LatestRow = (
+    String,
+    bool,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<i32>,
+    Option<i32>,
+    Option<i32>,
+    Option<i32>,
+    Option<DateTime<Utc>>,
+    Option<i64>,
+    Option<i32>,
+);
+
+pub async fn latest(
+    State(state): State<ApiState>,
+    InfluencerId(id): InfluencerId,
+    query: RawQuery,
+) -> Result<Json<Latest>, ApiError> {
+    QueryParams::parse(raw_query(&query), &[])?;
+    let row: Option<LatestRow> = sqlx::query_as(
+        "select i.username, i.tracked, i.untracked_reason, l.slot, l.fetched_at,
+                l.follower_count, l.following_count, r.rank, r.follower_count, r.ranked_at,
+                (select influencers from ranking_runs), r.fewer
+         from influencers i
+         left join influencer_latest l using (influencer_id)
+         left join influencer_ranks r using (influencer_id)
+         where i.influencer_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some(row) = row else {
+        return Err(ApiError::NotFound(format!(
+            "influencer {id} was never tracked"
+        )));
+    };
+    let suspicious: Vec<Verdict> = sqlx::query_as(
+        "select distinct on (source) source, suspicious, decided_at
+         from suspicious_classifications where influencer_id = $1
+         order by source, decided_at desc",
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    let rank = match (row.7, row.8, row.9, row.10, row.11) {
+        (Some(rank), Some(follower_count), Some(ranked_at), Some(of), Some(fewer)) if of > 0 => {
+            Some(Rank {
+                rank,
+                of,
+                percentile: (fewer as f64 * 10_000.0 / of as f64).round() / 100.0,
+                follower_count,
+                ranked_at,
+            })
+        }
+        _ => None,
+    };
+    let ratio = match (row.5, row.6) {
+        (Some(f), Some(g)) if g > 0 => Some((f as f64 / g as f64 * 100.0).round() / 100.0),
+        _ => None,
+    };
+    Ok(Json(Latest {
+        influencer_id: id,
+        username: row.0,
+        tracked: row.1,
+        untracked_reason: row.2,
+        time: row.3.map(|t| t.timestamp()),
+        fetched_at: row.4,
+        follower_count: row.5,
+        following_count: row.6,
+        follower_ratio: ratio,
+        rank,
+        suspicious,
+    }))
+}
