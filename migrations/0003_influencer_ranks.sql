@@ -16,3 +16,19 @@ create table ranking_runs (
     ranked_at   timestamptz not null,
     influencers bigint not null
 );
+
+-- The leaderboard pages through the ranking in rank order (keyset: rank, influencer_id).
+create index influencer_ranks_rank on influencer_ranks (rank, influencer_id);
+
+-- The current verdict of each classifier on each influencer ('mockstagram', 'spike'),
+-- written with every new row of suspicious_classifications (the history). The API's latest
+-- and suspicious endpoints read this, never the history.
+create table current_verdicts (
+    influencer_id   bigint not null references influencers (influencer_id),
+    source          text not null check (source in ('mockstagram', 'spike')),
+    suspicious      boolean not null,
+    decided_at      timestamptz not null,
+    detail          jsonb,
+    primary key (influencer_id, source)
+);
+create index current_verdicts_suspicious on current_verdicts (influencer_id) where suspicious;

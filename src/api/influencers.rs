@@ -275,9 +275,8 @@ pub async fn latest(
         )));
     };
     let suspicious: Vec<Verdict> = sqlx::query_as(
-        "select distinct on (source) source, suspicious, decided_at
-         from suspicious_classifications where influencer_id = $1
-         order by source, decided_at desc",
+        "select source, suspicious, decided_at from current_verdicts
+         where influencer_id = $1 order by source",
     )
     .bind(id)
     .fetch_all(&state.pool)

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod influencers;
 pub mod params;
+pub mod population;
 
 use std::time::Duration;
 
@@ -34,6 +35,12 @@ impl ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/influencer_analytics/average", get(population::average))
+        .route("/influencer_analytics/top", get(population::top))
+        .route(
+            "/influencer_analytics/suspicious",
+            get(population::suspicious),
+        )
         .route("/influencer_analytics/{id}", get(influencers::range))
         .route(
             "/influencer_analytics/{id}/latest",

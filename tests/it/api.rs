@@ -299,3 +299,167 @@ async fn health_and_readiness_answer() {
     let (status, _, _) = api.get("/metrics").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn the_average_series_and_its_current_value_agree_with_the_stored_minutes() {
+    let api = TestApi::start().await;
+    let start = 1_763_798_400;
+    // Four minutes; the influencer count changes, so a bucket's average is weighted.
+    let minutes = [(100.0, 10), (200.0, 30), (300.0, 10), (1000.0, 50)];
+    for (i, (avg, n)) in minutes.iter().enumerate() {
+        sqlx::query("insert into average_followers values (to_timestamp($1), $2, $3)")
+            .bind((start + 60 * i as i64) as f64)
+            .bind(avg)
+            .bind(*n as i64)
+            .execute(&api.db.pool)
+            .await
+            .unwrap();
+    }
+    let range = format!("start_time={start}&end_time={}", start + 239);
+    let (status, _, body) = api
+        .get(&format!("/influencer_analytics/average?{range}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let points = body["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4);
+    assert_eq!(points[1]["avg_follower_count"], 200.0);
+    assert_eq!(points[1]["influencers"], 30);
+    assert_eq!(body["current"]["avg_follower_count"], 1000.0);
+    assert_eq!(body["current"]["influencers"], 50);
+    assert_eq!(body["current"]["time"], start + 180);
+
+    let (_, _, body) = api
+        .get(&format!("/influencer_analytics/average?{range}&step=5m"))
+        .await;
+    let buckets = body["points"].as_array().unwrap();
+    assert_eq!(buckets.len(), 1);
+    let weighted = (100.0 * 10.0 + 200.0 * 30.0 + 300.0 * 10.0 + 1000.0 * 50.0) / 100.0;
+    assert!((buckets[0]["avg_follower_count"].as_f64().unwrap() - weighted).abs() < 1e-9);
+    api.problem(
+        "/influencer_analytics/average?step=1x",
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    api.problem(
+        "/influencer_analytics/average?start_time=9&end_time=1",
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_leaderboard_pages_through_every_ranked_influencer_in_order() {
+    let api = TestApi::start().await;
+    let followers: Vec<i32> = (0..25).map(|i| 1000 + (i * 37) % 11 * 100).collect();
+    for (i, f) in followers.iter().enumerate() {
+        let id = 500 + i as i64;
+        api.register(id).await;
+        sqlx::query("insert into influencer_latest values ($1, now(), now(), $2, 10)")
+            .bind(id)
+            .bind(*f)
+            .execute(&api.db.pool)
+            .await
+            .unwrap();
+    }
+    influencer_analytics::sink::writer::refresh_ranking(&api.db.pool)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, _, body) = api
+            .get(&format!("/influencer_analytics/top?limit=7{cursor}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        for r in body["influencers"].as_array().unwrap() {
+            seen.push((
+                r["follower_count"].as_i64().unwrap(),
+                r["influencer_id"].as_i64().unwrap(),
+            ));
+        }
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let mut expected: Vec<(i64, i64)> = followers
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (*f as i64, 500 + i as i64))
+        .collect();
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    assert_eq!(
+        seen, expected,
+        "every influencer once, most followers first"
+    );
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "cursor=abc",
+        "cursor=1",
+        "cursor=1.2.3",
+        "page=2",
+    ] {
+        api.problem(
+            &format!("/influencer_analytics/top?{bad}"),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn the_suspicious_list_shows_who_is_flagged_and_by_which_classifier() {
+    let api = TestApi::start().await;
+    for id in [11, 12, 13, 14] {
+        api.register(id).await;
+    }
+    let verdicts = [
+        (11, "mockstagram", true),
+        (11, "spike", true),
+        (12, "mockstagram", false),
+        (13, "spike", true),
+        (14, "mockstagram", true),
+    ];
+    for (id, source, suspicious) in verdicts {
+        sqlx::query("insert into current_verdicts values ($1, $2, $3, now(), null)")
+            .bind(id as i64)
+            .bind(source)
+            .bind(suspicious)
+            .execute(&api.db.pool)
+            .await
+            .unwrap();
+    }
+    let (status, _, body) = api.get("/influencer_analytics/suspicious?limit=2").await;
+    assert_eq!(status, 200, "{body}");
+    let page: Vec<(i64, Value)> = body["influencers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["influencer_id"].as_i64().unwrap(), s["sources"].clone()))
+        .collect();
+    assert_eq!(
+        page,
+        [
+            (11, serde_json::json!(["mockstagram", "spike"])),
+            (13, serde_json::json!(["spike"]))
+        ]
+    );
+    let next = body["next_cursor"].as_str().unwrap();
+    let (_, _, body) = api
+        .get(&format!(
+            "/influencer_analytics/suspicious?limit=2&cursor={next}"
+        ))
+        .await;
+    let ids: Vec<i64> = body["influencers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["influencer_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [14]);
+    assert!(body["next_cursor"].is_null());
+    let (_, _, latest) = api.get("/influencer_analytics/11/latest").await;
+    assert_eq!(latest["suspicious"].as_array().unwrap().len(), 2);
+}

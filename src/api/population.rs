@@ -1,0 +1,237 @@
+//! Answers about all influencers: the average followerCount, the leaderboard, the suspicious.
+
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{
+    ApiState,
+    error::ApiError,
+    influencers::{DEFAULT_RANGE_SECONDS, MAX_POINTS},
+    params::{QueryParams, parse_step, raw_query, suggest_step},
+};
+
+#[derive(Debug, Serialize)]
+pub struct AveragePoint {
+    pub time: i64,
+    pub avg_follower_count: f64,
+    pub influencers: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AverageAnswer {
+    pub start_time: i64,
+    pub end_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<i64>,
+    /// The newest stored average (once a minute), whatever the range.
+    pub current: Option<AveragePoint>,
+    pub points: Vec<AveragePoint>,
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(seconds, 0).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// `GET /influencer_analytics/average?start_time&end_time[&step]`: the average followerCount
+/// across tracked influencers, one point a minute (or per step, weighted by influencers).
+pub async fn average(
+    State(state): State<ApiState>,
+    query: RawQuery,
+) -> Result<Json<AverageAnswer>, ApiError> {
+    let params = QueryParams::parse(raw_query(&query), &["start_time", "end_time", "step"])?;
+    let end = params.epoch("end_time")?.unwrap_or(Utc::now().timestamp());
+    let start = params
+        .epoch("start_time")?
+        .unwrap_or((end - DEFAULT_RANGE_SECONDS).max(0));
+    if start > end {
+        return Err(ApiError::bad_request(
+            "Invalid time range",
+            format!("start_time ({start}) is after end_time ({end})"),
+        ));
+    }
+    let step = params.get("step").map(parse_step).transpose()?;
+    let span = end - start;
+    if span / step.unwrap_or(60) + 1 > MAX_POINTS {
+        return Err(ApiError::bad_request(
+            "Too many points",
+            format!(
+                "the range holds more than {MAX_POINTS} points; use step={} or a shorter range",
+                suggest_step(span, MAX_POINTS)
+            ),
+        ));
+    }
+    let rows: Vec<(i64, f64, i64)> = sqlx::query_as(
+        "select floor(extract(epoch from time_bucket(make_interval(secs => $3), bucket)))::bigint,
+                sum(avg_follower_count * influencer_count) / nullif(sum(influencer_count), 0),
+                max(influencer_count)
+         from average_followers where bucket >= $1 and bucket <= $2
+         group by 1 order by 1",
+    )
+    .bind(at(start))
+    .bind(at(end))
+    .bind(step.unwrap_or(60) as f64)
+    .fetch_all(&state.pool)
+    .await?;
+    let current: Option<(i64, f64, i64)> = sqlx::query_as(
+        "select floor(extract(epoch from bucket))::bigint, avg_follower_count, influencer_count
+         from average_followers order by bucket desc limit 1",
+    )
+    .fetch_optional(&state.pool)
+    .await?;
+    let point = |(time, avg_follower_count, influencers): (i64, f64, i64)| AveragePoint {
+        time,
+        avg_follower_count,
+        influencers,
+    };
+    Ok(Json(AverageAnswer {
+        start_time: start,
+        end_time: end,
+        step,
+        current: current.map(point),
+        points: rows.into_iter().map(point).collect(),
+    }))
+}
+
+/// A page limit: default 10 (top) or 100 (suspicious), at most 1000.
+fn limit(params: &QueryParams, default: i64) -> Result<i64, ApiError> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (1..=1000).contains(&n) && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(ApiError::bad_request(
+                "Invalid limit",
+                format!(
+                    "limit must be a whole number from 1 to 1000, got {:?}",
+                    raw.chars().take(40).collect::<String>()
+                ),
+            )),
+        },
+    }
+}
+
+/// A keyset cursor: the whole numbers of the last row of the previous page, joined by '.'.
+fn cursor<const N: usize>(params: &QueryParams) -> Result<Option<[i64; N]>, ApiError> {
+    let Some(raw) = params.get("cursor") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::bad_request(
+            "Invalid cursor",
+            "cursor must be the next_cursor of a previous page",
+        )
+    };
+    let parts: Vec<i64> = raw
+        .split('.')
+        .map(|p| {
+            p.parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 0 && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(invalid)?;
+    parts.try_into().map(Some).map_err(|_| invalid())
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Ranked {
+    pub rank: i32,
+    pub influencer_id: i64,
+    pub username: String,
+    pub follower_count: i32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopAnswer {
+    pub influencers: Vec<Ranked>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+    /// When the ranking was computed (refreshed once a minute).
+    pub ranked_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /influencer_analytics/top?limit&cursor`: the leaderboard by followerCount.
+pub async fn top(
+    State(state): State<ApiState>,
+    query: RawQuery,
+) -> Result<Json<TopAnswer>, ApiError> {
+    let params = QueryParams::parse(raw_query(&query), &["limit", "cursor"])?;
+    let limit = limit(&params, 10)?;
+    let [after_rank, after_id] = cursor::<2>(&params)?.unwrap_or([0, 0]);
+    let influencers: Vec<Ranked> = sqlx::query_as(
+        "select r.rank, r.influencer_id, i.username, r.follower_count
+         from influencer_ranks r join influencers i using (influencer_id)
+         where (r.rank, r.influencer_id) > ($1, $2)
+         order by r.rank, r.influencer_id
+         limit $3",
+    )
+    .bind(after_rank as i32)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    let ranked_at: Option<DateTime<Utc>> = sqlx::query_scalar("select ranked_at from ranking_runs")
+        .fetch_optional(&state.pool)
+        .await?;
+    let next_cursor = (influencers.len() as i64 == limit)
+        .then(|| {
+            influencers
+                .last()
+                .map(|r| format!("{}.{}", r.rank, r.influencer_id))
+        })
+        .flatten();
+    Ok(Json(TopAnswer {
+        influencers,
+        next_cursor,
+        ranked_at,
+    }))
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Suspect {
+    pub influencer_id: i64,
+    pub username: String,
+    /// Which classifiers say suspicious: "mockstagram", "spike".
+    pub sources: Vec<String>,
+    pub decided_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SuspiciousAnswer {
+    pub influencers: Vec<Suspect>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /influencer_analytics/suspicious?limit&cursor`: influencers a classifier currently
+/// calls suspicious, by id.
+pub async fn suspicious(
+    State(state): State<ApiState>,
+    query: RawQuery,
+) -> Result<Json<SuspiciousAnswer>, ApiError> {
+    let params = QueryParams::parse(raw_query(&query), &["limit", "cursor"])?;
+    let limit = limit(&params, 100)?;
+    let [after_id] = cursor::<1>(&params)?.unwrap_or([0]);
+    let influencers: Vec<Suspect> = sqlx::query_as(
+        "select v.influencer_id, i.username, array_agg(v.source order by v.source) as sources,
+                max(v.decided_at) as decided_at
+         from current_verdicts v join influencers i using (influencer_id)
+         where v.suspicious and v.influencer_id > $1
+         group by v.influencer_id, i.username
+         order by v.influencer_id
+         limit $2",
+    )
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = (influencers.len() as i64 == limit)
+        .then(|| influencers.last().map(|s| s.influencer_id.to_string()))
+        .flatten();
+    Ok(Json(SuspiciousAnswer {
+        influencers,
+        next_cursor,
+    }))
+}
