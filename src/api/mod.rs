@@ -4,6 +4,7 @@
 //! unknown routes and malformed parameters: parameters are parsed by hand ([`params`]), so no
 //! framework rejection answers in another shape.
 
+pub mod dashboard;
 pub mod error;
 pub mod influencers;
 pub mod params;
@@ -46,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
             "/influencer_analytics/{id}/latest",
             get(influencers::latest),
         )
+        .merge(dashboard::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

@@ -1,0 +1,175 @@
+// The dashboard: pick an influencer and a range, draw its series with uPlot, show its latest
+// values and rank, and the average across all influencers. State lives in the URL hash
+// (#influencer=1000000&range=86400), so a view can be shared and a reload keeps it.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const numbers = new Intl.NumberFormat("en-US");
+const charts = {};
+// Every chart's x axis spans the requested range, however few points there are.
+let shownRange = [0, 1];
+
+// The step that keeps a range under ~1,500 points (raw minutes up to a day).
+function stepFor(seconds) {
+  if (seconds <= 86400) return null;
+  for (const [step, name] of [[300, "5m"], [900, "15m"], [3600, "1h"], [21600, "6h"], [86400, "1d"]]) {
+    if (seconds / step <= 1500) return name;
+  }
+  return "7d";
+}
+
+function readHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  return { influencer: params.get("influencer") || "", range: params.get("range") || "86400",
+           from: params.get("from") || "", to: params.get("to") || "" };
+}
+
+function timeRange(view) {
+  const now = Math.floor(Date.now() / 1000);
+  if (view.range === "custom") {
+    const from = Math.floor(Date.parse(view.from + "Z") / 1000);
+    const to = Math.floor(Date.parse(view.to + "Z") / 1000);
+    if (!Number.isFinite(from) || !Number.isFinite(to)) throw new Error("Pick both ends of the custom range.");
+    if (from > to) throw new Error("The custom range starts after it ends.");
+    return [from, to];
+  }
+  return [now - Number(view.range), now];
+}
+
+function say(text, kind) {
+  const box = $("message");
+  box.textContent = text || "";
+  box.className = text ? kind : "";
+}
+
+async function getJson(url) {
+  const response = await fetch(url, { headers: { accept: "application/json" } });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error(body.detail || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function draw(name, title, times, values, color) {
+  const target = $("chart-" + name);
+  const width = Math.max(300, target.clientWidth || 560);
+  const data = [times, values];
+  if (charts[name]) {
+    charts[name].setData(data);
+    charts[name].setScale("x", { min: shownRange[0], max: shownRange[1] });
+    return;
+  }
+  charts[name] = new uPlot({
+    width, height: 220,
+    scales: { x: { time: true, range: () => shownRange } },
+    series: [{}, { label: title, stroke: color, width: 1.5, spanGaps: false,
+                   value: (u, v) => v == null ? "–" : numbers.format(v) }],
+    axes: [{}, { size: 70, values: (u, ticks) => ticks.map((v) => numbers.format(v)) }],
+  }, data, target);
+}
+
+// Raw points carry numbers; buckets carry {avg,min,max,last}: plot the average.
+function series(points, field) {
+  return points.map((p) => {
+    const v = p[field];
+    return v != null && typeof v === "object" ? v.avg : v;
+  });
+}
+
+async function showLatest(id) {
+  const latest = await getJson(`/influencer_analytics/${id}/latest`);
+  $("who").textContent = `· ${latest.username}${latest.tracked ? "" : " (no longer tracked: " + latest.untracked_reason + ")"}`;
+  $("latest-followers").textContent = latest.follower_count == null ? "–" : numbers.format(latest.follower_count);
+  $("latest-following").textContent = latest.following_count == null ? "–" : numbers.format(latest.following_count);
+  $("latest-ratio").textContent = latest.follower_ratio == null ? "–" : latest.follower_ratio.toFixed(2);
+  $("latest-rank").textContent = latest.rank
+    ? `#${numbers.format(latest.rank.rank)} of ${numbers.format(latest.rank.of)} (top ${(100 - latest.rank.percentile).toFixed(2)}%)`
+    : "–";
+  const badge = $("latest-suspicious");
+  const flagged = latest.suspicious.filter((v) => v.suspicious).map((v) => v.source);
+  if (latest.suspicious.length === 0) {
+    badge.className = "badge unknown"; badge.textContent = "not classified";
+  } else if (flagged.length) {
+    badge.className = "badge suspicious"; badge.textContent = "suspicious (" + flagged.join(", ") + ")";
+  } else {
+    badge.className = "badge ok"; badge.textContent = "not suspicious";
+  }
+  const when = latest.fetched_at ? `fetched ${new Date(latest.fetched_at).toISOString().replace("T", " ").slice(0, 19)} UTC` : "no point yet";
+  const ranked = latest.rank ? `; ranking of ${new Date(latest.rank.ranked_at).toISOString().slice(11, 19)} UTC (refreshed each minute)` : "";
+  $("latest-when").textContent = when + ranked;
+}
+
+// Draws everything for the view in the URL; marks the page ready (for tests) whatever happens.
+async function refresh() {
+  try {
+    await render();
+  } finally {
+    document.body.dataset.ready = "true";
+  }
+}
+
+async function render() {
+  const view = readHash();
+  $("influencer").value = view.influencer;
+  $("range").value = view.range;
+  $("custom").style.display = view.range === "custom" ? "inline-flex" : "none";
+  let start, end;
+  try {
+    [start, end] = timeRange(view);
+  } catch (e) {
+    say(e.message, "error");
+    return;
+  }
+  shownRange = [start, end];
+  const step = stepFor(end - start);
+  const stepQuery = step ? `&step=${step}` : "";
+  try {
+    const average = await getJson(`/influencer_analytics/average?start_time=${start}&end_time=${end}${stepQuery}`);
+    draw("average", "average followers", average.points.map((p) => p.time), average.points.map((p) => p.avg_follower_count), "#7c3aed");
+    $("average-now").textContent = average.current
+      ? `now ${numbers.format(Math.round(average.current.avg_follower_count))} across ${numbers.format(average.current.influencers)} influencers`
+      : "no average stored yet";
+  } catch (e) {
+    $("average-now").textContent = "average unavailable: " + e.message;
+  }
+  if (!view.influencer) {
+    say("Enter an influencer pk (for example 1000000) and press Show.", "info");
+    return;
+  }
+  try {
+    const range = await getJson(`/influencer_analytics/${encodeURIComponent(view.influencer)}?start_time=${start}&end_time=${end}${stepQuery}`);
+    const times = range.points.map((p) => p.time);
+    draw("followers", "followers", times, series(range.points, "follower_count"), "#2563eb");
+    draw("following", "following", times, series(range.points, "following_count"), "#059669");
+    draw("ratio", "ratio", times, series(range.points, "follower_ratio"), "#d97706");
+    await showLatest(range.influencer_id);
+    say(range.points.length === 0 ? `No points for ${range.username} in this range.` : "", "info");
+    document.body.dataset.points = String(range.points.length);
+  } catch (e) {
+    const text = e.status === 404 ? `Unknown influencer: ${e.message}.` : e.message;
+    say(text, "error");
+    for (const name of ["followers", "following", "ratio"]) {
+      if (charts[name]) charts[name].setData([[], []]);
+    }
+    for (const id of ["latest-followers", "latest-following", "latest-ratio", "latest-rank"]) $(id).textContent = "–";
+    $("who").textContent = "";
+    $("latest-when").textContent = "";
+  }
+  $("refreshed").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC" + (step ? ` · step ${step}` : " · every minute");
+}
+
+$("pick").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const params = new URLSearchParams({ influencer: $("influencer").value.trim(), range: $("range").value });
+  if ($("range").value === "custom") { params.set("from", $("from").value); params.set("to", $("to").value); }
+  location.hash = params.toString();
+});
+$("range").addEventListener("change", () => {
+  $("custom").style.display = $("range").value === "custom" ? "inline-flex" : "none";
+});
+window.addEventListener("hashchange", refresh);
+refresh();
+setInterval(refresh, 30000);

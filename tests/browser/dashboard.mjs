@@ -1,0 +1,49 @@
+// Drives the dashboard in headless Chromium: choose an influencer through the form, wait for
+// the charts, and check what a person would read. Prints one JSON line with what it saw;
+// the Rust test (tests/it/dashboard.rs) judges it. Usage:
+//   node dashboard.mjs <base-url> <influencer-id> <screenshot.png>
+import { chromium } from "playwright-core";
+
+const [base, influencer, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1300, height: 1000 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(base + "/");
+  await page.waitForSelector("body[data-ready=true]", { timeout: 15000 });
+  const prompt = await page.textContent("#message");
+
+  await page.fill("#influencer", influencer);
+  await page.selectOption("#range", "3600");
+  await page.click("#show");
+  await page.waitForFunction(() => document.body.dataset.points !== undefined, null, { timeout: 15000 });
+  await page.waitForFunction(
+    (id) => document.querySelector("#who").textContent.includes(id), influencer, { timeout: 15000 });
+  const seen = await page.evaluate(() => ({
+    points: Number(document.body.dataset.points),
+    canvases: [...document.querySelectorAll("main section canvas")].length,
+    charts: ["followers", "following", "ratio", "average"].map(
+      (n) => document.querySelector(`#chart-${n} canvas`) !== null),
+    followers: document.querySelector("#latest-followers").textContent,
+    following: document.querySelector("#latest-following").textContent,
+    ratio: document.querySelector("#latest-ratio").textContent,
+    rank: document.querySelector("#latest-rank").textContent,
+    suspicious: document.querySelector("#latest-suspicious").textContent,
+    average: document.querySelector("#average-now").textContent,
+    legend: document.querySelector("#chart-followers .u-legend")?.textContent ?? "",
+  }));
+  await page.screenshot({ path: screenshot, fullPage: true });
+
+  await page.fill("#influencer", "424242");
+  await page.click("#show");
+  await page.waitForFunction(() => document.querySelector("#message").className === "error", null, { timeout: 15000 });
+  const unknown = await page.textContent("#message");
+  console.log(JSON.stringify({ prompt, ...seen, unknown, errors }));
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,134 @@
+//! The dashboard in a real headless Chromium, driven by playwright-core
+//! (tests/browser/dashboard.mjs) against a running API with data the test inserted.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use influencer_analytics::api::{ApiState, router};
+
+use crate::helpers::TestDb;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready = Path::new(&browser).exists()
+        && root
+            .join("tests/browser/node_modules/playwright-core")
+            .exists();
+    if !ready {
+        let why = "no Chromium or playwright-core: run scripts/browser-setup (scripts/test does)";
+        assert!(std::env::var("CI").is_err(), "{why}");
+        eprintln!("SKIPPED the browser test: {why}");
+        return;
+    }
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    let now = chrono::Utc::now().timestamp();
+    for (id, followers) in [
+        (1_000_001i64, 57_166),
+        (1_000_002, 90_000),
+        (1_000_003, 10_000),
+    ] {
+        sqlx::query(
+            "insert into influencers (influencer_id, username) values ($1, 'influencer-' || $1)",
+        )
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query("insert into influencer_latest values ($1, now(), now(), $2, 1328)")
+            .bind(id)
+            .bind(followers)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    for minute in 1..=50 {
+        sqlx::query(
+            "insert into influencer_metrics values (1000001, to_timestamp($1), to_timestamp($1), $2, $3)",
+        )
+        .bind((now - 60 * minute) as f64)
+        .bind(50_000 + (minute * 137 % 5000) as i32)
+        .bind(1300 + (minute % 40) as i32)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("insert into average_followers values (date_trunc('minute', now()), 52388.7, 3)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("insert into current_verdicts values (1000001, 'mockstagram', true, now(), null)")
+        .execute(pool)
+        .await
+        .unwrap();
+    influencer_analytics::sink::writer::refresh_ranking(pool)
+        .await
+        .unwrap();
+
+    let state = ApiState {
+        pool: pool.clone(),
+        interval: Duration::from_secs(60),
+        amqp_url: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+
+    let screenshot = root.join("target/dashboard.png");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(root.join("tests/browser/dashboard.mjs"))
+            .arg(&base)
+            .arg("1000001")
+            .arg(&screenshot)
+            .env("CHROMIUM", browser)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    println!("the browser saw: {seen}");
+    assert!(
+        seen["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("Enter an influencer")
+    );
+    assert_eq!(seen["points"], 50);
+    assert_eq!(
+        seen["charts"],
+        serde_json::json!([true, true, true, true]),
+        "every chart drew"
+    );
+    assert_eq!(seen["followers"], "57,166");
+    assert_eq!(seen["following"], "1,328");
+    assert_eq!(seen["ratio"], "43.05");
+    assert!(
+        seen["rank"].as_str().unwrap().starts_with("#2 of 3"),
+        "{}",
+        seen["rank"]
+    );
+    assert_eq!(seen["suspicious"], "suspicious (mockstagram)");
+    assert!(
+        seen["average"]
+            .as_str()
+            .unwrap()
+            .contains("52,389 across 3"),
+        "{}",
+        seen["average"]
+    );
+    assert!(
+        seen["unknown"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown influencer")
+    );
+    assert_eq!(seen["errors"], serde_json::json!([]), "no script errors");
+}
