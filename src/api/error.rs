@@ -49,7 +49,7 @@ impl From<sqlx::Error> for ApiError {
 }
 
 /// The RFC 9457 body.
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

@@ -7,10 +7,11 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{
     ApiState,
-    error::ApiError,
+    error::{ApiError, Problem},
     params::{InfluencerId, QueryParams, parse_step, raw_query, suggest_step},
 };
 
@@ -19,7 +20,7 @@ pub const MAX_POINTS: i64 = 10_000;
 /// Without start_time, a range covers the last day.
 pub const DEFAULT_RANGE_SECONDS: i64 = 86_400;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RangeAnswer {
     pub influencer_id: i64,
     pub username: String,
@@ -28,11 +29,13 @@ pub struct RangeAnswer {
     /// Bucket width in seconds; absent for raw points.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<i64>,
+    /// `RawPoint`s without `step`, `Bucket`s with it; ascending time.
+    #[schema(value_type = Vec<Object>)]
     pub points: Vec<serde_json::Value>,
 }
 
 /// One stored point: `time` is the slot, in epoch seconds.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct RawPoint {
     pub time: i64,
     pub follower_count: i32,
@@ -48,12 +51,16 @@ pub struct Stats<T> {
     pub last: T,
 }
 
-#[derive(Debug, Serialize)]
+/// One `time_bucket` of points; each statistic is `{"avg","min","max","last"}`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Bucket {
     pub time: i64,
     pub samples: i64,
+    #[schema(value_type = Object)]
     pub follower_count: Stats<i32>,
+    #[schema(value_type = Object)]
     pub following_count: Stats<i32>,
+    #[schema(value_type = Option<Object>)]
     pub follower_ratio: Option<Stats<f64>>,
 }
 
@@ -87,6 +94,19 @@ fn at(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(seconds, 0).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
+/// Points of one influencer over a time range, raw or in buckets.
+#[utoipa::path(get, path = "/influencer_analytics/{id}", tag = "influencers",
+    params(
+        ("id" = i64, Path, description = "The influencer's pk"),
+        ("start_time" = Option<i64>, Query, description = "Epoch seconds, inclusive; default end_time - 24 h"),
+        ("end_time" = Option<i64>, Query, description = "Epoch seconds, inclusive; default now"),
+        ("step" = Option<String>, Query, description = "Bucket width: 60, 5m, 1h, 1d (60 s to 366 d)"),
+    ),
+    responses(
+        (status = 200, body = RangeAnswer),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn range(
     State(state): State<ApiState>,
     InfluencerId(id): InfluencerId,
@@ -198,7 +218,7 @@ pub async fn range(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Latest {
     pub influencer_id: i64,
     pub username: String,
@@ -215,7 +235,7 @@ pub struct Latest {
     pub suspicious: Vec<Verdict>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Rank {
     /// 1 = most followers; ties share a rank.
     pub rank: i32,
@@ -229,7 +249,7 @@ pub struct Rank {
     pub ranked_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Verdict {
     pub source: String,
     pub suspicious: bool,
@@ -251,6 +271,14 @@ type LatestRow = (
     Option<i32>,
 );
 
+/// An influencer's latest values, rank by followerCount and suspicious verdicts.
+#[utoipa::path(get, path = "/influencer_analytics/{id}/latest", tag = "influencers",
+    params(("id" = i64, Path, description = "The influencer's pk")),
+    responses(
+        (status = 200, body = Latest),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn latest(
     State(state): State<ApiState>,
     InfluencerId(id): InfluencerId,

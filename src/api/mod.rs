@@ -12,11 +12,41 @@ pub mod population;
 
 use std::time::Duration;
 
-use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use sqlx::PgPool;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::ServiceUrl;
-use error::ApiError;
+use error::{ApiError, Problem};
+
+/// The OpenAPI document, generated from the handlers' annotations; served at `/openapi.json`
+/// and browsable at `/docs`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "influencer-analytics",
+        description = "Follower metrics of influencers as time series. Times are epoch seconds; errors are RFC 9457 problem+json."
+    ),
+    paths(
+        influencers::range,
+        influencers::latest,
+        population::average,
+        population::top,
+        population::suspicious,
+        health,
+        ready,
+        metrics,
+    ),
+    components(schemas(Problem, influencers::RawPoint, influencers::Bucket,))
+)]
+pub struct ApiDoc;
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -48,14 +78,34 @@ pub fn router(state: ApiState) -> Router {
             get(influencers::latest),
         )
         .merge(dashboard::router())
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
-        .merge(crate::telemetry::metrics_router())
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = String)))]
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// Prometheus metrics in the text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics().render(),
+    )
 }
 
 /// 200 when the database and the broker answer, 503 (saying which does not) until then.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, body = String),
+    (status = 503, body = Problem, content_type = "application/problem+json"),
+))]
 async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
     let database = tokio::time::timeout(
         Duration::from_secs(2),

@@ -6,22 +6,23 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{
     ApiState,
-    error::ApiError,
+    error::{ApiError, Problem},
     influencers::{DEFAULT_RANGE_SECONDS, MAX_POINTS},
     params::{QueryParams, parse_step, raw_query, suggest_step},
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AveragePoint {
     pub time: i64,
     pub avg_follower_count: f64,
     pub influencers: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AverageAnswer {
     pub start_time: i64,
     pub end_time: i64,
@@ -38,6 +39,16 @@ fn at(seconds: i64) -> DateTime<Utc> {
 
 /// `GET /influencer_analytics/average?start_time&end_time[&step]`: the average followerCount
 /// across tracked influencers, one point a minute (or per step, weighted by influencers).
+#[utoipa::path(get, path = "/influencer_analytics/average", tag = "population",
+    params(
+        ("start_time" = Option<i64>, Query, description = "Epoch seconds, inclusive; default end_time - 24 h"),
+        ("end_time" = Option<i64>, Query, description = "Epoch seconds, inclusive; default now"),
+        ("step" = Option<String>, Query, description = "Bucket width: 60, 5m, 1h, 1d"),
+    ),
+    responses(
+        (status = 200, body = AverageAnswer),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn average(
     State(state): State<ApiState>,
     query: RawQuery,
@@ -136,7 +147,7 @@ fn cursor<const N: usize>(params: &QueryParams) -> Result<Option<[i64; N]>, ApiE
     parts.try_into().map(Some).map_err(|_| invalid())
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Ranked {
     pub rank: i32,
     pub influencer_id: i64,
@@ -144,7 +155,7 @@ pub struct Ranked {
     pub follower_count: i32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TopAnswer {
     pub influencers: Vec<Ranked>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -154,6 +165,15 @@ pub struct TopAnswer {
 }
 
 /// `GET /influencer_analytics/top?limit&cursor`: the leaderboard by followerCount.
+#[utoipa::path(get, path = "/influencer_analytics/top", tag = "population",
+    params(
+        ("limit" = Option<i64>, Query, description = "1 to 1000, default 10"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, body = TopAnswer),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn top(
     State(state): State<ApiState>,
     query: RawQuery,
@@ -190,7 +210,7 @@ pub async fn top(
     }))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Suspect {
     pub influencer_id: i64,
     pub username: String,
@@ -199,7 +219,7 @@ pub struct Suspect {
     pub decided_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SuspiciousAnswer {
     pub influencers: Vec<Suspect>,
     pub next_cursor: Option<String>,
@@ -207,6 +227,15 @@ pub struct SuspiciousAnswer {
 
 /// `GET /influencer_analytics/suspicious?limit&cursor`: influencers a classifier currently
 /// calls suspicious, by id.
+#[utoipa::path(get, path = "/influencer_analytics/suspicious", tag = "population",
+    params(
+        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, body = SuspiciousAnswer),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn suspicious(
     State(state): State<ApiState>,
     query: RawQuery,

@@ -463,3 +463,39 @@ async fn the_suspicious_list_shows_who_is_flagged_and_by_which_classifier() {
     let (_, _, latest) = api.get("/influencer_analytics/11/latest").await;
     assert_eq!(latest["suspicious"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_endpoint_and_the_docs_page_is_served() {
+    let api = TestApi::start().await;
+    let (status, _, doc) = api.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for path in [
+        "/influencer_analytics/{id}",
+        "/influencer_analytics/{id}/latest",
+        "/influencer_analytics/average",
+        "/influencer_analytics/top",
+        "/influencer_analytics/suspicious",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(paths.contains(&path), "{path} missing from {paths:?}");
+    }
+    let params = &doc["paths"]["/influencer_analytics/{id}"]["get"]["parameters"];
+    let names: Vec<&str> = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["id", "start_time", "end_time", "step"]);
+    let (status, content_type, _) = api.get("/docs/").await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+}
