@@ -279,3 +279,23 @@ fn run_with_the_simulator_fills_the_hypertable_and_stops_cleanly_on_sigint() {
     drop_database(&name);
     delete_queues(prefix);
 }
+
+#[test]
+fn an_unreachable_broker_is_named_with_its_password_hidden() {
+    let (name, url) = scratch_database();
+    let output = binary()
+        .args(["seed", "--count", "1"])
+        .env("DATABASE_URL", url.as_str())
+        .env("AMQP_URL", "amqp://app:s3cret@127.0.0.1:1/%2f")
+        .output()
+        .unwrap();
+    drop_database(&name);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("RabbitMQ at amqp://app:***@127.0.0.1:1/%2f"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    assert!(stderr.contains("scripts/services up"), "{stderr}");
+}
