@@ -12,13 +12,8 @@ use utoipa::ToSchema;
 use super::{
     ApiState,
     error::{ApiError, Problem},
-    params::{InfluencerId, QueryParams, parse_step, raw_query, suggest_step},
+    params::{InfluencerId, QueryParams, TimeRange, raw_query},
 };
-
-/// Most points (or buckets) one answer holds.
-pub const MAX_POINTS: i64 = 10_000;
-/// Without start_time, a range covers the last day.
-pub const DEFAULT_RANGE_SECONDS: i64 = 86_400;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RangeAnswer {
@@ -90,10 +85,6 @@ async fn username(state: &ApiState, id: i64) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("influencer {id} was never tracked")))
 }
 
-fn at(seconds: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(seconds, 0).unwrap_or(DateTime::UNIX_EPOCH)
-}
-
 /// Points of one influencer over a time range, raw or in buckets.
 #[utoipa::path(get, path = "/influencer_analytics/{id}", tag = "influencers",
     params(
@@ -113,31 +104,9 @@ pub async fn range(
     query: RawQuery,
 ) -> Result<Json<RangeAnswer>, ApiError> {
     let params = QueryParams::parse(raw_query(&query), &["start_time", "end_time", "step"])?;
-    let now = Utc::now().timestamp();
-    let end = params.epoch("end_time")?.unwrap_or(now);
-    let start = params
-        .epoch("start_time")?
-        .unwrap_or((end - DEFAULT_RANGE_SECONDS).max(0));
-    if start > end {
-        return Err(ApiError::bad_request(
-            "Invalid time range",
-            format!("start_time ({start}) is after end_time ({end})"),
-        ));
-    }
-    let step = params.get("step").map(parse_step).transpose()?;
-    let span = end - start;
-    let width = step.unwrap_or(state.interval_seconds());
-    if span / width + 1 > MAX_POINTS {
-        return Err(ApiError::bad_request(
-            "Too many points",
-            format!(
-                "{span} s at {width} s per point is more than {MAX_POINTS} points; use step={} or a shorter range",
-                suggest_step(span, MAX_POINTS)
-            ),
-        ));
-    }
+    let range = TimeRange::from_params(&params, Utc::now().timestamp(), state.interval_seconds())?;
     let username = username(&state, id).await?;
-    let points = match step {
+    let points = match range.step {
         None => {
             let rows: Vec<RawPoint> = sqlx::query_as(
                 "select floor(extract(epoch from slot))::bigint as time, follower_count, following_count,
@@ -147,8 +116,8 @@ pub async fn range(
                  order by slot",
             )
             .bind(id)
-            .bind(at(start))
-            .bind(at(end))
+            .bind(range.start_at())
+            .bind(range.end_at())
             .fetch_all(&state.pool)
             .await?;
             rows.into_iter()
@@ -170,8 +139,8 @@ pub async fn range(
                  group by 1 order by 1",
             )
             .bind(id)
-            .bind(at(start))
-            .bind(at(end))
+            .bind(range.start_at())
+            .bind(range.end_at())
             .bind(step as f64)
             .fetch_all(&state.pool)
             .await?;
@@ -211,9 +180,9 @@ pub async fn range(
     Ok(Json(RangeAnswer {
         influencer_id: id,
         username,
-        start_time: start,
-        end_time: end,
-        step,
+        start_time: range.start,
+        end_time: range.end,
+        step: range.step,
         points,
     }))
 }

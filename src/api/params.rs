@@ -96,6 +96,67 @@ impl QueryParams {
     }
 }
 
+/// Most points (or buckets) one answer holds.
+pub const MAX_POINTS: i64 = 10_000;
+/// Without start_time, a range covers the day before end_time.
+pub const DEFAULT_RANGE_SECONDS: i64 = 86_400;
+
+/// A checked `start_time`/`end_time`/`step` (epoch seconds, both ends inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start: i64,
+    pub end: i64,
+    /// Bucket width in seconds, if asked for.
+    pub step: Option<i64>,
+}
+
+impl TimeRange {
+    /// Reads the range from `params`: end defaults to `now`, start to a day before end. Without
+    /// a step, points are `point_spacing` seconds apart; more than [`MAX_POINTS`] is a 400
+    /// naming a step that fits.
+    pub fn from_params(
+        params: &QueryParams,
+        now: i64,
+        point_spacing: i64,
+    ) -> Result<Self, ApiError> {
+        let end = params.epoch("end_time")?.unwrap_or(now);
+        let start = params
+            .epoch("start_time")?
+            .unwrap_or((end - DEFAULT_RANGE_SECONDS).max(0));
+        if start > end {
+            return Err(ApiError::bad_request(
+                "Invalid time range",
+                format!("start_time ({start}) is after end_time ({end})"),
+            ));
+        }
+        let step = params.get("step").map(parse_step).transpose()?;
+        let span = end - start;
+        let width = step.unwrap_or(point_spacing.max(1));
+        if span / width + 1 > MAX_POINTS {
+            return Err(ApiError::bad_request(
+                "Too many points",
+                format!(
+                    "{span} s at {width} s per point is more than {MAX_POINTS} points; use step={} or a shorter range",
+                    suggest_step(span, MAX_POINTS)
+                ),
+            ));
+        }
+        Ok(Self { start, end, step })
+    }
+
+    pub fn start_at(&self) -> chrono::DateTime<chrono::Utc> {
+        at(self.start)
+    }
+
+    pub fn end_at(&self) -> chrono::DateTime<chrono::Utc> {
+        at(self.end)
+    }
+}
+
+fn at(seconds: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(seconds, 0).unwrap_or(chrono::DateTime::UNIX_EPOCH)
+}
+
 /// The raw query of a request; never rejects.
 pub fn raw_query(RawQuery(query): &RawQuery) -> Option<&str> {
     query.as_deref()

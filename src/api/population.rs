@@ -11,8 +11,7 @@ use utoipa::ToSchema;
 use super::{
     ApiState,
     error::{ApiError, Problem},
-    influencers::{DEFAULT_RANGE_SECONDS, MAX_POINTS},
-    params::{QueryParams, parse_step, raw_query, suggest_step},
+    params::{QueryParams, TimeRange, raw_query},
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -33,10 +32,6 @@ pub struct AverageAnswer {
     pub points: Vec<AveragePoint>,
 }
 
-fn at(seconds: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(seconds, 0).unwrap_or(DateTime::UNIX_EPOCH)
-}
-
 /// `GET /influencer_analytics/average?start_time&end_time[&step]`: the average followerCount
 /// across tracked influencers, one point a minute (or per step, weighted by influencers).
 #[utoipa::path(get, path = "/influencer_analytics/average", tag = "population",
@@ -54,27 +49,8 @@ pub async fn average(
     query: RawQuery,
 ) -> Result<Json<AverageAnswer>, ApiError> {
     let params = QueryParams::parse(raw_query(&query), &["start_time", "end_time", "step"])?;
-    let end = params.epoch("end_time")?.unwrap_or(Utc::now().timestamp());
-    let start = params
-        .epoch("start_time")?
-        .unwrap_or((end - DEFAULT_RANGE_SECONDS).max(0));
-    if start > end {
-        return Err(ApiError::bad_request(
-            "Invalid time range",
-            format!("start_time ({start}) is after end_time ({end})"),
-        ));
-    }
-    let step = params.get("step").map(parse_step).transpose()?;
-    let span = end - start;
-    if span / step.unwrap_or(60) + 1 > MAX_POINTS {
-        return Err(ApiError::bad_request(
-            "Too many points",
-            format!(
-                "the range holds more than {MAX_POINTS} points; use step={} or a shorter range",
-                suggest_step(span, MAX_POINTS)
-            ),
-        ));
-    }
+    // The average is stored once a minute.
+    let range = TimeRange::from_params(&params, Utc::now().timestamp(), 60)?;
     let rows: Vec<(i64, f64, i64)> = sqlx::query_as(
         "select floor(extract(epoch from time_bucket(make_interval(secs => $3), bucket)))::bigint,
                 sum(avg_follower_count * influencer_count) / nullif(sum(influencer_count), 0),
@@ -82,9 +58,9 @@ pub async fn average(
          from average_followers where bucket >= $1 and bucket <= $2
          group by 1 order by 1",
     )
-    .bind(at(start))
-    .bind(at(end))
-    .bind(step.unwrap_or(60) as f64)
+    .bind(range.start_at())
+    .bind(range.end_at())
+    .bind(range.step.unwrap_or(60) as f64)
     .fetch_all(&state.pool)
     .await?;
     let current: Option<(i64, f64, i64)> = sqlx::query_as(
@@ -99,9 +75,9 @@ pub async fn average(
         influencers,
     };
     Ok(Json(AverageAnswer {
-        start_time: start,
-        end_time: end,
-        step,
+        start_time: range.start,
+        end_time: range.end,
+        step: range.step,
         current: current.map(point),
         points: rows.into_iter().map(point).collect(),
     }))

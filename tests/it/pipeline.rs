@@ -72,6 +72,31 @@ fn start_sink(pool: sqlx::PgPool, broker: Broker) -> Role {
     Role { stop, task }
 }
 
+/// Runs `pollers` pollers and a sink for `duration`, then stops them in order: the pollers
+/// first, the sink once the point queue is drained. Returns the pollers (to read counters).
+async fn run_pipeline(
+    queues: &TestBroker,
+    pool: &sqlx::PgPool,
+    sim: &TestSimulator,
+    pollers: usize,
+    duration: Duration,
+) -> Vec<Poller> {
+    let mut running = Vec::new();
+    for _ in 0..pollers {
+        running.push(start_poller(queues.connect_again().await, sim).await);
+    }
+    let sink = start_sink(pool.clone(), queues.connect_again().await);
+    tokio::time::sleep(duration).await;
+    let mut handles = Vec::new();
+    for (poller, role) in running {
+        role.stop().await;
+        handles.push(poller);
+    }
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+    handles
+}
+
 /// Waits until the point queue is empty and the sink has had time to commit.
 async fn wait_for_sink(broker: &Broker) {
     for _ in 0..100 {
@@ -128,12 +153,14 @@ async fn every_influencer_has_exactly_one_point_per_slot_on_its_grid() {
         .unwrap();
     assert_eq!(report.new, 300);
 
-    let (_, poller) = start_poller(queues.connect_again().await, &sim).await;
-    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
-    tokio::time::sleep(INTERVAL * 5 + Duration::from_millis(500)).await;
-    poller.stop().await;
-    wait_for_sink(&queues.broker).await;
-    sink.stop().await;
+    run_pipeline(
+        &queues,
+        &db.pool,
+        &sim,
+        1,
+        INTERVAL * 5 + Duration::from_millis(500),
+    )
+    .await;
 
     let grid = SlotGrid::new(INTERVAL);
     let slots = stored_slots(&db).await;
@@ -304,12 +331,7 @@ async fn an_unknown_pk_leaves_the_schedule_after_one_answer_and_the_registry_say
     seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
         .await
         .unwrap();
-    let (_, poller) = start_poller(queues.connect_again().await, &sim).await;
-    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
-    tokio::time::sleep(INTERVAL * 4).await;
-    poller.stop().await;
-    wait_for_sink(&queues.broker).await;
-    sink.stop().await;
+    run_pipeline(&queues, &db.pool, &sim, 1, INTERVAL * 4).await;
 
     let known = upstream_answers(&sim, &pks(10)) as u64;
     assert_eq!(
@@ -350,12 +372,7 @@ async fn upstream_faults_are_retried_and_malformed_answers_recorded() {
     seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
         .await
         .unwrap();
-    let (_, poller) = start_poller(queues.connect_again().await, &sim).await;
-    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
-    tokio::time::sleep(INTERVAL * 5).await;
-    poller.stop().await;
-    wait_for_sink(&queues.broker).await;
-    sink.stop().await;
+    run_pipeline(&queues, &db.pool, &sim, 1, INTERVAL * 5).await;
 
     let points = total_points(&db).await;
     let failures: Vec<(i64, i64, String)> = sqlx::query_as(
@@ -460,17 +477,9 @@ async fn two_pollers_share_the_schedule_and_fetch_each_slot_once() {
     seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
         .await
         .unwrap();
-    let (first, poller_a) = start_poller(queues.connect_again().await, &sim).await;
-    let (second, poller_b) = start_poller(queues.connect_again().await, &sim).await;
-    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
-    tokio::time::sleep(INTERVAL * 4).await;
-    poller_a.stop().await;
-    poller_b.stop().await;
-    wait_for_sink(&queues.broker).await;
-    sink.stop().await;
-
+    let pollers = run_pipeline(&queues, &db.pool, &sim, 2, INTERVAL * 4).await;
     assert!(
-        first.batches_polled() > 0 && second.batches_polled() > 0,
+        pollers.iter().all(|p| p.batches_polled() > 0),
         "both pollers worked"
     );
     let stored = total_points(&db).await;
@@ -507,12 +516,14 @@ async fn the_reconciler_reschedules_influencers_whose_schedule_was_lost() {
         .unwrap();
     assert_eq!(again, 0, "those just repaired are not repaired twice");
 
-    let (_, poller) = start_poller(queues.connect_again().await, &sim).await;
-    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
-    tokio::time::sleep(INTERVAL * 2 + Duration::from_millis(500)).await;
-    poller.stop().await;
-    wait_for_sink(&queues.broker).await;
-    sink.stop().await;
+    run_pipeline(
+        &queues,
+        &db.pool,
+        &sim,
+        1,
+        INTERVAL * 2 + Duration::from_millis(500),
+    )
+    .await;
     assert_eq!(
         stored_slots(&db).await.len(),
         50,
