@@ -16,7 +16,10 @@ use tokio::{sync::Semaphore, time::Instant};
 
 use crate::{
     config::UpstreamSettings,
-    mockstagram::{NOT_FOUND_ERROR, PROFILE_PATH, Profile},
+    mockstagram::{
+        IS_SUSPICIOUS_PATH, NOT_FOUND_ERROR, PROFILE_PATH, Profile, SuspiciousRequest,
+        SuspiciousResponse,
+    },
 };
 
 /// What one fetch came to.
@@ -47,13 +50,23 @@ impl FetchOutcome {
 }
 
 /// One attempt's result, before the retry decision.
-enum Attempt {
-    Done(FetchOutcome),
-    Retry {
-        reason: String,
-        at_least: Duration,
-        label: &'static str,
-    },
+enum Attempt<T> {
+    Done(T),
+    Retry(Retry),
+}
+
+/// Why an attempt should be made again, and how long to wait at least.
+struct Retry {
+    reason: String,
+    at_least: Duration,
+    label: &'static str,
+}
+
+/// An HTTP answer, read whole.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: bytes::Bytes,
 }
 
 #[derive(Clone)]
@@ -99,76 +112,115 @@ impl MockstagramClient {
     /// Fetches `pk`'s profile, retrying until `deadline`.
     pub async fn fetch(&self, pk: i64, deadline: Instant) -> FetchOutcome {
         let url = format!("{}{PROFILE_PATH}{pk}", self.base);
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let (reason, at_least, label) = match self.attempt(&url, pk, deadline).await {
-                Attempt::Done(outcome) => {
-                    metrics::counter!("fetches_total", "outcome" => outcome.label()).increment(1);
-                    return outcome;
+        let outcome = self
+            .retrying(pk, deadline, || async {
+                match self.exchange(|http| http.get(&url), deadline).await {
+                    Ok(answer) => classify(pk, answer),
+                    Err(retry) => Attempt::Retry(retry),
                 }
-                Attempt::Retry {
+            })
+            .await
+            .unwrap_or_else(|reason| {
+                tracing::warn!(pk, %reason, "fetch gave up at the slot's deadline");
+                FetchOutcome::Failed {
                     reason,
-                    at_least,
-                    label,
-                } => (reason, at_least, label),
+                    retryable: true,
+                }
+            });
+        metrics::counter!("fetches_total", "outcome" => outcome.label()).increment(1);
+        outcome
+    }
+
+    /// Asks the upstream's classifier about one influencer, retrying until `deadline`.
+    pub async fn is_suspicious(
+        &self,
+        request: &SuspiciousRequest,
+        deadline: Instant,
+    ) -> Result<bool, String> {
+        let url = format!("{}{IS_SUSPICIOUS_PATH}", self.base);
+        self.retrying(request.pk, deadline, || async {
+            match self
+                .exchange(|http| http.post(&url).json(request), deadline)
+                .await
+            {
+                Ok(answer) => classify_verdict(request.pk, answer),
+                Err(retry) => Attempt::Retry(retry),
+            }
+        })
+        .await
+        .and_then(|verdict| verdict)
+    }
+
+    /// Runs `attempt` until it is done, waiting between attempts (exponential backoff with full
+    /// jitter, at least a 429's Retry-After); gives up when the next wait would pass `deadline`.
+    async fn retrying<T, F, Fut>(
+        &self,
+        pk: i64,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let retry = match attempt().await {
+                Attempt::Done(done) => return Ok(done),
+                Attempt::Retry(retry) => retry,
             };
             let backoff = {
                 let cap = BASE_BACKOFF
-                    .saturating_mul(1 << attempt.min(16))
+                    .saturating_mul(1 << attempts.min(16))
                     .min(MAX_BACKOFF);
                 rand::rng().random_range(Duration::ZERO..=cap)
             };
-            let wait = backoff.max(at_least);
+            let wait = backoff.max(retry.at_least);
             if Instant::now() + wait >= deadline {
-                let outcome = FetchOutcome::Failed {
-                    reason: format!("gave up after {attempt} attempts: {reason}"),
-                    retryable: true,
-                };
-                metrics::counter!("fetches_total", "outcome" => outcome.label()).increment(1);
-                tracing::warn!(pk, attempt, %reason, "fetch gave up at the slot's deadline");
-                return outcome;
+                return Err(format!(
+                    "gave up after {attempts} attempts: {}",
+                    retry.reason
+                ));
             }
-            metrics::counter!("fetch_retries_total", "reason" => label).increment(1);
-            tracing::debug!(pk, attempt, %reason, wait_ms = wait.as_millis() as u64, "retrying fetch");
+            metrics::counter!("fetch_retries_total", "reason" => retry.label).increment(1);
+            tracing::debug!(pk, attempts, reason = %retry.reason, wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
         }
     }
 
-    async fn attempt(&self, url: &str, pk: i64, deadline: Instant) -> Attempt {
+    /// One request under the rate ceiling and the in-flight bound, its answer read whole.
+    async fn exchange(
+        &self,
+        build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<Answer, Retry> {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
         let _permit = self.in_flight.acquire().await.expect("never closed");
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Attempt::Retry {
+            return Err(Retry {
                 reason: "deadline passed".into(),
                 at_least: Duration::ZERO,
                 label: "deadline",
-            };
+            });
         }
         let started = Instant::now();
-        let sent = self
-            .http
-            .get(url)
+        let sent = build(&self.http)
             .timeout(remaining.min(Duration::from_secs(30)))
             .send();
-        let response = match sent.await {
-            Ok(response) => response,
-            Err(e) => {
-                let label = if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "connection"
-                };
-                return Attempt::Retry {
-                    reason: error_chain(&e),
-                    at_least: Duration::ZERO,
-                    label,
-                };
-            }
+        let transport = |e: reqwest::Error, what: &str| Retry {
+            reason: format!("{what}{}", error_chain(&e)),
+            at_least: Duration::ZERO,
+            label: if e.is_timeout() {
+                "timeout"
+            } else {
+                "connection"
+            },
         };
+        let response = sent.await.map_err(|e| transport(e, ""))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -176,29 +228,60 @@ impl MockstagramClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(e) => {
-                return Attempt::Retry {
-                    reason: format!("reading the body: {}", error_chain(&e)),
-                    at_least: Duration::ZERO,
-                    label: if e.is_timeout() {
-                        "timeout"
-                    } else {
-                        "connection"
-                    },
-                };
-            }
-        };
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport(e, "reading the body: "))?;
         metrics::histogram!("fetch_duration_seconds").record(started.elapsed().as_secs_f64());
-        classify(pk, status, retry_after, &body)
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     }
 }
 
-/// Decides what an answer means.
-fn classify(pk: i64, status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Attempt {
-    if status == StatusCode::OK {
-        return Attempt::Done(match parse_profile(pk, body) {
+/// Answers every endpoint treats alike: 429 and 5xx are retried.
+fn retry_for(answer: &Answer) -> Option<Retry> {
+    if answer.status == StatusCode::TOO_MANY_REQUESTS {
+        return Some(Retry {
+            reason: "HTTP 429".into(),
+            at_least: answer.retry_after.unwrap_or(Duration::from_secs(1)),
+            label: "throttled",
+        });
+    }
+    if answer.status.is_server_error() {
+        return Some(Retry {
+            reason: format!("HTTP {}", answer.status.as_u16()),
+            at_least: Duration::ZERO,
+            label: "server_error",
+        });
+    }
+    None
+}
+
+/// What an is_suspicious answer means.
+fn classify_verdict(pk: i64, answer: Answer) -> Attempt<Result<bool, String>> {
+    if answer.status == StatusCode::OK {
+        return Attempt::Done(
+            serde_json::from_slice::<SuspiciousResponse>(&answer.body)
+                .map(|r| r.suspicious)
+                .map_err(|e| {
+                    tracing::warn!(pk, error = %e, "malformed is_suspicious answer");
+                    format!("malformed body: {e}")
+                }),
+        );
+    }
+    match retry_for(&answer) {
+        Some(retry) => Attempt::Retry(retry),
+        None => Attempt::Done(Err(format!("unexpected HTTP {}", answer.status.as_u16()))),
+    }
+}
+
+/// Decides what a profile answer means.
+fn classify(pk: i64, answer: Answer) -> Attempt<FetchOutcome> {
+    if answer.status == StatusCode::OK {
+        return Attempt::Done(match parse_profile(pk, &answer.body) {
             Ok((follower_count, following_count)) => FetchOutcome::Fetched {
                 follower_count,
                 following_count,
@@ -212,29 +295,18 @@ fn classify(pk: i64, status: StatusCode, retry_after: Option<Duration>, body: &[
             }
         });
     }
-    if status == StatusCode::INTERNAL_SERVER_ERROR
-        && std::str::from_utf8(body).is_ok_and(|b| b.contains(NOT_FOUND_ERROR))
+    if answer.status == StatusCode::INTERNAL_SERVER_ERROR
+        && std::str::from_utf8(&answer.body).is_ok_and(|b| b.contains(NOT_FOUND_ERROR))
     {
         return Attempt::Done(FetchOutcome::Gone);
     }
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        return Attempt::Retry {
-            reason: "HTTP 429".into(),
-            at_least: retry_after.unwrap_or(Duration::from_secs(1)),
-            label: "throttled",
-        };
+    match retry_for(&answer) {
+        Some(retry) => Attempt::Retry(retry),
+        None => Attempt::Done(FetchOutcome::Failed {
+            reason: format!("unexpected HTTP {}", answer.status.as_u16()),
+            retryable: false,
+        }),
     }
-    if status.is_server_error() {
-        return Attempt::Retry {
-            reason: format!("HTTP {}", status.as_u16()),
-            at_least: Duration::ZERO,
-            label: "server_error",
-        };
-    }
-    Attempt::Done(FetchOutcome::Failed {
-        reason: format!("unexpected HTTP {}", status.as_u16()),
-        retryable: false,
-    })
 }
 
 /// Parses and checks a profile: the pk must be the one asked for, counts whole and ≥ 0.
@@ -285,27 +357,27 @@ mod tests {
         assert!(parse_profile(5, br#"{"pk":5,"username":"u","followerCou"#).is_err());
     }
 
+    fn answer(status: StatusCode, retry_after: Option<u64>, body: &'static [u8]) -> Answer {
+        Answer {
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+            body: bytes::Bytes::from_static(body),
+        }
+    }
+
     #[test]
     fn not_found_is_final_and_other_500s_are_retried() {
+        let not_found = br#"{"error":{"name":"InfluencerNotFoundError"}}"#;
         let gone = classify(
             5,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            None,
-            br#"{"error":{"name":"InfluencerNotFoundError"}}"#,
+            answer(StatusCode::INTERNAL_SERVER_ERROR, None, not_found),
         );
         assert!(matches!(gone, Attempt::Done(FetchOutcome::Gone)));
-        let other = classify(5, StatusCode::INTERNAL_SERVER_ERROR, None, b"{}");
-        assert!(matches!(other, Attempt::Retry { .. }));
-        let throttled = classify(
-            5,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(Duration::from_secs(3)),
-            b"",
-        );
-        assert!(
-            matches!(throttled, Attempt::Retry { at_least, .. } if at_least == Duration::from_secs(3))
-        );
-        let bad_request = classify(5, StatusCode::BAD_REQUEST, None, b"");
+        let other = classify(5, answer(StatusCode::INTERNAL_SERVER_ERROR, None, b"{}"));
+        assert!(matches!(other, Attempt::Retry(_)));
+        let throttled = classify(5, answer(StatusCode::TOO_MANY_REQUESTS, Some(3), b""));
+        assert!(matches!(throttled, Attempt::Retry(r) if r.at_least == Duration::from_secs(3)));
+        let bad_request = classify(5, answer(StatusCode::BAD_REQUEST, None, b""));
         assert!(matches!(
             bad_request,
             Attempt::Done(FetchOutcome::Failed {
@@ -313,5 +385,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_verdict_is_read_from_the_answer_and_errors_are_retried() {
+        let yes = classify_verdict(
+            5,
+            answer(StatusCode::OK, None, br#"{"pk":5,"suspicious":true}"#),
+        );
+        assert!(matches!(yes, Attempt::Done(Ok(true))));
+        let garbage = classify_verdict(5, answer(StatusCode::OK, None, b"{"));
+        assert!(matches!(garbage, Attempt::Done(Err(_))));
+        let busy = classify_verdict(5, answer(StatusCode::SERVICE_UNAVAILABLE, None, b""));
+        assert!(matches!(busy, Attempt::Retry(_)));
     }
 }
