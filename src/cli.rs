@@ -113,8 +113,14 @@ pub enum Command {
         #[command(flatten)]
         broker: BrokerSettings,
     },
-    /// Run one suspicious-classification pass now.
+    /// Run one suspicious-classification pass now (or resume the unfinished one).
     Classify {
+        /// Only print the state of the latest pass.
+        #[arg(long)]
+        status: bool,
+        /// Questions to is_suspicious in flight at once (each takes about a second upstream).
+        #[arg(long, env = "CLASSIFY_CONCURRENCY", default_value = "1000", value_parser = crate::config::positive)]
+        classify_concurrency: u64,
         #[command(flatten)]
         database: DatabaseSettings,
         #[command(flatten)]
@@ -247,7 +253,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = server.await;
             Ok(())
         }
-        Command::Classify { .. } => not_built("classify", 5),
+        Command::Classify {
+            status,
+            classify_concurrency,
+            database,
+            mut upstream,
+        } => {
+            let pool = db::connect(&database).await?;
+            if status {
+                match crate::classify::status(&pool).await? {
+                    Some(line) => println!("{line}"),
+                    None => println!("no classification pass has run yet"),
+                }
+                return Ok(());
+            }
+            upstream.mockstagram_concurrency = classify_concurrency;
+            let client = MockstagramClient::new(&upstream)?;
+            let outcome = crate::classify::run_pass(
+                &pool,
+                &client,
+                classify_concurrency as usize,
+                shutdown::on_signal(),
+            )
+            .await?;
+            match outcome {
+                crate::classify::PassOutcome::AlreadyRunning => {
+                    println!("another classification pass is running; nothing done")
+                }
+                crate::classify::PassOutcome::Ran {
+                    pass_id,
+                    asked,
+                    failed,
+                    finished,
+                } => println!(
+                    "pass {pass_id}: asked {asked}, {failed} without a verdict; {}",
+                    if finished {
+                        "finished"
+                    } else {
+                        "stopped (the next classify resumes it)"
+                    }
+                ),
+            }
+            Ok(())
+        }
         Command::Run {
             simulate,
             seed_count,
@@ -457,11 +505,6 @@ async fn serve_api(
             .await;
     });
     Ok((bound, task))
-}
-
-/// Roles whose issue has not landed yet say so plainly instead of pretending to work.
-fn not_built(role: &str, issue: u32) -> anyhow::Result<()> {
-    anyhow::bail!("`{role}` is not built yet (issue #{issue}); its settings are listed by --help")
 }
 
 async fn simulate(settings: SimulatorSettings) -> anyhow::Result<()> {

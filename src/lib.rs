@@ -29,9 +29,11 @@
 //! - [`domain`]: the point-queue message: points, failures, influencers gone.
 //! - [`sink`]: batching point messages into TimescaleDB, and the per-minute average.
 //! - [`reconcile`]: anti-entropy: puts back influencers that fell out of the schedule.
+//! - [`classify`]: suspicious classification passes through Mockstagram's is_suspicious.
 //! - [`api`]: the HTTP API (`serve`): range queries, latest values and rank, health.
 
 pub mod api;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -125,6 +125,7 @@ struct Inner {
     influencers: Vec<Mutex<Walker>>,
     faults: Faults,
     requests: AtomicU64,
+    questions: AtomicU64,
 }
 
 /// A simulated Mockstagram. Cheap to clone; clones share the population.
@@ -160,6 +161,7 @@ impl Simulator {
                 influencers,
                 faults,
                 requests: AtomicU64::new(0),
+                questions: AtomicU64::new(0),
             }),
         }
     }
@@ -173,6 +175,11 @@ impl Simulator {
     pub fn calls(&self, pk: i64) -> Option<u64> {
         self.walker(pk)
             .map(|w| w.lock().expect("walker lock").calls)
+    }
+
+    /// `is_suspicious` requests received.
+    pub fn questions(&self) -> u64 {
+        self.inner.questions.load(Ordering::Relaxed)
     }
 
     /// Every request answered, whatever the outcome.
@@ -331,6 +338,7 @@ async fn profile(State(sim): State<Simulator>, Path(raw_pk): Path<String>) -> Re
 /// `POST /api/v1/influencers/is_suspicious`: the ratio rule, after the server's delay.
 async fn is_suspicious(State(sim): State<Simulator>, body: Bytes) -> Response {
     sim.inner.requests.fetch_add(1, Ordering::Relaxed);
+    sim.inner.questions.fetch_add(1, Ordering::Relaxed);
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
         metrics::counter!("simulator_requests_total", "outcome" => "bad_request").increment(1);
         return json(

@@ -299,3 +299,30 @@ fn an_unreachable_broker_is_named_with_its_password_hidden() {
     assert!(!stderr.contains("s3cret"), "{stderr}");
     assert!(stderr.contains("scripts/services up"), "{stderr}");
 }
+
+#[test]
+fn classify_status_reports_the_latest_pass() {
+    let (name, url) = scratch_database();
+    let status = || {
+        let output = binary()
+            .args(["classify", "--status"])
+            .env("DATABASE_URL", url.as_str())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(status().contains("no classification pass has run yet"));
+    query_i64(
+        &url,
+        "insert into classification_passes (influencers, classified) values (10, 4) returning pass_id",
+    );
+    let line = status();
+    assert!(line.contains("4 of 10 classified"), "{line}");
+    assert!(line.contains("unfinished"), "{line}");
+    drop_database(&name);
+}
