@@ -23,7 +23,9 @@ pub enum LogFormat {
 /// Installs the global log subscriber. Safe to call more than once (later calls do nothing), so
 /// tests can call it freely.
 pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // sqlx reports harmless server notices ("relation already exists") at INFO.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Text => registry

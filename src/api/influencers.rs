@@ -25,8 +25,15 @@ pub struct RangeAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<i64>,
     /// `RawPoint`s without `step`, `Bucket`s with it; ascending time.
-    #[schema(value_type = Vec<Object>)]
-    pub points: Vec<serde_json::Value>,
+    pub points: Points,
+}
+
+/// The points of a range answer: raw, or in buckets.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Points {
+    Raw(Vec<RawPoint>),
+    Buckets(Vec<Bucket>),
 }
 
 /// One stored point: `time` is the slot, in epoch seconds.
@@ -120,9 +127,7 @@ pub async fn range(
             .bind(range.end_at())
             .fetch_all(&state.pool)
             .await?;
-            rows.into_iter()
-                .map(|p| serde_json::to_value(p).expect("serialises"))
-                .collect()
+            Points::Raw(rows)
         }
         Some(step) => {
             let rows: Vec<BucketRow> = sqlx::query_as(
@@ -144,37 +149,39 @@ pub async fn range(
             .bind(step as f64)
             .fetch_all(&state.pool)
             .await?;
-            rows.into_iter()
-                .map(|r| {
-                    let ratio = match (r.10, r.11, r.12, r.13) {
-                        (Some(avg), Some(min), Some(max), Some(last)) => Some(Stats {
-                            avg,
-                            min,
-                            max,
-                            last,
-                        }),
-                        _ => None,
-                    };
-                    let bucket = Bucket {
-                        time: r.0,
-                        samples: r.1,
-                        follower_count: Stats {
-                            avg: r.2,
-                            min: r.3,
-                            max: r.4,
-                            last: r.5,
-                        },
-                        following_count: Stats {
-                            avg: r.6,
-                            min: r.7,
-                            max: r.8,
-                            last: r.9,
-                        },
-                        follower_ratio: ratio,
-                    };
-                    serde_json::to_value(bucket).expect("serialises")
-                })
-                .collect()
+            Points::Buckets(
+                rows.into_iter()
+                    .map(|r| {
+                        let ratio = match (r.10, r.11, r.12, r.13) {
+                            (Some(avg), Some(min), Some(max), Some(last)) => Some(Stats {
+                                avg,
+                                min,
+                                max,
+                                last,
+                            }),
+                            _ => None,
+                        };
+                        let bucket = Bucket {
+                            time: r.0,
+                            samples: r.1,
+                            follower_count: Stats {
+                                avg: r.2,
+                                min: r.3,
+                                max: r.4,
+                                last: r.5,
+                            },
+                            following_count: Stats {
+                                avg: r.6,
+                                min: r.7,
+                                max: r.8,
+                                last: r.9,
+                            },
+                            follower_ratio: ratio,
+                        };
+                        bucket
+                    })
+                    .collect(),
+            )
         }
     };
     Ok(Json(RangeAnswer {
