@@ -161,7 +161,7 @@ pub async fn range(
                             }),
                             _ => None,
                         };
-                        let bucket = Bucket {
+                        Bucket {
                             time: r.0,
                             samples: r.1,
                             follower_count: Stats {
@@ -177,8 +177,7 @@ pub async fn range(
                                 last: r.9,
                             },
                             follower_ratio: ratio,
-                        };
-                        bucket
+                        }
                     })
                     .collect(),
             )
