@@ -119,10 +119,6 @@ impl Broker {
         })
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.connection.status().connected()
-    }
-
     /// Publishes a persistent message to `queue` and waits for the broker's confirm.
     pub async fn publish(&self, queue: &str, payload: &[u8]) -> anyhow::Result<()> {
         self.publish_with(queue, payload, persistent()).await
