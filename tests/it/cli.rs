@@ -126,6 +126,29 @@ fn migrate_creates_a_missing_database() {
     });
 }
 
+/// A database and a queue prefix of the test's own, removed when the test ends, even when
+/// it fails.
+struct Scratch {
+    name: String,
+    url: url::Url,
+    prefix: String,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let (name, url) = scratch_database();
+        let prefix = format!("ia_test_{:016x}", rand::random::<u64>());
+        Self { name, url, prefix }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        drop_database(&self.name);
+        delete_queues(self.prefix.clone());
+    }
+}
+
 fn scratch_database() -> (String, url::Url) {
     let name = format!("ia_test_cli_{:016x}", rand::random::<u64>());
     let mut url = url::Url::parse(&base_database_url()).unwrap();
@@ -173,8 +196,8 @@ fn query_i64(url: &url::Url, sql: &str) -> i64 {
 
 #[test]
 fn seed_from_a_file_reports_new_known_and_rejected_ids() {
-    let (name, url) = scratch_database();
-    let prefix = format!("ia_test_{:016x}", rand::random::<u64>());
+    let scratch = Scratch::new();
+    let (url, prefix) = (&scratch.url, &scratch.prefix);
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), "# test\n1000000\n1000001\nabc\n-4\n1000001\n").unwrap();
     let seed = || {
@@ -182,7 +205,7 @@ fn seed_from_a_file_reports_new_known_and_rejected_ids() {
             .args(["seed", "--file"])
             .arg(file.path())
             .env("DATABASE_URL", url.as_str())
-            .env("QUEUE_PREFIX", &prefix)
+            .env("QUEUE_PREFIX", prefix)
             .output()
             .unwrap()
     };
@@ -201,15 +224,13 @@ fn seed_from_a_file_reports_new_known_and_rejected_ids() {
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(stdout.contains("0 new, 2 already tracked"), "{stdout}");
     assert!(stdout.contains("; 0 schedule messages"), "{stdout}");
-    assert_eq!(query_i64(&url, "select count(*) from influencers"), 2);
-    drop_database(&name);
-    delete_queues(prefix);
+    assert_eq!(query_i64(url, "select count(*) from influencers"), 2);
 }
 
 #[test]
 fn run_with_the_simulator_fills_the_hypertable_and_stops_cleanly_on_sigint() {
-    let (name, url) = scratch_database();
-    let prefix = format!("ia_test_{:016x}", rand::random::<u64>());
+    let scratch = Scratch::new();
+    let (url, prefix) = (&scratch.url, &scratch.prefix);
     let mut child = binary()
         .args([
             "run",
@@ -221,7 +242,7 @@ fn run_with_the_simulator_fills_the_hypertable_and_stops_cleanly_on_sigint() {
         ])
         .args(["--listen-addr", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", url.as_str())
-        .env("QUEUE_PREFIX", &prefix)
+        .env("QUEUE_PREFIX", prefix)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -269,27 +290,25 @@ fn run_with_the_simulator_fills_the_hypertable_and_stops_cleanly_on_sigint() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(printed.contains("seeded 200 influencers"), "{printed}");
-    let points = query_i64(&url, "select count(*) from influencer_metrics");
+    let points = query_i64(url, "select count(*) from influencer_metrics");
     let influencers = query_i64(
-        &url,
+        url,
         "select count(distinct influencer_id) from influencer_metrics",
     );
     assert_eq!(influencers, 200, "{points} points");
     assert!(points >= 200 * 3, "{points} points");
-    drop_database(&name);
-    delete_queues(prefix);
 }
 
 #[test]
 fn an_unreachable_broker_is_named_with_its_password_hidden() {
-    let (name, url) = scratch_database();
+    let scratch = Scratch::new();
+    let url = &scratch.url;
     let output = binary()
         .args(["seed", "--count", "1"])
         .env("DATABASE_URL", url.as_str())
         .env("AMQP_URL", "amqp://app:s3cret@127.0.0.1:1/%2f")
         .output()
         .unwrap();
-    drop_database(&name);
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
@@ -302,7 +321,8 @@ fn an_unreachable_broker_is_named_with_its_password_hidden() {
 
 #[test]
 fn classify_status_reports_the_latest_pass() {
-    let (name, url) = scratch_database();
+    let scratch = Scratch::new();
+    let url = &scratch.url;
     let status = || {
         let output = binary()
             .args(["classify", "--status"])
@@ -318,11 +338,10 @@ fn classify_status_reports_the_latest_pass() {
     };
     assert!(status().contains("no classification pass has run yet"));
     query_i64(
-        &url,
+        url,
         "insert into classification_passes (influencers, classified) values (10, 4) returning pass_id",
     );
     let line = status();
     assert!(line.contains("4 of 10 classified"), "{line}");
     assert!(line.contains("unfinished"), "{line}");
-    drop_database(&name);
 }
