@@ -472,19 +472,9 @@ async fn serve_ops(
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} for /metrics (METRICS_ADDR or LISTEN_ADDR)")
-    })?;
-    let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "metrics at /metrics");
     let router =
         telemetry::metrics_router().route("/healthz", axum::routing::get(|| async { "ok" }));
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-    });
-    Ok((bound, task))
+    serve_router(router, addr, "METRICS_ADDR", shutdown).await
 }
 
 /// Serves the API (with `/metrics`, `/healthz`, `/readyz`) until `shutdown`.
@@ -493,12 +483,22 @@ async fn serve_api(
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_router(crate::api::router(state), addr, "LISTEN_ADDR", shutdown).await
+}
+
+/// Binds `addr` (named by `setting` in errors) and serves `router` until `shutdown`; returns
+/// the bound address (port 0 picks one) and the server's task.
+async fn serve_router(
+    router: axum::Router,
+    addr: SocketAddr,
+    setting: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on LISTEN_ADDR={addr}"))?;
+        .with_context(|| format!("cannot listen on {setting}={addr}"))?;
     let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "API listening");
-    let router = crate::api::router(state);
+    tracing::info!(addr = %bound, "HTTP listening");
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -115,12 +115,6 @@ impl Outcomes {
         }
         Ok(outcomes)
     }
-
-    pub fn extend(&mut self, other: &Outcomes) {
-        self.points.extend_from_slice(&other.points);
-        self.failures.extend_from_slice(&other.failures);
-        self.gone.extend_from_slice(&other.gone);
-    }
 }
 
 #[cfg(test)]

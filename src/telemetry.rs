@@ -7,7 +7,12 @@
 
 use std::sync::OnceLock;
 
-use axum::{Router, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router,
+    http::header,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -66,16 +71,16 @@ pub fn metrics() -> &'static PrometheusHandle {
     })
 }
 
+/// The Prometheus text-format answer of `GET /metrics`.
+pub fn metrics_response() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics().render(),
+    )
+        .into_response()
+}
+
 /// `GET /metrics` in the Prometheus text format.
 pub fn metrics_router() -> Router {
-    Router::new().route(
-        "/metrics",
-        get(|| async {
-            (
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                metrics().render(),
-            )
-                .into_response()
-        }),
-    )
+    Router::new().route("/metrics", get(|| async { metrics_response() }))
 }

@@ -131,19 +131,17 @@ impl Sink {
                 points: 0,
             });
         }
-        let mut merged = Outcomes::default();
-        for h in &held {
-            merged.extend(&h.outcomes);
-        }
+        let batch: Vec<&Outcomes> = held.iter().map(|h| &h.outcomes).collect();
+        let rows: usize = batch.iter().map(|o| o.len()).sum();
         let since = Instant::now();
         let mut attempt = 0u32;
         loop {
             let started = Instant::now();
-            match writer::write(&self.pool, &merged).await {
+            match writer::write(&self.pool, &batch).await {
                 Ok(report) => {
                     metrics::histogram!("sink_flush_seconds")
                         .record(started.elapsed().as_secs_f64());
-                    metrics::histogram!("sink_batch_rows").record(merged.len() as f64);
+                    metrics::histogram!("sink_batch_rows").record(rows as f64);
                     metrics::counter!("points_written_total").increment(report.points_stored);
                     metrics::counter!("influencers_gone_total").increment(report.influencers_gone);
                     metrics::counter!("fetch_failures_recorded_total")
@@ -197,7 +195,7 @@ impl Sink {
         let messages = held.len();
         let mut points = 0;
         for h in held {
-            match writer::write(&self.pool, &h.outcomes).await {
+            match writer::write(&self.pool, &[&h.outcomes]).await {
                 Ok(report) => {
                     points += report.points_stored;
                     metrics::counter!("points_written_total").increment(report.points_stored);

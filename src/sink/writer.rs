@@ -23,12 +23,16 @@ fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
-/// Writes `outcomes` in one transaction.
-pub async fn write(pool: &PgPool, outcomes: &Outcomes) -> Result<WriteReport, sqlx::Error> {
+/// Writes a batch of messages in one transaction. The messages are read in place: their rows
+/// go straight into the statements' column arrays, without merging them first.
+pub async fn write(pool: &PgPool, batch: &[&Outcomes]) -> Result<WriteReport, sqlx::Error> {
+    let points = || batch.iter().flat_map(|o| &o.points);
+    let failures = || batch.iter().flat_map(|o| &o.failures);
+    let gone = || batch.iter().flat_map(|o| &o.gone);
     let mut tx = pool.begin().await?;
     let mut report = WriteReport::default();
-    if !outcomes.points.is_empty() {
-        let n = outcomes.points.len();
+    let n = points().count();
+    if n > 0 {
         let (mut ids, mut slots, mut fetched, mut followers, mut following) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -36,7 +40,7 @@ pub async fn write(pool: &PgPool, outcomes: &Outcomes) -> Result<WriteReport, sq
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for p in &outcomes.points {
+        for p in points() {
             ids.push(p.pk);
             slots.push(at(p.slot_ms));
             fetched.push(at(p.fetched_ms));
@@ -82,15 +86,11 @@ pub async fn write(pool: &PgPool, outcomes: &Outcomes) -> Result<WriteReport, sq
         .execute(&mut *tx)
         .await?;
     }
-    if !outcomes.failures.is_empty() {
-        let ids: Vec<i64> = outcomes.failures.iter().map(|f| f.pk).collect();
-        let slots: Vec<_> = outcomes.failures.iter().map(|f| at(f.slot_ms)).collect();
-        let failed: Vec<_> = outcomes.failures.iter().map(|f| at(f.failed_ms)).collect();
-        let reasons: Vec<&str> = outcomes
-            .failures
-            .iter()
-            .map(|f| f.reason.as_str())
-            .collect();
+    if failures().next().is_some() {
+        let ids: Vec<i64> = failures().map(|f| f.pk).collect();
+        let slots: Vec<_> = failures().map(|f| at(f.slot_ms)).collect();
+        let failed: Vec<_> = failures().map(|f| at(f.failed_ms)).collect();
+        let reasons: Vec<&str> = failures().map(|f| f.reason.as_str()).collect();
         report.failures_stored = sqlx::query(
             "insert into fetch_failures (influencer_id, slot, failed_at, reason)
              select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[])
@@ -104,9 +104,9 @@ pub async fn write(pool: &PgPool, outcomes: &Outcomes) -> Result<WriteReport, sq
         .await?
         .rows_affected();
     }
-    if !outcomes.gone.is_empty() {
-        let ids: Vec<i64> = outcomes.gone.iter().map(|g| g.pk).collect();
-        let reasons: Vec<&str> = outcomes.gone.iter().map(|g| g.reason.as_str()).collect();
+    if gone().next().is_some() {
+        let ids: Vec<i64> = gone().map(|g| g.pk).collect();
+        let reasons: Vec<&str> = gone().map(|g| g.reason.as_str()).collect();
         report.influencers_gone = sqlx::query(
             "update influencers i set tracked = false, untracked_reason = u.reason, untracked_at = now()
              from unnest($1::bigint[], $2::text[]) as u(id, reason)

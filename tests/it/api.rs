@@ -71,6 +71,22 @@ impl TestApi {
         .unwrap();
     }
 
+    /// Registers `id` with latest counts at epoch `time`.
+    async fn influencer_with_latest(&self, id: i64, time: i64, followers: i32, following: i32) {
+        self.register(id).await;
+        sqlx::query(
+            "insert into influencer_latest (influencer_id, slot, fetched_at, follower_count, following_count)
+             values ($1, to_timestamp($2), to_timestamp($2), $3, $4)",
+        )
+        .bind(id)
+        .bind(time as f64)
+        .bind(followers)
+        .bind(following)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+    }
+
     async fn point(&self, id: i64, epoch: i64, followers: i32, following: i32) {
         sqlx::query(
             "insert into influencer_metrics (influencer_id, slot, fetched_at, follower_count, following_count)
@@ -254,17 +270,7 @@ async fn latest_shows_counts_and_a_rank_that_agrees_with_brute_force() {
     let followers = [500, 900, 100, 900, 50_000, 7];
     for (i, f) in followers.iter().enumerate() {
         let id = 100 + i as i64;
-        api.register(id).await;
-        sqlx::query(
-            "insert into influencer_latest (influencer_id, slot, fetched_at, follower_count, following_count)
-             values ($1, to_timestamp($2), to_timestamp($2), $3, 100)",
-        )
-        .bind(id)
-        .bind(T0 as f64)
-        .bind(*f)
-        .execute(&api.db.pool)
-        .await
-        .unwrap();
+        api.influencer_with_latest(id, T0, *f, 100).await;
     }
     influencer_analytics::sink::writer::refresh_ranking(&api.db.pool)
         .await
@@ -353,13 +359,7 @@ async fn the_leaderboard_pages_through_every_ranked_influencer_in_order() {
     let followers: Vec<i32> = (0..25).map(|i| 1000 + (i * 37) % 11 * 100).collect();
     for (i, f) in followers.iter().enumerate() {
         let id = 500 + i as i64;
-        api.register(id).await;
-        sqlx::query("insert into influencer_latest values ($1, now(), now(), $2, 10)")
-            .bind(id)
-            .bind(*f)
-            .execute(&api.db.pool)
-            .await
-            .unwrap();
+        api.influencer_with_latest(id, T0, *f, 10).await;
     }
     influencer_analytics::sink::writer::refresh_ranking(&api.db.pool)
         .await
