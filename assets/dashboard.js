@@ -97,6 +97,14 @@ async function showLatest(id) {
   } else {
     badge.className = "badge ok"; badge.textContent = "not suspicious";
   }
+  // Hovering the badge tells why each classifier decided as it did.
+  badge.title = latest.suspicious.map((v) => {
+    const d = v.detail || {};
+    const why = v.source === "spike"
+      ? `largest minute change ${numbers.format(d.from)} → ${numbers.format(d.to)} at ${d.at ? new Date(d.at * 1000).toISOString().slice(0, 16).replace("T", " ") : "?"} UTC, z = ${d.z}`
+      : `followers/following = ${numbers.format(d.follower_count)}/${numbers.format(d.following_count)}`;
+    return `${v.source}: ${v.suspicious ? "suspicious" : "not suspicious"} (${why})`;
+  }).join("\n");
   const when = latest.fetched_at ? `fetched ${new Date(latest.fetched_at).toISOString().replace("T", " ").slice(0, 19)} UTC` : "no point yet";
   const ranked = latest.rank ? `; ranking of ${new Date(latest.rank.ranked_at).toISOString().slice(11, 19)} UTC (refreshed each minute)` : "";
   $("latest-when").textContent = when + ranked;

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{
-        BrokerSettings, DatabaseSettings, ListenSettings, ScheduleSettings, ServiceUrl,
-        SimulatorSettings, SinkSettings, UpstreamSettings,
+        BrokerSettings, ClassifySettings, DatabaseSettings, ListenSettings, ScheduleSettings,
+        ServiceUrl, SimulatorSettings, SinkSettings, UpstreamSettings,
     },
     db,
     fetch::{MockstagramClient, Poller},
@@ -52,6 +52,8 @@ pub struct Cli {
 
 /// The roles. Each long-running one stops cleanly on SIGINT/SIGTERM.
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Create the database if missing and apply the schema migrations.
     Migrate {
@@ -113,18 +115,26 @@ pub enum Command {
         #[command(flatten)]
         broker: BrokerSettings,
     },
-    /// Run one suspicious-classification pass now (or resume the unfinished one).
+    /// Run one suspicious-classification pass now (or resume the unfinished one): Mockstagram's
+    /// is_suspicious for every influencer, and the follower-spike detector over the last day.
     Classify {
         /// Only print the state of the latest pass.
         #[arg(long)]
         status: bool,
-        /// Questions to is_suspicious in flight at once (each takes about a second upstream).
-        #[arg(long, env = "CLASSIFY_CONCURRENCY", default_value = "1000", value_parser = crate::config::positive)]
-        classify_concurrency: u64,
+        /// Keep running, and run a pass every day at CLASSIFY_AT (UTC) instead of once now.
+        #[arg(long, conflicts_with = "status")]
+        daily: bool,
+        #[command(flatten)]
+        classify: ClassifySettings,
+        #[command(flatten)]
+        schedule: ScheduleSettings,
         #[command(flatten)]
         database: DatabaseSettings,
         #[command(flatten)]
         upstream: UpstreamSettings,
+        /// Address of this process's /metrics (with --daily).
+        #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9103")]
+        metrics_addr: SocketAddr,
     },
     /// Run every role in one process: poll, sink, reconciler, jobs (optionally with the
     /// built-in simulator and a seeded demo population).
@@ -147,6 +157,8 @@ pub enum Command {
         sink: SinkSettings,
         #[command(flatten)]
         listen: ListenSettings,
+        #[command(flatten)]
+        classify: ClassifySettings,
         #[command(flatten)]
         simulator: SimulatorSettings,
     },
@@ -255,9 +267,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Classify {
             status,
-            classify_concurrency,
+            daily,
+            classify,
+            schedule,
             database,
             mut upstream,
+            metrics_addr,
         } => {
             let pool = db::connect(&database).await?;
             if status {
@@ -267,27 +282,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            upstream.mockstagram_concurrency = classify_concurrency;
+            upstream.mockstagram_concurrency = classify.classify_concurrency as u64;
             let client = MockstagramClient::new(&upstream)?;
+            let settings = pass_settings(&classify, &schedule);
+            let shutdown = shutdown::on_signal();
+            if daily {
+                let (_, ops) = serve_ops(metrics_addr, shutdown.clone()).await?;
+                crate::classify::daily::run_daily(
+                    pool,
+                    client,
+                    settings,
+                    classify.classify_at,
+                    Duration::ZERO,
+                    shutdown,
+                )
+                .await;
+                let _ = ops.await;
+                return Ok(());
+            }
             let outcome = crate::classify::run_pass(
                 &pool,
                 &client,
-                classify_concurrency as usize,
-                shutdown::on_signal(),
+                &settings,
+                crate::classify::PassStart::Now,
+                shutdown,
             )
             .await?;
             match outcome {
                 crate::classify::PassOutcome::AlreadyRunning => {
                     println!("another classification pass is running; nothing done")
                 }
-                crate::classify::PassOutcome::Ran {
-                    pass_id,
-                    asked,
-                    failed,
-                    finished,
-                } => println!(
-                    "pass {pass_id}: asked {asked}, {failed} without a verdict; {}",
-                    if finished {
+                crate::classify::PassOutcome::UpToDate => unreachable!("only for daily passes"),
+                crate::classify::PassOutcome::Ran(report) => println!(
+                    "pass {}: asked is_suspicious for {} ({} without a verdict, {} without data yet); \
+                     spike detector judged {} and flagged {}; {}",
+                    report.pass_id,
+                    report.asked,
+                    report.failed,
+                    report.skipped,
+                    report.judged,
+                    report.flagged,
+                    if report.finished {
                         "finished"
                     } else {
                         "stopped (the next classify resumes it)"
@@ -305,6 +340,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             schedule,
             sink,
             listen,
+            classify,
             simulator,
         } => {
             let shutdown = shutdown::on_signal();
@@ -350,7 +386,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let client = MockstagramClient::new(&upstream)?;
             let interval = schedule.poll_interval;
+            // The daily pass shares the fetcher's rate ceiling; its first look waits two
+            // intervals, so that a fresh start has everyone's first point to send.
+            let daily = crate::classify::daily::run_daily(
+                pool.clone(),
+                client.with_in_flight(classify.classify_concurrency),
+                pass_settings(&classify, &schedule),
+                classify.classify_at,
+                2 * interval,
+                shutdown.clone(),
+            );
             let roles = vec![
+                tokio::spawn(daily),
                 tokio::spawn(run_poller(
                     broker.clone(),
                     client,
@@ -371,6 +418,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = ops.await;
             Ok(())
         }
+    }
+}
+
+fn pass_settings(
+    classify: &ClassifySettings,
+    schedule: &ScheduleSettings,
+) -> crate::classify::PassSettings {
+    crate::classify::PassSettings {
+        concurrency: classify.classify_concurrency,
+        interval: schedule.poll_interval,
+        spike: crate::classify::SpikeRule {
+            z_threshold: classify.spike_z,
+            ..crate::classify::SpikeRule::default()
+        },
     }
 }
 

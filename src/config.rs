@@ -233,6 +233,38 @@ fn positive_u16(raw: &str) -> Result<u16, String> {
     }
 }
 
+/// The daily suspicious classification.
+#[derive(Args, Debug, Clone)]
+pub struct ClassifySettings {
+    /// Questions to is_suspicious in flight at once (each takes about a second upstream).
+    #[arg(long, env = "CLASSIFY_CONCURRENCY", default_value = "1000", value_parser = positive_usize)]
+    pub classify_concurrency: usize,
+
+    /// UTC time of day at which the long-running process starts the daily pass (HH:MM).
+    #[arg(long, env = "CLASSIFY_AT", default_value = "00:00", value_parser = time_of_day)]
+    pub classify_at: chrono::NaiveTime,
+
+    /// The spike detector flags a minute-over-minute follower change at least this many
+    /// robust standard deviations (MAD × 1.4826) from the influencer's median change of the day.
+    #[arg(long, env = "SPIKE_Z", default_value = "10", value_parser = spike_z)]
+    pub spike_z: f64,
+}
+
+/// A UTC time of day, `HH:MM` (or `HH:MM:SS`).
+pub fn time_of_day(raw: &str) -> Result<chrono::NaiveTime, String> {
+    let raw = raw.trim();
+    chrono::NaiveTime::parse_from_str(raw, "%H:%M")
+        .or_else(|_| chrono::NaiveTime::parse_from_str(raw, "%H:%M:%S"))
+        .map_err(|_| "expected a UTC time of day such as 00:00 or 03:30".into())
+}
+
+fn spike_z(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 3.0 => Ok(v),
+        _ => Err("expected a number ≥ 3, such as 10 (lower values flag ordinary noise)".into()),
+    }
+}
+
 /// The HTTP listener of a long-running role.
 #[derive(Args, Debug, Clone)]
 pub struct ListenSettings {
@@ -332,6 +364,20 @@ mod tests {
         assert!(share("1.5").is_err());
         assert!(share("-0.1").is_err());
         assert!(share("NaN").is_err());
+    }
+
+    #[test]
+    fn times_of_day_are_hours_and_minutes() {
+        assert_eq!(
+            time_of_day("03:30").unwrap(),
+            chrono::NaiveTime::from_hms_opt(3, 30, 0).unwrap()
+        );
+        assert!(time_of_day("00:00:30").is_ok());
+        assert!(time_of_day("24:00").is_err());
+        assert!(time_of_day("3pm").is_err());
+        assert!(spike_z("2").is_err());
+        assert!(spike_z("inf").is_err());
+        assert_eq!(spike_z("8").unwrap(), 8.0);
     }
 
     #[test]

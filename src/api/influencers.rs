@@ -226,9 +226,15 @@ pub struct Rank {
 
 #[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Verdict {
+    /// Who decided: "mockstagram" (the upstream's is_suspicious ratio rule) or "spike" (this
+    /// project's follower-jump detector).
     pub source: String,
     pub suspicious: bool,
     pub decided_at: DateTime<Utc>,
+    /// The numbers behind the verdict: the counts sent upstream, or the spike's robust
+    /// z-score, the change (from, to, at) and the spread it was compared with.
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
 }
 
 type LatestRow = (
@@ -278,7 +284,7 @@ pub async fn latest(
         )));
     };
     let suspicious: Vec<Verdict> = sqlx::query_as(
-        "select source, suspicious, decided_at from current_verdicts
+        "select source, suspicious, decided_at, detail from current_verdicts
          where influencer_id = $1 order by source",
     )
     .bind(id)

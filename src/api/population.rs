@@ -193,6 +193,9 @@ pub struct Suspect {
     /// Which classifiers say suspicious: "mockstagram", "spike".
     pub sources: Vec<String>,
     pub decided_at: DateTime<Utc>,
+    /// Per source that flagged it, the numbers behind the verdict (see `latest`).
+    #[schema(value_type = Object)]
+    pub reasons: serde_json::Value,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -221,7 +224,8 @@ pub async fn suspicious(
     let [after_id] = cursor::<1>(&params)?.unwrap_or([0]);
     let influencers: Vec<Suspect> = sqlx::query_as(
         "select v.influencer_id, i.username, array_agg(v.source order by v.source) as sources,
-                max(v.decided_at) as decided_at
+                max(v.decided_at) as decided_at,
+                jsonb_object_agg(v.source, coalesce(v.detail, '{}'::jsonb)) as reasons
          from current_verdicts v join influencers i using (influencer_id)
          where v.suspicious and v.influencer_id > $1
          group by v.influencer_id, i.username

@@ -109,6 +109,16 @@ impl MockstagramClient {
         })
     }
 
+    /// A client for another job against the same upstream (the classification pass in `run`):
+    /// its own bound on requests in flight, the same rate ceiling (shared), connection pool
+    /// and retry policy.
+    pub fn with_in_flight(&self, concurrency: usize) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
+            ..self.clone()
+        }
+    }
+
     /// Fetches `pk`'s profile, retrying until `deadline`.
     pub async fn fetch(&self, pk: i64, deadline: Instant) -> FetchOutcome {
         let url = format!("{}{PROFILE_PATH}{pk}", self.base);

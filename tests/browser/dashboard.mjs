@@ -34,6 +34,7 @@ try {
     ratio: document.querySelector("#latest-ratio").textContent,
     rank: document.querySelector("#latest-rank").textContent,
     suspicious: document.querySelector("#latest-suspicious").textContent,
+    why: document.querySelector("#latest-suspicious").title,
     average: document.querySelector("#average-now").textContent,
     legend: document.querySelector("#chart-followers .u-legend")?.textContent ?? "",
   }));

@@ -423,10 +423,17 @@ async fn the_suspicious_list_shows_who_is_flagged_and_by_which_classifier() {
         (14, "mockstagram", true),
     ];
     for (id, source, suspicious) in verdicts {
-        sqlx::query("insert into current_verdicts values ($1, $2, $3, now(), null)")
+        let detail = match source {
+            "spike" => {
+                serde_json::json!({"z": 42.5, "from": 100_000, "to": 400_000, "at": 1_700_000_000})
+            }
+            _ => serde_json::json!({"follower_count": 500, "following_count": 100}),
+        };
+        sqlx::query("insert into current_verdicts values ($1, $2, $3, now(), $4)")
             .bind(id as i64)
             .bind(source)
             .bind(suspicious)
+            .bind(detail)
             .execute(&api.db.pool)
             .await
             .unwrap();
@@ -460,8 +467,20 @@ async fn the_suspicious_list_shows_who_is_flagged_and_by_which_classifier() {
         .collect();
     assert_eq!(ids, [14]);
     assert!(body["next_cursor"].is_null());
+    assert_eq!(
+        body["influencers"][0]["reasons"],
+        serde_json::json!({"mockstagram": {"follower_count": 500, "following_count": 100}})
+    );
+    let (_, _, first_page) = api.get("/influencer_analytics/suspicious?limit=1").await;
+    assert_eq!(
+        first_page["influencers"][0]["reasons"]["spike"]["z"], 42.5,
+        "the list says why each source flagged it: {first_page}"
+    );
     let (_, _, latest) = api.get("/influencer_analytics/11/latest").await;
-    assert_eq!(latest["suspicious"].as_array().unwrap().len(), 2);
+    let verdicts = latest["suspicious"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 2);
+    assert_eq!(verdicts[1]["source"], "spike");
+    assert_eq!(verdicts[1]["detail"]["to"], 400_000, "{latest}");
 }
 
 #[tokio::test]

@@ -58,8 +58,12 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         .execute(pool)
         .await
         .unwrap();
-    sqlx::query("insert into current_verdicts values (1000001, 'mockstagram', true, now(), null)")
-        .execute(pool)
+    sqlx::query(
+        "insert into current_verdicts values
+             (1000001, 'mockstagram', true, now(), '{\"follower_count\": 500, \"following_count\": 100}'),
+             (1000001, 'spike', false, now(), '{\"z\": 3.2, \"from\": 57000, \"to\": 57166, \"at\": 1700000000}')",
+    )
+    .execute(pool)
         .await
         .unwrap();
     influencer_analytics::sink::writer::refresh_ranking(pool)
@@ -116,6 +120,11 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         seen["rank"]
     );
     assert_eq!(seen["suspicious"], "suspicious (mockstagram)");
+    assert_eq!(
+        seen["why"],
+        "mockstagram: suspicious (followers/following = 500/100)\n\
+         spike: not suspicious (largest minute change 57,000 → 57,166 at 2023-11-14 22:13 UTC, z = 3.2)"
+    );
     assert!(
         seen["average"]
             .as_str()
