@@ -136,6 +136,22 @@ pub enum Command {
         #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9103")]
         metrics_addr: SocketAddr,
     },
+    /// Measure a performance goal: prints a Markdown table and writes target/bench/<scenario>.json.
+    Bench {
+        #[arg(value_enum)]
+        scenario: crate::bench::Scenario,
+        /// A shorter, smaller run for quick checks.
+        #[arg(long)]
+        quick: bool,
+        #[command(flatten)]
+        database: DatabaseSettings,
+        #[command(flatten)]
+        broker: BrokerSettings,
+        #[command(flatten)]
+        upstream: UpstreamSettings,
+        #[command(flatten)]
+        classify: ClassifySettings,
+    },
     /// Run every role in one process: poll, sink, reconciler, jobs (optionally with the
     /// built-in simulator and a seeded demo population).
     Run {
@@ -329,6 +345,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 ),
             }
+            Ok(())
+        }
+        Command::Bench {
+            scenario,
+            quick,
+            database,
+            broker,
+            upstream,
+            classify,
+        } => {
+            use crate::bench::{self, Scenario};
+            let report = match scenario {
+                Scenario::Sink => bench::sink::run(&database, quick).await?,
+                Scenario::Storage => bench::storage::run(&database, quick).await?,
+                Scenario::Api => bench::api::run(&database, quick).await?,
+                Scenario::E2e => bench::e2e::run(&database, &broker, quick).await?,
+                Scenario::Upstream => {
+                    bench::upstream::run(&database, &broker, &upstream, quick).await?
+                }
+                Scenario::Classify => {
+                    bench::classify::run(&database, classify.classify_concurrency, quick).await?
+                }
+            };
+            println!("{}", report.markdown());
+            println!("written to {}", report.write_json()?.display());
             Ok(())
         }
         Command::Run {

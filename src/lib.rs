@@ -29,10 +29,14 @@
 //! - [`domain`]: the point-queue message: points, failures, influencers gone.
 //! - [`sink`]: batching point messages into TimescaleDB, and the per-minute average.
 //! - [`reconcile`]: anti-entropy: puts back influencers that fell out of the schedule.
-//! - [`classify`]: suspicious classification passes through Mockstagram's is_suspicious.
+//! - [`classify`]: the daily suspicious classification: Mockstagram's is_suspicious and the
+//!   follower-spike detector.
 //! - [`api`]: the HTTP API (`serve`): range queries, latest values and rank, health.
+//!
+//! And [`bench`]: `influencer-analytics bench <scenario>`, the performance goals measured.
 
 pub mod api;
+pub mod bench;
 pub mod classify;
 pub mod cli;
 pub mod config;

@@ -92,6 +92,14 @@ async fn username(state: &ApiState, id: i64) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("influencer {id} was never tracked")))
 }
 
+/// One influencer's raw points over `[$2, $3]` (the benchmark runs the same SQL on its own).
+pub const RAW_RANGE_SQL: &str =
+    "select floor(extract(epoch from slot))::bigint as time, follower_count, following_count,
+        round(follower_count::numeric / nullif(following_count, 0), 2)::float8 as follower_ratio
+ from influencer_metrics
+ where influencer_id = $1 and slot >= $2 and slot <= $3
+ order by slot";
+
 /// Points of one influencer over a time range, raw or in buckets.
 #[utoipa::path(get, path = "/influencer_analytics/{id}", tag = "influencers",
     params(
@@ -115,18 +123,12 @@ pub async fn range(
     let username = username(&state, id).await?;
     let points = match range.step {
         None => {
-            let rows: Vec<RawPoint> = sqlx::query_as(
-                "select floor(extract(epoch from slot))::bigint as time, follower_count, following_count,
-                        round(follower_count::numeric / nullif(following_count, 0), 2)::float8 as follower_ratio
-                 from influencer_metrics
-                 where influencer_id = $1 and slot >= $2 and slot <= $3
-                 order by slot",
-            )
-            .bind(id)
-            .bind(range.start_at())
-            .bind(range.end_at())
-            .fetch_all(&state.pool)
-            .await?;
+            let rows: Vec<RawPoint> = sqlx::query_as(RAW_RANGE_SQL)
+                .bind(id)
+                .bind(range.start_at())
+                .bind(range.end_at())
+                .fetch_all(&state.pool)
+                .await?;
             Points::Raw(rows)
         }
         Some(step) => {

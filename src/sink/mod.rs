@@ -12,6 +12,7 @@
 //! A message that can never be written (undecodable, or rows the database refuses) is rejected
 //! and dead-lettered to `<prefix>.points.dead`, with a metric and a log line.
 
+pub mod compact;
 pub mod writer;
 
 use std::time::Duration;
@@ -233,8 +234,9 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 /// Once a minute (at the start of each minute), store the average followerCount and refresh
-/// the ranking by followerCount.
+/// the ranking by followerCount; and compact the chunks whose hour is over, in the background.
 pub async fn run_average_job(pool: PgPool, shutdown: CancellationToken) {
+    let mut compaction: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let now = chrono::Utc::now();
         let into_minute = Duration::from_millis((now.timestamp_millis().rem_euclid(60_000)) as u64);
@@ -259,6 +261,14 @@ pub async fn run_average_job(pool: PgPool, shutdown: CancellationToken) {
                 tracing::debug!(ranked, "ranking refreshed");
             }
             Err(e) => tracing::warn!(error = %e, "cannot refresh the ranking"),
+        }
+        if compaction.as_ref().is_none_or(|task| task.is_finished()) {
+            let pool = pool.clone();
+            compaction = Some(tokio::spawn(async move {
+                if let Err(e) = compact::compact_closed_chunks(&pool).await {
+                    tracing::warn!(error = format!("{e:#}"), "cannot compact closed chunks");
+                }
+            }));
         }
     }
 }

@@ -1,0 +1,283 @@
+//! `bench api`: the query API under load, served by a `serve` process of its own.
+//!
+//! - Range: one influencer, one day at 1-minute points (1,440 points), with 100,000,000 points
+//!   stored (1,000,000 with `--quick`), at 50 concurrent clients: p50/p99, and the ratio to the
+//!   same SQL run directly at the same concurrency (the SQL's own time, with the same pool
+//!   size). Goals: p99 ≤ 20 ms, ratio ≤ 1.5.
+//! - Rank (`/latest`) and `/average` at 1,000,000 ranked influencers: p99 ≤ 5 ms.
+//!
+//! The data is generated with `generate_series` (minutes, not the pipeline's hours) once, and
+//! kept in its own database for the next run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures_util::future::join_all;
+use sqlx::PgPool;
+
+use super::{
+    Goal, Report, Scenario, bench_database, load, ms,
+    procs::{Roles, free_port},
+    quantile,
+};
+use crate::{api::influencers::RAW_RANGE_SQL, config::DatabaseSettings, simulator::splitmix};
+
+/// The day of points every influencer has (aligned to a whole day, in the past).
+const DAY_START: i64 = 1_767_225_600; // 2026-01-01 00:00 UTC
+const MINUTES: i64 = 1440;
+const RANKED: i64 = 1_000_000;
+const RANGE_CLIENTS: usize = 50;
+const POINT_CLIENTS: usize = 4;
+
+pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Report> {
+    let (with_points, seconds) = if quick { (700, 5) } else { (69_445, 30) };
+    let duration = Duration::from_secs(seconds);
+    let suffix = if quick { "api_quick" } else { "api" };
+    let (pool, bench) = bench_database(database, suffix, false).await?;
+    let points = ensure_dataset(&pool, with_points).await?;
+
+    let port = free_port()?;
+    let mut server = Roles::default();
+    server.spawn(
+        "serve",
+        &["serve"],
+        &[
+            ("DATABASE_URL", bench.database_url.expose().to_string()),
+            ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
+        ],
+    )?;
+    let server_base = format!("http://127.0.0.1:{port}");
+    server.wait_ready(&format!("{server_base}/healthz")).await?;
+    let base = server_base.clone();
+
+    // Range queries through the API.
+    let range_url = move |client: usize, i: u64| {
+        let id = 1_000_000 + (splitmix((client as u64) << 32 | i) % with_points as u64) as i64;
+        format!(
+            "{base}/influencer_analytics/{id}?start_time={DAY_START}&end_time={}",
+            DAY_START + MINUTES * 60 - 60
+        )
+    };
+    let mut api = load::run(RANGE_CLIENTS, duration, range_url, load::success).await?;
+    // The same SQL (the registry lookup and the range), directly, at the same concurrency.
+    let mut sql = sql_load(&pool, with_points, duration).await?;
+    let (api_p50, api_p99) = (
+        quantile(&mut api.latencies, 0.5),
+        quantile(&mut api.latencies, 0.99),
+    );
+    let (sql_p50, sql_p99) = (quantile(&mut sql, 0.5), quantile(&mut sql, 0.99));
+
+    // Rank and average at 1,000,000 ranked influencers.
+    let base = server_base.clone();
+    let mut latest = load::run(
+        POINT_CLIENTS,
+        duration,
+        move |client, i| {
+            let id = 1_000_000 + (splitmix((client as u64) << 32 | i) % RANKED as u64) as i64;
+            format!("{base}/influencer_analytics/{id}/latest")
+        },
+        load::success,
+    )
+    .await?;
+    let base = server_base.clone();
+    let mut average = load::run(
+        POINT_CLIENTS,
+        duration,
+        move |_, _| {
+            format!(
+                "{base}/influencer_analytics/average?start_time={DAY_START}&end_time={}",
+                DAY_START + 3600
+            )
+        },
+        load::success,
+    )
+    .await?;
+    server.stop();
+    pool.close().await;
+    let errors = api.errors + latest.errors + average.errors;
+    if errors > 0 {
+        bail!("{errors} requests failed during the benchmark");
+    }
+
+    let mut report = Report::new(
+        Scenario::Api,
+        quick,
+        format!(
+            "{points} points stored ({with_points} influencers × {MINUTES} minutes, 1-hour chunks); {RANKED} influencers ranked. \
+             Range: GET /influencer_analytics/{{random id}} for one whole day (1,440 points, raw), {RANGE_CLIENTS} clients for {seconds} s, \
+             then the same two statements straight through sqlx at the same concurrency. Rank (/latest) and /average: {POINT_CLIENTS} clients. \
+             The load generator, the API and PostgreSQL share the box's 2 cores."
+        ),
+    );
+    report
+        .goal(
+            "range p99 (50 clients)",
+            ms(api_p99),
+            "ms",
+            Goal::AtMost(20.0),
+        )
+        .info("range p50 (50 clients)", ms(api_p50), "ms")
+        .ratio(
+            "range p99 ÷ SQL p99",
+            ms(api_p99) / ms(sql_p99),
+            ms(sql_p99),
+            Goal::AtMost(1.5),
+        )
+        .ratio(
+            "range p50 ÷ SQL p50",
+            ms(api_p50) / ms(sql_p50),
+            ms(sql_p50),
+            Goal::AtMost(1.5),
+        )
+        .info("range requests/s", api.rate(), "req/s")
+        .goal(
+            "rank (/latest) p99",
+            ms(quantile(&mut latest.latencies, 0.99)),
+            "ms",
+            Goal::AtMost(5.0),
+        )
+        .goal(
+            "/average p99",
+            ms(quantile(&mut average.latencies, 0.99)),
+            "ms",
+            Goal::AtMost(5.0),
+        )
+        .info("points stored", points as f64, "points");
+    Ok(report)
+}
+
+/// The API's two statements for a range request, run directly by `RANGE_CLIENTS` tasks.
+async fn sql_load(
+    pool: &PgPool,
+    with_points: i64,
+    duration: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    let deadline = Instant::now() + duration;
+    let start = chrono::DateTime::from_timestamp(DAY_START, 0).expect("valid");
+    let end = chrono::DateTime::from_timestamp(DAY_START + MINUTES * 60 - 60, 0).expect("valid");
+    let tasks = (0..RANGE_CLIENTS).map(|client| {
+        let pool = pool.clone();
+        async move {
+            let mut latencies = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let id =
+                    1_000_000 + (splitmix((client as u64) << 32 | i) % with_points as u64) as i64;
+                i += 1;
+                let sent = Instant::now();
+                let _: Option<String> =
+                    sqlx::query_scalar("select username from influencers where influencer_id = $1")
+                        .bind(id)
+                        .fetch_optional(&pool)
+                        .await?;
+                let rows: Vec<(i64, i32, i32, Option<f64>)> = sqlx::query_as(RAW_RANGE_SQL)
+                    .bind(id)
+                    .bind(start)
+                    .bind(end)
+                    .fetch_all(&pool)
+                    .await?;
+                std::hint::black_box(rows);
+                latencies.push(sent.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }
+    });
+    let mut all = Vec::new();
+    for latencies in join_all(tasks).await {
+        all.extend(latencies?);
+    }
+    Ok(all)
+}
+
+/// Makes sure the database holds `with_points` influencers × one day of points and 1,000,000
+/// ranked influencers; generates what is missing. Returns the number of points.
+async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> {
+    sqlx::query("create table if not exists bench_dataset (influencers bigint primary key, points bigint not null)")
+        .execute(pool)
+        .await?;
+    let ready: Option<i64> =
+        sqlx::query_scalar("select points from bench_dataset where influencers = $1")
+            .bind(with_points)
+            .fetch_optional(pool)
+            .await?;
+    if let Some(points) = ready {
+        return Ok(points);
+    }
+    let started = Instant::now();
+    eprintln!(
+        "bench api: generating {with_points} influencers × {MINUTES} minutes of points (once; kept for the next run)"
+    );
+    for table in [
+        "bench_dataset",
+        "influencer_ranks",
+        "ranking_runs",
+        "average_followers",
+        "influencer_latest",
+        "influencer_metrics",
+        "current_verdicts",
+        "suspicious_classifications",
+        "fetch_failures",
+    ] {
+        sqlx::query(&format!("truncate {table} cascade"))
+            .execute(pool)
+            .await?;
+    }
+    sqlx::query("delete from influencers").execute(pool).await?;
+    sqlx::query(
+        "insert into influencers (influencer_id, username)
+         select id, 'influencer-' || id from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
+    )
+    .bind(RANKED)
+    .execute(pool)
+    .await?;
+    // One hour at a time (one chunk per statement), each influencer's minutes together.
+    for hour in 0..24 {
+        let from = DAY_START + hour * 3600;
+        sqlx::query(
+            "insert into influencer_metrics
+             select id, to_timestamp(t), to_timestamp(t) + interval '150 ms',
+                    100000 + ((id * 7919 + t / 60 * 104729) % 20000)::int, 1000 + (id % 997)::int
+             from generate_series(1000000::bigint, 1000000 + $1 - 1) id,
+                  generate_series($2::bigint, $2 + 3540, 60) t",
+        )
+        .bind(with_points)
+        .bind(from)
+        .execute(pool)
+        .await?;
+        eprintln!(
+            "bench api: hour {} of 24 stored ({:.0} s)",
+            hour + 1,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    sqlx::query(
+        "insert into influencer_latest
+         select id, now(), now(), 5000 + ((id * 2654435761) % 400000)::int, 50 + (id % 2000)::int
+         from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
+    )
+    .bind(RANKED)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "insert into average_followers
+         select to_timestamp(t), 150000 + (t % 1000), $1
+         from generate_series($2::bigint, $2 + 86400 - 60, 60) t",
+    )
+    .bind(RANKED)
+    .bind(DAY_START)
+    .execute(pool)
+    .await?;
+    crate::sink::writer::refresh_ranking(pool).await?;
+    sqlx::query("vacuum analyze").execute(pool).await?;
+    let points = with_points * MINUTES;
+    sqlx::query("insert into bench_dataset values ($1, $2)")
+        .bind(with_points)
+        .bind(points)
+        .execute(pool)
+        .await?;
+    eprintln!(
+        "bench api: dataset ready in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(points)
+}

@@ -1,0 +1,190 @@
+//! `bench e2e`: the whole pipeline on this box, each role its own process as in production:
+//! the built-in simulator, `poll`, `sink`, with RabbitMQ and TimescaleDB.
+//!
+//! N influencers are seeded at a 60 s interval; after a warm-up minute, D whole minutes are
+//! measured: the share of their slots stored, slot lateness (fetched_at − slot) p50/p99, and
+//! CPU seconds and peak resident memory of each process (poll, sink, simulator, broker,
+//! database). Goal: 1,000,000 influencers, ≥ 99.9% of slots, p99 lateness ≤ 2 s (10 minutes;
+//! `--quick`: 100,000 influencers for 2 minutes).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::{
+    Goal, Report, Scenario, bench_database,
+    procs::{Roles, Watch, free_port, pids_named},
+};
+use crate::{
+    config::{BrokerSettings, DatabaseSettings},
+    mockstagram::FIRST_PK,
+    queue::Broker,
+};
+
+const INTERVAL: Duration = Duration::from_secs(60);
+
+pub async fn run(
+    database: &DatabaseSettings,
+    broker: &BrokerSettings,
+    quick: bool,
+) -> anyhow::Result<Report> {
+    let (influencers, minutes) = if quick {
+        (100_000i64, 2i64)
+    } else {
+        (1_000_000, 10)
+    };
+    let (pool, bench_db) = bench_database(database, "e2e", true).await?;
+    let queues = BrokerSettings {
+        amqp_url: broker.amqp_url.clone(),
+        queue_prefix: "bench_e2e".into(),
+    };
+    let publisher = Broker::connect(&queues).await?;
+    publisher.delete_all().await?;
+    publisher.close().await;
+    let publisher = Broker::connect(&queues).await?;
+
+    let sim_port = free_port()?;
+    let mut roles = Roles::default();
+    roles.spawn(
+        "simulator",
+        &["simulate", "--seed", "1"],
+        &[
+            ("SIMULATOR_LISTEN", format!("127.0.0.1:{sim_port}")),
+            ("SIMULATOR_POPULATION", influencers.to_string()),
+        ],
+    )?;
+    let ids: Vec<i64> = (FIRST_PK..FIRST_PK + influencers).collect();
+    crate::seed::seed(&pool, &publisher, INTERVAL, &ids).await?;
+    publisher.close().await;
+    let env = [
+        ("DATABASE_URL", bench_db.database_url.expose().to_string()),
+        ("AMQP_URL", queues.amqp_url.expose().to_string()),
+        ("QUEUE_PREFIX", queues.queue_prefix.clone()),
+        ("MOCKSTAGRAM_URL", format!("http://127.0.0.1:{sim_port}")),
+        ("POLL_INTERVAL", "60s".into()),
+    ];
+    let mut sink_env = env.to_vec();
+    sink_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
+    roles.spawn("sink", &["sink"], &sink_env)?;
+    let mut poll_env = env.to_vec();
+    poll_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
+    roles.spawn("poll", &["poll"], &poll_env)?;
+
+    // Measure whole minutes, after a warm-up minute.
+    let now = Utc::now().timestamp();
+    let from = DateTime::from_timestamp(now - now % 60 + 120, 0).expect("valid time");
+    let to = from + chrono::Duration::minutes(minutes);
+    eprintln!("bench e2e: {influencers} influencers; measuring {from} to {to}");
+    sleep_until(from).await;
+    let groups = ["poll", "sink", "simulator"];
+    let mut watches: Vec<(String, Vec<u32>, Watch)> = groups
+        .iter()
+        .map(|name| {
+            let pids = vec![roles.pid(name)];
+            (name.to_string(), pids.clone(), Watch::start(&pids))
+        })
+        .collect();
+    for (name, comm) in [("broker", "beam.smp"), ("database", "postgres")] {
+        let pids = pids_named(comm);
+        watches.push((name.into(), pids.clone(), Watch::start(&pids)));
+    }
+    while Utc::now() < to {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (name, pids, watch) in &mut watches {
+            if name == "database" {
+                *pids = pids_named("postgres");
+            }
+            watch.sample(pids);
+        }
+        roles.check()?;
+    }
+    // Let the last measured slots land.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    roles.stop();
+
+    let measured = measure(&pool, from, to).await?;
+    pool.close().await;
+    let publisher = Broker::connect(&queues).await?;
+    publisher.delete_all().await?;
+    publisher.close().await;
+
+    let expected = influencers * minutes;
+    let seconds = (to - from).num_seconds() as f64;
+    let mut report = Report::new(
+        Scenario::E2e,
+        quick,
+        format!(
+            "{influencers} influencers at a 60 s interval; {minutes} whole minutes measured ({from} to {to}) after a warm-up minute. \
+             Simulator, poll and sink are processes of their own; RabbitMQ and TimescaleDB run on the same 2 cores."
+        ),
+    );
+    report
+        .goal(
+            "slots stored",
+            100.0 * measured.stored as f64 / expected as f64,
+            "%",
+            Goal::AtLeast(99.9),
+        )
+        .goal("slot lateness p99", measured.p99, "s", Goal::AtMost(2.0))
+        .info("slot lateness p50", measured.p50, "s")
+        .info("slots expected", expected as f64, "slots")
+        .info("slots stored", measured.stored as f64, "slots")
+        .info("fetch failures recorded", measured.failures as f64, "slots");
+    for (name, _, watch) in &watches {
+        report
+            .info(
+                &format!("{name} CPU"),
+                100.0 * watch.cpu_seconds() / seconds,
+                "% of a core",
+            )
+            .info(
+                &format!("{name} peak RSS"),
+                watch.peak_rss as f64 / 1e6,
+                "MB",
+            );
+    }
+    Ok(report)
+}
+
+struct Measured {
+    stored: i64,
+    failures: i64,
+    p50: f64,
+    p99: f64,
+}
+
+async fn measure(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Measured> {
+    let (stored, p50, p99): (i64, Option<f64>, Option<f64>) = sqlx::query_as(
+        "select count(*),
+                percentile_disc(0.5) within group (order by extract(epoch from fetched_at - slot))::float8,
+                percentile_disc(0.99) within group (order by extract(epoch from fetched_at - slot))::float8
+         from influencer_metrics where slot >= $1 and slot < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?;
+    let failures: i64 =
+        sqlx::query_scalar("select count(*) from fetch_failures where slot >= $1 and slot < $2")
+            .bind(from)
+            .bind(to)
+            .fetch_one(pool)
+            .await?;
+    Ok(Measured {
+        stored,
+        failures,
+        p50: p50.unwrap_or(f64::NAN),
+        p99: p99.unwrap_or(f64::NAN),
+    })
+}
+
+async fn sleep_until(at: DateTime<Utc>) {
+    if let Ok(wait) = (at - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+}

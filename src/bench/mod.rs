@@ -1,0 +1,294 @@
+//! `influencer-analytics bench <scenario> [--quick]`: the performance goals, measured.
+//!
+//! Each scenario prints a Markdown table and writes `target/bench/<scenario>.json`: a list of
+//! figures, each with `name`, `value`, `unit`, `goal` and `met`, and the `ceiling` it is
+//! compared with when that ceiling was measured in the same run (ratios beat absolute figures
+//! on a shared machine).
+//!
+//! Scenarios work in databases of their own (`<DATABASE_URL's name>_bench_<scenario>`) and
+//! queues of their own (prefix `bench`), so they never touch the service's data.
+
+pub mod api;
+pub mod classify;
+pub mod e2e;
+pub mod load;
+pub mod procs;
+pub mod sink;
+pub mod storage;
+pub mod upstream;
+
+use std::{fmt::Write as _, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use serde::Serialize;
+use sqlx::{ConnectOptions, Connection, PgPool, postgres::PgConnectOptions};
+
+use crate::config::{DatabaseSettings, ServiceUrl};
+
+/// The scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// The whole pipeline on the built-in simulator: slots stored, lateness, CPU and memory.
+    E2e,
+    /// The pipeline's fetch rate against MOCKSTAGRAM_URL ÷ a load generator's on the same server.
+    Upstream,
+    /// The sink's write path ÷ psql `\copy` of the same rows into the same hypertable.
+    Sink,
+    /// Range queries at 50 clients over 100,000,000 points; rank and average at 1,000,000.
+    Api,
+    /// Bytes per stored point.
+    Storage,
+    /// A classification pass against the simulator's real is_suspicious delay.
+    Classify,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::E2e => "e2e",
+            Scenario::Upstream => "upstream",
+            Scenario::Sink => "sink",
+            Scenario::Api => "api",
+            Scenario::Storage => "storage",
+            Scenario::Classify => "classify",
+        }
+    }
+}
+
+/// A goal: a figure at least or at most some value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Goal {
+    fn met(self, value: f64) -> bool {
+        match self {
+            Goal::AtLeast(goal) => value >= goal,
+            Goal::AtMost(goal) => value <= goal,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Goal::AtLeast(goal) => format!("≥ {}", number(goal)),
+            Goal::AtMost(goal) => format!("≤ {}", number(goal)),
+        }
+    }
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    /// e.g. "≥ 0.8"; absent for figures reported for information.
+    pub goal: Option<String>,
+    pub met: Option<bool>,
+    /// What the value was compared with, measured in the same run (e.g. psql's COPY rate).
+    pub ceiling: Option<f64>,
+}
+
+/// What a scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub quick: bool,
+    pub measured_at: chrono::DateTime<chrono::Utc>,
+    /// How the run was set up (sizes, concurrency), in words.
+    pub setup: String,
+    pub figures: Vec<Figure>,
+}
+
+impl Report {
+    pub fn new(scenario: Scenario, quick: bool, setup: impl Into<String>) -> Self {
+        Self {
+            scenario: scenario.name(),
+            quick,
+            measured_at: chrono::Utc::now(),
+            setup: setup.into(),
+            figures: Vec::new(),
+        }
+    }
+
+    /// Adds a figure reported for information.
+    pub fn info(&mut self, name: &str, value: f64, unit: &str) -> &mut Self {
+        self.push(name, value, unit, None, None)
+    }
+
+    /// Adds a figure with its goal.
+    pub fn goal(&mut self, name: &str, value: f64, unit: &str, goal: Goal) -> &mut Self {
+        self.push(name, value, unit, Some(goal), None)
+    }
+
+    /// Adds a ratio to a ceiling measured in the same run, with its goal.
+    pub fn ratio(&mut self, name: &str, value: f64, ceiling: f64, goal: Goal) -> &mut Self {
+        self.push(name, value, "ratio", Some(goal), Some(ceiling))
+    }
+
+    fn push(
+        &mut self,
+        name: &str,
+        value: f64,
+        unit: &str,
+        goal: Option<Goal>,
+        ceiling: Option<f64>,
+    ) -> &mut Self {
+        self.figures.push(Figure {
+            name: name.into(),
+            value: round(value),
+            unit: unit.into(),
+            goal: goal.map(Goal::describe),
+            met: goal.map(|g| g.met(value)),
+            ceiling: ceiling.map(round),
+        });
+        self
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "## bench {}{} ({})\n\n{}\n\n| figure | value | unit | goal | met | ceiling |\n|---|---:|---|---|---|---:|\n",
+            self.scenario,
+            if self.quick { " --quick" } else { "" },
+            self.measured_at.format("%Y-%m-%d %H:%M UTC"),
+            self.setup,
+        );
+        for f in &self.figures {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                f.name,
+                number(f.value),
+                f.unit,
+                f.goal.as_deref().unwrap_or(""),
+                match f.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "",
+                },
+                f.ceiling.map(number).unwrap_or_default(),
+            );
+        }
+        out
+    }
+
+    /// Writes `target/bench/<scenario>.json` and returns its path.
+    pub fn write_json(&self) -> anyhow::Result<PathBuf> {
+        let dir = PathBuf::from("target/bench");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{}.json", self.scenario));
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+fn round(v: f64) -> f64 {
+    if v.abs() >= 100.0 {
+        v.round()
+    } else {
+        (v * 1000.0).round() / 1000.0
+    }
+}
+
+/// 1234567.0 → "1,234,567"; 0.8123 → "0.812".
+pub fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        let digits = (v.abs() as u64).to_string();
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        if v < 0.0 {
+            format!("-{grouped}")
+        } else {
+            grouped
+        }
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The `q`-quantile (0..=1) of `samples` (sorted in place), nearest rank.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A database of the scenario's own beside DATABASE_URL's: `<name>_bench_<suffix>`. With
+/// `fresh`, it is dropped first. Migrated.
+pub async fn bench_database(
+    settings: &DatabaseSettings,
+    suffix: &str,
+    fresh: bool,
+) -> anyhow::Result<(PgPool, DatabaseSettings)> {
+    let mut url = settings.database_url.url().clone();
+    let name = url.path().trim_start_matches('/').to_string();
+    let bench_name = format!("{name}_bench_{suffix}");
+    url.set_path(&format!("/{bench_name}"));
+    let bench = DatabaseSettings {
+        database_url: ServiceUrl::parse(url.as_str(), &["postgres", "postgresql"])
+            .map_err(anyhow::Error::msg)?,
+        database_pool_size: settings.database_pool_size.max(64),
+    };
+    if fresh {
+        let options: PgConnectOptions = bench.database_url.expose().parse()?;
+        let mut admin = options.database("postgres").connect().await?;
+        sqlx::query(&format!(
+            "drop database if exists \"{bench_name}\" with (force)"
+        ))
+        .execute(&mut admin)
+        .await?;
+        let _ = admin.close().await;
+    }
+    let pool = crate::db::connect(&bench).await?;
+    Ok((pool, bench))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_say_whether_their_goal_is_met() {
+        let mut report = Report::new(Scenario::Sink, true, "test");
+        report
+            .ratio("sink ÷ copy", 0.85, 120_000.0, Goal::AtLeast(0.8))
+            .goal("p99", 25.0, "ms", Goal::AtMost(20.0))
+            .info("rows", 1_000_000.0, "rows");
+        let f = &report.figures;
+        assert_eq!((f[0].met, f[0].ceiling), (Some(true), Some(120_000.0)));
+        assert_eq!(f[0].goal.as_deref(), Some("≥ 0.800"));
+        assert_eq!(f[1].met, Some(false));
+        assert_eq!((f[2].met, f[2].goal.clone()), (None, None));
+        let table = report.markdown();
+        assert!(
+            table.contains("| p99 | 25 | ms | ≤ 20 | **no** |  |"),
+            "{table}"
+        );
+        assert!(table.contains("| rows | 1,000,000 | rows |"), "{table}");
+    }
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(quantile(&mut samples, 0.5), Duration::from_millis(50));
+        assert_eq!(quantile(&mut samples, 0.99), Duration::from_millis(99));
+        assert_eq!(quantile(&mut samples, 1.0), Duration::from_millis(100));
+        assert_eq!(quantile(&mut [], 0.5), Duration::ZERO);
+    }
+}

@@ -1,0 +1,208 @@
+//! CPU time and memory of processes, read from /proc (Linux).
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// /proc/<pid>/stat counts CPU time in USER_HZ ticks, 100 per second on Linux.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds (user + system) of one process, or `None` if it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SECOND)
+}
+
+/// Resident memory now and at its peak, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Pids of the processes whose command name (`comm`) is `name`.
+pub fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("comm"))
+                .map(|comm| comm.trim() == name)
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A group of processes watched over a measurement: CPU seconds used between `start` and
+/// `sample`s, and the largest total resident memory seen.
+#[derive(Debug, Default)]
+pub struct Watch {
+    start_cpu: HashMap<u32, f64>,
+    last_cpu: HashMap<u32, f64>,
+    pub peak_rss: u64,
+}
+
+impl Watch {
+    pub fn start(pids: &[u32]) -> Self {
+        let start_cpu: HashMap<u32, f64> = pids
+            .iter()
+            .filter_map(|&pid| Some((pid, cpu_seconds(pid)?)))
+            .collect();
+        let mut watch = Self {
+            last_cpu: start_cpu.clone(),
+            start_cpu,
+            peak_rss: 0,
+        };
+        watch.sample(pids);
+        watch
+    }
+
+    /// Reads CPU and memory now (pids that appeared since the start count from zero).
+    pub fn sample(&mut self, pids: &[u32]) {
+        let mut rss = 0;
+        for &pid in pids {
+            if let Some(cpu) = cpu_seconds(pid) {
+                self.start_cpu.entry(pid).or_insert(0.0);
+                self.last_cpu.insert(pid, cpu);
+            }
+            rss += rss_bytes(pid).map(|(now, _)| now).unwrap_or(0);
+        }
+        self.peak_rss = self.peak_rss.max(rss);
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        self.last_cpu
+            .iter()
+            .map(|(pid, last)| last - self.start_cpu.get(pid).copied().unwrap_or(0.0))
+            .sum()
+    }
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The role processes a scenario started (this binary's subcommands); killed when dropped.
+#[derive(Default)]
+pub struct Roles {
+    children: Vec<(String, Child)>,
+}
+
+impl Roles {
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<()> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        self.children.push((name.into(), child));
+        Ok(())
+    }
+
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+            .expect("a started role")
+    }
+
+    /// Fails if a role exited.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        for (name, child) in &mut self.children {
+            if let Some(status) = child.try_wait()? {
+                bail!("{name} exited during the benchmark: {status}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until `url` answers 2xx (a role's /healthz or /metrics), failing if a role exits.
+    pub async fn wait_ready(&mut self, url: &str) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(answer) = http.get(url).send().await
+                && answer.status().is_success()
+            {
+                return Ok(());
+            }
+            self.check()?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{url} did not answer within 60 s")
+    }
+
+    /// SIGINT to each, poll first, then waits.
+    pub fn stop(&mut self) {
+        for (_, child) in self.children.iter().rev() {
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(child.id().to_string())
+                .status();
+        }
+        for (_, child) in &mut self.children {
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_cpu_time_and_memory() {
+        let me = std::process::id();
+        let before = cpu_seconds(me).unwrap();
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_seconds(me).unwrap() >= before);
+        let (rss, peak) = rss_bytes(me).unwrap();
+        assert!(rss > 0 && peak >= rss);
+        assert!(cpu_seconds(u32::MAX).is_none());
+    }
+}
