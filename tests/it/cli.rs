@@ -345,3 +345,92 @@ fn classify_status_reports_the_latest_pass() {
     assert!(line.contains("4 of 10 classified"), "{line}");
     assert!(line.contains("unfinished"), "{line}");
 }
+
+/// The figures of one `target/bench/<scenario>.json`, by name.
+fn bench_figures(
+    dir: &std::path::Path,
+    scenario: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let path = dir.join(format!("target/bench/{scenario}.json"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+            .unwrap();
+    assert_eq!(report["scenario"], scenario);
+    assert_eq!(report["quick"], true);
+    report["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            for key in ["name", "value", "unit", "goal", "met", "ceiling"] {
+                assert!(f.get(key).is_some(), "figure {f} has no {key}");
+            }
+            (f["name"].as_str().unwrap().to_string(), f.clone())
+        })
+        .collect()
+}
+
+/// CI's smoke run of the benchmark harness: the quick sink and storage scenarios store every row
+/// they generate, and their reports say, figure by figure, what was measured against which goal.
+#[test]
+fn quick_sink_and_storage_benchmarks_write_reports_whose_goals_follow_their_values() {
+    let scratch = Scratch::new();
+    let out = tempfile::tempdir().unwrap();
+    struct DropOnExit(Vec<String>);
+    impl Drop for DropOnExit {
+        fn drop(&mut self) {
+            self.0.iter().for_each(|name| drop_database(name));
+        }
+    }
+    let _bench_databases = DropOnExit(
+        ["sink", "storage"]
+            .map(|s| format!("{}_bench_{s}", scratch.name))
+            .to_vec(),
+    );
+    for scenario in ["sink", "storage"] {
+        let run = binary()
+            .args(["bench", scenario, "--quick"])
+            .current_dir(out.path())
+            .env("DATABASE_URL", scratch.url.as_str())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "bench {scenario}: {stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            stdout.contains("| figure | value | unit | goal | met | ceiling |"),
+            "{stdout}"
+        );
+    }
+
+    let sink = bench_figures(out.path(), "sink");
+    assert_eq!(sink["rows"]["value"], 200_000.0);
+    let ratio = &sink["sink rate ÷ psql \\copy rate"];
+    let (sink_rate, copy_rate) = (
+        sink["sink path"]["value"].as_f64().unwrap(),
+        sink["psql \\copy"]["value"].as_f64().unwrap(),
+    );
+    assert!(sink_rate > 0.0 && copy_rate > 0.0);
+    assert!((ratio["value"].as_f64().unwrap() - sink_rate / copy_rate).abs() < 0.01);
+    assert_eq!(ratio["ceiling"].as_f64().unwrap(), copy_rate);
+    assert_eq!(ratio["met"], ratio["value"].as_f64().unwrap() >= 0.8);
+
+    let storage = bench_figures(out.path(), "storage");
+    assert_eq!(storage["points"]["value"], 600_000.0);
+    let per_point = &storage["bytes per point (heap + indexes), closed chunks"];
+    let bytes = per_point["value"].as_f64().unwrap();
+    let (heap, index) = (
+        storage["heap bytes per point"]["value"].as_f64().unwrap(),
+        storage["index bytes per point"]["value"].as_f64().unwrap(),
+    );
+    assert!(
+        (bytes - heap - index).abs() < 0.01,
+        "{bytes} ≠ {heap} + {index}"
+    );
+    // A row of two bigints, two timestamps and two ints cannot take fewer than 40 bytes.
+    assert!(bytes > 40.0, "{bytes}");
+    assert_eq!(per_point["met"], bytes <= 100.0);
+}
