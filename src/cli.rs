@@ -476,16 +476,35 @@ fn pass_settings(
     }
 }
 
+/// The pause before starting a failed role again: growing from [`FIRST_PAUSE`] to
+/// [`MAX_PAUSE`] while attempts keep failing at once, and back to the first after an attempt
+/// that ran a while (a role that worked for a minute and then lost the broker should be back
+/// within a second or two of the broker's return, not after a long pause from an outage ago).
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+const RAN_A_WHILE: Duration = Duration::from_secs(10);
+
+fn next_pause(pause: Duration, ran_for: Duration) -> Duration {
+    if ran_for >= RAN_A_WHILE {
+        FIRST_PAUSE
+    } else {
+        (pause * 2).min(MAX_PAUSE)
+    }
+}
+
 /// Runs `attempt` until it ends cleanly, starting it again after an error (a lost broker or
-/// database connection) with a growing pause.
+/// database connection) after a pause ([`next_pause`]).
 async fn supervise<F, Fut>(role: &'static str, shutdown: CancellationToken, mut attempt: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let mut pause = Duration::from_millis(500);
+    let mut pause = FIRST_PAUSE / 2;
     loop {
-        match attempt().await {
+        let started = std::time::Instant::now();
+        let result = attempt().await;
+        pause = next_pause(pause, started.elapsed());
+        match result {
             Ok(()) => return,
             Err(e) if shutdown.is_cancelled() => {
                 tracing::warn!(
@@ -509,7 +528,6 @@ where
             () = tokio::time::sleep(pause) => {}
             () = shutdown.cancelled() => return,
         }
-        pause = (pause * 2).min(Duration::from_secs(15));
     }
 }
 
@@ -699,6 +717,21 @@ fn env_of_flag(command: &clap::Command, long: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_role_is_retried_sooner_after_it_had_been_working() {
+        let quick = Duration::from_millis(50);
+        let mut pause = FIRST_PAUSE / 2;
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            pause = next_pause(pause, quick);
+            pauses.push(pause.as_millis());
+        }
+        assert_eq!(pauses, [250, 500, 1000, 2000, 2000, 2000]);
+        // After a long outage the pause is at its maximum; a role that then ran a while and
+        // failed again starts from the first pause, not from the outage's.
+        assert_eq!(next_pause(MAX_PAUSE, RAN_A_WHILE), FIRST_PAUSE);
+    }
 
     #[test]
     fn the_command_line_is_well_formed() {

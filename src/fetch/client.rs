@@ -95,7 +95,13 @@ impl MockstagramClient {
             .build()?;
         let limiter = settings.mockstagram_rps.map(|rps| {
             let rps = NonZeroU32::new(rps.min(u32::MAX as u64) as u32).expect("rps ≥ 1");
-            Arc::new(RateLimiter::direct(Quota::per_second(rps)))
+            // A burst of a tenth of a second's worth: over any second the upstream sees at
+            // most 1.1 × the ceiling (governor's default burst, a whole second's worth, would
+            // let 2× through right after a quiet spell, e.g. when 429s paused everyone).
+            let burst = NonZeroU32::new(rps.get() / 10).unwrap_or(NonZeroU32::MIN);
+            Arc::new(RateLimiter::direct(
+                Quota::per_second(rps).allow_burst(burst),
+            ))
         });
         Ok(Self {
             http,

@@ -5,7 +5,9 @@
 //! broker, so a crash at any point re-delivers the batch rather than losing an influencer.
 //! A re-delivered batch may fetch a slot twice; the sink stores it once. Duplicated schedule
 //! entries (a crash between confirm and ack) are dropped when they meet in one process: each
-//! poller remembers the last slot it polled for every pk.
+//! poller remembers the last slot it polled for every pk. An influencer the upstream does not
+//! know is dropped from the schedule when its next entry comes back (a poller that did not see
+//! the answer asks once more, and drops it then).
 
 use std::{
     collections::HashMap,
@@ -72,6 +74,9 @@ pub struct Poller {
     /// How early a batch is released from the wait queue; it is then held until its slot.
     lead: Duration,
     last_polled: Arc<Mutex<HashMap<i64, i64>>>,
+    /// Influencers the upstream does not know: their schedule entry, already re-enqueued when
+    /// the answer came, is dropped when it comes back.
+    gone: Arc<Mutex<std::collections::HashSet<i64>>>,
     batches_polled: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -83,6 +88,7 @@ impl Poller {
             grid: SlotGrid::new(interval),
             lead: lead_for(interval),
             last_polled: Arc::default(),
+            gone: Arc::default(),
             batches_polled: Arc::default(),
         }
     }
@@ -159,8 +165,14 @@ impl Poller {
         Ok(())
     }
 
-    /// One unit of work: poll a batch, publish its outcomes and its next schedule (both
+    /// One unit of work: publish the batch's next schedule, poll it, publish its outcomes (both
     /// confirmed). The caller acks the delivery when this returns Ok.
+    ///
+    /// The next schedule goes out first, as the batch arrives, not when its slowest member is
+    /// fetched: RabbitMQ expires messages only at the head of the wait queue, so re-enqueues
+    /// must be published in slot order. Published after fetching, a batch slowed by retries
+    /// would sit behind later batches with longer delays and come back too late to poll (fault
+    /// suite: `upstream_faults`).
     pub async fn poll_batch(&self, batch: ScheduleBatch) -> anyhow::Result<BatchOutcome> {
         let batch = self.drop_duplicates(batch);
         if batch.entries.is_empty() {
@@ -179,6 +191,8 @@ impl Poller {
                 return Ok(BatchOutcome::Skipped { slots: skipped });
             }
         };
+
+        self.reenqueue(&batch.advanced(&self.grid)).await?;
 
         let interval_ms = self.grid.interval_ms();
         let client = self.client.clone();
@@ -247,15 +261,8 @@ impl Poller {
                 .await
                 .context("cannot hand the outcomes to the point queue")?;
         }
-        let remaining = ScheduleBatch {
-            entries: batch
-                .entries
-                .into_iter()
-                .filter(|e| !gone_pks.contains(&e.pk))
-                .collect(),
-        };
-        if !remaining.entries.is_empty() {
-            self.reenqueue(&remaining.advanced(&self.grid)).await?;
+        if !gone_pks.is_empty() {
+            self.gone.lock().expect("gone lock").extend(gone_pks);
         }
         Ok(report)
     }
@@ -277,6 +284,12 @@ impl Poller {
     /// Removes entries whose slot this process already polled (a duplicated schedule entry),
     /// and records the rest as polled.
     fn drop_duplicates(&self, mut batch: ScheduleBatch) -> ScheduleBatch {
+        {
+            let gone = self.gone.lock().expect("gone lock");
+            if !gone.is_empty() {
+                batch.entries.retain(|e| !gone.contains(&e.pk));
+            }
+        }
         let mut last = self.last_polled.lock().expect("last_polled lock");
         let before = batch.entries.len();
         batch.entries.retain(|e| match last.get(&e.pk) {

@@ -4,10 +4,14 @@
 //! then go in one transaction ([`writer::write`]) and are acked only after the commit.
 //!
 //! When the database is unreachable the sink keeps what it holds and retries with backoff; it
-//! takes no new deliveries meanwhile (the consumer's prefetch is full), so everything else
-//! waits in RabbitMQ. Before RabbitMQ's `consumer_timeout` (30 min by default) could close the
-//! channel over deliveries held unacked, the sink hands them back (`nack`, requeue) and takes
-//! them again: nothing is lost, and the channel survives any outage.
+//! reads no new deliveries meanwhile, so everything else waits in RabbitMQ. RabbitMQ closes a
+//! channel that holds a delivery unacked past its `consumer_timeout` (30 min by default), and
+//! that counts the deliveries prefetched but not read yet too. So once a batch has waited
+//! `SINK_MAX_HOLD` (each write attempt is cut off then, even one stuck connecting), the sink
+//! hands it back (`nack`, requeue), closes its consumer's channel, which hands back every
+//! prefetched delivery, and consumes again only when the database answers: during a long
+//! outage the points wait in the queue as ready messages, which no timeout touches. Nothing is
+//! lost, and the sink never loses a channel to the broker (fault suite: `consumer_timeout`).
 //!
 //! A message that can never be written (undecodable, or rows the database refuses) is rejected
 //! and dead-lettered to `<prefix>.points.dead`, with a metric and a log line.
@@ -41,6 +45,14 @@ pub struct Sink {
     settings: SinkSettings,
 }
 
+/// Why a consumer session ended.
+enum SessionEnd {
+    Shutdown,
+    /// A batch could not be written within `SINK_MAX_HOLD`: consuming pauses until the
+    /// database answers.
+    DatabaseDown,
+}
+
 /// What a flush came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushOutcome {
@@ -64,8 +76,32 @@ impl Sink {
         }
     }
 
-    /// Consumes the point queue until `shutdown`, then flushes what it holds.
+    /// Consumes the point queue until `shutdown`, then flushes what it holds. While the
+    /// database is unreachable past `SINK_MAX_HOLD`, it stops consuming (see the module docs).
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            match self.consume_until_stopped(&shutdown).await? {
+                SessionEnd::Shutdown => return Ok(()),
+                SessionEnd::DatabaseDown => {
+                    metrics::gauge!("sink_paused").set(1.0);
+                    self.wait_for_database(&shutdown).await;
+                    metrics::gauge!("sink_paused").set(0.0);
+                    if shutdown.is_cancelled() {
+                        return Ok(());
+                    }
+                    tracing::info!("database reachable again; consuming the point queue");
+                }
+            }
+        }
+    }
+
+    /// One consumer on the point queue, until shutdown or until a batch could not be written
+    /// within `SINK_MAX_HOLD`. Closing the channel in the latter case hands back every
+    /// delivery it holds, including the ones prefetched and not read yet.
+    async fn consume_until_stopped(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<SessionEnd> {
         let queue = self.broker.topology.points.clone();
         let (channel, mut consumer) = self
             .broker
@@ -74,9 +110,9 @@ impl Sink {
         let mut held: Vec<Held> = Vec::new();
         let mut rows = 0usize;
         let mut first_at: Option<Instant> = None;
-        loop {
+        let end = loop {
             let flush_at = first_at.map(|t| t + self.settings.sink_batch_wait);
-            tokio::select! {
+            let flush_now = tokio::select! {
                 delivery = consumer.next() => {
                     let Some(delivery) = delivery else {
                         anyhow::bail!("the broker closed the point consumer");
@@ -94,28 +130,55 @@ impl Sink {
                             delivery.acker.reject(BasicRejectOptions { requeue: false }).await?;
                         }
                     }
-                    if rows >= self.settings.sink_batch_rows {
-                        self.flush(std::mem::take(&mut held), &shutdown).await?;
-                        rows = 0;
-                        first_at = None;
-                    }
+                    rows >= self.settings.sink_batch_rows
                 }
-                () = sleep_until_opt(flush_at) => {
-                    self.flush(std::mem::take(&mut held), &shutdown).await?;
-                    rows = 0;
-                    first_at = None;
+                () = sleep_until_opt(flush_at) => true,
+                () = shutdown.cancelled() => break SessionEnd::Shutdown,
+            };
+            if flush_now {
+                let since = first_at.take().unwrap_or_else(Instant::now);
+                rows = 0;
+                if let FlushOutcome::Requeued { .. } = self
+                    .flush(std::mem::take(&mut held), since, shutdown)
+                    .await?
+                {
+                    break if shutdown.is_cancelled() {
+                        SessionEnd::Shutdown
+                    } else {
+                        SessionEnd::DatabaseDown
+                    };
                 }
-                () = shutdown.cancelled() => break,
             }
-        }
+        };
         let _ = channel
             .basic_cancel("sink".into(), lapin::options::BasicCancelOptions::default())
             .await;
         if !held.is_empty() {
-            self.flush(held, &shutdown).await?;
+            let since = first_at.unwrap_or_else(Instant::now);
+            self.flush(held, since, shutdown).await?;
         }
-        let _ = channel.close(200, "shutdown".into()).await;
-        Ok(())
+        let _ = channel.close(200, "sink stops consuming".into()).await;
+        Ok(end)
+    }
+
+    /// Waits until the database answers again (or shutdown).
+    async fn wait_for_database(&self, shutdown: &CancellationToken) {
+        tracing::warn!("database unreachable: stopped consuming; points wait in the queue");
+        let mut pause = Duration::from_millis(250);
+        loop {
+            let probe = tokio::time::timeout(
+                Duration::from_secs(5),
+                sqlx::query("select 1").execute(&self.pool),
+            );
+            if let Ok(Ok(_)) = probe.await {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => return,
+            }
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
     }
 
     /// Writes the held deliveries in one transaction and acks them; retries while the database
@@ -123,6 +186,7 @@ impl Sink {
     async fn flush(
         &self,
         held: Vec<Held>,
+        held_since: Instant,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<FlushOutcome> {
         let messages = held.len();
@@ -134,11 +198,20 @@ impl Sink {
         }
         let batch: Vec<&Outcomes> = held.iter().map(|h| &h.outcomes).collect();
         let rows: usize = batch.iter().map(|o| o.len()).sum();
-        let since = Instant::now();
+        // Every attempt ends by then, even one stuck connecting to a server that is gone.
+        let give_back_at = held_since + self.settings.sink_max_hold;
         let mut attempt = 0u32;
         loop {
             let started = Instant::now();
-            match writer::write(&self.pool, &batch).await {
+            let written = tokio::time::timeout_at(give_back_at, writer::write(&self.pool, &batch))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no answer from the database within SINK_MAX_HOLD",
+                    )))
+                });
+            match written {
                 Ok(report) => {
                     metrics::histogram!("sink_flush_seconds")
                         .record(started.elapsed().as_secs_f64());
@@ -170,8 +243,10 @@ impl Sink {
                     if attempt == 1 || attempt.is_multiple_of(10) {
                         tracing::warn!(error = %e, attempt, messages, "cannot write to the database; holding the batch and retrying");
                     }
-                    if since.elapsed() >= self.settings.sink_max_hold || shutdown.is_cancelled() {
+                    if Instant::now() >= give_back_at || shutdown.is_cancelled() {
                         tracing::warn!(messages, "handing held messages back to the queue");
+                        metrics::counter!("sink_requeued_messages_total")
+                            .increment(messages as u64);
                         let last = &held.last().expect("not empty").acker;
                         last.nack(BasicNackOptions {
                             multiple: true,
@@ -183,7 +258,7 @@ impl Sink {
                     let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)))
                         .min(Duration::from_secs(5));
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep_until((Instant::now() + backoff).min(give_back_at)) => {}
                         () = shutdown.cancelled() => {}
                     }
                 }
