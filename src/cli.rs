@@ -19,7 +19,7 @@ use crate::{
         ServiceUrl, SimulatorSettings, SinkSettings, UpstreamSettings,
     },
     db,
-    fetch::{MockstagramClient, Poller},
+    fetch::{MockstagramClient, Poller, PollerMemory},
     queue::Broker,
     reconcile,
     seed::{self, SeedSource},
@@ -537,11 +537,13 @@ async fn run_poller(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let memory = PollerMemory::new(interval);
     supervise("poll", shutdown.clone(), || async {
         let connection = Broker::connect(&broker).await?;
-        let result = Poller::new(connection.clone(), client.clone(), interval)
-            .run(shutdown.clone())
-            .await;
+        let result =
+            Poller::remembering(connection.clone(), client.clone(), interval, memory.clone())
+                .run(shutdown.clone())
+                .await;
         connection.close().await;
         result
     })

@@ -132,9 +132,12 @@ impl ScheduleBatch {
 pub enum Arrival {
     /// Due (or due within the hold): poll these slots, waiting until each is reached.
     Poll(ScheduleBatch),
-    /// Arrived so late that its slots are gone: poll the next future slots instead, and count
-    /// `skipped` slots (per influencer, summed) as never polled.
-    Skip { batch: ScheduleBatch, skipped: u64 },
+    /// Arrived so late that its slots are gone: every member moved on by `intervals` whole
+    /// intervals to its first slot at or after now; the slots passed over are never polled.
+    Skip {
+        batch: ScheduleBatch,
+        intervals: i64,
+    },
 }
 
 /// Decides what a late batch becomes. A batch more than half an interval late is not polled to
@@ -150,7 +153,6 @@ pub fn on_arrival(batch: ScheduleBatch, grid: &SlotGrid, now_ms: i64) -> Arrival
     }
     let k = (late + grid.interval_ms - 1) / grid.interval_ms;
     let shift = k * grid.interval_ms;
-    let skipped = k as u64 * batch.entries.len() as u64;
     let entries = batch
         .entries
         .into_iter()
@@ -161,7 +163,158 @@ pub fn on_arrival(batch: ScheduleBatch, grid: &SlotGrid, now_ms: i64) -> Arrival
         .collect();
     Arrival::Skip {
         batch: ScheduleBatch { entries },
-        skipped,
+        intervals: k,
+    }
+}
+
+/// Which slots this process polled or passed over, per influencer: the latest one and the 63
+/// before it on the pk's grid (a bit each). It tells a copy of a schedule entry from the entry
+/// itself (copies appear when a batch is delivered again after its next schedule was already
+/// published: a crash, a lost connection), so each slot is polled once and each slot passed
+/// over is counted once, whichever copy comes first. Slots older than the window count as
+/// handled: an entry that old is a stale copy.
+#[derive(Debug)]
+pub struct SlotsHandled {
+    interval_ms: i64,
+    by_pk: std::collections::HashMap<i64, Window>,
+}
+
+/// `latest`, and bit `d` of `mask` for the slot `latest - d·interval`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    latest: i64,
+    mask: u64,
+}
+
+/// Slots one batch marked handled, unmarked if its work does not reach the broker (the batch
+/// comes back and must be polled or counted again).
+#[derive(Debug, Default)]
+#[must_use = "unmark the slots if the batch's work is not confirmed"]
+pub struct Marks(Vec<Entry>);
+
+impl SlotsHandled {
+    pub fn new(grid: &SlotGrid) -> Self {
+        Self {
+            interval_ms: grid.interval_ms,
+            by_pk: std::collections::HashMap::new(),
+        }
+    }
+
+    /// How many intervals `slot_ms` lies before the pk's latest handled slot, if on its grid.
+    fn steps_back(&self, window: &Window, slot_ms: i64) -> Option<i64> {
+        let behind = window.latest - slot_ms;
+        (behind >= 0 && behind % self.interval_ms == 0).then_some(behind / self.interval_ms)
+    }
+
+    pub fn is_handled(&self, pk: i64, slot_ms: i64) -> bool {
+        let Some(window) = self.by_pk.get(&pk) else {
+            return false;
+        };
+        match self.steps_back(window, slot_ms) {
+            Some(d) if d >= 64 => true,
+            Some(d) => window.mask & (1 << d) != 0,
+            None => false,
+        }
+    }
+
+    fn mark(&mut self, pk: i64, slot_ms: i64, marks: &mut Marks) {
+        let interval_ms = self.interval_ms;
+        let window = self.by_pk.entry(pk).or_insert(Window {
+            latest: slot_ms,
+            mask: 0,
+        });
+        let ahead = slot_ms - window.latest;
+        if ahead > 0 {
+            let d = ahead / interval_ms;
+            window.mask = if ahead % interval_ms != 0 || d >= 64 {
+                0
+            } else {
+                window.mask << d
+            };
+            window.latest = slot_ms;
+        }
+        let behind = window.latest - slot_ms;
+        if behind % interval_ms == 0 && behind / interval_ms < 64 {
+            window.mask |= 1 << (behind / interval_ms);
+            marks.0.push(Entry { pk, slot_ms });
+        }
+    }
+
+    /// Keeps the entries whose slot was not handled yet and marks them handled.
+    pub fn claim(&mut self, mut batch: ScheduleBatch) -> (ScheduleBatch, Marks) {
+        let mut marks = Marks::default();
+        batch.entries.retain(|e| {
+            if self.is_handled(e.pk, e.slot_ms) {
+                return false;
+            }
+            self.mark(e.pk, e.slot_ms, &mut marks);
+            true
+        });
+        (batch, marks)
+    }
+
+    /// A late batch that [`on_arrival`] moved on by `intervals`: drops the members that are a
+    /// copy (their original slot was already handled); for the rest, counts and marks the slots
+    /// passed over (from the original slot up to the new one) not handled before. Returns the
+    /// members to re-enqueue and the count.
+    pub fn pass_over(
+        &mut self,
+        mut moved: ScheduleBatch,
+        intervals: i64,
+    ) -> (ScheduleBatch, u64, Marks) {
+        let mut marks = Marks::default();
+        let mut skipped = 0u64;
+        moved.entries.retain(|e| {
+            let original = e.slot_ms - intervals * self.interval_ms;
+            if self.is_handled(e.pk, original) {
+                return false;
+            }
+            skipped += self.pass_over_one(e.pk, original, e.slot_ms, &mut marks);
+            true
+        });
+        (moved, skipped, marks)
+    }
+
+    /// Counts and marks the slots of `pk` from `from_ms` up to (not including) `to_ms` that
+    /// were not handled, looking at no more than the 64 slots of the window.
+    fn pass_over_one(&mut self, pk: i64, from_ms: i64, to_ms: i64, marks: &mut Marks) -> u64 {
+        let interval_ms = self.interval_ms;
+        let mut skipped = 0;
+        let mut slot_ms = from_ms;
+        // Slots up to the latest handled one: looked up (older than the window: handled).
+        if let Some(latest) = self.by_pk.get(&pk).map(|w| w.latest) {
+            slot_ms = from_ms.max(latest - 63 * interval_ms);
+            while slot_ms <= latest && slot_ms < to_ms {
+                if !self.is_handled(pk, slot_ms) {
+                    skipped += 1;
+                    self.mark(pk, slot_ms, marks);
+                }
+                slot_ms += interval_ms;
+            }
+            slot_ms = slot_ms.max(from_ms);
+        }
+        // Slots after it: none was handled; only the last 64 need marking.
+        if slot_ms < to_ms {
+            skipped += ((to_ms - slot_ms + interval_ms - 1) / interval_ms) as u64;
+            let mut marked = slot_ms.max(to_ms - 64 * interval_ms);
+            while marked < to_ms {
+                self.mark(pk, marked, marks);
+                marked += interval_ms;
+            }
+        }
+        skipped
+    }
+
+    /// Unmarks what one batch marked.
+    pub fn unmark(&mut self, marks: Marks) {
+        for Entry { pk, slot_ms } in marks.0 {
+            if let Some(window) = self.by_pk.get_mut(&pk) {
+                let behind = window.latest - slot_ms;
+                if behind >= 0 && behind % self.interval_ms == 0 && behind / self.interval_ms < 64 {
+                    window.mask &= !(1 << (behind / self.interval_ms));
+                }
+            }
+        }
     }
 }
 
@@ -301,13 +454,91 @@ mod tests {
         );
         // 10.5 minutes late: 11 intervals pass by, for each of 2 members.
         match on_arrival(batch, &grid, 730_000) {
-            Arrival::Skip { batch, skipped } => {
-                assert_eq!(skipped, 22);
+            Arrival::Skip { batch, intervals } => {
+                assert_eq!(intervals, 11);
                 assert_eq!(batch.entries[0].slot_ms, 100_000 + 11 * 60_000);
                 assert_eq!(batch.entries[1].slot_ms, 100_050 + 11 * 60_000);
                 assert!(batch.entries[0].slot_ms >= 730_000);
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn one(pk: i64, slot_ms: i64) -> ScheduleBatch {
+        ScheduleBatch {
+            entries: vec![Entry { pk, slot_ms }],
+        }
+    }
+
+    /// A late batch, as `on_arrival` moves it on when it arrives at `now_ms`.
+    fn arrive_late(
+        handled: &mut SlotsHandled,
+        grid: &SlotGrid,
+        batch: ScheduleBatch,
+        now_ms: i64,
+    ) -> (ScheduleBatch, u64) {
+        match on_arrival(batch, grid, now_ms) {
+            Arrival::Skip { batch, intervals } => {
+                let (batch, skipped, _marks) = handled.pass_over(batch, intervals);
+                (batch, skipped)
+            }
+            other => panic!("expected a skip, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_passed_over_slot_is_counted_once_whichever_copy_of_an_entry_comes_first() {
+        let grid = SlotGrid::new(MINUTE);
+        let s = 120_000;
+        let now = s + 2 * 60_000 + 40_000; // the next future slot is s + 3 intervals
+        // The entry first, then its copy one slot on (already published before a lost ack).
+        let mut handled = SlotsHandled::new(&grid);
+        let (moved, skipped) = arrive_late(&mut handled, &grid, one(7, s), now);
+        assert_eq!((moved.entries[0].slot_ms, skipped), (s + 180_000, 3));
+        let (copy, skipped) = arrive_late(&mut handled, &grid, one(7, s + 60_000), now);
+        assert_eq!((copy.entries.len(), skipped), (0, 0), "a copy is dropped");
+        // The copy first: it counts its two slots, the entry adds its own one.
+        let mut handled = SlotsHandled::new(&grid);
+        let (_, first) = arrive_late(&mut handled, &grid, one(7, s + 60_000), now);
+        let (moved, second) = arrive_late(&mut handled, &grid, one(7, s), now);
+        assert_eq!((first, second), (2, 1));
+        // Both now wait for s + 3 intervals; the one that comes second is dropped.
+        let (kept, _marks) = handled.claim(moved.clone());
+        assert_eq!(kept.entries.len(), 1);
+        let (kept, _marks) = handled.claim(moved);
+        assert!(kept.entries.is_empty());
+    }
+
+    #[test]
+    fn a_skip_after_polling_counts_only_the_slots_since_and_a_long_outage_counts_them_all() {
+        let grid = SlotGrid::new(Duration::from_secs(1));
+        let mut handled = SlotsHandled::new(&grid);
+        let (_, _marks) = handled.claim(one(9, 10_000));
+        // Down for 1000 intervals: 1000 slots skipped, in a bounded number of steps.
+        let (moved, skipped) = arrive_late(&mut handled, &grid, one(9, 11_000), 1_010_900);
+        assert_eq!(skipped, 1000);
+        assert_eq!(moved.entries[0].slot_ms, 1_011_000);
+        // A stale copy from long before is dropped, not counted.
+        let (copy, skipped) = arrive_late(&mut handled, &grid, one(9, 12_000), 1_010_900);
+        assert_eq!((copy.entries.len(), skipped), (0, 0));
+    }
+
+    #[test]
+    fn unmarked_slots_are_polled_again_when_their_batch_comes_back() {
+        let grid = SlotGrid::new(MINUTE);
+        let mut handled = SlotsHandled::new(&grid);
+        let batch = one(3, 60_000);
+        let (kept, marks) = handled.claim(batch.clone());
+        assert_eq!(kept, batch);
+        assert!(handled.claim(batch.clone()).0.entries.is_empty());
+        handled.unmark(marks);
+        let (kept, _marks) = handled.claim(batch.clone());
+        assert_eq!(kept, batch, "the work was not confirmed: poll it again");
+        // Unmarking a passed-over batch lets its slots be counted again.
+        let (moved, skipped, marks) = handled.pass_over(one(3, 240_000), 2);
+        assert_eq!((moved.entries.len(), skipped), (1, 2));
+        handled.unmark(marks);
+        let (_, skipped, _marks) = handled.pass_over(one(3, 240_000), 2);
+        assert_eq!(skipped, 2);
     }
 }

@@ -4,13 +4,14 @@
 //! A delivery is acked only after both its outcomes and its re-enqueue are confirmed by the
 //! broker, so a crash at any point re-delivers the batch rather than losing an influencer.
 //! A re-delivered batch may fetch a slot twice; the sink stores it once. Duplicated schedule
-//! entries (a crash between confirm and ack) are dropped when they meet in one process: each
-//! poller remembers the last slot it polled for every pk. An influencer the upstream does not
+//! entries (a crash or a lost connection between confirm and ack) are dropped when they meet
+//! in one process: each poller remembers which recent slots of every pk it polled or passed
+//! over ([`SlotsHandled`]), and forgets a batch's marks when its work was not confirmed, so
+//! the re-delivered batch is polled, or counted as skipped, once. An influencer the upstream does not
 //! know is dropped from the schedule when its next entry comes back (a poller that did not see
 //! the answer asks once more, and drops it then).
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -29,7 +30,7 @@ use crate::{
     fetch::{FetchOutcome, MockstagramClient},
     mockstagram::NOT_FOUND_ERROR,
     queue::{Broker, Lane},
-    schedule::{Arrival, ScheduleBatch, SlotGrid, on_arrival},
+    schedule::{Arrival, Marks, ScheduleBatch, SlotGrid, SlotsHandled, on_arrival},
 };
 
 /// Schedule batches a poller holds at once (each up to 500 influencers).
@@ -73,22 +74,47 @@ pub struct Poller {
     grid: SlotGrid,
     /// How early a batch is released from the wait queue; it is then held until its slot.
     lead: Duration,
-    last_polled: Arc<Mutex<HashMap<i64, i64>>>,
+    memory: PollerMemory,
+    batches_polled: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What a poll process remembers across its broker connections (copies of schedule entries
+/// appear exactly when a connection is lost, so a reconnected poller must still know them).
+#[derive(Clone)]
+pub struct PollerMemory {
+    handled: Arc<Mutex<SlotsHandled>>,
     /// Influencers the upstream does not know: their schedule entry, already re-enqueued when
     /// the answer came, is dropped when it comes back.
     gone: Arc<Mutex<std::collections::HashSet<i64>>>,
-    batches_polled: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl PollerMemory {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            handled: Arc::new(Mutex::new(SlotsHandled::new(&SlotGrid::new(interval)))),
+            gone: Arc::default(),
+        }
+    }
 }
 
 impl Poller {
     pub fn new(broker: Broker, client: MockstagramClient, interval: Duration) -> Self {
+        Self::remembering(broker, client, interval, PollerMemory::new(interval))
+    }
+
+    /// A poller on a new connection that keeps what an earlier one of the process knew.
+    pub fn remembering(
+        broker: Broker,
+        client: MockstagramClient,
+        interval: Duration,
+        memory: PollerMemory,
+    ) -> Self {
         Self {
             broker,
             client,
             grid: SlotGrid::new(interval),
             lead: lead_for(interval),
-            last_polled: Arc::default(),
-            gone: Arc::default(),
+            memory,
             batches_polled: Arc::default(),
         }
     }
@@ -174,24 +200,61 @@ impl Poller {
     /// would sit behind later batches with longer delays and come back too late to poll (fault
     /// suite: `upstream_faults`).
     pub async fn poll_batch(&self, batch: ScheduleBatch) -> anyhow::Result<BatchOutcome> {
-        let batch = self.drop_duplicates(batch);
-        if batch.entries.is_empty() {
-            return Ok(BatchOutcome::Duplicate);
-        }
-        let batch = match on_arrival(batch, &self.grid, now_ms()) {
-            Arrival::Poll(batch) => batch,
-            Arrival::Skip { batch, skipped } => {
+        let batch = self.drop_gone(batch);
+        match on_arrival(batch, &self.grid, now_ms()) {
+            Arrival::Poll(batch) => {
+                let arrived = batch.entries.len();
+                let (batch, marks) = self.handled().claim(batch);
+                let dropped = (arrived - batch.entries.len()) as u64;
+                if dropped > 0 {
+                    metrics::counter!("schedule_duplicates_dropped_total").increment(dropped);
+                }
+                if batch.entries.is_empty() {
+                    return Ok(BatchOutcome::Duplicate);
+                }
+                self.unmark_on_error(marks, self.poll_claimed(batch)).await
+            }
+            Arrival::Skip { batch, intervals } => {
+                let (batch, skipped, marks) = self.handled().pass_over(batch, intervals);
+                if batch.entries.is_empty() {
+                    return Ok(BatchOutcome::Duplicate);
+                }
+                self.unmark_on_error(marks, self.reenqueue(&batch)).await?;
                 metrics::counter!("schedule_slots_skipped_total").increment(skipped);
                 tracing::warn!(
                     influencers = batch.entries.len(),
                     skipped,
                     "schedule batch arrived too late to poll; moved on to its next slots"
                 );
-                self.reenqueue(&batch).await?;
-                return Ok(BatchOutcome::Skipped { slots: skipped });
+                Ok(BatchOutcome::Skipped { slots: skipped })
             }
-        };
+        }
+    }
 
+    fn handled(&self) -> std::sync::MutexGuard<'_, SlotsHandled> {
+        self.memory.handled.lock().expect("handled-slots lock")
+    }
+
+    /// Runs a batch's work; unless it succeeds (it failed, or its task was aborted: nothing
+    /// confirmed, the batch will be delivered again), forgets that its slots were handled.
+    async fn unmark_on_error<T>(
+        &self,
+        marks: Marks,
+        work: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let mut pending = Unconfirmed {
+            memory: &self.memory,
+            marks: Some(marks),
+        };
+        let result = work.await;
+        if result.is_ok() {
+            pending.marks = None;
+        }
+        result
+    }
+
+    /// Re-enqueues the batch's next slots, polls it and publishes the outcomes.
+    async fn poll_claimed(&self, batch: ScheduleBatch) -> anyhow::Result<BatchOutcome> {
         self.reenqueue(&batch.advanced(&self.grid)).await?;
 
         let interval_ms = self.grid.interval_ms();
@@ -262,7 +325,7 @@ impl Poller {
                 .context("cannot hand the outcomes to the point queue")?;
         }
         if !gone_pks.is_empty() {
-            self.gone.lock().expect("gone lock").extend(gone_pks);
+            self.memory.gone.lock().expect("gone lock").extend(gone_pks);
         }
         Ok(report)
     }
@@ -281,29 +344,30 @@ impl Poller {
             .context("cannot re-enqueue a schedule batch")
     }
 
-    /// Removes entries whose slot this process already polled (a duplicated schedule entry),
-    /// and records the rest as polled.
-    fn drop_duplicates(&self, mut batch: ScheduleBatch) -> ScheduleBatch {
-        {
-            let gone = self.gone.lock().expect("gone lock");
-            if !gone.is_empty() {
-                batch.entries.retain(|e| !gone.contains(&e.pk));
-            }
-        }
-        let mut last = self.last_polled.lock().expect("last_polled lock");
-        let before = batch.entries.len();
-        batch.entries.retain(|e| match last.get(&e.pk) {
-            Some(&slot) if slot >= e.slot_ms => false,
-            _ => {
-                last.insert(e.pk, e.slot_ms);
-                true
-            }
-        });
-        let dropped = before - batch.entries.len();
-        if dropped > 0 {
-            metrics::counter!("schedule_duplicates_dropped_total").increment(dropped as u64);
+    /// Removes the influencers the upstream said it does not know.
+    fn drop_gone(&self, mut batch: ScheduleBatch) -> ScheduleBatch {
+        let gone = self.memory.gone.lock().expect("gone lock");
+        if !gone.is_empty() {
+            batch.entries.retain(|e| !gone.contains(&e.pk));
         }
         batch
+    }
+}
+
+/// Marks of a batch whose work is not confirmed yet: unmarked when dropped (on failure, and
+/// when the task is aborted because its connection was lost).
+struct Unconfirmed<'a> {
+    memory: &'a PollerMemory,
+    marks: Option<Marks>,
+}
+
+impl Drop for Unconfirmed<'_> {
+    fn drop(&mut self) {
+        if let Some(marks) = self.marks.take()
+            && let Ok(mut handled) = self.memory.handled.lock()
+        {
+            handled.unmark(marks);
+        }
     }
 }
 

@@ -308,7 +308,7 @@ impl Role {
                 let name = series.split('{').next()?;
                 (name == metric && series.contains(labels)).then(|| value.parse::<f64>().ok())?
             })
-            .sum()
+            .fold(0.0, |sum, value| sum + value)
     }
 }
 
