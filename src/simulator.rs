@@ -124,6 +124,8 @@ struct Inner {
     delay_scale: f64,
     influencers: Vec<Mutex<Walker>>,
     faults: Faults,
+    /// The profile endpoint's ceiling (`--capacity`): requests wait for their turn.
+    capacity: Option<governor::DefaultDirectRateLimiter>,
     requests: AtomicU64,
     questions: AtomicU64,
 }
@@ -160,6 +162,17 @@ impl Simulator {
                 delay_scale: settings.delay_scale,
                 influencers,
                 faults,
+                capacity: settings.capacity.map(|per_second| {
+                    let per_second =
+                        std::num::NonZeroU32::new(per_second.min(u32::MAX as u64) as u32)
+                            .unwrap_or(std::num::NonZeroU32::MIN);
+                    // A hundredth of a second's worth at once: a steady server, not bursts.
+                    let burst = std::num::NonZeroU32::new(per_second.get() / 100)
+                        .unwrap_or(std::num::NonZeroU32::MIN);
+                    governor::RateLimiter::direct(
+                        governor::Quota::per_second(per_second).allow_burst(burst),
+                    )
+                }),
                 requests: AtomicU64::new(0),
                 questions: AtomicU64::new(0),
             }),
@@ -269,6 +282,9 @@ async fn not_found_for_get_is_suspicious(State(sim): State<Simulator>) -> Respon
 
 /// `GET /api/v1/influencers/{pk}`.
 async fn profile(State(sim): State<Simulator>, Path(raw_pk): Path<String>) -> Response {
+    if let Some(capacity) = &sim.inner.capacity {
+        capacity.until_ready().await;
+    }
     sim.inner.requests.fetch_add(1, Ordering::Relaxed);
     let fault = sim.inner.faults.draw();
     match fault {
@@ -423,6 +439,7 @@ mod tests {
             population,
             seed: Some(seed),
             delay_scale: 0.0,
+            capacity: None,
             faults: FaultSettings::default(),
         }
     }
@@ -519,5 +536,33 @@ mod tests {
         assert!((0.08..0.12).contains(&share(Fault::Error)));
         assert!((0.18..0.22).contains(&share(Fault::Malformed)));
         assert_eq!(share(Fault::Throttle), 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_capacity_holds_answers_to_that_many_a_second() {
+        use tower::ServiceExt;
+        let sim = Simulator::new(&SimulatorSettings {
+            capacity: Some(100),
+            ..settings(10, 1)
+        });
+        let router = sim.router();
+        let started = std::time::Instant::now();
+        let answers = futures_util::future::join_all((0..60).map(|i| {
+            let request =
+                axum::http::Request::get(format!("/api/v1/influencers/{}", FIRST_PK + i % 10))
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+            router.clone().oneshot(request)
+        }))
+        .await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.as_ref().unwrap().status() == StatusCode::OK)
+        );
+        // 60 answers at 100/s with a burst of 1: the last one no sooner than 0.59 s in.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(580), "60 answers in {took:?}");
+        assert_eq!(sim.requests(), 60);
     }
 }

@@ -420,6 +420,7 @@ mod tests {
             population,
             seed: Some(7),
             delay_scale: 0.0,
+            capacity: None,
             faults: FaultSettings::default(),
         });
         let slots = minutes(DAY_OF_SLOTS);

@@ -75,6 +75,7 @@ pub fn simulator_settings(population: u64, seed: u64) -> SimulatorSettings {
         population,
         seed: Some(seed),
         delay_scale: 0.0,
+        capacity: None,
         faults: FaultSettings::default(),
     }
 }
