@@ -48,6 +48,25 @@ impl From<Point> for (i64, i64, i64, i32, i32) {
     }
 }
 
+/// followerCount ÷ followingCount rounded to 2 decimals, half away from zero, as PostgreSQL's
+/// `round(numeric, 2)` does; `None` when nobody is followed. Computed on integers, so a ratio
+/// such as 23/40 = 0.575 rounds to 0.58 (floating-point division would give 0.57499… and 0.57).
+pub fn follower_ratio(follower_count: i32, following_count: i32) -> Option<f64> {
+    if following_count <= 0 {
+        return None;
+    }
+    let (hundredfold, divisor) = (i64::from(follower_count) * 100, i64::from(following_count));
+    let magnitude = (2 * hundredfold.abs() + divisor) / (2 * divisor);
+    let hundredths = if hundredfold < 0 {
+        -magnitude
+    } else {
+        magnitude
+    };
+    // Both are exact in an f64, and IEEE division rounds once: the nearest double to the
+    // decimal, as numeric's conversion to float8 gives.
+    Some(hundredths as f64 / 100.0)
+}
+
 /// A poll that gave no point, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -120,6 +139,20 @@ impl Outcomes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn follower_ratio_rounds_half_away_from_zero_exactly() {
+        assert_eq!(follower_ratio(57_166, 1_328), Some(43.05));
+        assert_eq!(follower_ratio(1, 3), Some(0.33));
+        assert_eq!(follower_ratio(2, 3), Some(0.67));
+        assert_eq!(follower_ratio(1, 8), Some(0.13), "0.125 rounds up");
+        // 0.575 is 0.57499… as a double: dividing in floating point rounds it down.
+        assert_eq!(follower_ratio(23, 40), Some(0.58));
+        assert_eq!(follower_ratio(41, 40), Some(1.03));
+        assert_eq!(follower_ratio(0, 7), Some(0.0));
+        assert_eq!(follower_ratio(i32::MAX, 1), Some(f64::from(i32::MAX)));
+        assert_eq!(follower_ratio(5, 0), None, "nobody followed: no ratio");
+    }
 
     #[test]
     fn points_travel_as_compact_tuples() {

@@ -20,7 +20,11 @@ use super::{
     procs::{Roles, free_port},
     quantile,
 };
-use crate::{api::influencers::RAW_RANGE_SQL, config::DatabaseSettings, simulator::splitmix};
+use crate::{
+    api::influencers::{RAW_RANGE_SQL, RawRangeRow},
+    config::DatabaseSettings,
+    simulator::splitmix,
+};
 
 /// The day of points every influencer has (aligned to a whole day, in the past).
 const DAY_START: i64 = 1_767_225_600; // 2026-01-01 00:00 UTC
@@ -170,7 +174,7 @@ async fn sql_load(
                         .bind(id)
                         .fetch_optional(&pool)
                         .await?;
-                let rows: Vec<(i64, i32, i32, Option<f64>)> = sqlx::query_as(RAW_RANGE_SQL)
+                let rows: Vec<RawRangeRow> = sqlx::query_as(RAW_RANGE_SQL)
                     .bind(id)
                     .bind(start)
                     .bind(end)

@@ -142,6 +142,25 @@ async fn a_range_answers_the_points_in_it_in_ascending_time() {
 }
 
 #[tokio::test]
+async fn the_range_and_latest_agree_on_a_ratio_that_ends_in_half_a_hundredth() {
+    // 23 / 40 = 0.575 exactly: 0.58 rounded half away from zero, 0.57 had /latest divided in
+    // floating point (0.57499…) while the range rounded a numeric.
+    let api = TestApi::start().await;
+    api.influencer_with_latest(1_000_009, T0, 23, 40).await;
+    api.point(1_000_009, T0, 23, 40).await;
+    let (status, _, range) = api
+        .get(&format!(
+            "/influencer_analytics/1000009?start_time={T0}&end_time={T0}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{range}");
+    assert_eq!(range["points"][0]["follower_ratio"], 0.58);
+    let (status, _, latest) = api.get("/influencer_analytics/1000009/latest").await;
+    assert_eq!(status, 200, "{latest}");
+    assert_eq!(latest["follower_ratio"], 0.58);
+}
+
+#[tokio::test]
 async fn without_times_a_range_is_the_last_24_hours() {
     let api = TestApi::start().await;
     api.register(7).await;
