@@ -68,8 +68,10 @@ pub struct Bucket {
     pub follower_ratio: Option<Stats<f64>>,
 }
 
+/// A row of the bucketed range; the bucket comes back as timestamptz and becomes epoch seconds in
+/// Rust (`extract(epoch ...)` is numeric in PostgreSQL, computed per row before grouping).
 type BucketRow = (
-    i64,
+    DateTime<Utc>,
     i64,
     f64,
     i32,
@@ -149,7 +151,7 @@ pub async fn range(
         }
         Some(step) => {
             let rows: Vec<BucketRow> = sqlx::query_as(
-                "select floor(extract(epoch from time_bucket(make_interval(secs => $4), slot)))::bigint,
+                "select time_bucket(make_interval(secs => $4), slot),
                         count(*),
                         avg(follower_count)::float8, min(follower_count), max(follower_count), last(follower_count, slot),
                         avg(following_count)::float8, min(following_count), max(following_count), last(following_count, slot),
@@ -180,7 +182,7 @@ pub async fn range(
                             _ => None,
                         };
                         Bucket {
-                            time: r.0,
+                            time: r.0.timestamp(),
                             samples: r.1,
                             follower_count: Stats {
                                 avg: r.2,

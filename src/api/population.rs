@@ -51,26 +51,44 @@ pub async fn average(
     let params = QueryParams::parse(raw_query(&query), &["start_time", "end_time", "step"])?;
     // The average is stored once a minute.
     let range = TimeRange::from_params(&params, Utc::now().timestamp(), 60)?;
-    let rows: Vec<(i64, f64, i64)> = sqlx::query_as(
-        "select floor(extract(epoch from time_bucket(make_interval(secs => $3), bucket)))::bigint,
-                sum(avg_follower_count * influencer_count) / nullif(sum(influencer_count), 0),
-                max(influencer_count)
-         from average_followers where bucket >= $1 and bucket <= $2
-         group by 1 order by 1",
-    )
-    .bind(range.start_at())
-    .bind(range.end_at())
-    .bind(range.step.unwrap_or(60) as f64)
-    .fetch_all(&state.pool)
-    .await?;
-    let current: Option<(i64, f64, i64)> = sqlx::query_as(
-        "select floor(extract(epoch from bucket))::bigint, avg_follower_count, influencer_count
+    // Times come back as timestamptz and become epoch seconds here: `extract(epoch ...)` is
+    // numeric in PostgreSQL, and computing it was most of this statement's execution.
+    let rows: Vec<(DateTime<Utc>, f64, i64)> = match range.step {
+        // One stored row per minute already: no grouping to do.
+        None => {
+            sqlx::query_as(
+                "select bucket, avg_follower_count, influencer_count
+                 from average_followers where bucket >= $1 and bucket <= $2
+                 order by bucket",
+            )
+            .bind(range.start_at())
+            .bind(range.end_at())
+            .fetch_all(&state.pool)
+            .await?
+        }
+        Some(step) => {
+            sqlx::query_as(
+                "select time_bucket(make_interval(secs => $3), bucket),
+                        sum(avg_follower_count * influencer_count) / nullif(sum(influencer_count), 0),
+                        max(influencer_count)
+                 from average_followers where bucket >= $1 and bucket <= $2
+                 group by 1 order by 1",
+            )
+            .bind(range.start_at())
+            .bind(range.end_at())
+            .bind(step as f64)
+            .fetch_all(&state.pool)
+            .await?
+        }
+    };
+    let current: Option<(DateTime<Utc>, f64, i64)> = sqlx::query_as(
+        "select bucket, avg_follower_count, influencer_count
          from average_followers order by bucket desc limit 1",
     )
     .fetch_optional(&state.pool)
     .await?;
-    let point = |(time, avg_follower_count, influencers): (i64, f64, i64)| AveragePoint {
-        time,
+    let point = |(time, avg_follower_count, influencers): (DateTime<Utc>, f64, i64)| AveragePoint {
+        time: time.timestamp(),
         avg_follower_count,
         influencers,
     };

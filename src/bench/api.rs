@@ -23,6 +23,7 @@ use super::{
 use crate::{
     api::influencers::{RAW_RANGE_SQL, RawRangeRow},
     config::DatabaseSettings,
+    db,
     simulator::splitmix,
 };
 
@@ -32,6 +33,14 @@ const MINUTES: i64 = 1440;
 const RANKED: i64 = 1_000_000;
 const RANGE_CLIENTS: usize = 50;
 const POINT_CLIENTS: usize = 4;
+/// The range and its SQL alternate this many times, each for 1/ROUNDS of the duration.
+const ROUNDS: u32 = 4;
+
+/// The influencer a range client asks for: spread over all influencers with points, a
+/// different sequence for every `seed` (round and side).
+fn range_id(seed: u64, client: usize, i: u64, with_points: i64) -> i64 {
+    1_000_000 + (splitmix(seed << 48 | (client as u64) << 32 | i) % with_points as u64) as i64
+}
 
 pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Report> {
     let (with_points, seconds) = if quick { (700, 5) } else { (69_445, 30) };
@@ -39,6 +48,14 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     let suffix = if quick { "api_quick" } else { "api" };
     let (pool, bench) = bench_database(database, suffix, false).await?;
     let points = ensure_dataset(&pool, with_points).await?;
+    // The API and the SQL it is compared with get the same number of connections (the pool
+    // size the user configured), so the ratio measures the API, not a bigger pool.
+    let connections = database.database_pool_size;
+    let sql_pool = db::open_pool(&DatabaseSettings {
+        database_url: bench.database_url.clone(),
+        database_pool_size: connections,
+    })
+    .await?;
 
     let port = free_port()?;
     let mut server = Roles::default();
@@ -48,23 +65,39 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         &[
             ("DATABASE_URL", bench.database_url.expose().to_string()),
             ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
+            ("DATABASE_POOL_SIZE", connections.to_string()),
         ],
     )?;
     let server_base = format!("http://127.0.0.1:{port}");
     server.wait_ready(&format!("{server_base}/healthz")).await?;
-    let base = server_base.clone();
 
-    // Range queries through the API.
-    let range_url = move |client: usize, i: u64| {
-        let id = 1_000_000 + (splitmix((client as u64) << 32 | i) % with_points as u64) as i64;
-        format!(
-            "{base}/influencer_analytics/{id}?start_time={DAY_START}&end_time={}",
-            DAY_START + MINUTES * 60 - 60
-        )
-    };
-    let mut api = load::run(RANGE_CLIENTS, duration, range_url, load::success).await?;
-    // The same SQL (the registry lookup and the range), directly, at the same concurrency.
-    let mut sql = sql_load(&pool, with_points, duration).await?;
+    // Range queries through the API, and the same SQL (the registry lookup and the range)
+    // directly at the same concurrency, in alternating rounds (API first, then SQL first, ...)
+    // with fresh ids in each: neither side runs on a cache the other warmed, and a drift of
+    // the box's speed during the run falls on both alike.
+    let round_length = duration / ROUNDS;
+    let mut api = load::Load::default();
+    let mut sql = Vec::new();
+    for round in 0..ROUNDS {
+        let api_seed = u64::from(round) * 2;
+        let sql_seed = api_seed + 1;
+        let base = server_base.clone();
+        let range_url = move |client: usize, i: u64| {
+            format!(
+                "{base}/influencer_analytics/{}?start_time={DAY_START}&end_time={}",
+                range_id(api_seed, client, i, with_points),
+                DAY_START + MINUTES * 60 - 60
+            )
+        };
+        if round % 2 == 1 {
+            sql.extend(sql_load(&sql_pool, sql_seed, with_points, round_length).await?);
+        }
+        api.absorb(load::run(RANGE_CLIENTS, round_length, range_url, load::success).await?);
+        if round % 2 == 0 {
+            sql.extend(sql_load(&sql_pool, sql_seed, with_points, round_length).await?);
+        }
+    }
+    sql_pool.close().await;
     let (api_p50, api_p99) = (
         quantile(&mut api.latencies, 0.5),
         quantile(&mut api.latencies, 0.99),
@@ -109,7 +142,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         format!(
             "{points} points stored ({with_points} influencers × {MINUTES} minutes, 1-hour chunks); {RANKED} influencers ranked. \
              Range: GET /influencer_analytics/{{random id}} for one whole day (1,440 points, raw), {RANGE_CLIENTS} clients for {seconds} s, \
-             then the same two statements straight through sqlx at the same concurrency. Rank (/latest) and /average: {POINT_CLIENTS} clients. \
+             and the same two statements straight through sqlx at the same concurrency, in {ROUNDS} alternating rounds with fresh ids each, both through {connections} database connections (DATABASE_POOL_SIZE). Rank (/latest) and /average: {POINT_CLIENTS} clients. \
              The load generator, the API and PostgreSQL share the box's 2 cores."
         ),
     );
@@ -134,6 +167,11 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             Goal::AtMost(1.5),
         )
         .info("range requests/s", api.rate(), "req/s")
+        .info(
+            "database connections (API and SQL alike)",
+            f64::from(sql_pool.options().get_max_connections()),
+            "connections",
+        )
         .goal(
             "rank (/latest) p99",
             ms(quantile(&mut latest.latencies, 0.99)),
@@ -153,6 +191,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
 /// The API's two statements for a range request, run directly by `RANGE_CLIENTS` tasks.
 async fn sql_load(
     pool: &PgPool,
+    seed: u64,
     with_points: i64,
     duration: Duration,
 ) -> anyhow::Result<Vec<Duration>> {
@@ -165,8 +204,7 @@ async fn sql_load(
             let mut latencies = Vec::new();
             let mut i = 0u64;
             while Instant::now() < deadline {
-                let id =
-                    1_000_000 + (splitmix((client as u64) << 32 | i) % with_points as u64) as i64;
+                let id = range_id(seed, client, i, with_points);
                 i += 1;
                 let sent = Instant::now();
                 let _: Option<String> =

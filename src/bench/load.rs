@@ -18,6 +18,13 @@ impl Load {
     pub fn rate(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// Adds another run's requests and time to this one (runs measured in rounds).
+    pub fn absorb(&mut self, other: Load) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+    }
 }
 
 /// Sends GETs to the URLs `url(i)` gives (i counts requests per client) for `duration`.
@@ -77,4 +84,25 @@ where
 /// 2xx only.
 pub fn success(status: u16) -> bool {
     (200..300).contains(&status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_absorbed_into_one_load_give_the_rate_over_their_summed_time() {
+        let round = |requests: usize, errors: u64, seconds: u64| Load {
+            latencies: vec![Duration::from_millis(5); requests],
+            errors,
+            elapsed: Duration::from_secs(seconds),
+        };
+        let mut total = Load::default();
+        total.absorb(round(300, 1, 2));
+        total.absorb(round(100, 2, 2));
+        assert_eq!(total.latencies.len(), 400);
+        assert_eq!(total.errors, 3);
+        assert_eq!(total.elapsed, Duration::from_secs(4));
+        assert!((total.rate() - 100.0).abs() < 1e-9, "{}", total.rate());
+    }
 }

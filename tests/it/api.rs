@@ -347,6 +347,8 @@ async fn the_average_series_and_its_current_value_agree_with_the_stored_minutes(
     assert_eq!(status, 200, "{body}");
     let points = body["points"].as_array().unwrap();
     assert_eq!(points.len(), 4);
+    let times: Vec<i64> = points.iter().map(|p| p["time"].as_i64().unwrap()).collect();
+    assert_eq!(times, [start, start + 60, start + 120, start + 180]);
     assert_eq!(points[1]["avg_follower_count"], 200.0);
     assert_eq!(points[1]["influencers"], 30);
     assert_eq!(body["current"]["avg_follower_count"], 1000.0);
@@ -358,6 +360,8 @@ async fn the_average_series_and_its_current_value_agree_with_the_stored_minutes(
         .await;
     let buckets = body["points"].as_array().unwrap();
     assert_eq!(buckets.len(), 1);
+    assert_eq!(buckets[0]["time"], start);
+    assert_eq!(buckets[0]["influencers"], 50);
     let weighted = (100.0 * 10.0 + 200.0 * 30.0 + 300.0 * 10.0 + 1000.0 * 50.0) / 100.0;
     assert!((buckets[0]["avg_follower_count"].as_f64().unwrap() - weighted).abs() < 1e-9);
     api.problem(

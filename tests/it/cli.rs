@@ -434,3 +434,54 @@ fn quick_sink_and_storage_benchmarks_write_reports_whose_goals_follow_their_valu
     assert!(bytes > 40.0, "{bytes}");
     assert_eq!(per_point["met"], bytes <= 100.0);
 }
+
+/// The quick API scenario: the range is compared with its own SQL run through as many database
+/// connections as the API has (a bigger pool for the SQL made the ratio flatter than it was),
+/// and every ratio is the quotient of the figures it names.
+#[test]
+fn the_quick_api_benchmark_compares_the_api_with_its_sql_through_the_same_pool() {
+    let scratch = Scratch::new();
+    let out = tempfile::tempdir().unwrap();
+    let bench_database = format!("{}_bench_api_quick", scratch.name);
+    struct DropOnExit(String);
+    impl Drop for DropOnExit {
+        fn drop(&mut self) {
+            drop_database(&self.0);
+        }
+    }
+    let _bench_database = DropOnExit(bench_database);
+    let run = binary()
+        .args(["bench", "api", "--quick"])
+        .current_dir(out.path())
+        .env("DATABASE_URL", scratch.url.as_str())
+        .env("DATABASE_POOL_SIZE", "6")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench api: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let api = bench_figures(out.path(), "api");
+    assert_eq!(api["points stored"]["value"], 700.0 * 1440.0);
+    assert_eq!(
+        api["database connections (API and SQL alike)"]["value"],
+        6.0
+    );
+    for quantile in ["p50", "p99"] {
+        let api_ms = api[format!("range {quantile} (50 clients)").as_str()]["value"]
+            .as_f64()
+            .unwrap();
+        let ratio = &api[format!("range {quantile} ÷ SQL {quantile}").as_str()];
+        let sql_ms = ratio["ceiling"].as_f64().unwrap();
+        assert!(api_ms > 0.0 && sql_ms > 0.0, "{ratio}");
+        let value = ratio["value"].as_f64().unwrap();
+        assert!((value - api_ms / sql_ms).abs() < 0.01, "{ratio}");
+        assert_eq!(ratio["met"], value <= 1.5);
+    }
+    let rank = &api["rank (/latest) p99"];
+    assert_eq!(rank["met"], rank["value"].as_f64().unwrap() <= 5.0);
+    assert!(api["range requests/s"]["value"].as_f64().unwrap() > 0.0);
+}
