@@ -347,6 +347,37 @@ fn classify_status_reports_the_latest_pass() {
 }
 
 /// The figures of one `target/bench/<scenario>.json`, by name.
+/// Drops the named databases when dropped (a benchmark makes one per scenario).
+struct DropDatabasesOnExit(Vec<String>);
+
+impl Drop for DropDatabasesOnExit {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|name| drop_database(name));
+    }
+}
+
+/// Runs `bench <scenario> --quick` in `dir` against the scratch database, with `env` added;
+/// asserts that it succeeded and printed its table.
+fn run_quick_bench(scratch: &Scratch, dir: &std::path::Path, scenario: &str, env: &[(&str, &str)]) {
+    let run = binary()
+        .args(["bench", scenario, "--quick"])
+        .current_dir(dir)
+        .env("DATABASE_URL", scratch.url.as_str())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench {scenario}: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("| figure | value | unit | goal | met | ceiling |"),
+        "{stdout}"
+    );
+}
+
 fn bench_figures(
     dir: &std::path::Path,
     scenario: &str,
@@ -376,34 +407,13 @@ fn bench_figures(
 fn quick_sink_and_storage_benchmarks_write_reports_whose_goals_follow_their_values() {
     let scratch = Scratch::new();
     let out = tempfile::tempdir().unwrap();
-    struct DropOnExit(Vec<String>);
-    impl Drop for DropOnExit {
-        fn drop(&mut self) {
-            self.0.iter().for_each(|name| drop_database(name));
-        }
-    }
-    let _bench_databases = DropOnExit(
+    let _bench_databases = DropDatabasesOnExit(
         ["sink", "storage"]
             .map(|s| format!("{}_bench_{s}", scratch.name))
             .to_vec(),
     );
     for scenario in ["sink", "storage"] {
-        let run = binary()
-            .args(["bench", scenario, "--quick"])
-            .current_dir(out.path())
-            .env("DATABASE_URL", scratch.url.as_str())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&run.stdout);
-        assert!(
-            run.status.success(),
-            "bench {scenario}: {stdout}\n{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        assert!(
-            stdout.contains("| figure | value | unit | goal | met | ceiling |"),
-            "{stdout}"
-        );
+        run_quick_bench(&scratch, out.path(), scenario, &[]);
     }
 
     let sink = bench_figures(out.path(), "sink");
@@ -442,27 +452,8 @@ fn quick_sink_and_storage_benchmarks_write_reports_whose_goals_follow_their_valu
 fn the_quick_api_benchmark_compares_the_api_with_its_sql_through_the_same_pool() {
     let scratch = Scratch::new();
     let out = tempfile::tempdir().unwrap();
-    let bench_database = format!("{}_bench_api_quick", scratch.name);
-    struct DropOnExit(String);
-    impl Drop for DropOnExit {
-        fn drop(&mut self) {
-            drop_database(&self.0);
-        }
-    }
-    let _bench_database = DropOnExit(bench_database);
-    let run = binary()
-        .args(["bench", "api", "--quick"])
-        .current_dir(out.path())
-        .env("DATABASE_URL", scratch.url.as_str())
-        .env("DATABASE_POOL_SIZE", "6")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "bench api: {stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let _bench_database = DropDatabasesOnExit(vec![format!("{}_bench_api_quick", scratch.name)]);
+    run_quick_bench(&scratch, out.path(), "api", &[("DATABASE_POOL_SIZE", "6")]);
 
     let api = bench_figures(out.path(), "api");
     assert_eq!(api["points stored"]["value"], 700.0 * 1440.0);
