@@ -52,7 +52,7 @@ pub async fn average(
     // The average is stored once a minute.
     let range = TimeRange::from_params(&params, Utc::now().timestamp(), 60)?;
     // Times come back as timestamptz and become epoch seconds here: `extract(epoch ...)` is
-    // numeric in PostgreSQL, and computing it was most of this statement's execution.
+    // numeric in PostgreSQL, about a third of a day's grouped statement (3.4 ms against 2.4).
     let rows: Vec<(DateTime<Utc>, f64, i64)> = match range.step {
         // One stored row per minute already: no grouping to do.
         None => {
