@@ -10,8 +10,9 @@ use std::time::Duration;
 use divan::{Bencher, black_box};
 use influencer_analytics::{
     classify::spike::{SpikeRule, judge},
-    domain::{Outcomes, Point},
     fetch::parse_profile,
+    model::Point,
+    queue::points::Outcomes,
     schedule::SlotGrid,
     sink::writer::copy_binary,
 };

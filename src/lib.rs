@@ -5,50 +5,63 @@
 //! ```text
 //!  seed ──► schedule queue ──► poll (fetch Mockstagram) ──► point queue ──► sink ──► TimescaleDB
 //!             ▲   (RabbitMQ)        │                          (RabbitMQ)                 │
-//!             └──── re-enqueue ─────┘                                          API + dashboard
+//!             └──── re-enqueue ─────┘                               jobs ◄──┤    API + dashboard
 //! ```
 //!
 //! ## Layout
-//! Read in this order; each stage is a module named after it.
-//! - [`cli`]: the subcommands (`migrate`, `simulate`, `seed`, `poll`, `sink`, `serve`,
-//!   `classify`, `run`) and how each is wired. `main.rs` only parses and calls it.
+//! Read in this order; each stage is a module named after it. Dependencies point one way: from
+//! the command line down to the stages, and from the stages down to shared types
+//! (`ARCHITECTURE.md` has the map; `tests/architecture.rs` keeps it true).
+//! - [`cli`]: the subcommands, each one short function that parses and hands over.
+//!   `main.rs` only parses and calls it.
+//! - [`roles`]: builds and supervises the long-running roles (poll, reconcile, sink, jobs,
+//!   classify, the HTTP servers), for the binary and the tests alike.
 //! - [`config`]: every setting, as a flag and an environment variable, parsed once.
-//! - [`telemetry`]: tracing logs and the Prometheus `/metrics` recorder.
+//! - [`telemetry`]: tracing logs and the Prometheus `/metrics` recorder; [`health`]: each
+//!   role's state for `/healthz`.
 //! - [`shutdown`]: the one cancellation signal handed to every long-running loop.
 //! - [`db`]: the connection pool and the embedded migrations (`migrations/`).
-//! - [`mockstagram`]: the upstream API's wire format and rules, shared by the client and the
-//!   simulator.
-//! - [`simulator`]: a faithful Mockstagram stand-in with fault injection, for demos and tests.
+//! - [`model`]: the shared types: a point, a failed poll, the follower ratio.
+//! - [`mockstagram`]: the upstream API's wire format and rules.
 //!
 //! The pipeline, in the order data flows:
 //! - [`seed`]: ids from a range or a file into the registry and the schedule.
 //! - [`schedule`]: slot arithmetic (offsets, next slot, skipping) and the schedule message.
-//! - [`queue`]: the RabbitMQ topology (due, wait, enter, points, dead letters) and publishing
-//!   with confirms.
+//! - [`queue`]: the RabbitMQ topology (due, wait, enter, points, dead letters), publishing
+//!   with confirms, and the point-queue message ([`queue::points`]).
 //! - [`fetch`]: the Mockstagram client (retries, rate ceiling) and the poll worker.
-//! - [`domain`]: the point-queue message: points, failures, influencers gone.
-//! - [`sink`]: batching point messages into TimescaleDB, and the per-minute average.
+//! - [`sink`]: batching point messages into TimescaleDB.
 //! - [`reconcile`]: anti-entropy: puts back influencers that fell out of the schedule.
-//! - [`classify`]: the daily suspicious classification: Mockstagram's is_suspicious and the
+//! - [`jobs`]: periodic work, each one process at a time: the average, the ranking, chunk
+//!   maintenance and the daily classification.
+//! - [`classify`]: the suspicious classification: Mockstagram's is_suspicious and the
 //!   follower-spike detector.
 //! - [`api`]: the HTTP API (`serve`): range queries, latest values and rank, health.
 //!
-//! And [`bench`]: `influencer-analytics bench <scenario>`, the performance goals measured.
+//! With the `tools` feature (on by default), outside the production core:
+//! `simulator`, a faithful Mockstagram stand-in with fault injection (`simulate`, and
+//! `run --simulate`), and `bench`, the performance goals measured (`bench <scenario>`).
+//! `cargo build --no-default-features` builds the service without them.
 
 pub mod api;
+#[cfg(feature = "tools")]
 pub mod bench;
 pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod db;
-pub mod domain;
 pub mod fetch;
+pub mod health;
+pub mod jobs;
 pub mod mockstagram;
+pub mod model;
 pub mod queue;
 pub mod reconcile;
+pub mod roles;
 pub mod schedule;
 pub mod seed;
 pub mod shutdown;
+#[cfg(feature = "tools")]
 pub mod simulator;
 pub mod sink;
 pub mod telemetry;

@@ -10,11 +10,25 @@
 //! at a million influencers a minute rather than tens of thousands. A batch keeps its members
 //! from one interval to the next; each member keeps its own slot.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::simulator::splitmix;
+use crate::model::splitmix;
+
+/// The wall clock in epoch milliseconds: slots are on this clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+}
+
+/// How early a batch leaves the wait queue: enough to absorb the broker's expiry order and a
+/// poller's queueing, small next to the interval.
+pub fn lead_for(interval: Duration) -> Duration {
+    (interval / 4).min(Duration::from_secs(1))
+}
 
 /// How many influencers one schedule message carries at most.
 pub const MAX_BATCH_ENTRIES: usize = 500;

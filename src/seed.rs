@@ -12,10 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 
 use crate::{
-    domain::MAX_PK,
-    fetch::worker::{lead_for, now_ms},
+    model::MAX_PK,
     queue::{Broker, Lane},
-    schedule::{SlotGrid, plan_batches},
+    schedule::{SlotGrid, lead_for, now_ms, plan_batches},
 };
 
 /// Where the ids come from.

@@ -41,6 +41,7 @@ use rayon::prelude::*;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::model::splitmix;
 use crate::{
     config::{FaultSettings, SimulatorSettings},
     mockstagram::{self, FIRST_PK, IS_SUSPICIOUS_PATH, NOT_FOUND_ERROR},
@@ -242,17 +243,57 @@ impl Simulator {
     }
 }
 
+/// `simulate`: serves the simulator on `settings.listen` until `shutdown`.
+pub async fn run(settings: SimulatorSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let simulator = Simulator::new(&settings);
+    let listener = bind(&settings).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        population = settings.population,
+        seed = ?settings.seed,
+        delay_scale = settings.delay_scale,
+        build_ms = started.elapsed().as_millis() as u64,
+        "Mockstagram simulator listening"
+    );
+    println!(
+        "Mockstagram simulator at http://{addr} (pks {}..={}; metrics at /metrics)",
+        FIRST_PK,
+        FIRST_PK + settings.population as i64 - 1
+    );
+    let router = simulator.router().merge(crate::telemetry::metrics_router());
+    Simulator::serve(router, listener, shutdown).await?;
+    Ok(())
+}
+
+/// Starts a simulator on `settings.listen` in the background (`run --simulate`); returns its
+/// address.
+pub async fn start(
+    settings: &SimulatorSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let simulator = Simulator::new(settings);
+    let listener = bind(settings).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = Simulator::serve(simulator.router(), listener, shutdown).await {
+            tracing::error!(error = %e, "the simulator stopped");
+        }
+    });
+    Ok(addr)
+}
+
+async fn bind(settings: &SimulatorSettings) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on SIMULATOR_LISTEN={}", settings.listen))
+}
+
 /// The deterministic random source for one draw: `hash(seed, pk, call)`.
 fn draws(seed: u64, pk: i64, call: u64) -> SmallRng {
     SmallRng::seed_from_u64(splitmix(seed ^ splitmix(pk as u64 ^ splitmix(call))))
-}
-
-/// SplitMix64's finaliser: a fast, well-mixed hash of one u64.
-pub fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn json(status: StatusCode, body: String) -> Response {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::follower_ratio;
+use crate::model::follower_ratio;
 
 use super::{
     ApiState,

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::config::ServiceUrl;
+use crate::{config::ServiceUrl, health::RoleHealth};
 use error::{ApiError, Problem};
 
 /// The OpenAPI document, generated from the handlers' annotations; served at `/openapi.json`
@@ -50,9 +50,33 @@ pub struct ApiState {
     pub interval: Duration,
     /// The broker, for `/readyz`.
     pub amqp_url: Option<ServiceUrl>,
+    /// The process's roles, for `/healthz`.
+    pub health: RoleHealth,
 }
 
 impl ApiState {
+    /// The state of an API reading `pool`, whose points are `interval` apart.
+    pub fn new(pool: PgPool, interval: Duration) -> Self {
+        Self {
+            pool,
+            interval,
+            amqp_url: None,
+            health: RoleHealth::default(),
+        }
+    }
+
+    /// `/readyz` also checks the broker at `amqp_url`.
+    pub fn with_broker(mut self, amqp_url: ServiceUrl) -> Self {
+        self.amqp_url = Some(amqp_url);
+        self
+    }
+
+    /// `/healthz` reports these roles.
+    pub fn with_health(mut self, health: RoleHealth) -> Self {
+        self.health = health;
+        self
+    }
+
     pub fn interval_seconds(&self) -> i64 {
         (self.interval.as_secs() as i64).max(1)
     }
@@ -80,10 +104,14 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = String)))]
-async fn health() -> &'static str {
-    "ok"
+/// The process is up: each role's state; 503 once a role has failed for good (the process is
+/// then stopping).
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses(
+    (status = 200, body = Object, description = "`{\"status\":\"ok\",\"roles\":{\"poll\":{\"state\":\"running\"},...}}`"),
+    (status = 503, body = Object, description = "a role failed for good"),
+))]
+async fn health(State(state): State<ApiState>) -> axum::response::Response {
+    state.health.response()
 }
 
 /// Prometheus metrics in the text format.

@@ -10,7 +10,7 @@ use axum::{
 };
 
 use super::error::ApiError;
-use crate::domain::MAX_PK;
+use crate::model::MAX_PK;
 
 /// Epoch seconds accepted: 1970 to the year 3000.
 pub const MAX_EPOCH: i64 = 32_503_680_000;

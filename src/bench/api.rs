@@ -24,7 +24,7 @@ use crate::{
     api::influencers::{RAW_RANGE_SQL, RawRangeRow},
     config::DatabaseSettings,
     db,
-    simulator::splitmix,
+    model::splitmix,
 };
 
 /// The day of points every influencer has (aligned to a whole day, in the past).
@@ -309,7 +309,7 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
     .bind(DAY_START)
     .execute(pool)
     .await?;
-    crate::sink::writer::refresh_ranking(pool).await?;
+    crate::jobs::ranking::refresh(pool).await?;
     sqlx::query("vacuum analyze").execute(pool).await?;
     let points = with_points * MINUTES;
     sqlx::query("insert into bench_dataset values ($1, $2)")

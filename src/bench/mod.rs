@@ -23,7 +23,45 @@ use anyhow::Context;
 use serde::Serialize;
 use sqlx::{ConnectOptions, Connection, PgPool, postgres::PgConnectOptions};
 
-use crate::config::{DatabaseSettings, ServiceUrl};
+use crate::config::{
+    BrokerSettings, ClassifySettings, DatabaseSettings, ServiceUrl, UpstreamSettings,
+};
+
+/// `bench`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// A shorter, smaller run for quick checks.
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    database: DatabaseSettings,
+    #[command(flatten)]
+    broker: BrokerSettings,
+    #[command(flatten)]
+    upstream: UpstreamSettings,
+    #[command(flatten)]
+    classify: ClassifySettings,
+}
+
+/// Runs one scenario, prints its report and writes it as JSON.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (database, quick) = (&args.database, args.quick);
+    let report = match args.scenario {
+        Scenario::Sink => sink::run(database, quick).await?,
+        Scenario::Storage => storage::run(database, quick).await?,
+        Scenario::Api => api::run(database, quick).await?,
+        Scenario::E2e => e2e::run(database, &args.broker, quick).await?,
+        Scenario::Upstream => upstream::run(database, &args.broker, &args.upstream, quick).await?,
+        Scenario::Classify => {
+            classify::run(database, args.classify.classify_concurrency, quick).await?
+        }
+    };
+    println!("{}", report.markdown());
+    println!("written to {}", report.write_json()?.display());
+    Ok(())
+}
 
 /// The scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -10,11 +10,7 @@ use rand::{SeedableRng, rngs::SmallRng, seq::SliceRandom};
 use sqlx::PgPool;
 
 use super::{Goal, Report, Scenario, bench_database};
-use crate::{
-    config::DatabaseSettings,
-    domain::{Outcomes, Point},
-    sink::writer,
-};
+use crate::{config::DatabaseSettings, model::Point, queue::points::Outcomes, sink::writer};
 
 /// Rows per point message, as the poller sends them (one schedule batch).
 const MESSAGE_POINTS: usize = 500;

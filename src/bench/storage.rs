@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use super::{Goal, Report, Scenario, bench_database, sink};
-use crate::{config::DatabaseSettings, domain::Outcomes, sink::writer};
+use crate::{config::DatabaseSettings, queue::points::Outcomes, sink::writer};
 
 pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Report> {
     let (influencers, minutes) = if quick { (20_000, 30) } else { (100_000, 60) };
@@ -25,7 +25,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     let write_secs = started.elapsed().as_secs_f64();
     let as_written = sizes(&pool).await?;
     // The chunks are all in the past: compact them as the sink's job does once an hour is over.
-    let compacted_chunks = crate::sink::compact::compact_closed_chunks(&pool).await?;
+    let compacted_chunks = crate::jobs::chunks::compact_closed_chunks(&pool).await?;
     let compacted = sizes(&pool).await?;
     let edition: String = sqlx::query_scalar("select current_setting('timescaledb.license')")
         .fetch_one(&pool)

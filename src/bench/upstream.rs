@@ -18,8 +18,8 @@ use super::{
 use crate::{
     config::{BrokerSettings, DatabaseSettings, UpstreamSettings},
     mockstagram::FIRST_PK,
+    model::splitmix,
     queue::Broker,
-    simulator::splitmix,
 };
 
 /// Pks the upstream knows (the real server: 1000000..=1999999).

@@ -16,7 +16,6 @@
 //!   are awaited and stored, so nobody is asked twice.
 //! - **Daily**: [`daily`] starts a pass at `CLASSIFY_AT` (UTC) from the long-running process.
 
-pub mod daily;
 pub mod spike;
 pub mod upstream;
 
@@ -41,6 +40,20 @@ pub struct PassSettings {
     /// The polling interval, which is the spacing of the points the spike detector reads.
     pub interval: Duration,
     pub spike: SpikeRule,
+}
+
+impl PassSettings {
+    /// From the command line's settings, for points `interval` apart.
+    pub fn new(settings: &crate::config::ClassifySettings, interval: Duration) -> Self {
+        Self {
+            concurrency: settings.classify_concurrency,
+            interval,
+            spike: SpikeRule {
+                z_threshold: settings.spike_z,
+                ..SpikeRule::default()
+            },
+        }
+    }
 }
 
 /// Which pass to run.
@@ -78,6 +91,27 @@ pub struct PassReport {
     pub judged: u64,
     pub flagged: u64,
     pub finished: bool,
+}
+
+impl std::fmt::Display for PassReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pass {}: asked is_suspicious for {} ({} without a verdict, {} without data yet); \
+             spike detector judged {} and flagged {}; {}",
+            self.pass_id,
+            self.asked,
+            self.failed,
+            self.skipped,
+            self.judged,
+            self.flagged,
+            if self.finished {
+                "finished"
+            } else {
+                "stopped (the next classify resumes it)"
+            }
+        )
+    }
 }
 
 /// The pass a run works on.

@@ -13,7 +13,7 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -26,11 +26,13 @@ use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::{Failure, Gone, Outcomes, Point},
     fetch::{FetchOutcome, MockstagramClient},
     mockstagram::NOT_FOUND_ERROR,
-    queue::{Broker, Lane},
-    schedule::{Arrival, Marks, ScheduleBatch, SlotGrid, SlotsHandled, on_arrival},
+    model::{Failure, Gone, Point},
+    queue::{Broker, Lane, points::Outcomes},
+    schedule::{
+        Arrival, Marks, ScheduleBatch, SlotGrid, SlotsHandled, lead_for, now_ms, on_arrival,
+    },
 };
 
 /// Schedule batches a poller holds at once (each up to 500 influencers).
@@ -38,13 +40,6 @@ const PREFETCH: u16 = 128;
 
 /// On shutdown, how long batches in hand may take to finish before they are handed back.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as i64
-}
 
 /// The `Instant` matching an epoch-milliseconds time (past times map to now).
 fn instant_at(epoch_ms: i64) -> Instant {
@@ -75,7 +70,6 @@ pub struct Poller {
     /// How early a batch is released from the wait queue; it is then held until its slot.
     lead: Duration,
     memory: PollerMemory,
-    batches_polled: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What a poll process remembers across its broker connections (copies of schedule entries
@@ -86,6 +80,7 @@ pub struct PollerMemory {
     /// Influencers the upstream does not know: their schedule entry, already re-enqueued when
     /// the answer came, is dropped when it comes back.
     gone: Arc<Mutex<std::collections::HashSet<i64>>>,
+    batches_polled: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PollerMemory {
@@ -93,7 +88,14 @@ impl PollerMemory {
         Self {
             handled: Arc::new(Mutex::new(SlotsHandled::new(&SlotGrid::new(interval)))),
             gone: Arc::default(),
+            batches_polled: Arc::default(),
         }
+    }
+
+    /// Schedule batches the process's pollers polled so far.
+    pub fn batches_polled(&self) -> u64 {
+        self.batches_polled
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -115,14 +117,13 @@ impl Poller {
             grid: SlotGrid::new(interval),
             lead: lead_for(interval),
             memory,
-            batches_polled: Arc::default(),
         }
     }
 
-    /// Schedule batches this poller (and its clones) polled so far.
+    /// Schedule batches this poller (and its clones, and the pollers before it in this
+    /// process) polled so far.
     pub fn batches_polled(&self) -> u64 {
-        self.batches_polled
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.memory.batches_polled()
     }
 
     /// Consumes the due queue until `shutdown`, then finishes the batches in hand.
@@ -311,7 +312,8 @@ impl Poller {
                 }),
             }
         }
-        self.batches_polled
+        self.memory
+            .batches_polled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let report = BatchOutcome::Polled {
             points: outcomes.points.len(),
@@ -369,10 +371,4 @@ impl Drop for Unconfirmed<'_> {
             handled.unmark(marks);
         }
     }
-}
-
-/// How early a batch leaves the wait queue: enough to absorb the broker's expiry order and a
-/// poller's queueing, small next to the interval.
-pub fn lead_for(interval: Duration) -> Duration {
-    (interval / 4).min(Duration::from_secs(1))
 }

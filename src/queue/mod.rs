@@ -19,6 +19,8 @@
 //! would add Raft writes for no replica). Messages are persistent, and every publish is
 //! confirmed by the broker before the message it came from is acked.
 
+pub mod points;
+
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context, bail};

@@ -16,7 +16,6 @@
 //! A message that can never be written (undecodable, or rows the database refuses) is rejected
 //! and dead-lettered to `<prefix>.points.dead`, with a metric and a log line.
 
-pub mod compact;
 pub mod writer;
 
 use std::time::Duration;
@@ -31,7 +30,10 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::SinkSettings, domain::Outcomes, queue::Broker};
+use crate::{
+    config::SinkSettings,
+    queue::{Broker, points::Outcomes},
+};
 
 /// One held delivery.
 struct Held {
@@ -305,45 +307,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Once a minute (at the start of each minute), store the average followerCount and refresh
-/// the ranking by followerCount; and compact the chunks whose hour is over, in the background.
-pub async fn run_average_job(pool: PgPool, shutdown: CancellationToken) {
-    let mut compaction: Option<tokio::task::JoinHandle<()>> = None;
-    loop {
-        let now = chrono::Utc::now();
-        let into_minute = Duration::from_millis((now.timestamp_millis().rem_euclid(60_000)) as u64);
-        let wait = Duration::from_secs(60) - into_minute + Duration::from_millis(500);
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => return,
-        }
-        match writer::record_average(&pool).await {
-            Ok(Some((average, influencers))) => {
-                metrics::gauge!("average_follower_count").set(average);
-                tracing::debug!(average, influencers, "average followerCount stored");
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot store the average followerCount"),
-        }
-        let started = Instant::now();
-        match writer::refresh_ranking(&pool).await {
-            Ok(ranked) => {
-                metrics::histogram!("ranking_refresh_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                tracing::debug!(ranked, "ranking refreshed");
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot refresh the ranking"),
-        }
-        if compaction.as_ref().is_none_or(|task| task.is_finished()) {
-            let pool = pool.clone();
-            compaction = Some(tokio::spawn(async move {
-                if let Err(e) = compact::compact_closed_chunks(&pool).await {
-                    tracing::warn!(error = format!("{e:#}"), "cannot compact closed chunks");
-                }
-            }));
-        }
     }
 }

@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::domain::{Outcomes, Point};
+use crate::{model::Point, queue::points::Outcomes};
 
 /// SQLSTATE unique_violation.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -211,23 +211,6 @@ pub fn copy_binary(points: impl Iterator<Item = Point>) -> Vec<u8> {
     out
 }
 
-/// Stores the current average followerCount across tracked influencers for this minute.
-pub async fn record_average(pool: &PgPool) -> Result<Option<(f64, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "insert into average_followers (bucket, avg_follower_count, influencer_count)
-         select date_trunc('minute', now()), avg(l.follower_count)::float8, count(*)
-         from influencer_latest l join influencers i using (influencer_id)
-         where i.tracked
-         having count(*) > 0
-         on conflict (bucket) do update set
-             avg_follower_count = excluded.avg_follower_count,
-             influencer_count = excluded.influencer_count
-         returning avg_follower_count, influencer_count",
-    )
-    .fetch_optional(pool)
-    .await
-}
-
 /// Whether a write error is about the data (retrying the same rows cannot help) rather than
 /// the database being unreachable or busy.
 pub fn is_data_error(e: &sqlx::Error) -> bool {
@@ -238,36 +221,6 @@ pub fn is_data_error(e: &sqlx::Error) -> bool {
         sqlx::Error::Encode(_) | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => true,
         _ => false,
     }
-}
-
-/// Recomputes the ranking by followerCount of tracked influencers (one transaction: readers
-/// see the old ranking or the new one, never half of each).
-pub async fn refresh_ranking(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("delete from influencer_ranks")
-        .execute(&mut *tx)
-        .await?;
-    let ranked = sqlx::query(
-        "insert into influencer_ranks (influencer_id, rank, fewer, follower_count, ranked_at)
-         select l.influencer_id,
-                rank() over (order by l.follower_count desc),
-                rank() over (order by l.follower_count) - 1,
-                l.follower_count, now()
-         from influencer_latest l join influencers i using (influencer_id)
-         where i.tracked",
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected() as i64;
-    sqlx::query(
-        "insert into ranking_runs (id, ranked_at, influencers) values (true, now(), $1)
-         on conflict (id) do update set ranked_at = excluded.ranked_at, influencers = excluded.influencers",
-    )
-    .bind(ranked)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(ranked)
 }
 
 #[cfg(test)]

@@ -108,11 +108,7 @@ fn hostile_requests_never_get_a_500_and_always_a_problem_that_explains() {
         .execute(&db.pool)
         .await
         .unwrap();
-        let app = router(ApiState {
-            pool: db.pool.clone(),
-            interval: Duration::from_secs(60),
-            amqp_url: None,
-        });
+        let app = router(ApiState::new(db.pool.clone(), Duration::from_secs(60)));
         (db, app)
     });
 

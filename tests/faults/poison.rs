@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use influencer_analytics::domain::{Failure, Outcomes, Point};
+use influencer_analytics::{
+    model::{Failure, Point},
+    queue::points::Outcomes,
+};
 
 use crate::common::{Db, Queues, Role, SERIAL, shared_amqp_url, shared_db_server, sleep};
 

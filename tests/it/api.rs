@@ -17,11 +17,7 @@ struct TestApi {
 impl TestApi {
     async fn start() -> Self {
         let db = TestDb::new().await;
-        let state = ApiState {
-            pool: db.pool.clone(),
-            interval: Duration::from_secs(60),
-            amqp_url: None,
-        };
+        let state = ApiState::new(db.pool.clone(), Duration::from_secs(60));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router(state)).await });
@@ -291,7 +287,7 @@ async fn latest_shows_counts_and_a_rank_that_agrees_with_brute_force() {
         let id = 100 + i as i64;
         api.influencer_with_latest(id, T0, *f, 100).await;
     }
-    influencer_analytics::sink::writer::refresh_ranking(&api.db.pool)
+    influencer_analytics::jobs::ranking::refresh(&api.db.pool)
         .await
         .unwrap();
     for (i, f) in followers.iter().enumerate() {
@@ -384,7 +380,7 @@ async fn the_leaderboard_pages_through_every_ranked_influencer_in_order() {
         let id = 500 + i as i64;
         api.influencer_with_latest(id, T0, *f, 10).await;
     }
-    influencer_analytics::sink::writer::refresh_ranking(&api.db.pool)
+    influencer_analytics::jobs::ranking::refresh(&api.db.pool)
         .await
         .unwrap();
     let mut seen = Vec::new();

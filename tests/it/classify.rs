@@ -414,7 +414,7 @@ async fn the_scheduler_starts_the_pass_missed_since_classify_at_on_start() {
     let stop = CancellationToken::new();
     // CLASSIFY_AT was a minute ago and no pass ran since: the scheduler runs one at once.
     let at = (chrono::Utc::now() - chrono::Duration::minutes(1)).time();
-    let scheduler = tokio::spawn(influencer_analytics::classify::daily::run_daily(
+    let scheduler = tokio::spawn(influencer_analytics::jobs::daily_classification::run(
         db.pool.clone(),
         client(&sim, 10),
         settings(10),

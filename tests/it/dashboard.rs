@@ -66,15 +66,11 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
     .execute(pool)
         .await
         .unwrap();
-    influencer_analytics::sink::writer::refresh_ranking(pool)
+    influencer_analytics::jobs::ranking::refresh(pool)
         .await
         .unwrap();
 
-    let state = ApiState {
-        pool: pool.clone(),
-        interval: Duration::from_secs(60),
-        amqp_url: None,
-    };
+    let state = ApiState::new(pool.clone(), Duration::from_secs(60));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await });

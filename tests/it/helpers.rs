@@ -139,13 +139,6 @@ impl TestBroker {
             .expect("RabbitMQ (run `scripts/services up` first)");
         Self { settings, broker }
     }
-
-    /// A second connection with the same queues (another process's view).
-    pub async fn connect_again(&self) -> influencer_analytics::queue::Broker {
-        influencer_analytics::queue::Broker::connect(&self.settings)
-            .await
-            .unwrap()
-    }
 }
 
 impl Drop for TestBroker {

@@ -6,6 +6,7 @@ mod classify;
 mod cli;
 mod dashboard;
 mod helpers;
+mod jobs;
 mod pipeline;
 mod schema;
 mod simulator;

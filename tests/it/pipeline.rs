@@ -6,15 +6,16 @@ use std::{collections::BTreeMap, time::Duration};
 use influencer_analytics::{
     config::{FaultSettings, ServiceUrl, SinkSettings, UpstreamSettings},
     db,
-    domain::{Outcomes, Point},
-    fetch::{MockstagramClient, Poller},
+    fetch::{MockstagramClient, PollerMemory},
+    health::RoleHealth,
+    model::Point,
     queue::Broker,
+    queue::points::Outcomes,
     reconcile,
+    roles::Roles,
     schedule::SlotGrid,
     seed,
-    sink::Sink,
 };
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{DbProxy, TestBroker, TestDb, TestSimulator, simulator_settings};
@@ -39,37 +40,45 @@ fn sink_settings() -> SinkSettings {
     }
 }
 
-struct Role {
-    stop: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
+/// Roles started through [`Roles`], as the binary starts them, with a shutdown of their own.
+struct Running {
+    roles: Roles,
+    health: RoleHealth,
 }
 
-impl Role {
+impl Running {
+    fn new() -> Self {
+        let roles = Roles::new(CancellationToken::new());
+        let health = roles.health();
+        Self { roles, health }
+    }
+
+    /// Stops the roles; none may have failed or been restarted on the way.
     async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
+        let health = self.health.clone();
+        self.roles.shutdown().cancel();
+        self.roles.wait().await.unwrap();
+        for (role, report) in health.reports() {
+            assert_eq!(report.restarts, 0, "{role} was restarted: {report:?}");
+        }
     }
 }
 
-async fn start_poller(broker: Broker, sim: &TestSimulator) -> (Poller, Role) {
+fn start_poller(queues: &TestBroker, sim: &TestSimulator) -> (PollerMemory, Running) {
+    let mut running = Running::new();
     let client = MockstagramClient::new(&upstream(sim)).unwrap();
-    let poller = Poller::new(broker, client, INTERVAL);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (poller, stop) = (poller.clone(), stop.clone());
-        async move { poller.run(stop).await }
-    });
-    (poller, Role { stop, task })
+    let poller = running
+        .roles
+        .poll(queues.settings.clone(), client, INTERVAL);
+    (poller, running)
 }
 
-fn start_sink(pool: sqlx::PgPool, broker: Broker) -> Role {
-    let stop = CancellationToken::new();
-    let sink = Sink::new(pool, broker, sink_settings());
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { sink.run(stop).await }
-    });
-    Role { stop, task }
+fn start_sink(pool: sqlx::PgPool, queues: &TestBroker) -> Running {
+    let mut running = Running::new();
+    running
+        .roles
+        .sink(pool, queues.settings.clone(), sink_settings());
+    running
 }
 
 /// Runs `pollers` pollers and a sink for `duration`, then stops them in order: the pollers
@@ -80,16 +89,16 @@ async fn run_pipeline(
     sim: &TestSimulator,
     pollers: usize,
     duration: Duration,
-) -> Vec<Poller> {
+) -> Vec<PollerMemory> {
     let mut running = Vec::new();
     for _ in 0..pollers {
-        running.push(start_poller(queues.connect_again().await, sim).await);
+        running.push(start_poller(queues, sim));
     }
-    let sink = start_sink(pool.clone(), queues.connect_again().await);
+    let sink = start_sink(pool.clone(), queues);
     tokio::time::sleep(duration).await;
     let mut handles = Vec::new();
-    for (poller, role) in running {
-        role.stop().await;
+    for (poller, roles) in running {
+        roles.stop().await;
         handles.push(poller);
     }
     wait_for_sink(&queues.broker).await;
@@ -244,7 +253,7 @@ async fn a_point_message_delivered_twice_stores_its_points_once() {
             .await
             .unwrap();
     }
-    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
+    let sink = start_sink(db.pool.clone(), &queues);
     wait_for_sink(&queues.broker).await;
     sink.stop().await;
     assert_eq!(total_points(&db).await, 2);
@@ -304,7 +313,7 @@ async fn an_undecodable_point_message_is_dead_lettered_and_the_sink_goes_on() {
         .publish(&points, &good.encode())
         .await
         .unwrap();
-    let sink = start_sink(db.pool.clone(), queues.connect_again().await);
+    let sink = start_sink(db.pool.clone(), &queues);
     wait_for_sink(&queues.broker).await;
     sink.stop().await;
     assert_eq!(
@@ -429,8 +438,8 @@ async fn the_sink_holds_points_through_a_database_outage_and_stores_each_once() 
     through_proxy.database_url = proxy.url_for(&db);
     let sink_pool = db::open_pool(&through_proxy).await.unwrap();
 
-    let (_, poller) = start_poller(queues.connect_again().await, &sim).await;
-    let sink = start_sink(sink_pool, queues.connect_again().await);
+    let (_, poller) = start_poller(&queues, &sim);
+    let sink = start_sink(sink_pool, &queues);
     tokio::time::sleep(INTERVAL * 2).await;
     let before = total_points(&db).await;
     assert!(before > 0, "points flow before the outage");
@@ -581,10 +590,11 @@ async fn the_average_job_stores_the_mean_of_tracked_influencers_latest_counts() 
         .execute(&db.pool)
         .await
         .unwrap();
-    let (average, n) = influencer_analytics::sink::writer::record_average(&db.pool)
+    let average = influencer_analytics::jobs::average::record(&db.pool)
         .await
         .unwrap()
         .unwrap();
+    let (average, n) = (average.follower_count, average.influencers);
     assert_eq!(n, 3, "the untracked influencer is left out");
     assert!((average - 1350.0 / 3.0).abs() < 1e-9, "{average}");
     let stored: (f64, i64) =

@@ -6,7 +6,8 @@
 //! only gets the rare late point, so a rebuild packs the index to 90% (about 31 instead of 39
 //! bytes per point). `REINDEX CONCURRENTLY` blocks neither readers nor writers.
 //!
-//! Run by the sink's per-minute jobs; a session advisory lock lets one sink process do it.
+//! Run by the minutely jobs ([`super::run_minutely`]); a session advisory lock lets one process
+//! at a time do it.
 
 use sqlx::{Connection, PgPool};
 

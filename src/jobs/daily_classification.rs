@@ -15,8 +15,10 @@ use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{PassOutcome, PassSettings, PassStart, run_pass};
-use crate::fetch::MockstagramClient;
+use crate::{
+    classify::{PassOutcome, PassSettings, PassStart, run_pass},
+    fetch::MockstagramClient,
+};
 
 /// How soon to look again when the pass could not finish (another process runs it, an
 /// error, influencers left without an answer).
@@ -38,7 +40,7 @@ pub fn next_due(now: DateTime<Utc>, at: NaiveTime) -> DateTime<Utc> {
 }
 
 /// Runs the daily pass until `shutdown`. The first look is `first_look` after start.
-pub async fn run_daily(
+pub async fn run(
     pool: PgPool,
     client: MockstagramClient,
     settings: PassSettings,

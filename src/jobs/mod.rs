@@ -1,0 +1,93 @@
+//! Periodic jobs: work on the stored data that no single point triggers.
+//!
+//! - [`average`]: the average followerCount across tracked influencers, once a minute.
+//! - [`ranking`]: every tracked influencer's rank by followerCount, once a minute.
+//! - [`chunks`]: maintenance of closed `influencer_metrics` chunks.
+//! - [`daily_classification`]: the suspicious-classification pass, once a day.
+//!
+//! Each job runs in one process at a time however many run it: the minutely ones under a
+//! transaction-scoped advisory lock and only when this minute's result is not stored yet, chunk
+//! maintenance under a session advisory lock, the daily pass under its pass lock. So any
+//! number of `sink`, `run` or `jobs` processes can carry them.
+
+pub mod average;
+pub mod chunks;
+pub mod daily_classification;
+pub mod ranking;
+
+use std::time::Duration;
+
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What asking a single-runner job to run came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome<T> {
+    /// This process ran it.
+    Done(T),
+    /// Another process is running it right now.
+    Busy,
+    /// Its result for this period is already stored.
+    AlreadyDone,
+}
+
+/// Takes the job's transaction-scoped advisory lock if no other session holds it; it is
+/// released when `tx` ends.
+pub(crate) async fn try_lock(
+    tx: &mut Transaction<'_, Postgres>,
+    key: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+        .bind(key)
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// Runs the minutely jobs until `shutdown`: at the start of each minute the average and the
+/// ranking, then chunk maintenance in the background (it may take longer than a minute).
+pub async fn run_minutely(pool: PgPool, shutdown: CancellationToken) {
+    let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(until_next_minute()) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match average::record_if_due(&pool).await {
+            Ok(JobOutcome::Done(Some(average))) => {
+                metrics::gauge!("average_follower_count").set(average.follower_count);
+                tracing::debug!(
+                    average = average.follower_count,
+                    influencers = average.influencers,
+                    "average followerCount stored"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot store the average followerCount"),
+        }
+        let started = Instant::now();
+        match ranking::refresh_if_due(&pool).await {
+            Ok(JobOutcome::Done(ranked)) => {
+                metrics::histogram!("ranking_refresh_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                tracing::debug!(ranked, "ranking refreshed");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot refresh the ranking"),
+        }
+        if maintenance.as_ref().is_none_or(|task| task.is_finished()) {
+            let pool = pool.clone();
+            maintenance = Some(tokio::spawn(async move {
+                if let Err(e) = chunks::compact_closed_chunks(&pool).await {
+                    tracing::warn!(error = format!("{e:#}"), "cannot compact closed chunks");
+                }
+            }));
+        }
+    }
+}
+
+/// Half a second past the start of the next minute (so `now()` in SQL is in that minute).
+fn until_next_minute() -> Duration {
+    let into_minute = chrono::Utc::now().timestamp_millis().rem_euclid(60_000) as u64;
+    Duration::from_millis(60_000 - into_minute + 500)
+}

@@ -1,0 +1,520 @@
+//! The long-running roles and their supervision: poll, reconcile, sink, jobs, the daily
+//! classification and the HTTP servers, built the same way by the binary's subcommands and by
+//! the tests.
+//!
+//! A [`Roles`] set starts each role as a task of its own and watches it:
+//! - a role that fails with an error (a lost broker or database connection) is started again
+//!   after a pause ([`next_pause`]), counted in `role_restarts_total{role,reason="error"}`;
+//! - a role that panics is reported and started again too (`reason="panic"`), up to
+//!   [`MAX_QUICK_PANICS`] panics in a row that each came soon after its start: a role that
+//!   cannot run without panicking ends the process rather than spinning;
+//! - a role that cannot go on (an HTTP server whose listener failed, repeated panics, or a role
+//!   that ended by itself before shutdown) cancels the others, and [`Roles::wait`] returns the
+//!   error, so the process exits with a non-zero status naming the role.
+//!
+//! Each role's state is in [`RoleHealth`], which every `/healthz` reports.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use axum::Router;
+use chrono::NaiveTime;
+use sqlx::PgPool;
+use tokio::{net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    classify::PassSettings,
+    config::{BrokerSettings, SinkSettings},
+    fetch::{MockstagramClient, Poller, PollerMemory},
+    health::{RoleHealth, RoleState},
+    jobs,
+    queue::Broker,
+    reconcile,
+    sink::Sink,
+    telemetry,
+};
+
+/// The pause before starting a failed role again: growing from [`FIRST_PAUSE`] to
+/// [`MAX_PAUSE`] while attempts keep failing at once, and back to the first after an attempt
+/// that ran a while (a role that worked for a minute and then lost the broker should be back
+/// within a second or two of the broker's return, not after a long pause from an outage ago).
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+const RAN_A_WHILE: Duration = Duration::from_secs(10);
+
+/// Panics in a row, each within [`RAN_A_WHILE`] of its start, after which a role is given up.
+pub const MAX_QUICK_PANICS: u32 = 5;
+
+fn next_pause(pause: Duration, ran_for: Duration) -> Duration {
+    if ran_for >= RAN_A_WHILE {
+        FIRST_PAUSE
+    } else {
+        (pause * 2).min(MAX_PAUSE)
+    }
+}
+
+/// Whether a role is started again after it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// After an error or a panic (roles that hold a connection that can be lost).
+    OnFailure,
+    /// Never: its failure ends the process (an HTTP server owns its bound listener).
+    Never,
+}
+
+type Attempt = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// How a role's supervision ended.
+enum RoleEnd {
+    Stopped,
+    Failed(anyhow::Error),
+}
+
+/// The roles of one process, supervised; see the module docs.
+pub struct Roles {
+    tasks: JoinSet<(&'static str, RoleEnd)>,
+    shutdown: CancellationToken,
+    health: RoleHealth,
+}
+
+impl Roles {
+    /// Roles that stop when `shutdown` is cancelled (and cancel it when one cannot go on).
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            shutdown,
+            health: RoleHealth::default(),
+        }
+    }
+
+    pub fn health(&self) -> RoleHealth {
+        self.health.clone()
+    }
+
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Starts `role`: each attempt is a fresh future from `attempt`, run as a task of its own.
+    pub fn spawn<F>(&mut self, role: &'static str, restart: Restart, attempt: F)
+    where
+        F: FnMut() -> Attempt + Send + 'static,
+    {
+        self.health.set(role, RoleState::Running);
+        let (shutdown, health) = (self.shutdown.clone(), self.health.clone());
+        self.tasks.spawn(async move {
+            let end = supervise(role, restart, attempt, &shutdown, &health).await;
+            health.set(
+                role,
+                match &end {
+                    RoleEnd::Stopped => RoleState::Stopped,
+                    RoleEnd::Failed(e) => RoleState::Failed {
+                        error: format!("{e:#}"),
+                    },
+                },
+            );
+            (role, end)
+        });
+    }
+
+    /// The poller: fetches each scheduled influencer once per interval. Its memory of the slots
+    /// it handled outlives reconnections; the returned handle reads its counters.
+    pub fn poll(
+        &mut self,
+        broker: BrokerSettings,
+        client: MockstagramClient,
+        interval: Duration,
+    ) -> PollerMemory {
+        let memory = PollerMemory::new(interval);
+        let (handle, shutdown) = (memory.clone(), self.shutdown.clone());
+        self.spawn("poll", Restart::OnFailure, move || {
+            let (broker, client, memory, shutdown) = (
+                broker.clone(),
+                client.clone(),
+                memory.clone(),
+                shutdown.clone(),
+            );
+            Box::pin(async move {
+                let connection = Broker::connect(&broker).await?;
+                let result = Poller::remembering(connection.clone(), client, interval, memory)
+                    .run(shutdown)
+                    .await;
+                connection.close().await;
+                result
+            })
+        });
+        handle
+    }
+
+    /// The reconciler: puts influencers that fell out of the schedule back, every 5 intervals.
+    pub fn reconcile(&mut self, pool: PgPool, broker: BrokerSettings, interval: Duration) {
+        let shutdown = self.shutdown.clone();
+        self.spawn("reconcile", Restart::OnFailure, move || {
+            let (pool, broker, shutdown) = (pool.clone(), broker.clone(), shutdown.clone());
+            Box::pin(async move {
+                let connection = Broker::connect(&broker).await?;
+                reconcile::run(pool, connection.clone(), interval, interval * 5, shutdown).await;
+                connection.close().await;
+                Ok(())
+            })
+        });
+    }
+
+    /// The sink: point-queue messages into TimescaleDB in batches.
+    pub fn sink(&mut self, pool: PgPool, broker: BrokerSettings, settings: SinkSettings) {
+        let shutdown = self.shutdown.clone();
+        self.spawn("sink", Restart::OnFailure, move || {
+            let (pool, broker, settings, shutdown) = (
+                pool.clone(),
+                broker.clone(),
+                settings.clone(),
+                shutdown.clone(),
+            );
+            Box::pin(async move {
+                let connection = Broker::connect(&broker).await?;
+                let result = Sink::new(pool, connection.clone(), settings)
+                    .run(shutdown)
+                    .await;
+                connection.close().await;
+                result
+            })
+        });
+    }
+
+    /// The minutely jobs: average, ranking, chunk maintenance ([`jobs::run_minutely`]).
+    pub fn jobs(&mut self, pool: PgPool) {
+        let shutdown = self.shutdown.clone();
+        self.spawn("jobs", Restart::OnFailure, move || {
+            let (pool, shutdown) = (pool.clone(), shutdown.clone());
+            Box::pin(async move {
+                jobs::run_minutely(pool, shutdown).await;
+                Ok(())
+            })
+        });
+    }
+
+    /// The daily classification pass at `at` (UTC); its first look is `first_look` after start.
+    pub fn daily_classification(
+        &mut self,
+        pool: PgPool,
+        client: MockstagramClient,
+        settings: PassSettings,
+        at: NaiveTime,
+        first_look: Duration,
+    ) {
+        let shutdown = self.shutdown.clone();
+        let mut first_look = Some(first_look);
+        self.spawn("classify", Restart::OnFailure, move || {
+            let (pool, client, settings, shutdown) = (
+                pool.clone(),
+                client.clone(),
+                settings.clone(),
+                shutdown.clone(),
+            );
+            let wait = first_look.take().unwrap_or(Duration::ZERO);
+            Box::pin(async move {
+                jobs::daily_classification::run(pool, client, settings, at, wait, shutdown).await;
+                Ok(())
+            })
+        });
+    }
+
+    /// Serves `router` on `addr` until shutdown, as the role `role`. Binding happens now, so a
+    /// taken address is reported at once, naming `setting`; returns the bound address (port 0
+    /// picks one).
+    pub async fn serve(
+        &mut self,
+        role: &'static str,
+        router: Router,
+        addr: SocketAddr,
+        setting: &'static str,
+    ) -> anyhow::Result<SocketAddr> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {setting}={addr}"))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(role, addr = %bound, "HTTP listening");
+        let mut listener = Some(listener);
+        let shutdown = self.shutdown.clone();
+        self.spawn(role, Restart::Never, move || {
+            let listener = listener.take();
+            let (router, shutdown) = (router.clone(), shutdown.clone());
+            Box::pin(async move {
+                let listener = listener.context("the listener was already used")?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await
+                    .with_context(|| format!("the HTTP server on {setting}={bound} failed"))?;
+                anyhow::ensure!(
+                    shutdown.is_cancelled(),
+                    "the HTTP server on {setting}={bound} stopped by itself"
+                );
+                Ok(())
+            })
+        });
+        Ok(bound)
+    }
+
+    /// Serves a role's `/metrics` and `/healthz` on `addr` (`METRICS_ADDR`).
+    pub async fn serve_ops(&mut self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let health = self.health();
+        let router = telemetry::metrics_router().route(
+            "/healthz",
+            axum::routing::get(move || {
+                let health = health.clone();
+                async move { health.response() }
+            }),
+        );
+        self.serve("metrics", router, addr, "METRICS_ADDR").await
+    }
+
+    /// Waits until every role has ended. The first role that could not go on cancels the
+    /// others and is the error returned.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first_failure: Option<anyhow::Error> = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let (role, end) = match joined {
+                Ok(ended) => ended,
+                // supervise() itself does not panic; a cancelled runtime ends here.
+                Err(e) => ("supervisor", RoleEnd::Failed(anyhow::anyhow!("{e}"))),
+            };
+            match end {
+                RoleEnd::Stopped => tracing::debug!(role, "role stopped"),
+                RoleEnd::Failed(e) => {
+                    tracing::error!(
+                        role,
+                        error = format!("{e:#}"),
+                        "role cannot go on; stopping the process"
+                    );
+                    self.shutdown.cancel();
+                    first_failure.get_or_insert(e.context(format!("the {role} role failed")));
+                }
+            }
+        }
+        match first_failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs attempts of one role until shutdown, or until it cannot go on (see the module docs).
+async fn supervise<F>(
+    role: &'static str,
+    restart: Restart,
+    mut attempt: F,
+    shutdown: &CancellationToken,
+    health: &RoleHealth,
+) -> RoleEnd
+where
+    F: FnMut() -> Attempt,
+{
+    let mut pause = FIRST_PAUSE / 2;
+    let mut quick_panics = 0u32;
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::spawn(attempt()).await;
+        let ran_for = started.elapsed();
+        pause = next_pause(pause, ran_for);
+        let (reason, error) = match outcome {
+            Ok(Ok(())) if shutdown.is_cancelled() => return RoleEnd::Stopped,
+            Ok(Ok(())) => {
+                return RoleEnd::Failed(anyhow::anyhow!("it ended before shutdown"));
+            }
+            Ok(Err(e)) if shutdown.is_cancelled() => {
+                tracing::warn!(
+                    role,
+                    error = format!("{e:#}"),
+                    "stopped with an error during shutdown"
+                );
+                return RoleEnd::Stopped;
+            }
+            Ok(Err(e)) => {
+                quick_panics = 0;
+                ("error", e)
+            }
+            Err(joined) if joined.is_panic() => {
+                quick_panics = if ran_for < RAN_A_WHILE {
+                    quick_panics + 1
+                } else {
+                    1
+                };
+                let message = panic_message(joined.into_panic());
+                ("panic", anyhow::anyhow!("panicked: {message}"))
+            }
+            Err(joined) => return RoleEnd::Failed(anyhow::anyhow!("{joined}")),
+        };
+        if restart == Restart::Never {
+            return RoleEnd::Failed(error);
+        }
+        if quick_panics >= MAX_QUICK_PANICS {
+            return RoleEnd::Failed(error.context(format!(
+                "{quick_panics} panics in a row, each within {RAN_A_WHILE:?} of its start"
+            )));
+        }
+        metrics::counter!("role_restarts_total", "role" => role, "reason" => reason).increment(1);
+        tracing::error!(
+            role,
+            reason,
+            error = format!("{error:#}"),
+            retry_in_ms = pause.as_millis() as u64,
+            "role failed; starting it again"
+        );
+        health.set(
+            role,
+            RoleState::Restarting {
+                error: format!("{error:#}"),
+            },
+        );
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => return RoleEnd::Stopped,
+        }
+        health.set(role, RoleState::Running);
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    };
+
+    use super::*;
+
+    #[test]
+    fn a_failing_role_is_retried_sooner_after_it_had_been_working() {
+        let quick = Duration::from_millis(50);
+        let mut pause = FIRST_PAUSE / 2;
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            pause = next_pause(pause, quick);
+            pauses.push(pause.as_millis());
+        }
+        assert_eq!(pauses, [250, 500, 1000, 2000, 2000, 2000]);
+        // After a long outage the pause is at its maximum; a role that then ran a while and
+        // failed again starts from the first pause, not from the outage's.
+        assert_eq!(next_pause(MAX_PAUSE, RAN_A_WHILE), FIRST_PAUSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_role_that_panics_is_reported_and_started_again() {
+        let shutdown = CancellationToken::new();
+        let mut roles = Roles::new(shutdown.clone());
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counter = attempts.clone();
+        roles.spawn("flaky", Restart::OnFailure, move || {
+            let (counter, shutdown) = (counter.clone(), shutdown.clone());
+            Box::pin(async move {
+                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("first attempt breaks");
+                }
+                shutdown.cancelled().await;
+                Ok(())
+            })
+        });
+        let health = roles.health();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            2,
+            "started again after its panic"
+        );
+        assert_eq!(health.state("flaky"), RoleState::Running);
+        assert_eq!(health.restarts("flaky"), 1);
+        roles.shutdown().cancel();
+        roles.wait().await.expect("a clean stop after the restart");
+        assert_eq!(health.state("flaky"), RoleState::Stopped);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_role_that_always_panics_fails_the_process_and_stops_the_others() {
+        let shutdown = CancellationToken::new();
+        let mut roles = Roles::new(shutdown.clone());
+        roles.spawn("broken", Restart::OnFailure, || {
+            Box::pin(async { panic!("cannot start") })
+        });
+        let other = shutdown.clone();
+        roles.spawn("steady", Restart::OnFailure, move || {
+            let other = other.clone();
+            Box::pin(async move {
+                other.cancelled().await;
+                Ok(())
+            })
+        });
+        let health = roles.health();
+        let error = roles.wait().await.expect_err("the process must fail");
+        let message = format!("{error:#}");
+        assert!(message.contains("the broken role failed"), "{message}");
+        assert!(message.contains("cannot start"), "{message}");
+        assert!(shutdown.is_cancelled(), "the other roles were told to stop");
+        assert_eq!(health.state("steady"), RoleState::Stopped);
+        assert!(!health.is_alive());
+        assert!(matches!(health.state("broken"), RoleState::Failed { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_role_that_must_not_restart_fails_on_its_first_error() {
+        let mut roles = Roles::new(CancellationToken::new());
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counter = attempts.clone();
+        roles.spawn("server", Restart::Never, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { anyhow::bail!("listener closed") })
+        });
+        let error = roles.wait().await.expect_err("fails");
+        assert!(format!("{error:#}").contains("listener closed"));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_role_that_ends_by_itself_before_shutdown_is_a_failure() {
+        let mut roles = Roles::new(CancellationToken::new());
+        roles.spawn("quitter", Restart::OnFailure, || Box::pin(async { Ok(()) }));
+        let error = roles.wait().await.expect_err("fails");
+        assert!(
+            format!("{error:#}").contains("ended before shutdown"),
+            "{error:#}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_role_failing_with_errors_is_restarted_until_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut roles = Roles::new(shutdown.clone());
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counter = attempts.clone();
+        roles.spawn("broker-bound", Restart::OnFailure, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { anyhow::bail!("connection refused") })
+        });
+        let health = roles.health();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(
+            attempts.load(Ordering::SeqCst) > 10,
+            "errors never give up (a broker outage)"
+        );
+        assert!(matches!(
+            health.state("broker-bound"),
+            RoleState::Restarting { .. }
+        ));
+        assert!(health.is_alive(), "restarting is not failing");
+        shutdown.cancel();
+        roles.wait().await.expect("stops cleanly");
+    }
+}

@@ -1,0 +1,94 @@
+//! The periodic jobs run once across processes: two runners at once, one does the work.
+
+use influencer_analytics::jobs::{JobOutcome, average, ranking};
+
+use crate::helpers::TestDb;
+
+async fn some_influencers(db: &TestDb) {
+    for (pk, followers) in [(1_000_001i64, 100), (1_000_002, 300)] {
+        sqlx::query("insert into influencers (influencer_id, username) values ($1, $2)")
+            .bind(pk)
+            .bind(format!("influencer-{pk}"))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "insert into influencer_latest (influencer_id, slot, fetched_at, follower_count, following_count)
+             values ($1, now(), now(), $2, 1)",
+        )
+        .bind(pk)
+        .bind(followers)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// The current minute, from the database's clock.
+async fn minute(db: &TestDb) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar("select date_trunc('minute', now())")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_processes_asking_for_the_ranking_at_once_rank_once_per_minute() {
+    let db = TestDb::new().await;
+    some_influencers(&db).await;
+    loop {
+        let before = minute(&db).await;
+        let (a, b) = tokio::join!(
+            ranking::refresh_if_due(&db.pool),
+            ranking::refresh_if_due(&db.pool)
+        );
+        let again = ranking::refresh_if_due(&db.pool).await.unwrap();
+        if minute(&db).await != before {
+            continue; // a minute boundary fell in between: each minute may rank once
+        }
+        let outcomes = [a.unwrap(), b.unwrap()];
+        let done = outcomes
+            .iter()
+            .filter(|o| matches!(o, JobOutcome::Done(2)))
+            .count();
+        assert_eq!(done, 1, "exactly one runner ranked: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| matches!(o, JobOutcome::Busy | JobOutcome::AlreadyDone)),
+            "{outcomes:?}"
+        );
+        assert_eq!(again, JobOutcome::AlreadyDone, "this minute is ranked");
+        break;
+    }
+}
+
+#[tokio::test]
+async fn the_average_is_stored_once_per_minute_however_many_ask() {
+    let db = TestDb::new().await;
+    some_influencers(&db).await;
+    loop {
+        let before = minute(&db).await;
+        let (a, b) = tokio::join!(
+            average::record_if_due(&db.pool),
+            average::record_if_due(&db.pool)
+        );
+        let again = average::record_if_due(&db.pool).await.unwrap();
+        if minute(&db).await != before {
+            continue;
+        }
+        let outcomes = [a.unwrap(), b.unwrap()];
+        let stored: Vec<_> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                JobOutcome::Done(Some(average)) => Some(*average),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stored.len(), 1, "{outcomes:?}");
+        assert_eq!(stored[0].follower_count, 200.0);
+        assert_eq!(stored[0].influencers, 2);
+        assert_eq!(again, JobOutcome::AlreadyDone);
+        break;
+    }
+}
