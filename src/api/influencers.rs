@@ -70,22 +70,54 @@ pub struct Bucket {
 
 /// A row of the bucketed range; the bucket comes back as timestamptz and becomes epoch seconds in
 /// Rust (`extract(epoch ...)` is numeric in PostgreSQL, computed per row before grouping).
-type BucketRow = (
-    DateTime<Utc>,
-    i64,
-    f64,
-    i32,
-    i32,
-    i32,
-    f64,
-    i32,
-    i32,
-    i32,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-);
+#[derive(sqlx::FromRow)]
+struct BucketRow {
+    bucket: DateTime<Utc>,
+    samples: i64,
+    followers_avg: f64,
+    followers_min: i32,
+    followers_max: i32,
+    followers_last: i32,
+    following_avg: f64,
+    following_min: i32,
+    following_max: i32,
+    following_last: i32,
+    ratio_avg: Option<f64>,
+    ratio_min: Option<f64>,
+    ratio_max: Option<f64>,
+    ratio_last: Option<f64>,
+}
+
+impl From<BucketRow> for Bucket {
+    fn from(r: BucketRow) -> Self {
+        let follower_ratio = match (r.ratio_avg, r.ratio_min, r.ratio_max, r.ratio_last) {
+            (Some(avg), Some(min), Some(max), Some(last)) => Some(Stats {
+                avg,
+                min,
+                max,
+                last,
+            }),
+            _ => None,
+        };
+        Bucket {
+            time: r.bucket.timestamp(),
+            samples: r.samples,
+            follower_count: Stats {
+                avg: r.followers_avg,
+                min: r.followers_min,
+                max: r.followers_max,
+                last: r.followers_last,
+            },
+            following_count: Stats {
+                avg: r.following_avg,
+                min: r.following_min,
+                max: r.following_max,
+                last: r.following_last,
+            },
+            follower_ratio,
+        }
+    }
+}
 
 /// The registry row of an influencer, or 404.
 async fn username(state: &ApiState, id: i64) -> Result<String, ApiError> {
@@ -151,14 +183,20 @@ pub async fn range(
         }
         Some(step) => {
             let rows: Vec<BucketRow> = sqlx::query_as(
-                "select time_bucket(make_interval(secs => $4), slot),
-                        count(*),
-                        avg(follower_count)::float8, min(follower_count), max(follower_count), last(follower_count, slot),
-                        avg(following_count)::float8, min(following_count), max(following_count), last(following_count, slot),
-                        avg(follower_count::float8 / nullif(following_count, 0)),
-                        min(follower_count::float8 / nullif(following_count, 0)),
-                        max(follower_count::float8 / nullif(following_count, 0)),
-                        last(follower_count::float8 / nullif(following_count, 0), slot)
+                "select time_bucket(make_interval(secs => $4), slot) as bucket,
+                        count(*) as samples,
+                        avg(follower_count)::float8 as followers_avg,
+                        min(follower_count) as followers_min,
+                        max(follower_count) as followers_max,
+                        last(follower_count, slot) as followers_last,
+                        avg(following_count)::float8 as following_avg,
+                        min(following_count) as following_min,
+                        max(following_count) as following_max,
+                        last(following_count, slot) as following_last,
+                        avg(follower_count::float8 / nullif(following_count, 0)) as ratio_avg,
+                        min(follower_count::float8 / nullif(following_count, 0)) as ratio_min,
+                        max(follower_count::float8 / nullif(following_count, 0)) as ratio_max,
+                        last(follower_count::float8 / nullif(following_count, 0), slot) as ratio_last
                  from influencer_metrics
                  where influencer_id = $1 and slot >= $2 and slot <= $3
                  group by 1 order by 1",
@@ -169,38 +207,7 @@ pub async fn range(
             .bind(step as f64)
             .fetch_all(&state.pool)
             .await?;
-            Points::Buckets(
-                rows.into_iter()
-                    .map(|r| {
-                        let ratio = match (r.10, r.11, r.12, r.13) {
-                            (Some(avg), Some(min), Some(max), Some(last)) => Some(Stats {
-                                avg,
-                                min,
-                                max,
-                                last,
-                            }),
-                            _ => None,
-                        };
-                        Bucket {
-                            time: r.0.timestamp(),
-                            samples: r.1,
-                            follower_count: Stats {
-                                avg: r.2,
-                                min: r.3,
-                                max: r.4,
-                                last: r.5,
-                            },
-                            following_count: Stats {
-                                avg: r.6,
-                                min: r.7,
-                                max: r.8,
-                                last: r.9,
-                            },
-                            follower_ratio: ratio,
-                        }
-                    })
-                    .collect(),
-            )
+            Points::Buckets(rows.into_iter().map(Bucket::from).collect())
         }
     };
     Ok(Json(RangeAnswer {
@@ -257,20 +264,23 @@ pub struct Verdict {
     pub detail: Option<serde_json::Value>,
 }
 
-type LatestRow = (
-    String,
-    bool,
-    Option<String>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Option<i32>,
-    Option<i32>,
-    Option<i32>,
-    Option<i32>,
-    Option<DateTime<Utc>>,
-    Option<i64>,
-    Option<i32>,
-);
+/// The registry row of an influencer with its latest point and rank, each absent until there
+/// is one.
+#[derive(sqlx::FromRow)]
+struct LatestRow {
+    username: String,
+    tracked: bool,
+    untracked_reason: Option<String>,
+    slot: Option<DateTime<Utc>>,
+    fetched_at: Option<DateTime<Utc>>,
+    follower_count: Option<i32>,
+    following_count: Option<i32>,
+    rank: Option<i32>,
+    ranked_follower_count: Option<i32>,
+    ranked_at: Option<DateTime<Utc>>,
+    ranked_of: Option<i64>,
+    fewer: Option<i32>,
+}
 
 /// An influencer's latest values, rank by followerCount and suspicious verdicts.
 #[utoipa::path(get, path = "/influencer_analytics/{id}/latest", tag = "influencers",
@@ -288,8 +298,9 @@ pub async fn latest(
     QueryParams::parse(raw_query(&query), &[])?;
     let row: Option<LatestRow> = sqlx::query_as(
         "select i.username, i.tracked, i.untracked_reason, l.slot, l.fetched_at,
-                l.follower_count, l.following_count, r.rank, r.follower_count, r.ranked_at,
-                (select influencers from ranking_runs), r.fewer
+                l.follower_count, l.following_count, r.rank,
+                r.follower_count as ranked_follower_count, r.ranked_at,
+                (select influencers from ranking_runs) as ranked_of, r.fewer
          from influencers i
          left join influencer_latest l using (influencer_id)
          left join influencer_ranks r using (influencer_id)
@@ -310,7 +321,13 @@ pub async fn latest(
     .bind(id)
     .fetch_all(&state.pool)
     .await?;
-    let rank = match (row.7, row.8, row.9, row.10, row.11) {
+    let rank = match (
+        row.rank,
+        row.ranked_follower_count,
+        row.ranked_at,
+        row.ranked_of,
+        row.fewer,
+    ) {
         (Some(rank), Some(follower_count), Some(ranked_at), Some(of), Some(fewer)) if of > 0 => {
             Some(Rank {
                 rank,
@@ -322,19 +339,19 @@ pub async fn latest(
         }
         _ => None,
     };
-    let ratio = match (row.5, row.6) {
+    let ratio = match (row.follower_count, row.following_count) {
         (Some(f), Some(g)) => follower_ratio(f, g),
         _ => None,
     };
     Ok(Json(Latest {
         influencer_id: id,
-        username: row.0,
-        tracked: row.1,
-        untracked_reason: row.2,
-        time: row.3.map(|t| t.timestamp()),
-        fetched_at: row.4,
-        follower_count: row.5,
-        following_count: row.6,
+        username: row.username,
+        tracked: row.tracked,
+        untracked_reason: row.untracked_reason,
+        time: row.slot.map(|t| t.timestamp()),
+        fetched_at: row.fetched_at,
+        follower_count: row.follower_count,
+        following_count: row.following_count,
         follower_ratio: ratio,
         rank,
         suspicious,

@@ -195,10 +195,19 @@ async fn run_under_lock(
 
 /// Picks the pass to work on (under the lock, so two processes cannot both start one).
 async fn choose_pass(pool: &PgPool, start: PassStart) -> anyhow::Result<Option<Pass>> {
-    type Row = (i64, DateTime<Utc>, Option<DateTime<Utc>>, bool, bool, i64);
-    let latest: Option<Row> = sqlx::query_as(
-        "select pass_id, started_at, finished_at, mockstagram_finished_at is not null,
-                spike_finished_at is not null, spike_cursor
+    #[derive(sqlx::FromRow)]
+    struct Latest {
+        pass_id: i64,
+        started_at: DateTime<Utc>,
+        finished_at: Option<DateTime<Utc>>,
+        mockstagram_done: bool,
+        spike_done: bool,
+        spike_cursor: i64,
+    }
+    let latest: Option<Latest> = sqlx::query_as(
+        "select pass_id, started_at, finished_at,
+                mockstagram_finished_at is not null as mockstagram_done,
+                spike_finished_at is not null as spike_done, spike_cursor
          from classification_passes order by pass_id desc limit 1",
     )
     .fetch_optional(pool)
@@ -207,7 +216,14 @@ async fn choose_pass(pool: &PgPool, start: PassStart) -> anyhow::Result<Option<P
         PassStart::Now => Utc::now() - chrono::Duration::days(1),
         PassStart::DueSince(due) => due,
     };
-    if let Some((id, started_at, finished_at, mockstagram_done, spike_done, spike_cursor)) = latest
+    if let Some(Latest {
+        pass_id: id,
+        started_at,
+        finished_at,
+        mockstagram_done,
+        spike_done,
+        spike_cursor,
+    }) = latest
     {
         let current = started_at >= fresh_since;
         match (finished_at, current) {
@@ -315,46 +331,46 @@ pub(crate) async fn write_verdicts(
     Ok(())
 }
 
-/// pass_id, started_at, finished_at, influencers, classified, skipped, spike_judged,
-/// spike_flagged, spike_finished, mockstagram_finished, superseded_by.
-type PassRow = (
-    i64,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    bool,
-    bool,
-    Option<i64>,
-);
+/// A pass's progress, as `classify --status` prints it.
+#[derive(sqlx::FromRow)]
+struct PassRow {
+    pass_id: i64,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    influencers: i64,
+    classified: i64,
+    skipped: i64,
+    spike_judged: i64,
+    spike_flagged: i64,
+    spike_done: bool,
+    mockstagram_done: bool,
+    superseded_by: Option<i64>,
+}
 
 /// The state of the latest pass, for `classify --status`.
 pub async fn status(pool: &PgPool) -> anyhow::Result<Option<String>> {
     let row: Option<PassRow> = sqlx::query_as(
         "select pass_id, started_at, finished_at, influencers, classified, skipped,
-                spike_judged, spike_flagged, spike_finished_at is not null,
-                mockstagram_finished_at is not null, superseded_by
+                spike_judged, spike_flagged, spike_finished_at is not null as spike_done,
+                mockstagram_finished_at is not null as mockstagram_done, superseded_by
              from classification_passes order by pass_id desc limit 1",
     )
     .fetch_optional(pool)
     .await?;
     Ok(row.map(
-        |(
-            pass_id,
-            started,
-            finished,
-            influencers,
-            classified,
-            skipped,
-            judged,
-            flagged,
-            spike_done,
-            upstream_done,
-            superseded_by,
-        )| {
+        |PassRow {
+             pass_id,
+             started_at: started,
+             finished_at: finished,
+             influencers,
+             classified,
+             skipped,
+             spike_judged: judged,
+             spike_flagged: flagged,
+             spike_done,
+             mockstagram_done: upstream_done,
+             superseded_by,
+         }| {
             let state = match (finished, superseded_by) {
                 (Some(_), Some(newer)) => format!("superseded by pass {newer}"),
                 (Some(at), None) => format!("finished at {at}"),
