@@ -1,10 +1,7 @@
 //! `GET /influencer_analytics/{id}` (a time range of points, raw or bucketed) and
 //! `GET /influencer_analytics/{id}/latest`.
 
-use axum::{
-    Json,
-    extract::{RawQuery, State},
-};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -14,7 +11,7 @@ use crate::model::follower_ratio;
 use super::{
     ApiState,
     error::{ApiError, Problem},
-    params::{InfluencerId, QueryParams, TimeRange, raw_query},
+    params::{InfluencerId, NoQuery, Query, RangeQuery, TimeRange},
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -152,12 +149,7 @@ impl From<RawRangeRow> for RawPoint {
 
 /// Points of one influencer over a time range, raw or in buckets.
 #[utoipa::path(get, path = "/influencer_analytics/{id}", tag = "influencers",
-    params(
-        ("id" = i64, Path, description = "The influencer's pk"),
-        ("start_time" = Option<i64>, Query, description = "Epoch seconds, inclusive; default end_time - 24 h"),
-        ("end_time" = Option<i64>, Query, description = "Epoch seconds, inclusive; default now"),
-        ("step" = Option<String>, Query, description = "Bucket width: 60, 5m, 1h, 1d (60 s to 366 d)"),
-    ),
+    params(InfluencerId, RangeQuery),
     responses(
         (status = 200, body = RangeAnswer),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -165,11 +157,10 @@ impl From<RawRangeRow> for RawPoint {
     ))]
 pub async fn range(
     State(state): State<ApiState>,
-    InfluencerId(id): InfluencerId,
-    query: RawQuery,
+    InfluencerId { id }: InfluencerId,
+    Query(query): Query<RangeQuery>,
 ) -> Result<Json<RangeAnswer>, ApiError> {
-    let params = QueryParams::parse(raw_query(&query), &["start_time", "end_time", "step"])?;
-    let range = TimeRange::from_params(&params, Utc::now().timestamp(), state.interval_seconds())?;
+    let range = TimeRange::from_query(&query, Utc::now().timestamp(), state.interval_seconds())?;
     let username = username(&state, id).await?;
     let points = match range.step {
         None => {
@@ -284,7 +275,7 @@ struct LatestRow {
 
 /// An influencer's latest values, rank by followerCount and suspicious verdicts.
 #[utoipa::path(get, path = "/influencer_analytics/{id}/latest", tag = "influencers",
-    params(("id" = i64, Path, description = "The influencer's pk")),
+    params(InfluencerId),
     responses(
         (status = 200, body = Latest),
         (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -292,10 +283,9 @@ struct LatestRow {
     ))]
 pub async fn latest(
     State(state): State<ApiState>,
-    InfluencerId(id): InfluencerId,
-    query: RawQuery,
+    InfluencerId { id }: InfluencerId,
+    _: Query<NoQuery>,
 ) -> Result<Json<Latest>, ApiError> {
-    QueryParams::parse(raw_query(&query), &[])?;
     let row: Option<LatestRow> = sqlx::query_as(
         "select i.username, i.tracked, i.untracked_reason, l.slot, l.fetched_at,
                 l.follower_count, l.following_count, r.rank,

@@ -1,13 +1,16 @@
-//! Request parameters, parsed strictly into trusted types, each mistake a 400 that says what
-//! was expected. Parsing is done by hand from the raw path and query, so no framework
+//! Request parameters: each endpoint's query is one struct, deserialized by the [`Query`]
+//! extractor and described to the OpenAPI document by the same struct (`utoipa::IntoParams`),
+//! so each parameter is named once and the document states its bounds. Values are parsed
+//! strictly into trusted types ([`Epoch`], [`Step`], [`Limit`], [`Cursor`]), and every mistake
+//! is a 400 problem+json that names the parameter and says what was expected; no framework
 //! rejection ever answers in another shape.
 
-use std::collections::HashMap;
-
 use axum::{
-    extract::{FromRequestParts, RawPathParams, RawQuery},
+    extract::{FromRequestParts, RawPathParams},
     http::request::Parts,
 };
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use utoipa::{IntoParams, openapi::path::ParameterIn};
 
 use super::error::ApiError;
 use crate::model::MAX_PK;
@@ -15,9 +18,17 @@ use crate::model::MAX_PK;
 /// Epoch seconds accepted: 1970 to the year 3000.
 pub const MAX_EPOCH: i64 = 32_503_680_000;
 
+/// The longest bucket: 366 days.
+pub const MAX_STEP: i64 = 366 * 86_400;
+
 /// The `{id}` of a path: a positive whole number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InfluencerId(pub i64);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct InfluencerId {
+    /// The influencer's pk.
+    #[param(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
+    pub id: i64,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for InfluencerId {
     type Rejection = ApiError;
@@ -33,12 +44,12 @@ impl<S: Send + Sync> FromRequestParts<S> for InfluencerId {
             .find(|(name, _)| *name == "id")
             .map(|(_, value)| value)
             .unwrap_or_default();
-        parse_id(raw).map(InfluencerId)
+        parse_id(raw).map(|id| InfluencerId { id })
     }
 }
 
 pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    let shown: String = raw.chars().take(40).collect();
+    let shown = shown(raw);
     match raw.parse::<i64>() {
         Ok(id) if raw.bytes().all(|b| b.is_ascii_digit()) && (1..=MAX_PK).contains(&id) => Ok(id),
         _ => Err(ApiError::bad_request(
@@ -48,52 +59,229 @@ pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
     }
 }
 
-/// The query string as name → value, refusing names the endpoint does not know and repeats.
-#[derive(Debug, Default)]
-pub struct QueryParams(HashMap<String, String>);
+/// At most 40 characters of a value, for messages.
+fn shown(raw: &str) -> String {
+    raw.chars().take(40).collect()
+}
 
-impl QueryParams {
-    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
-        let mut params = HashMap::new();
-        for (name, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-            if !allowed.contains(&name.as_ref()) {
-                let shown: String = name.chars().take(40).collect();
-                return Err(ApiError::bad_request(
-                    "Unknown query parameter",
-                    format!(
-                        "unknown query parameter {shown:?}; expected {}",
-                        allowed.join(", ")
-                    ),
-                ));
-            }
-            if params.insert(name.to_string(), value.to_string()).is_some() {
-                return Err(ApiError::bad_request(
-                    "Repeated query parameter",
-                    format!("the query parameter {name} is given more than once"),
-                ));
+/// A query string read into `T`: a name `T` does not declare, a name given twice, or a value
+/// that does not parse is a 400 naming the parameter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned + IntoParams,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parse_query(parts.uri.query().unwrap_or("")).map(Query)
+    }
+}
+
+/// Reads `raw` (a query string without its `?`) into `T`; see [`Query`].
+pub fn parse_query<T: DeserializeOwned + IntoParams>(raw: &str) -> Result<T, ApiError> {
+    let known: Vec<String> = T::into_params(|| Some(ParameterIn::Query))
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    let mut seen: Vec<String> = Vec::new();
+    for (name, _) in form_urlencoded::parse(raw.as_bytes()) {
+        if !known.iter().any(|k| *k == name) {
+            let expected = if known.is_empty() {
+                "this endpoint takes no query parameters".to_string()
+            } else {
+                format!("expected {}", known.join(", "))
+            };
+            return Err(ApiError::bad_request(
+                "Unknown query parameter",
+                format!("unknown query parameter {:?}; {expected}", shown(&name)),
+            ));
+        }
+        if seen.iter().any(|s| *s == name) {
+            return Err(ApiError::bad_request(
+                "Repeated query parameter",
+                format!("the query parameter {name} is given more than once"),
+            ));
+        }
+        seen.push(name.into_owned());
+    }
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let parameter = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let (title, detail) = ValueError::split(&message);
+        ApiError::bad_request(title, format!("{parameter} {detail}"))
+    })
+}
+
+/// A value that does not parse, carried through serde's error as `title␟detail`.
+struct ValueError {
+    title: &'static str,
+    detail: String,
+}
+
+impl ValueError {
+    /// Separates title and detail; a message from serde itself gets a generic title.
+    fn split(message: &str) -> (&'static str, String) {
+        for title in [
+            "Invalid time",
+            "Invalid step",
+            "Invalid limit",
+            "Invalid cursor",
+        ] {
+            if let Some(detail) = message
+                .strip_prefix(title)
+                .and_then(|m| m.strip_prefix('\u{1f}'))
+            {
+                return (title, detail.to_string());
             }
         }
-        Ok(Self(params))
+        ("Invalid query parameter", message.to_string())
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+    fn into_serde<E: serde::de::Error>(self) -> E {
+        E::custom(format!("{}\u{1f}{}", self.title, self.detail))
     }
+}
 
-    /// An epoch-seconds parameter.
-    pub fn epoch(&self, name: &str) -> Result<Option<i64>, ApiError> {
-        let Some(raw) = self.get(name) else {
-            return Ok(None);
-        };
-        let shown: String = raw.chars().take(40).collect();
-        match raw.parse::<i64>() {
-            Ok(t) if (0..=MAX_EPOCH).contains(&t) && !raw.starts_with('+') => Ok(Some(t)),
-            _ => Err(ApiError::bad_request(
-                "Invalid time",
-                format!("{name} must be whole epoch seconds from 0 to {MAX_EPOCH}, got {shown:?}"),
-            )),
-        }
+/// Deserializes a value from its text with `parse`.
+fn from_text<'de, D, T>(d: D, parse: fn(&str) -> Result<T, ValueError>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let raw = std::borrow::Cow::<'de, str>::deserialize(d)?;
+    parse(&raw).map_err(ValueError::into_serde)
+}
+
+/// Whole epoch seconds from 0 to [`MAX_EPOCH`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch(pub i64);
+
+impl<'de> Deserialize<'de> for Epoch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, |raw| match raw.parse::<i64>() {
+            Ok(t) if (0..=MAX_EPOCH).contains(&t) && !raw.starts_with('+') => Ok(Epoch(t)),
+            _ => Err(ValueError {
+                title: "Invalid time",
+                detail: format!(
+                    "must be whole epoch seconds from 0 to {MAX_EPOCH}, got {:?}",
+                    shown(raw)
+                ),
+            }),
+        })
     }
+}
+
+/// A bucket width in seconds ([`parse_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step(pub i64);
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, |raw| {
+            parse_step(raw).map(Step).ok_or_else(|| ValueError {
+                title: "Invalid step",
+                detail: format!(
+                    "must be seconds (60) or a number with s, m, h or d (5m, 1h, 1d), at least 60 s and at most 366 d; got {:?}",
+                    shown(raw)
+                ),
+            })
+        })
+    }
+}
+
+/// A page size from 1 to 1000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub i64);
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, |raw| match raw.parse::<i64>() {
+            Ok(n) if (1..=1000).contains(&n) && raw.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(Limit(n))
+            }
+            _ => Err(ValueError {
+                title: "Invalid limit",
+                detail: format!(
+                    "must be a whole number from 1 to 1000, got {:?}",
+                    shown(raw)
+                ),
+            }),
+        })
+    }
+}
+
+/// A keyset cursor: the whole numbers of the last row of the previous page, joined by '.'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor<const N: usize>(pub [i64; N]);
+
+impl<'de, const N: usize> Deserialize<'de> for Cursor<N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, |raw| {
+            raw.split('.')
+                .map(|p| {
+                    p.parse::<i64>()
+                        .ok()
+                        .filter(|v| *v >= 0 && p.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|parts| parts.try_into().ok())
+                .map(Cursor)
+                .ok_or_else(|| ValueError {
+                    title: "Invalid cursor",
+                    detail: "must be the next_cursor of a previous page".into(),
+                })
+        })
+    }
+}
+
+/// `start_time`, `end_time` and `step` of a range of points or buckets. A range whose start is
+/// after its end, or that holds more than 10,000 raw points or buckets, is a 400 (the latter
+/// naming a `step` that fits).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RangeQuery {
+    /// Epoch seconds, inclusive; default end_time - 24 h; not after end_time.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 32_503_680_000_i64)]
+    pub start_time: Option<Epoch>,
+    /// Epoch seconds, inclusive; default now.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 32_503_680_000_i64)]
+    pub end_time: Option<Epoch>,
+    /// Bucket width: seconds (60) or with a unit (5m, 1h, 1d); 60 s to 366 d.
+    #[param(value_type = Option<String>, pattern = r"^((6[0-9]|[7-9][0-9]|[1-9][0-9]{2,6})s?|[1-9][0-9]{0,2}[mh]|([1-9]|[1-9][0-9]|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d)$")]
+    pub step: Option<Step>,
+}
+
+/// No query parameters at all.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NoQuery {}
+
+/// A page of `/top`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopQuery {
+    /// Influencers per page, 1 to 1000; default 10.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
+    pub limit: Option<Limit>,
+    /// The next_cursor of the previous page.
+    #[param(value_type = Option<String>, pattern = r"^[0-9]{1,18}\.[0-9]{1,18}$")]
+    pub cursor: Option<Cursor<2>>,
+}
+
+/// A page of `/suspicious`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SuspiciousQuery {
+    /// Influencers per page, 1 to 1000; default 100.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
+    pub limit: Option<Limit>,
+    /// The next_cursor of the previous page.
+    #[param(value_type = Option<String>, pattern = r"^[0-9]{1,18}$")]
+    pub cursor: Option<Cursor<1>>,
 }
 
 /// Most points (or buckets) one answer holds.
@@ -114,22 +302,18 @@ impl TimeRange {
     /// Reads the range from `params`: end defaults to `now`, start to a day before end. Without
     /// a step, points are `point_spacing` seconds apart; more than [`MAX_POINTS`] is a 400
     /// naming a step that fits.
-    pub fn from_params(
-        params: &QueryParams,
-        now: i64,
-        point_spacing: i64,
-    ) -> Result<Self, ApiError> {
-        let end = params.epoch("end_time")?.unwrap_or(now);
-        let start = params
-            .epoch("start_time")?
-            .unwrap_or((end - DEFAULT_RANGE_SECONDS).max(0));
+    pub fn from_query(query: &RangeQuery, now: i64, point_spacing: i64) -> Result<Self, ApiError> {
+        let end = query.end_time.map_or(now, |Epoch(t)| t);
+        let start = query
+            .start_time
+            .map_or((end - DEFAULT_RANGE_SECONDS).max(0), |Epoch(t)| t);
         if start > end {
             return Err(ApiError::bad_request(
                 "Invalid time range",
                 format!("start_time ({start}) is after end_time ({end})"),
             ));
         }
-        let step = params.get("step").map(parse_step).transpose()?;
+        let step = query.step.map(|Step(s)| s);
         let span = end - start;
         let width = step.unwrap_or(point_spacing.max(1));
         if span / width + 1 > MAX_POINTS {
@@ -157,38 +341,21 @@ fn at(seconds: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(seconds, 0).unwrap_or(chrono::DateTime::UNIX_EPOCH)
 }
 
-/// The raw query of a request; never rejects.
-pub fn raw_query(RawQuery(query): &RawQuery) -> Option<&str> {
-    query.as_deref()
-}
-
-/// A bucket width: `60` (seconds), `5m`, `1h`, `1d`.
-pub fn parse_step(raw: &str) -> Result<i64, ApiError> {
-    let shown: String = raw.chars().take(40).collect();
-    let invalid = || {
-        ApiError::bad_request(
-            "Invalid step",
-            format!(
-                "step must be seconds (60) or a number with s, m, h or d (5m, 1h, 1d), at least 60 s and at most 366 d; got {shown:?}"
-            ),
-        )
-    };
+/// A bucket width: `60` (seconds), `5m`, `1h`, `1d`; `None` unless from 60 s to 366 d.
+pub fn parse_step(raw: &str) -> Option<i64> {
     let (digits, unit) = match raw.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => raw.split_at(i),
         None => (raw, "s"),
     };
-    let n: i64 = digits.parse().map_err(|_| invalid())?;
+    let n: i64 = digits.parse().ok()?;
     let seconds = match unit {
         "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(invalid)?,
-        "h" => n.checked_mul(3600).ok_or_else(invalid)?,
-        "d" => n.checked_mul(86_400).ok_or_else(invalid)?,
-        _ => return Err(invalid()),
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
     };
-    if !(60..=366 * 86_400).contains(&seconds) {
-        return Err(invalid());
-    }
-    Ok(seconds)
+    (60..=MAX_STEP).contains(&seconds).then_some(seconds)
 }
 
 /// Suggests the smallest usual step that keeps a range under `cap` buckets.
@@ -233,10 +400,10 @@ mod tests {
 
     #[test]
     fn steps_take_seconds_or_units() {
-        assert_eq!(parse_step("60").unwrap(), 60);
-        assert_eq!(parse_step("5m").unwrap(), 300);
-        assert_eq!(parse_step("1h").unwrap(), 3600);
-        assert_eq!(parse_step("1d").unwrap(), 86_400);
+        assert_eq!(parse_step("60"), Some(60));
+        assert_eq!(parse_step("5m"), Some(300));
+        assert_eq!(parse_step("1h"), Some(3600));
+        assert_eq!(parse_step("1d"), Some(86_400));
         for bad in [
             "",
             "m",
@@ -247,31 +414,68 @@ mod tests {
             "9999999999999999999d",
             "400d",
         ] {
-            assert!(parse_step(bad).is_err(), "{bad}");
+            assert_eq!(parse_step(bad), None, "{bad}");
+        }
+    }
+
+    fn bad_request(result: Result<impl std::fmt::Debug, ApiError>) -> (&'static str, String) {
+        match result {
+            Err(ApiError::BadRequest { title, detail }) => (title, detail),
+            other => panic!("expected a 400, got {other:?}"),
         }
     }
 
     #[test]
     fn unknown_and_repeated_parameters_are_refused() {
+        let q: RangeQuery = parse_query("start_time=1&end_time=2").unwrap();
+        assert_eq!((q.start_time, q.end_time), (Some(Epoch(1)), Some(Epoch(2))));
+        let (title, detail) = bad_request(parse_query::<RangeQuery>("start=1"));
+        assert_eq!(title, "Unknown query parameter");
         assert!(
-            QueryParams::parse(Some("start_time=1&end_time=2"), &["start_time", "end_time"])
-                .is_ok()
+            detail.contains("start_time, end_time, step"),
+            "names the known ones: {detail}"
         );
-        assert!(QueryParams::parse(Some("start=1"), &["start_time"]).is_err());
-        assert!(QueryParams::parse(Some("start_time=1&start_time=2"), &["start_time"]).is_err());
+        let (title, _) = bad_request(parse_query::<RangeQuery>("start_time=1&start_time=2"));
+        assert_eq!(title, "Repeated query parameter");
+        let (_, detail) = bad_request(parse_query::<NoQuery>("x=1"));
+        assert!(detail.contains("takes no query parameters"), "{detail}");
+    }
+
+    #[test]
+    fn a_bad_value_is_a_400_naming_the_parameter_and_what_was_expected() {
+        let (title, detail) = bad_request(parse_query::<RangeQuery>("end_time=1.5"));
+        assert_eq!(title, "Invalid time");
+        assert_eq!(
+            detail,
+            format!("end_time must be whole epoch seconds from 0 to {MAX_EPOCH}, got \"1.5\"")
+        );
+        let (title, detail) = bad_request(parse_query::<RangeQuery>("step=7x"));
+        assert_eq!(title, "Invalid step");
+        assert!(detail.starts_with("step must be seconds"), "{detail}");
+        let (title, detail) = bad_request(parse_query::<TopQuery>("limit=0"));
+        assert_eq!(
+            (title, detail.as_str()),
+            (
+                "Invalid limit",
+                "limit must be a whole number from 1 to 1000, got \"0\""
+            )
+        );
+        let (title, _) = bad_request(parse_query::<TopQuery>("cursor=5"));
+        assert_eq!(title, "Invalid cursor", "two numbers expected");
+        let page: TopQuery = parse_query("limit=7&cursor=3.1000001").unwrap();
+        assert_eq!(page.limit, Some(Limit(7)));
+        assert_eq!(page.cursor, Some(Cursor([3, 1_000_001])));
     }
 
     #[test]
     fn epochs_are_whole_seconds_within_reason() {
-        let q = QueryParams::parse(
-            Some("a=1763800000&b=1.5&c=-1&d=99999999999&e=%2B5"),
-            &["a", "b", "c", "d", "e"],
-        )
-        .unwrap();
-        assert_eq!(q.epoch("a").unwrap(), Some(1_763_800_000));
-        assert_eq!(q.epoch("missing").unwrap(), None);
-        for name in ["b", "c", "d", "e"] {
-            assert!(q.epoch(name).is_err(), "{name}");
+        let q: RangeQuery = parse_query("start_time=1763800000").unwrap();
+        assert_eq!(q.start_time, Some(Epoch(1_763_800_000)));
+        for bad in ["1.5", "-1", "99999999999", "%2B5", ""] {
+            assert!(
+                parse_query::<RangeQuery>(&format!("start_time={bad}")).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -1,9 +1,6 @@
 //! Answers about all influencers: the average followerCount, the leaderboard, the suspicious.
 
-use axum::{
-    Json,
-    extract::{RawQuery, State},
-};
+use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -11,7 +8,7 @@ use utoipa::ToSchema;
 use super::{
     ApiState,
     error::{ApiError, Problem},
-    params::{QueryParams, TimeRange, raw_query},
+    params::{Cursor, Limit, Query, RangeQuery, SuspiciousQuery, TimeRange, TopQuery},
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -35,22 +32,17 @@ pub struct AverageAnswer {
 /// `GET /influencer_analytics/average?start_time&end_time[&step]`: the average followerCount
 /// across tracked influencers, one point a minute (or per step, weighted by influencers).
 #[utoipa::path(get, path = "/influencer_analytics/average", tag = "population",
-    params(
-        ("start_time" = Option<i64>, Query, description = "Epoch seconds, inclusive; default end_time - 24 h"),
-        ("end_time" = Option<i64>, Query, description = "Epoch seconds, inclusive; default now"),
-        ("step" = Option<String>, Query, description = "Bucket width: 60, 5m, 1h, 1d"),
-    ),
+    params(RangeQuery),
     responses(
         (status = 200, body = AverageAnswer),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn average(
     State(state): State<ApiState>,
-    query: RawQuery,
+    Query(query): Query<RangeQuery>,
 ) -> Result<Json<AverageAnswer>, ApiError> {
-    let params = QueryParams::parse(raw_query(&query), &["start_time", "end_time", "step"])?;
     // The average is stored once a minute.
-    let range = TimeRange::from_params(&params, Utc::now().timestamp(), 60)?;
+    let range = TimeRange::from_query(&query, Utc::now().timestamp(), 60)?;
     // Times come back as timestamptz and become epoch seconds here: `extract(epoch ...)` is
     // numeric in PostgreSQL, about a third of a day's grouped statement (3.4 ms against 2.4).
     let rows: Vec<(DateTime<Utc>, f64, i64)> = match range.step {
@@ -101,46 +93,6 @@ pub async fn average(
     }))
 }
 
-/// A page limit: default 10 (top) or 100 (suspicious), at most 1000.
-fn limit(params: &QueryParams, default: i64) -> Result<i64, ApiError> {
-    match params.get("limit") {
-        None => Ok(default),
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if (1..=1000).contains(&n) && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-            _ => Err(ApiError::bad_request(
-                "Invalid limit",
-                format!(
-                    "limit must be a whole number from 1 to 1000, got {:?}",
-                    raw.chars().take(40).collect::<String>()
-                ),
-            )),
-        },
-    }
-}
-
-/// A keyset cursor: the whole numbers of the last row of the previous page, joined by '.'.
-fn cursor<const N: usize>(params: &QueryParams) -> Result<Option<[i64; N]>, ApiError> {
-    let Some(raw) = params.get("cursor") else {
-        return Ok(None);
-    };
-    let invalid = || {
-        ApiError::bad_request(
-            "Invalid cursor",
-            "cursor must be the next_cursor of a previous page",
-        )
-    };
-    let parts: Vec<i64> = raw
-        .split('.')
-        .map(|p| {
-            p.parse::<i64>()
-                .ok()
-                .filter(|v| *v >= 0 && p.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .collect::<Option<_>>()
-        .ok_or_else(invalid)?;
-    parts.try_into().map(Some).map_err(|_| invalid())
-}
-
 #[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct Ranked {
     pub rank: i32,
@@ -160,21 +112,17 @@ pub struct TopAnswer {
 
 /// `GET /influencer_analytics/top?limit&cursor`: the leaderboard by followerCount.
 #[utoipa::path(get, path = "/influencer_analytics/top", tag = "population",
-    params(
-        ("limit" = Option<i64>, Query, description = "1 to 1000, default 10"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-    ),
+    params(TopQuery),
     responses(
         (status = 200, body = TopAnswer),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn top(
     State(state): State<ApiState>,
-    query: RawQuery,
+    Query(page): Query<TopQuery>,
 ) -> Result<Json<TopAnswer>, ApiError> {
-    let params = QueryParams::parse(raw_query(&query), &["limit", "cursor"])?;
-    let limit = limit(&params, 10)?;
-    let [after_rank, after_id] = cursor::<2>(&params)?.unwrap_or([0, 0]);
+    let Limit(limit) = page.limit.unwrap_or(Limit(10));
+    let Cursor([after_rank, after_id]) = page.cursor.unwrap_or(Cursor([0, 0]));
     let influencers: Vec<Ranked> = sqlx::query_as(
         "select r.rank, r.influencer_id, i.username, r.follower_count
          from influencer_ranks r join influencers i using (influencer_id)
@@ -225,21 +173,17 @@ pub struct SuspiciousAnswer {
 /// `GET /influencer_analytics/suspicious?limit&cursor`: influencers a classifier currently
 /// calls suspicious, by id.
 #[utoipa::path(get, path = "/influencer_analytics/suspicious", tag = "population",
-    params(
-        ("limit" = Option<i64>, Query, description = "1 to 1000, default 100"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
-    ),
+    params(SuspiciousQuery),
     responses(
         (status = 200, body = SuspiciousAnswer),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn suspicious(
     State(state): State<ApiState>,
-    query: RawQuery,
+    Query(page): Query<SuspiciousQuery>,
 ) -> Result<Json<SuspiciousAnswer>, ApiError> {
-    let params = QueryParams::parse(raw_query(&query), &["limit", "cursor"])?;
-    let limit = limit(&params, 100)?;
-    let [after_id] = cursor::<1>(&params)?.unwrap_or([0]);
+    let Limit(limit) = page.limit.unwrap_or(Limit(100));
+    let Cursor([after_id]) = page.cursor.unwrap_or(Cursor([0]));
     let influencers: Vec<Suspect> = sqlx::query_as(
         "select v.influencer_id, i.username, array_agg(v.source order by v.source) as sources,
                 max(v.decided_at) as decided_at,
