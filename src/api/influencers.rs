@@ -24,11 +24,28 @@ pub struct RangeAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<i64>,
     /// `RawPoint`s without `step`, `Bucket`s with it; ascending time.
+    #[schema(schema_with = points_schema)]
     pub points: Points,
 }
 
+/// `anyOf`, not the `oneOf` an untagged enum would get: an empty list is both.
+fn points_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::{
+        Ref,
+        schema::{AnyOfBuilder, ArrayBuilder},
+    };
+    AnyOfBuilder::new()
+        .item(ArrayBuilder::new().items(Ref::from_schema_name("RawPoint")))
+        .item(ArrayBuilder::new().items(Ref::from_schema_name("Bucket")))
+        .description(Some(
+            "RawPoints without step, Buckets with it; ascending time",
+        ))
+        .build()
+        .into()
+}
+
 /// The points of a range answer: raw, or in buckets.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Points {
     Raw(Vec<RawPoint>),
@@ -148,6 +165,9 @@ impl From<RawRangeRow> for RawPoint {
 }
 
 /// Points of one influencer over a time range, raw or in buckets.
+///
+/// A range whose start_time is after its end_time, or that holds more than 10,000 raw points or
+/// buckets, is a 400 (the latter names a step that fits).
 #[utoipa::path(get, path = "/influencer_analytics/{id}", tag = "influencers",
     params(InfluencerId, RangeQuery),
     responses(

@@ -31,6 +31,9 @@ pub struct AverageAnswer {
 
 /// `GET /influencer_analytics/average?start_time&end_time[&step]`: the average followerCount
 /// across tracked influencers, one point a minute (or per step, weighted by influencers).
+///
+/// A range whose start_time is after its end_time, or that holds more than 10,000 minutes or
+/// buckets, is a 400 (the latter names a step that fits).
 #[utoipa::path(get, path = "/influencer_analytics/average", tag = "population",
     params(RangeQuery),
     responses(

@@ -2,29 +2,44 @@
 
 use std::time::Duration;
 
-use influencer_analytics::api::{ApiState, error::Problem, router};
+use influencer_analytics::{
+    api::{ApiState, error::Problem, router},
+    roles::Roles,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::TestDb;
 
+/// The API served as `serve` serves it (its role, on port 0), over a database of its own.
 struct TestApi {
     db: TestDb,
     base: String,
     client: reqwest::Client,
+    _roles: Roles,
 }
 
 impl TestApi {
     async fn start() -> Self {
         let db = TestDb::new().await;
-        let state = ApiState::new(db.pool.clone(), Duration::from_secs(60));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        let mut roles = Roles::new(CancellationToken::new());
+        let state =
+            ApiState::new(db.pool.clone(), Duration::from_secs(60)).with_health(roles.health());
+        let addr = roles
+            .serve(
+                "serve",
+                router(state),
+                "127.0.0.1:0".parse().unwrap(),
+                "LISTEN_ADDR",
+            )
+            .await
+            .unwrap();
         Self {
             db,
-            base,
+            base: format!("http://{addr}"),
             client: reqwest::Client::new(),
+            _roles: roles,
         }
     }
 
@@ -536,4 +551,39 @@ async fn the_openapi_document_lists_every_endpoint_and_the_docs_page_is_served()
     let (status, content_type, _) = api.get("/docs/").await;
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/html"), "{content_type}");
+}
+
+/// Schemathesis (PyPI; `scripts/test` installs it) generates requests from the OpenAPI document
+/// and checks every answer against it: no 5xx, every answer in its documented shape, and no
+/// request the document calls valid rejected (`tests/schemathesis/hooks.py`: only the two
+/// documented rules that relate parameters to each other may answer 400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_the_openapi_document_calls_valid_is_accepted() {
+    let api = TestApi::start().await;
+    for (i, id) in [1_i64, 2, 1_000_000].into_iter().enumerate() {
+        api.influencer_with_latest(id, T0, 1000 + i as i32, 10)
+            .await;
+        api.point(id, T0 - 60, 990, 10).await;
+    }
+    influencer_analytics::jobs::ranking::refresh(&api.db.pool)
+        .await
+        .unwrap();
+    let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis");
+    let output = tokio::process::Command::new("schemathesis")
+        .args(["run", &format!("{}/openapi.json", api.base)])
+        .args(["--url", &api.base, "--checks", "all"])
+        .args(["--exclude-checks", "positive_data_acceptance"])
+        .args(["--max-examples", "60", "--seed", "20261123", "--no-color"])
+        .env("PYTHONPATH", hooks)
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .output()
+        .await
+        .expect("schemathesis is installed (scripts/test installs it: pip install schemathesis)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found requests the API answers against its document:\n{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("Tested: 8"), "{report}");
 }
