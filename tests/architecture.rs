@@ -1,0 +1,190 @@
+//! The module map of `ARCHITECTURE.md`, checked against the code: which top-level module of
+//! `src/` uses which (`crate::<module>` outside comments and unit tests), and the rules the map
+//! states. `cargo test --test architecture -- --nocapture` prints the graph.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
+
+type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// The shared layer: types and plumbing every stage may use; they use only each other.
+const SHARED: [&str; 7] = [
+    "config",
+    "db",
+    "health",
+    "mockstagram",
+    "model",
+    "shutdown",
+    "telemetry",
+];
+/// Tools kept out of the production core (feature `tools`): only the command line uses them.
+const TOOLS: [&str; 2] = ["simulator", "bench"];
+
+fn module_graph() -> Graph {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph = Graph::new();
+    for entry in walk(&src) {
+        let relative = entry.strip_prefix(&src).unwrap();
+        let module = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let uses = graph.entry(module.clone()).or_default();
+        for used in crate_paths(&std::fs::read_to_string(&entry).unwrap()) {
+            if used != module {
+                uses.insert(used);
+            }
+        }
+    }
+    graph
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The top-level modules a file names as `crate::x`, `crate::{x, y::z}`, outside comments and
+/// its `#[cfg(test)] mod tests` (which closes every file that has one).
+fn crate_paths(source: &str) -> BTreeSet<String> {
+    let code: String = source
+        .split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut used = BTreeSet::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("crate::") {
+        rest = &rest[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // Top-level names of `crate::{a, b::{c, d}, e}`.
+            let (mut depth, mut name, mut end) = (0, String::new(), group.len());
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        end = i;
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        used.insert(first_segment(&std::mem::take(&mut name)));
+                    }
+                    c if depth == 0 => name.push(c),
+                    _ => {}
+                };
+            }
+            used.insert(first_segment(&name));
+            rest = &group[end..];
+        } else {
+            used.insert(first_segment(rest));
+        }
+    }
+    used.retain(|m| !m.is_empty() && m != "self");
+    used
+}
+
+fn first_segment(path: &str) -> String {
+    path.trim()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+fn cycle_from(graph: &Graph, start: &str) -> Option<Vec<String>> {
+    fn visit(graph: &Graph, node: &str, path: &mut Vec<String>) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        path.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(graph, next, path) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    visit(graph, start, &mut Vec::new())
+}
+
+#[test]
+fn the_crate_paths_of_a_file_are_its_top_level_modules() {
+    let source = "use crate::{\n    api::ApiState,\n    fetch::{A, B},\n    model,\n};\n// crate::cli in a comment\nfn f() { crate::jobs::run(); }\n#[cfg(test)]\nmod tests {\n    use crate::simulator;\n}\n";
+    let used: Vec<String> = crate_paths(source).into_iter().collect();
+    assert_eq!(used, ["api", "fetch", "jobs", "model"]);
+}
+
+#[test]
+fn dependencies_point_one_way_from_the_command_line_to_the_stages_to_shared_types() {
+    let graph = module_graph();
+    for (module, uses) in &graph {
+        println!(
+            "{module:12} -> {}",
+            uses.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    for (module, uses) in &graph {
+        if module != "cli" {
+            let tools: Vec<_> = uses
+                .iter()
+                .filter(|u| TOOLS.contains(&u.as_str()) && !TOOLS.contains(&module.as_str()))
+                .collect();
+            assert!(
+                tools.is_empty(),
+                "production module {module} uses the tools {tools:?}"
+            );
+            assert!(!uses.contains("cli"), "{module} uses cli");
+        }
+        if SHARED.contains(&module.as_str()) {
+            let upward: Vec<_> = uses
+                .iter()
+                .filter(|u| !SHARED.contains(&u.as_str()))
+                .collect();
+            assert!(
+                upward.is_empty(),
+                "shared module {module} uses the stages {upward:?}"
+            );
+        }
+        if module != "cli" && module != "bench" {
+            assert!(!uses.contains("roles"), "{module} uses roles");
+        }
+        if let Some(cycle) = cycle_from(&graph, module) {
+            panic!("a dependency cycle: {}", cycle.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn architecture_md_names_every_module() {
+    let map = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md");
+    for module in module_graph().keys() {
+        assert!(
+            map.contains(&format!("`{module}`")),
+            "ARCHITECTURE.md does not name the module `{module}`"
+        );
+    }
+}
