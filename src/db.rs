@@ -121,11 +121,18 @@ async fn create_database(options: &PgConnectOptions, url: &ServiceUrl) -> anyhow
 /// Applies the embedded migrations, after checking the server offers TimescaleDB.
 pub async fn migrate(pool: &PgPool, url: &ServiceUrl) -> anyhow::Result<()> {
     ensure_timescaledb(&mut *pool.acquire().await?, url).await?;
-    MIGRATOR
-        .run(pool)
-        .await
-        .with_context(|| format!("cannot apply the migrations to {url}"))?;
-    Ok(())
+    match MIGRATOR.run(pool).await {
+        Ok(()) => Ok(()),
+        // Migrations 0001-0006 of the first development versions were folded into one baseline
+        // before any deployment; a database they made has a history this binary does not know.
+        Err(
+            e @ (sqlx::migrate::MigrateError::VersionMissing(_)
+            | sqlx::migrate::MigrateError::VersionMismatch(_)),
+        ) => Err(anyhow::anyhow!(
+            "the database at {url} was migrated by a development version whose migrations were folded into one baseline ({e}); drop it and start again (its data cannot be carried over), or point DATABASE_URL at a new database"
+        )),
+        Err(e) => Err(e).with_context(|| format!("cannot apply the migrations to {url}")),
+    }
 }
 
 /// Fails with a clear message when the server does not offer the timescaledb extension.

@@ -113,10 +113,64 @@ async fn an_untracked_influencer_must_say_why() {
     );
 }
 
+/// Every column, index, constraint and hypertable dimension of the public schema, and the
+/// migrations recorded, as sorted text.
+async fn schema_snapshot(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "select format('column %s.%s %s null=%s default=%s', table_name, column_name, data_type,
+                       is_nullable, column_default)
+         from information_schema.columns where table_schema = 'public'
+         union all
+         select format('index %s', indexdef) from pg_indexes where schemaname = 'public'
+         union all
+         select format('constraint %s %s', conrelid::regclass, pg_get_constraintdef(oid))
+         from pg_constraint where connamespace = 'public'::regnamespace
+         union all
+         select format('hypertable %s.%s %s', hypertable_name, column_name, time_interval)
+         from timescaledb_information.dimensions
+         union all
+         select format('migration %s %s', version, description) from _sqlx_migrations
+         order by 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn migrating_twice_is_harmless() {
     let db = TestDb::new().await;
+    let before = schema_snapshot(&db).await;
+    assert!(
+        before
+            .iter()
+            .any(|l| l.starts_with("index CREATE UNIQUE INDEX influencer_metrics_influencer_slot")),
+        "the snapshot sees the schema: {before:?}"
+    );
     influencer_analytics::db::migrate(&db.pool, &db.settings.database_url)
         .await
         .unwrap();
+    assert_eq!(
+        schema_snapshot(&db).await,
+        before,
+        "the second run changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_database_with_the_pre_baseline_history_is_refused_with_what_to_do() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "insert into _sqlx_migrations (version, description, success, checksum, execution_time)
+         values (6, 'sink speed and storage', true, '\\x00', 0)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let error = influencer_analytics::db::migrate(&db.pool, &db.settings.database_url)
+        .await
+        .unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("folded into one baseline"), "{message}");
+    assert!(message.contains("drop it"), "{message}");
 }
