@@ -40,7 +40,8 @@
 //!
 //! With the `tools` feature (on by default), outside the production core:
 //! `simulator`, a faithful Mockstagram stand-in with fault injection (`simulate`, and
-//! `run --simulate`), and `bench`, the performance goals measured (`bench <scenario>`).
+//! `run --simulate`), `bench`, the performance goals measured (`bench <scenario>`), and
+//! `testing`, the support the test binaries share.
 //! `cargo build --no-default-features` builds the service without them.
 
 pub mod api;
@@ -65,3 +66,5 @@ pub mod shutdown;
 pub mod simulator;
 pub mod sink;
 pub mod telemetry;
+#[cfg(feature = "tools")]
+pub mod testing;

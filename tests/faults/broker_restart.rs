@@ -1,5 +1,8 @@
 //! Scenario 3: RabbitMQ stopped and started again while the pipeline runs.
 
+use influencer_analytics::testing::{
+    TestBroker, TestDb, TestSimulator, shared_db_server, simulator_settings,
+};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -7,10 +10,8 @@ use influencer_analytics::mockstagram::FIRST_PK;
 
 use crate::{
     common::{
-        Db, FAULTS_AMQP_URL, Pipeline, PipelineSetup, Queues, SERIAL, fault_services,
-        fault_services_up, shared_db_server, sleep,
+        FAULTS_AMQP_URL, Pipeline, PipelineSetup, SERIAL, fault_services, fault_services_up, sleep,
     },
-    helpers::{TestSimulator, simulator_settings},
     ledger::Ledger,
 };
 
@@ -25,8 +26,8 @@ const DOWN: Duration = Duration::from_secs(15);
 async fn a_broker_restart_keeps_every_influencer_in_the_schedule() {
     let _serial = SERIAL.lock().await;
     fault_services_up();
-    let db = Db::new(&shared_db_server()).await;
-    let queues = Queues::new(FAULTS_AMQP_URL);
+    let db = TestDb::on(&shared_db_server(), 4).await;
+    let queues = TestBroker::on(FAULTS_AMQP_URL).await;
     let sim = TestSimulator::start(simulator_settings(INFLUENCERS as u64, 12)).await;
     let mut pipeline = Pipeline::start(PipelineSetup {
         scenario: "broker_restart",

@@ -1,18 +1,13 @@
 //! What every scenario needs: the suite's own services, databases and queues of its own, the
 //! pipeline's roles as real child processes (so they can be killed), and their metrics.
 
+use influencer_analytics::testing::TestBroker;
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Once,
     time::{Duration, Instant},
 };
-
-use influencer_analytics::{
-    config::{BrokerSettings, DatabaseSettings, ServiceUrl},
-    queue::Broker,
-};
-use sqlx::{Connection, PgConnection, PgPool};
 
 /// The scenarios run one at a time: they stop shared instances and time slots on two cores.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -47,117 +42,6 @@ pub fn fault_services(command: &str) {
 pub fn fault_services_up() {
     static UP: Once = Once::new();
     UP.call_once(|| fault_services("up"));
-}
-
-/// The shared servers, as the other test targets use them.
-pub fn shared_db_server() -> String {
-    let mut url = url::Url::parse(&crate::helpers::base_database_url()).unwrap();
-    url.set_path("");
-    url.as_str().trim_end_matches('/').to_string()
-}
-
-pub fn shared_amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// A database of its own on `server`, migrated; dropped at the end.
-pub struct Db {
-    pub pool: PgPool,
-    pub url: String,
-    server: String,
-    name: String,
-}
-
-impl Db {
-    pub async fn new(server: &str) -> Self {
-        let name = format!("ia_fault_{:016x}", rand::random::<u64>());
-        let url = format!("{server}/{name}");
-        let settings = DatabaseSettings {
-            database_url: ServiceUrl::parse(&url, &["postgres"]).unwrap(),
-            database_pool_size: 4,
-        };
-        let pool = influencer_analytics::db::connect(&settings)
-            .await
-            .unwrap_or_else(|e| panic!("{url}: {e:#}"));
-        Self {
-            pool,
-            url,
-            server: server.into(),
-            name,
-        }
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let (admin, name) = (format!("{}/postgres", self.server), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    if let Ok(mut c) = PgConnection::connect(&admin).await {
-                        let _ =
-                            sqlx::query(&format!("drop database if exists {name} with (force)"))
-                                .execute(&mut c)
-                                .await;
-                    }
-                });
-        })
-        .join();
-    }
-}
-
-/// Queues of their own (a unique prefix) on the broker at `amqp_url`; deleted at the end.
-pub struct Queues {
-    pub settings: BrokerSettings,
-}
-
-impl Queues {
-    pub fn new(amqp_url: &str) -> Self {
-        Self {
-            settings: BrokerSettings {
-                amqp_url: ServiceUrl::parse(amqp_url, &["amqp"]).unwrap(),
-                queue_prefix: format!("ia_fault_{:016x}", rand::random::<u64>()),
-            },
-        }
-    }
-
-    pub async fn connect(&self) -> Broker {
-        Broker::connect(&self.settings).await.unwrap()
-    }
-
-    /// Messages ready in the point queue and its dead-letter queue.
-    pub async fn points_ready(&self) -> (u32, u32) {
-        let broker = self.connect().await;
-        let t = broker.topology.clone();
-        let counts = (
-            broker.ready_count(&t.points).await.unwrap(),
-            broker.ready_count(&t.points_dead).await.unwrap(),
-        );
-        broker.close().await;
-        counts
-    }
-}
-
-impl Drop for Queues {
-    fn drop(&mut self) {
-        let settings = self.settings.clone();
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    if let Ok(broker) = Broker::connect(&settings).await {
-                        let _ = broker.delete_all().await;
-                        broker.close().await;
-                    }
-                });
-        })
-        .join();
-    }
 }
 
 pub fn free_port() -> u16 {
@@ -333,7 +217,7 @@ pub struct Pipeline {
 pub struct PipelineSetup<'a> {
     pub scenario: &'static str,
     pub database_url: &'a str,
-    pub queues: &'a Queues,
+    pub queues: &'a TestBroker,
     pub mockstagram_url: String,
     pub interval: Duration,
     pub influencers: i64,
@@ -389,7 +273,7 @@ impl Pipeline {
 
     /// Stops polling, lets the sink write everything queued, then stops it; returns what the
     /// two processes counted.
-    pub async fn drain_and_stop(&mut self, queues: &Queues) -> Finals {
+    pub async fn drain_and_stop(&mut self, queues: &TestBroker) -> Finals {
         let poll_skipped = self.poll.metric("schedule_slots_skipped_total", "").await;
         let poll_restarts = self
             .poll

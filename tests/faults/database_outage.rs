@@ -1,5 +1,8 @@
 //! Scenarios 1 and 2: the database server stopped for real while polling goes on.
 
+use influencer_analytics::testing::{
+    TestBroker, TestDb, TestSimulator, shared_amqp_url, simulator_settings,
+};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -13,10 +16,9 @@ use lapin::{
 
 use crate::{
     common::{
-        Db, FAULTS_AMQP_URL, FAULTS_CONSUMER_TIMEOUT, FAULTS_DB_SERVER, Finals, Pipeline,
-        PipelineSetup, Queues, SERIAL, fault_services, fault_services_up, shared_amqp_url, sleep,
+        FAULTS_AMQP_URL, FAULTS_CONSUMER_TIMEOUT, FAULTS_DB_SERVER, Finals, Pipeline,
+        PipelineSetup, SERIAL, fault_services, fault_services_up, sleep,
     },
-    helpers::{TestSimulator, simulator_settings},
     ledger::Ledger,
 };
 
@@ -42,8 +44,8 @@ async fn run_through_an_outage(
     sink_env: Vec<(&'static str, String)>,
 ) -> (Ledger, Finals) {
     fault_services_up();
-    let db = Db::new(FAULTS_DB_SERVER).await;
-    let queues = Queues::new(amqp_url);
+    let db = TestDb::on(FAULTS_DB_SERVER, 4).await;
+    let queues = TestBroker::on(amqp_url).await;
     let sim = TestSimulator::start(simulator_settings(INFLUENCERS as u64, 11)).await;
     let mut pipeline = Pipeline::start(PipelineSetup {
         scenario,

@@ -2,6 +2,7 @@
 //! and repeated parameters, bad percent-encodings and over-long values: never a 500, and every
 //! refusal is a problem+json body that says what was wrong.
 
+use influencer_analytics::testing::{TestDb, shared_db_server};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -10,7 +11,7 @@ use influencer_analytics::api::{ApiState, router};
 use proptest::prelude::*;
 use tower::ServiceExt;
 
-use crate::common::{Db, SERIAL, shared_db_server};
+use crate::common::SERIAL;
 
 const KNOWN: i64 = 1_000_001;
 
@@ -92,7 +93,7 @@ fn hostile_requests_never_get_a_500_and_always_a_problem_that_explains() {
         .build()
         .unwrap();
     let (db, app) = runtime.block_on(async {
-        let db = Db::new(&shared_db_server()).await;
+        let db = TestDb::on(&shared_db_server(), 4).await;
         // One known influencer with a day of points, so the deeper paths run too.
         sqlx::query("insert into influencers (influencer_id, username) values ($1, 'known')")
             .bind(KNOWN)

@@ -1,15 +1,15 @@
 //! Scenario 4: `kill -9` of the poller and of the sink, each restarted at once.
 
+use influencer_analytics::testing::{
+    TestBroker, TestDb, TestSimulator, shared_amqp_url, shared_db_server, simulator_settings,
+};
 use std::time::Duration;
 
 use chrono::Utc;
 use influencer_analytics::mockstagram::FIRST_PK;
 
 use crate::{
-    common::{
-        Db, Pipeline, PipelineSetup, Queues, SERIAL, shared_amqp_url, shared_db_server, sleep,
-    },
-    helpers::{TestSimulator, simulator_settings},
+    common::{Pipeline, PipelineSetup, SERIAL, sleep},
     ledger::Ledger,
 };
 
@@ -22,8 +22,8 @@ const INTERVAL: Duration = Duration::from_secs(4);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_of_the_poller_and_the_sink_loses_nothing_and_stores_nothing_twice() {
     let _serial = SERIAL.lock().await;
-    let db = Db::new(&shared_db_server()).await;
-    let queues = Queues::new(&shared_amqp_url());
+    let db = TestDb::on(&shared_db_server(), 4).await;
+    let queues = TestBroker::on(&shared_amqp_url()).await;
     let sim = TestSimulator::start(simulator_settings(INFLUENCERS as u64, 13)).await;
     let mut pipeline = Pipeline::start(PipelineSetup {
         scenario: "kill_nine",

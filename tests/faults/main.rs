@@ -7,10 +7,6 @@
 //! services other tests use are never stopped. Scenarios run one at a time (they time slots on
 //! two cores); each prints its ledger.
 
-#[allow(dead_code)]
-#[path = "../it/helpers.rs"]
-mod helpers;
-
 mod common;
 mod ledger;
 

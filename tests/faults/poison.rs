@@ -1,5 +1,6 @@
 //! Scenario 6: poison messages in the point queue.
 
+use influencer_analytics::testing::{TestBroker, TestDb, shared_amqp_url, shared_db_server};
 use std::time::{Duration, Instant};
 
 use influencer_analytics::{
@@ -7,7 +8,7 @@ use influencer_analytics::{
     queue::points::Outcomes,
 };
 
-use crate::common::{Db, Queues, Role, SERIAL, shared_amqp_url, shared_db_server, sleep};
+use crate::common::{Role, SERIAL, sleep};
 
 /// Garbage bytes, an empty body, a truncated message and one the database refuses (a NUL in a
 /// text column) are each dead-lettered after one delivery, with the reason counted; the valid
@@ -15,8 +16,8 @@ use crate::common::{Db, Queues, Role, SERIAL, shared_amqp_url, shared_db_server,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_dead_lettered_and_the_sink_goes_on() {
     let _serial = SERIAL.lock().await;
-    let db = Db::new(&shared_db_server()).await;
-    let queues = Queues::new(&shared_amqp_url());
+    let db = TestDb::on(&shared_db_server(), 4).await;
+    let queues = TestBroker::on(&shared_amqp_url()).await;
     sqlx::query(
         "insert into influencers (influencer_id, username)
          select pk, 'influencer-' || pk from generate_series(1000001, 1000005) pk",

@@ -1,16 +1,16 @@
 //! Scenario 5: an upstream that fails: 5% 500s, 5% time-outs, 1% malformed bodies, and bursts
 //! where every answer is a 429 with Retry-After.
 
+use influencer_analytics::testing::{
+    TestBroker, TestDb, TestSimulator, shared_amqp_url, shared_db_server, simulator_settings,
+};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use influencer_analytics::{config::FaultSettings, mockstagram::FIRST_PK};
 
 use crate::{
-    common::{
-        Db, Pipeline, PipelineSetup, Queues, SERIAL, shared_amqp_url, shared_db_server, sleep,
-    },
-    helpers::{TestSimulator, simulator_settings},
+    common::{Pipeline, PipelineSetup, SERIAL, sleep},
     ledger::Ledger,
 };
 
@@ -38,8 +38,8 @@ fn faults(throttle: f64) -> FaultSettings {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_faults_keep_the_rate_under_the_ceiling_and_the_slots_stored() {
     let _serial = SERIAL.lock().await;
-    let db = Db::new(&shared_db_server()).await;
-    let queues = Queues::new(&shared_amqp_url());
+    let db = TestDb::on(&shared_db_server(), 4).await;
+    let queues = TestBroker::on(&shared_amqp_url()).await;
     let mut settings = simulator_settings(INFLUENCERS as u64, 14);
     settings.faults = faults(0.0);
     let sim = TestSimulator::start(settings).await;

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::TestDb;
+use influencer_analytics::testing::TestDb;
 
 /// The API served as `serve` serves it (its role, on port 0), over a database of its own.
 struct TestApi {

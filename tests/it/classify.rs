@@ -10,7 +10,7 @@ use influencer_analytics::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestDb, TestSimulator, simulator_settings};
+use influencer_analytics::testing::{TestDb, TestSimulator, simulator_settings};
 
 fn client(sim: &TestSimulator, concurrency: u64) -> MockstagramClient {
     MockstagramClient::new(&UpstreamSettings {

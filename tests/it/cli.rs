@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::helpers::base_database_url;
+use influencer_analytics::testing::base_database_url;
 
 fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_influencer-analytics"));

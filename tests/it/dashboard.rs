@@ -5,7 +5,7 @@ use std::{path::Path, process::Command, time::Duration};
 
 use influencer_analytics::api::{ApiState, router};
 
-use crate::helpers::TestDb;
+use influencer_analytics::testing::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser() {

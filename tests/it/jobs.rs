@@ -2,7 +2,7 @@
 
 use influencer_analytics::jobs::{JobOutcome, average, ranking};
 
-use crate::helpers::TestDb;
+use influencer_analytics::testing::TestDb;
 
 async fn some_influencers(db: &TestDb) {
     for (pk, followers) in [(1_000_001i64, 100), (1_000_002, 300)] {

@@ -5,7 +5,6 @@ mod api;
 mod classify;
 mod cli;
 mod dashboard;
-mod helpers;
 mod jobs;
 mod pipeline;
 mod schema;

@@ -18,7 +18,9 @@ use influencer_analytics::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{DbProxy, TestBroker, TestDb, TestSimulator, simulator_settings};
+use influencer_analytics::testing::{
+    DbProxy, TestBroker, TestDb, TestSimulator, simulator_settings,
+};
 
 const INTERVAL: Duration = Duration::from_secs(2);
 

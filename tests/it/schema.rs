@@ -1,4 +1,4 @@
-use crate::helpers::TestDb;
+use influencer_analytics::testing::TestDb;
 
 #[tokio::test]
 async fn migrations_create_the_hypertables() {

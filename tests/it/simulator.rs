@@ -9,7 +9,7 @@ use influencer_analytics::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{TestSimulator, simulator_settings};
+use influencer_analytics::testing::{TestSimulator, simulator_settings};
 
 async fn get(sim: &TestSimulator, pk: &str) -> reqwest::Response {
     reqwest::get(sim.url(&format!("/api/v1/influencers/{pk}")))

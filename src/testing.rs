@@ -1,10 +1,16 @@
-//! Shared set-up: a database of its own for each test, a simulator on port 0.
+//! Test support shared by the test binaries (`tests/it`, `tests/faults`): a database of its own
+//! for each test, queues of its own, a simulator on port 0, a database relay that can be cut.
+//! Part of the `tools` feature, beside the simulator it starts: never in the production core.
+//!
+//! Each guard cleans up when dropped, even when the test fails: the database is dropped, the
+//! queues deleted, the simulator stopped.
 
 use std::net::SocketAddr;
 
-use influencer_analytics::{
-    config::{DatabaseSettings, FaultSettings, ServiceUrl, SimulatorSettings},
+use crate::{
+    config::{BrokerSettings, DatabaseSettings, FaultSettings, ServiceUrl, SimulatorSettings},
     db,
+    queue::Broker,
     simulator::Simulator,
 };
 use sqlx::{Connection, PgConnection, PgPool};
@@ -16,10 +22,16 @@ pub fn base_database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/influencer_analytics".into())
 }
 
-fn url_with_database(name: &str) -> String {
+/// The tests' database server, without a database: `postgres://user@host:port`.
+pub fn shared_db_server() -> String {
     let mut url = url::Url::parse(&base_database_url()).expect("DATABASE_URL is a URL");
-    url.set_path(name);
-    url.to_string()
+    url.set_path("");
+    url.as_str().trim_end_matches('/').to_string()
+}
+
+/// The tests' broker: AMQP_URL's, or the default of `scripts/services up`.
+pub fn shared_amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// A fresh database with the migrations applied, dropped when the test ends.
@@ -27,22 +39,34 @@ pub struct TestDb {
     pub pool: PgPool,
     pub name: String,
     pub settings: DatabaseSettings,
+    /// Its URL, for a role started as a process.
+    pub url: String,
+    server: String,
 }
 
 impl TestDb {
+    /// On the tests' server ([`shared_db_server`]).
     pub async fn new() -> Self {
+        Self::on(&shared_db_server(), 8).await
+    }
+
+    /// On `server` (`postgres://user@host:port`), with a pool of `pool_size` connections.
+    pub async fn on(server: &str, pool_size: u64) -> Self {
         let name = format!("ia_test_{:016x}", rand::random::<u64>());
+        let url = format!("{server}/{name}");
         let settings = DatabaseSettings {
-            database_url: ServiceUrl::parse(&url_with_database(&name), &["postgres"]).unwrap(),
-            database_pool_size: 8,
+            database_url: ServiceUrl::parse(&url, &["postgres"]).unwrap(),
+            database_pool_size: pool_size,
         };
-        let pool = db::connect(&settings)
-            .await
-            .expect("the test database (run `scripts/services up` first)");
+        let pool = db::connect(&settings).await.unwrap_or_else(|e| {
+            panic!("the test database at {server} (run `scripts/services up` first): {e:#}")
+        });
         Self {
             pool,
             name,
             settings,
+            url,
+            server: server.into(),
         }
     }
 }
@@ -50,7 +74,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let admin = url_with_database("postgres");
+        let admin = format!("{}/postgres", self.server);
         // Drop runs inside the test's runtime: use a thread with its own.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -119,25 +143,45 @@ impl Drop for TestSimulator {
 
 /// Queues of their own for one test (a unique prefix), deleted when the test ends.
 pub struct TestBroker {
-    pub settings: influencer_analytics::config::BrokerSettings,
-    pub broker: influencer_analytics::queue::Broker,
+    pub settings: BrokerSettings,
+    /// A connection for the test's own publishing and counting.
+    pub broker: Broker,
 }
 
 impl TestBroker {
+    /// On the tests' broker ([`shared_amqp_url`]).
     pub async fn new() -> Self {
-        let settings = influencer_analytics::config::BrokerSettings {
-            amqp_url: ServiceUrl::parse(
-                &std::env::var("AMQP_URL")
-                    .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-                &["amqp"],
-            )
-            .unwrap(),
+        Self::on(&shared_amqp_url()).await
+    }
+
+    /// On the broker at `amqp_url`.
+    pub async fn on(amqp_url: &str) -> Self {
+        let settings = BrokerSettings {
+            amqp_url: ServiceUrl::parse(amqp_url, &["amqp"]).unwrap(),
             queue_prefix: format!("ia_test_{:016x}", rand::random::<u64>()),
         };
-        let broker = influencer_analytics::queue::Broker::connect(&settings)
+        let broker = Broker::connect(&settings)
             .await
             .expect("RabbitMQ (run `scripts/services up` first)");
         Self { settings, broker }
+    }
+
+    /// A new connection to the same queues (another process's view).
+    pub async fn connect(&self) -> Broker {
+        Broker::connect(&self.settings).await.unwrap()
+    }
+
+    /// Messages ready in the point queue and its dead-letter queue, counted on a new
+    /// connection (the test's own may have been cut by a broker restart).
+    pub async fn points_ready(&self) -> (u32, u32) {
+        let broker = self.connect().await;
+        let t = broker.topology.clone();
+        let counts = (
+            broker.ready_count(&t.points).await.unwrap(),
+            broker.ready_count(&t.points_dead).await.unwrap(),
+        );
+        broker.close().await;
+        counts
     }
 }
 
@@ -150,7 +194,7 @@ impl Drop for TestBroker {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                if let Ok(broker) = influencer_analytics::queue::Broker::connect(&settings).await {
+                if let Ok(broker) = Broker::connect(&settings).await {
                     let _ = broker.delete_all().await;
                     broker.close().await;
                 }
