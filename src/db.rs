@@ -18,8 +18,9 @@ use crate::config::{DatabaseSettings, ServiceUrl};
 /// The SQL files of `migrations/`, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// SQLSTATE for "database does not exist".
+/// SQLSTATEs sqlx has no error kind for: "database does not exist", "database already exists".
 const INVALID_CATALOG_NAME: &str = "3D000";
+const DUPLICATE_DATABASE: &str = "42P04";
 
 /// Opens a pool on the settings' database, creating it if missing, and applies the migrations.
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
@@ -110,7 +111,7 @@ async fn create_database(options: &PgConnectOptions, url: &ServiceUrl) -> anyhow
         }
         // Another role created it in the meantime.
         Err(sqlx::Error::Database(e))
-            if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) =>
+            if e.code().as_deref() == Some(DUPLICATE_DATABASE) || e.is_unique_violation() =>
         {
             Ok(())
         }

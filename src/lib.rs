@@ -19,7 +19,8 @@
 //! - [`config`]: every setting, as a flag and an environment variable, parsed once.
 //! - [`telemetry`]: tracing logs and the Prometheus `/metrics` recorder; [`health`]: each
 //!   role's state for `/healthz`.
-//! - [`shutdown`]: the one cancellation signal handed to every long-running loop.
+//! - [`shutdown`]: the one cancellation signal handed to every long-running loop; [`retry`]: the
+//!   one backoff policy of every retrying loop.
 //! - [`db`]: the connection pool and the embedded migrations (`migrations/`).
 //! - [`model`]: the shared types: a point, a failed poll, the follower ratio.
 //! - [`mockstagram`]: the upstream API's wire format and rules.
@@ -58,6 +59,7 @@ pub mod mockstagram;
 pub mod model;
 pub mod queue;
 pub mod reconcile;
+pub mod retry;
 pub mod roles;
 pub mod schedule;
 pub mod seed;

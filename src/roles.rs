@@ -4,7 +4,7 @@
 //!
 //! A [`Roles`] set starts each role as a task of its own and watches it:
 //! - a role that fails with an error (a lost broker or database connection) is started again
-//!   after a pause ([`next_pause`]), counted in `role_restarts_total{role,reason="error"}`;
+//!   after a pause ([`RESTART_BACKOFF`]), counted in `role_restarts_total{role,reason="error"}`;
 //! - a role that panics is reported and started again too (`reason="panic"`), up to
 //!   [`MAX_QUICK_PANICS`] panics in a row that each came soon after its start: a role that
 //!   cannot run without panicking ends the process rather than spinning;
@@ -36,26 +36,29 @@ use crate::{
     jobs,
     queue::Broker,
     reconcile,
+    retry::Backoff,
     sink::Sink,
     telemetry,
 };
 
-/// The pause before starting a failed role again: growing from [`FIRST_PAUSE`] to
-/// [`MAX_PAUSE`] while attempts keep failing at once, and back to the first after an attempt
-/// that ran a while (a role that worked for a minute and then lost the broker should be back
-/// within a second or two of the broker's return, not after a long pause from an outage ago).
-const FIRST_PAUSE: Duration = Duration::from_millis(250);
-const MAX_PAUSE: Duration = Duration::from_secs(2);
+/// The pause before starting a failed role again: growing from 250 ms to 2 s while attempts
+/// keep failing at once, and back to the first after an attempt that ran a while (a role that
+/// worked for a minute and then lost the broker should be back within a second or two of the
+/// broker's return, not after a long pause from an outage ago).
+const RESTART_BACKOFF: Backoff =
+    Backoff::exponential(Duration::from_millis(250), Duration::from_secs(2));
 const RAN_A_WHILE: Duration = Duration::from_secs(10);
 
 /// Panics in a row, each within [`RAN_A_WHILE`] of its start, after which a role is given up.
 pub const MAX_QUICK_PANICS: u32 = 5;
 
-fn next_pause(pause: Duration, ran_for: Duration) -> Duration {
+/// Failures in a row after an attempt that ran `ran_for`: an attempt that ran a while starts
+/// the count again.
+fn failures_in_a_row(failures: u32, ran_for: Duration) -> u32 {
     if ran_for >= RAN_A_WHILE {
-        FIRST_PAUSE
+        1
     } else {
-        (pause * 2).min(MAX_PAUSE)
+        failures + 1
     }
 }
 
@@ -315,13 +318,11 @@ async fn supervise<F>(
 where
     F: FnMut() -> Attempt,
 {
-    let mut pause = FIRST_PAUSE / 2;
-    let mut quick_panics = 0u32;
+    let (mut failures, mut quick_panics) = (0u32, 0u32);
     loop {
         let started = Instant::now();
         let outcome = tokio::spawn(attempt()).await;
         let ran_for = started.elapsed();
-        pause = next_pause(pause, ran_for);
         let (reason, error) = match outcome {
             Ok(Ok(())) if shutdown.is_cancelled() => return RoleEnd::Stopped,
             Ok(Ok(())) => {
@@ -358,6 +359,8 @@ where
                 "{quick_panics} panics in a row, each within {RAN_A_WHILE:?} of its start"
             )));
         }
+        failures = failures_in_a_row(failures, ran_for);
+        let pause = RESTART_BACKOFF.wait(failures);
         metrics::counter!("role_restarts_total", "role" => role, "reason" => reason).increment(1);
         tracing::error!(
             role,
@@ -400,16 +403,17 @@ mod tests {
     #[test]
     fn a_failing_role_is_retried_sooner_after_it_had_been_working() {
         let quick = Duration::from_millis(50);
-        let mut pause = FIRST_PAUSE / 2;
+        let mut failures = 0;
         let mut pauses = Vec::new();
         for _ in 0..6 {
-            pause = next_pause(pause, quick);
-            pauses.push(pause.as_millis());
+            failures = failures_in_a_row(failures, quick);
+            pauses.push(RESTART_BACKOFF.wait(failures).as_millis());
         }
         assert_eq!(pauses, [250, 500, 1000, 2000, 2000, 2000]);
         // After a long outage the pause is at its maximum; a role that then ran a while and
         // failed again starts from the first pause, not from the outage's.
-        assert_eq!(next_pause(MAX_PAUSE, RAN_A_WHILE), FIRST_PAUSE);
+        let again = failures_in_a_row(failures, RAN_A_WHILE);
+        assert_eq!(RESTART_BACKOFF.wait(again), Duration::from_millis(250));
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,17 +10,18 @@ use std::{
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// The shared layer: types and plumbing every stage may use; they use only each other.
-const SHARED: [&str; 7] = [
+const SHARED: [&str; 8] = [
     "config",
     "db",
     "health",
     "mockstagram",
     "model",
+    "retry",
     "shutdown",
     "telemetry",
 ];
 /// Tools kept out of the production core (feature `tools`): only the command line uses them.
-const TOOLS: [&str; 2] = ["simulator", "bench"];
+const TOOLS: [&str; 3] = ["simulator", "bench", "testing"];
 
 fn module_graph() -> Graph {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -187,4 +188,38 @@ fn architecture_md_names_every_module() {
             "ARCHITECTURE.md does not name the module `{module}`"
         );
     }
+}
+
+/// The names of the metrics the code emits: `counter!("name"`, `gauge!(`, `histogram!(`.
+fn emitted_metrics() -> BTreeSet<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut names = BTreeSet::new();
+    for file in walk(&src) {
+        let source = std::fs::read_to_string(&file).unwrap();
+        for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+            for piece in source.split(macro_name).skip(1) {
+                let piece = piece.trim_start();
+                if let Some(rest) = piece.strip_prefix('"') {
+                    names.insert(rest.split('"').next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_readme_lists_every_metric_the_code_emits() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let metrics = emitted_metrics();
+    assert!(
+        metrics.contains("points_written_total") && metrics.len() > 20,
+        "{metrics:?}"
+    );
+    let missing: Vec<_> = metrics
+        .iter()
+        .filter(|m| !readme.contains(&format!("`{m}`")))
+        .collect();
+    assert!(missing.is_empty(), "README.md does not list {missing:?}");
 }

@@ -195,12 +195,18 @@ mod tests {
     fn this_process_has_cpu_time_and_memory() {
         let me = std::process::id();
         let before = cpu_seconds(me).unwrap();
+        // Busy for 300 ms of wall time: the process's CPU time must grow by a good part of it
+        // (at least 50 ms, a sixth, however busy the box; it is counted in 10 ms ticks).
+        let started = std::time::Instant::now();
         let mut x = 0u64;
-        for i in 0..50_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        while started.elapsed() < std::time::Duration::from_millis(300) {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
         }
         std::hint::black_box(x);
-        assert!(cpu_seconds(me).unwrap() >= before);
+        let burned = cpu_seconds(me).unwrap() - before;
+        assert!(burned >= 0.05, "{burned} s of CPU for 0.3 s of spinning");
         let (rss, peak) = rss_bytes(me).unwrap();
         assert!(rss > 0 && peak >= rss);
         assert!(cpu_seconds(u32::MAX).is_none());

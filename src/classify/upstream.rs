@@ -144,10 +144,10 @@ pub(crate) async fn ask(
                 })
                 .to_string(),
             }),
-            Err(reason) => {
+            Err(error) => {
                 stage.failed += 1;
                 metrics::counter!("classifications_failed_total").increment(1);
-                tracing::warn!(pk, %reason, "no verdict for this influencer in this pass");
+                tracing::warn!(pk, %error, "no verdict for this influencer in this pass");
             }
         }
         if batch.len() >= WRITE_BATCH || last_write.elapsed() >= WRITE_EVERY {

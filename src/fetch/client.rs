@@ -10,7 +10,6 @@
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng;
 use reqwest::StatusCode;
 use tokio::{sync::Semaphore, time::Instant};
 
@@ -20,6 +19,7 @@ use crate::{
         IS_SUSPICIOUS_PATH, NOT_FOUND_ERROR, PROFILE_PATH, Profile, SuspiciousRequest,
         SuspiciousResponse,
     },
+    retry::Backoff,
 };
 
 /// What one fetch came to.
@@ -31,8 +31,34 @@ pub enum FetchOutcome {
     },
     /// The upstream does not know this pk.
     Gone,
-    /// No point for this slot; the reason is stored.
-    Failed { reason: String, retryable: bool },
+    /// No point for this slot; the error (as text) is stored as the slot's reason.
+    Failed(UpstreamError),
+}
+
+/// Why the upstream gave no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Every attempt until the deadline was retryable (time-outs, 429, 5xx, connections).
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp { attempts: u32, last: String },
+    /// A 200 whose body is not a valid answer for the pk asked (not retried: the same
+    /// question would get the same kind of answer).
+    #[error("malformed body: {0}")]
+    Malformed(String),
+    /// A status the API does not answer (a 4xx other than 429): not retried.
+    #[error("unexpected HTTP {0}")]
+    UnexpectedStatus(u16),
+}
+
+impl UpstreamError {
+    /// A label for metrics (few values).
+    pub fn label(&self) -> &'static str {
+        match self {
+            UpstreamError::GaveUp { .. } => "gave_up",
+            UpstreamError::Malformed(_) => "malformed",
+            UpstreamError::UnexpectedStatus(_) => "unexpected_status",
+        }
+    }
 }
 
 /// A fetch outcome's label for metrics (few values).
@@ -41,10 +67,7 @@ impl FetchOutcome {
         match self {
             FetchOutcome::Fetched { .. } => "fetched",
             FetchOutcome::Gone => "gone",
-            FetchOutcome::Failed {
-                retryable: false, ..
-            } => "malformed",
-            FetchOutcome::Failed { .. } => "gave_up",
+            FetchOutcome::Failed(error) => error.label(),
         }
     }
 }
@@ -77,9 +100,10 @@ pub struct MockstagramClient {
     in_flight: Arc<Semaphore>,
 }
 
-/// First backoff step; doubles each attempt up to [`MAX_BACKOFF`].
-const BASE_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Between attempts: 100 ms after the first failure, doubling up to 2 s, with full jitter so
+/// that many fetches failing at once (a 503 burst) do not come back at once.
+const RETRY_BACKOFF: Backoff =
+    Backoff::exponential(Duration::from_millis(100), Duration::from_secs(2)).with_full_jitter();
 
 impl MockstagramClient {
     pub fn new(settings: &UpstreamSettings) -> anyhow::Result<Self> {
@@ -136,12 +160,9 @@ impl MockstagramClient {
                 }
             })
             .await
-            .unwrap_or_else(|reason| {
-                tracing::warn!(pk, %reason, "fetch gave up at the slot's deadline");
-                FetchOutcome::Failed {
-                    reason,
-                    retryable: true,
-                }
+            .unwrap_or_else(|error| {
+                tracing::warn!(pk, %error, "fetch gave up at the slot's deadline");
+                FetchOutcome::Failed(error)
             });
         metrics::counter!("fetches_total", "outcome" => outcome.label()).increment(1);
         outcome
@@ -152,7 +173,7 @@ impl MockstagramClient {
         &self,
         request: &SuspiciousRequest,
         deadline: Instant,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, UpstreamError> {
         let url = format!("{}{IS_SUSPICIOUS_PATH}", self.base);
         self.retrying(request.pk, deadline, || async {
             match self
@@ -174,7 +195,7 @@ impl MockstagramClient {
         pk: i64,
         deadline: Instant,
         mut attempt: F,
-    ) -> Result<T, String>
+    ) -> Result<T, UpstreamError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
@@ -186,18 +207,12 @@ impl MockstagramClient {
                 Attempt::Done(done) => return Ok(done),
                 Attempt::Retry(retry) => retry,
             };
-            let backoff = {
-                let cap = BASE_BACKOFF
-                    .saturating_mul(1 << attempts.min(16))
-                    .min(MAX_BACKOFF);
-                rand::rng().random_range(Duration::ZERO..=cap)
-            };
-            let wait = backoff.max(retry.at_least);
+            let wait = RETRY_BACKOFF.wait(attempts).max(retry.at_least);
             if Instant::now() + wait >= deadline {
-                return Err(format!(
-                    "gave up after {attempts} attempts: {}",
-                    retry.reason
-                ));
+                return Err(UpstreamError::GaveUp {
+                    attempts,
+                    last: retry.reason,
+                });
             }
             metrics::counter!("fetch_retries_total", "reason" => retry.label).increment(1);
             tracing::debug!(pk, attempts, reason = %retry.reason, wait_ms = wait.as_millis() as u64, "retrying");
@@ -277,20 +292,20 @@ fn retry_for(answer: &Answer) -> Option<Retry> {
 }
 
 /// What an is_suspicious answer means.
-fn classify_verdict(pk: i64, answer: Answer) -> Attempt<Result<bool, String>> {
+fn classify_verdict(pk: i64, answer: Answer) -> Attempt<Result<bool, UpstreamError>> {
     if answer.status == StatusCode::OK {
         return Attempt::Done(
             serde_json::from_slice::<SuspiciousResponse>(&answer.body)
                 .map(|r| r.suspicious)
                 .map_err(|e| {
                     tracing::warn!(pk, error = %e, "malformed is_suspicious answer");
-                    format!("malformed body: {e}")
+                    UpstreamError::Malformed(e.to_string())
                 }),
         );
     }
     match retry_for(&answer) {
         Some(retry) => Attempt::Retry(retry),
-        None => Attempt::Done(Err(format!("unexpected HTTP {}", answer.status.as_u16()))),
+        None => Attempt::Done(Err(UpstreamError::UnexpectedStatus(answer.status.as_u16()))),
     }
 }
 
@@ -302,12 +317,9 @@ fn classify(pk: i64, answer: Answer) -> Attempt<FetchOutcome> {
                 follower_count,
                 following_count,
             },
-            Err(reason) => {
-                tracing::warn!(pk, %reason, "malformed answer from Mockstagram");
-                FetchOutcome::Failed {
-                    reason,
-                    retryable: false,
-                }
+            Err(error) => {
+                tracing::warn!(pk, %error, "malformed answer from Mockstagram");
+                FetchOutcome::Failed(error)
             }
         });
     }
@@ -318,25 +330,24 @@ fn classify(pk: i64, answer: Answer) -> Attempt<FetchOutcome> {
     }
     match retry_for(&answer) {
         Some(retry) => Attempt::Retry(retry),
-        None => Attempt::Done(FetchOutcome::Failed {
-            reason: format!("unexpected HTTP {}", answer.status.as_u16()),
-            retryable: false,
-        }),
+        None => Attempt::Done(FetchOutcome::Failed(UpstreamError::UnexpectedStatus(
+            answer.status.as_u16(),
+        ))),
     }
 }
 
 /// Parses and checks a profile: the pk must be the one asked for, counts whole and ≥ 0.
-pub fn parse_profile(pk: i64, body: &[u8]) -> Result<(i32, i32), String> {
-    let profile: Profile =
-        serde_json::from_slice(body).map_err(|e| format!("malformed body: {e}"))?;
+pub fn parse_profile(pk: i64, body: &[u8]) -> Result<(i32, i32), UpstreamError> {
+    let malformed = UpstreamError::Malformed;
+    let profile: Profile = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
     if profile.pk != pk {
-        return Err(format!("malformed body: answer is for pk {}", profile.pk));
+        return Err(malformed(format!("answer is for pk {}", profile.pk)));
     }
     let count = |name: &str, v: i64| {
         i32::try_from(v)
             .ok()
             .filter(|v| *v >= 0)
-            .ok_or_else(|| format!("malformed body: {name} {v} out of range"))
+            .ok_or_else(|| malformed(format!("{name} {v} out of range")))
     };
     Ok((
         count("followerCount", profile.follower_count)?,
@@ -363,7 +374,9 @@ mod tests {
     fn a_profile_must_be_for_the_pk_asked_with_counts_in_range() {
         let ok = br#"{"pk":5,"username":"influencer-5","followerCount":10,"followingCount":2}"#;
         assert_eq!(parse_profile(5, ok), Ok((10, 2)));
-        assert!(parse_profile(6, ok).unwrap_err().contains("pk 5"));
+        let wrong_pk = parse_profile(6, ok).unwrap_err();
+        assert_eq!(wrong_pk.to_string(), "malformed body: answer is for pk 5");
+        assert_eq!(wrong_pk.label(), "malformed");
         let negative = br#"{"pk":5,"username":"u","followerCount":-10,"followingCount":2}"#;
         assert!(parse_profile(5, negative).is_err());
         let huge = br#"{"pk":5,"username":"u","followerCount":99999999999,"followingCount":2}"#;
@@ -394,13 +407,18 @@ mod tests {
         let throttled = classify(5, answer(StatusCode::TOO_MANY_REQUESTS, Some(3), b""));
         assert!(matches!(throttled, Attempt::Retry(r) if r.at_least == Duration::from_secs(3)));
         let bad_request = classify(5, answer(StatusCode::BAD_REQUEST, None, b""));
-        assert!(matches!(
-            bad_request,
-            Attempt::Done(FetchOutcome::Failed {
-                retryable: false,
-                ..
-            })
-        ));
+        let Attempt::Done(outcome) = bad_request else {
+            panic!("a 400 is not retried");
+        };
+        assert_eq!(
+            outcome,
+            FetchOutcome::Failed(UpstreamError::UnexpectedStatus(400))
+        );
+        assert_eq!(
+            outcome.label(),
+            "unexpected_status",
+            "not counted as malformed"
+        );
     }
 
     #[test]

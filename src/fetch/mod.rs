@@ -4,5 +4,5 @@
 pub mod client;
 pub mod worker;
 
-pub use client::{FetchOutcome, MockstagramClient, parse_profile};
+pub use client::{FetchOutcome, MockstagramClient, UpstreamError, parse_profile};
 pub use worker::{Poller, PollerMemory};

@@ -304,11 +304,11 @@ impl Poller {
                         reason: format!("Mockstagram answered {NOT_FOUND_ERROR}"),
                     });
                 }
-                FetchOutcome::Failed { reason, .. } => outcomes.failures.push(Failure {
+                FetchOutcome::Failed(error) => outcomes.failures.push(Failure {
                     pk: entry.pk,
                     slot_ms: entry.slot_ms,
                     failed_ms: at_ms,
-                    reason,
+                    reason: error.to_string(),
                 }),
             }
         }

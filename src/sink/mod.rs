@@ -33,7 +33,17 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::SinkSettings,
     queue::{Broker, points::Outcomes},
+    retry::Backoff,
 };
+
+/// Between attempts to write a held batch: 200 ms doubling up to 5 s.
+const WRITE_BACKOFF: Backoff =
+    Backoff::exponential(Duration::from_millis(200), Duration::from_secs(5));
+
+/// Between probes of a database that stopped answering: 250 ms doubling up to 2 s, so the
+/// sink is back within about 2 s of the database's return.
+const PROBE_BACKOFF: Backoff =
+    Backoff::exponential(Duration::from_millis(250), Duration::from_secs(2));
 
 /// One held delivery.
 struct Held {
@@ -166,8 +176,9 @@ impl Sink {
     /// Waits until the database answers again (or shutdown).
     async fn wait_for_database(&self, shutdown: &CancellationToken) {
         tracing::warn!("database unreachable: stopped consuming; points wait in the queue");
-        let mut pause = Duration::from_millis(250);
+        let mut failures = 0;
         loop {
+            failures += 1;
             let probe = tokio::time::timeout(
                 Duration::from_secs(5),
                 sqlx::query("select 1").execute(&self.pool),
@@ -176,10 +187,9 @@ impl Sink {
                 return;
             }
             tokio::select! {
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep(PROBE_BACKOFF.wait(failures)) => {}
                 () = shutdown.cancelled() => return,
             }
-            pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -257,8 +267,7 @@ impl Sink {
                         .await?;
                         return Ok(FlushOutcome::Requeued { messages });
                     }
-                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)))
-                        .min(Duration::from_secs(5));
+                    let backoff = WRITE_BACKOFF.wait(attempt);
                     tokio::select! {
                         () = tokio::time::sleep_until((Instant::now() + backoff).min(give_back_at)) => {}
                         () = shutdown.cancelled() => {}

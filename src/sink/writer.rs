@@ -15,9 +15,6 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::{model::Point, queue::points::Outcomes};
 
-/// SQLSTATE unique_violation.
-const UNIQUE_VIOLATION: &str = "23505";
-
 /// What a write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteReport {
@@ -158,7 +155,7 @@ async fn store_points(
             savepoint.commit().await?;
             Ok(stored)
         }
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(UNIQUE_VIOLATION) => {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             savepoint.rollback().await?;
             metrics::counter!("sink_copy_fallbacks_total").increment(1);
             let (ids, slots, fetched, followers, following) = columns;
@@ -211,13 +208,22 @@ pub fn copy_binary(points: impl Iterator<Item = Point>) -> Vec<u8> {
     out
 }
 
+/// SQLSTATE classes sqlx has no error kind for: data exceptions (a value out of range) and
+/// syntax errors or access rule violations.
+const DATA_EXCEPTION: &str = "22";
+const SYNTAX_OR_ACCESS_RULE: &str = "42";
+
 /// Whether a write error is about the data (retrying the same rows cannot help) rather than
-/// the database being unreachable or busy.
+/// the database being unreachable or busy: an integrity constraint violated (sqlx's error
+/// kinds: unique, foreign key, not null, check), a data exception, a rule violation.
 pub fn is_data_error(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("22") || c.starts_with("23") || c.starts_with("42")),
+        sqlx::Error::Database(db) => {
+            db.kind() != sqlx::error::ErrorKind::Other
+                || db.code().is_some_and(|c| {
+                    c.starts_with(DATA_EXCEPTION) || c.starts_with(SYNTAX_OR_ACCESS_RULE)
+                })
+        }
         sqlx::Error::Encode(_) | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => true,
         _ => false,
     }

@@ -37,6 +37,9 @@ try {
     why: document.querySelector("#latest-suspicious").title,
     average: document.querySelector("#average-now").textContent,
     legend: document.querySelector("#chart-followers .u-legend")?.textContent ?? "",
+    // What each uPlot chart holds: [times, values].
+    series: Object.fromEntries(["followers", "following", "ratio", "average"].map(
+      (n) => [n, charts[n] ? charts[n].data.map((column) => Array.from(column)) : null])),
   }));
   await page.screenshot({ path: screenshot, fullPage: true });
 

@@ -137,8 +137,13 @@ async fn upstream_faults_keep_the_rate_under_the_ceiling_and_the_slots_stored() 
     );
 
     assert!(bursts >= 10, "{bursts} bursts");
-    // The limiter lets a tenth of a second's worth through at once, then one each 1/CEILING s.
-    let allowed = CEILING as f64 * busiest.2.as_secs_f64() + CEILING as f64 / 10.0 + 2.0;
+    // The limiter lets a tenth of a second's worth through at once, then one each 1/CEILING s:
+    // at most CEILING·dt + CEILING/10 leave the poller in a window of dt. They are counted
+    // where they arrive, at the simulator, so a window may also catch requests released just
+    // before it and delayed on the way (the box is busy: up to 50 ms, CEILING/20 requests).
+    // The measured figure is in the report; the rate against the ceiling is `bench upstream`'s.
+    let transit = CEILING as f64 / 20.0;
+    let allowed = CEILING as f64 * busiest.2.as_secs_f64() + CEILING as f64 / 10.0 + transit;
     assert!(
         (busiest.1 as f64) <= allowed,
         "{} requests in {:?}: over the ceiling of {CEILING}/s",

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use influencer_analytics::{
     api::{ApiState, error::Problem, router},
+    config::ServiceUrl,
     roles::Roles,
 };
 use reqwest::StatusCode;
@@ -334,6 +335,56 @@ async fn health_and_readiness_answer() {
     assert_eq!(status, 200);
     let (status, _, _) = api.get("/metrics").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn readiness_fails_naming_the_dependency_that_cannot_be_reached_and_health_names_the_roles() {
+    let db = TestDb::new().await;
+    // A port nothing listens on: the broker is "down".
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let broker = ServiceUrl::parse(
+        &format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        &["amqp"],
+    )
+    .unwrap();
+    let mut roles = Roles::new(CancellationToken::new());
+    let state = ApiState::new(db.pool.clone(), Duration::from_secs(60))
+        .with_broker(broker)
+        .with_health(roles.health());
+    let addr = roles
+        .serve(
+            "serve",
+            router(state),
+            "127.0.0.1:0".parse().unwrap(),
+            "LISTEN_ADDR",
+        )
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let problem: Problem = ready.json().await.unwrap();
+    assert!(problem.detail.contains("broker"), "{}", problem.detail);
+    assert!(!problem.detail.contains("database"), "{}", problem.detail);
+    let health: Value = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health["status"], "ok",
+        "liveness does not depend on the broker"
+    );
+    assert_eq!(health["roles"]["serve"]["state"], "running", "{health}");
 }
 
 #[tokio::test]

@@ -3,7 +3,12 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use influencer_analytics::api::{ApiState, router};
+use influencer_analytics::{
+    api::{ApiState, router},
+    model::follower_ratio,
+    roles::Roles,
+};
+use tokio_util::sync::CancellationToken;
 
 use influencer_analytics::testing::TestDb;
 
@@ -70,10 +75,18 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         .await
         .unwrap();
 
+    let mut roles = Roles::new(CancellationToken::new());
     let state = ApiState::new(pool.clone(), Duration::from_secs(60));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let addr = roles
+        .serve(
+            "serve",
+            router(state),
+            "127.0.0.1:0".parse().unwrap(),
+            "LISTEN_ADDR",
+        )
+        .await
+        .unwrap();
+    let base = format!("http://{addr}");
 
     let screenshot = root.join("target/dashboard.png");
     let output = tokio::task::spawn_blocking(move || {
@@ -106,6 +119,28 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         seen["charts"],
         serde_json::json!([true, true, true, true]),
         "every chart drew"
+    );
+    // Each chart holds the stored series, in time order: what the test inserted, point for point.
+    let minutes: Vec<i64> = (1..=50).rev().collect();
+    let times: Vec<i64> = minutes.iter().map(|m| now - 60 * m).collect();
+    let followers: Vec<i32> = minutes
+        .iter()
+        .map(|m| 50_000 + (m * 137 % 5000) as i32)
+        .collect();
+    let following: Vec<i32> = minutes.iter().map(|m| 1300 + (m % 40) as i32).collect();
+    let ratios: Vec<f64> = followers
+        .iter()
+        .zip(&following)
+        .map(|(f, g)| follower_ratio(*f, *g).unwrap())
+        .collect();
+    let series = &seen["series"];
+    assert_eq!(series["followers"], serde_json::json!([times, followers]));
+    assert_eq!(series["following"], serde_json::json!([times, following]));
+    assert_eq!(series["ratio"], serde_json::json!([times, ratios]));
+    assert_eq!(
+        series["average"][1],
+        serde_json::json!([52388.7]),
+        "the one stored minute"
     );
     assert_eq!(seen["followers"], "57,166");
     assert_eq!(seen["following"], "1,328");
