@@ -249,17 +249,8 @@ async fn sink(args: SinkArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut roles = Roles::new(shutdown::on_signal());
     let pool = db::connect(&args.database).await?;
-    let api = ApiState::new(pool, args.schedule.poll_interval)
-        .with_broker(args.broker.amqp_url)
-        .with_health(roles.health());
-    let addr = roles
-        .serve(
-            "serve",
-            crate::api::router(api),
-            args.listen.listen_addr,
-            "LISTEN_ADDR",
-        )
-        .await?;
+    let api = ApiState::new(pool, args.schedule.poll_interval).with_broker(args.broker.amqp_url);
+    let addr = roles.serve_api(api, args.listen.listen_addr).await?;
     println!("API at http://{addr}/influencer_analytics/{{id}}; metrics at http://{addr}/metrics");
     roles.wait().await
 }
@@ -306,17 +297,8 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
     if seed_count > 0 {
         seed_demo(&pool, &args.broker, interval, seed_count).await?;
     }
-    let api = ApiState::new(pool.clone(), interval)
-        .with_broker(args.broker.amqp_url.clone())
-        .with_health(roles.health());
-    let addr = roles
-        .serve(
-            "serve",
-            crate::api::router(api),
-            args.listen.listen_addr,
-            "LISTEN_ADDR",
-        )
-        .await?;
+    let api = ApiState::new(pool.clone(), interval).with_broker(args.broker.amqp_url.clone());
+    let addr = roles.serve_api(api, args.listen.listen_addr).await?;
     println!(
         "polling every {}; API at http://{addr}/influencer_analytics/1000000; metrics at http://{addr}/metrics; Ctrl-C stops",
         humantime::format_duration(interval),

@@ -29,6 +29,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    api::{self, ApiState},
     classify::PassSettings,
     config::{BrokerSettings, SinkSettings},
     fetch::{MockstagramClient, Poller, PollerMemory},
@@ -262,6 +263,17 @@ impl Roles {
             })
         });
         Ok(bound)
+    }
+
+    /// Serves the API and dashboard (the role `serve`) on `addr` (`LISTEN_ADDR`); its
+    /// `/healthz` reports these roles.
+    pub async fn serve_api(
+        &mut self,
+        state: ApiState,
+        addr: SocketAddr,
+    ) -> anyhow::Result<SocketAddr> {
+        let router = api::router(state.with_health(self.health()));
+        self.serve("serve", router, addr, "LISTEN_ADDR").await
     }
 
     /// Serves a role's `/metrics` and `/healthz` on `addr` (`METRICS_ADDR`).

@@ -75,22 +75,27 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
         let admin = format!("{}/postgres", self.server);
-        // Drop runs inside the test's runtime: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(mut c) = PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
-                        .execute(&mut c)
-                        .await;
-                }
-            });
-        })
-        .join();
+        on_a_runtime_of_its_own(async move {
+            if let Ok(mut c) = PgConnection::connect(&admin).await {
+                let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
+                    .execute(&mut c)
+                    .await;
+            }
+        });
     }
+}
+
+/// Runs `cleanup` to its end on a thread with a runtime of its own: a guard is dropped inside
+/// the test's runtime, which cannot be blocked on.
+fn on_a_runtime_of_its_own(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the clean-up")
+            .block_on(cleanup);
+    })
+    .join();
 }
 
 pub fn simulator_settings(population: u64, seed: u64) -> SimulatorSettings {
@@ -188,19 +193,12 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         let settings = self.settings.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(broker) = Broker::connect(&settings).await {
-                    let _ = broker.delete_all().await;
-                    broker.close().await;
-                }
-            });
-        })
-        .join();
+        on_a_runtime_of_its_own(async move {
+            if let Ok(broker) = Broker::connect(&settings).await {
+                let _ = broker.delete_all().await;
+                broker.close().await;
+            }
+        });
     }
 }
 

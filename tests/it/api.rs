@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use influencer_analytics::{
-    api::{ApiState, error::Problem, router},
+    api::{ApiState, error::Problem},
     config::ServiceUrl,
     roles::Roles,
 };
@@ -25,15 +25,9 @@ impl TestApi {
     async fn start() -> Self {
         let db = TestDb::new().await;
         let mut roles = Roles::new(CancellationToken::new());
-        let state =
-            ApiState::new(db.pool.clone(), Duration::from_secs(60)).with_health(roles.health());
+        let state = ApiState::new(db.pool.clone(), Duration::from_secs(60));
         let addr = roles
-            .serve(
-                "serve",
-                router(state),
-                "127.0.0.1:0".parse().unwrap(),
-                "LISTEN_ADDR",
-            )
+            .serve_api(state, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         Self {
@@ -350,16 +344,9 @@ async fn readiness_fails_naming_the_dependency_that_cannot_be_reached_and_health
     )
     .unwrap();
     let mut roles = Roles::new(CancellationToken::new());
-    let state = ApiState::new(db.pool.clone(), Duration::from_secs(60))
-        .with_broker(broker)
-        .with_health(roles.health());
+    let state = ApiState::new(db.pool.clone(), Duration::from_secs(60)).with_broker(broker);
     let addr = roles
-        .serve(
-            "serve",
-            router(state),
-            "127.0.0.1:0".parse().unwrap(),
-            "LISTEN_ADDR",
-        )
+        .serve_api(state, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let client = reqwest::Client::new();

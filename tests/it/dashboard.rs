@@ -3,11 +3,7 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use influencer_analytics::{
-    api::{ApiState, router},
-    model::follower_ratio,
-    roles::Roles,
-};
+use influencer_analytics::{api::ApiState, model::follower_ratio, roles::Roles};
 use tokio_util::sync::CancellationToken;
 
 use influencer_analytics::testing::TestDb;
@@ -78,12 +74,7 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
     let mut roles = Roles::new(CancellationToken::new());
     let state = ApiState::new(pool.clone(), Duration::from_secs(60));
     let addr = roles
-        .serve(
-            "serve",
-            router(state),
-            "127.0.0.1:0".parse().unwrap(),
-            "LISTEN_ADDR",
-        )
+        .serve_api(state, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let base = format!("http://{addr}");
