@@ -151,3 +151,39 @@ async fn ensure_timescaledb(connection: &mut PgConnection, url: &ServiceUrl) -> 
     }
     Ok(())
 }
+
+/// A session-level advisory lock, held on a connection of its own for work longer than one
+/// transaction (a classification pass, chunk maintenance): one process at a time does it.
+pub struct SessionLock {
+    connection: PgConnection,
+    key: i64,
+}
+
+impl SessionLock {
+    /// Takes the lock `key` if no other session holds it.
+    pub async fn try_take(pool: &PgPool, key: i64) -> Result<Option<Self>, sqlx::Error> {
+        let mut connection = pool.acquire().await?.detach();
+        let taken: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut connection)
+            .await?;
+        if taken {
+            Ok(Some(Self { connection, key }))
+        } else {
+            let _ = connection.close().await;
+            Ok(None)
+        }
+    }
+
+    /// Releases the lock now. Unlocks before closing: a closed session's locks are freed only
+    /// when the server has ended its backend, a moment later, and another process asking in
+    /// that moment would be told the work is still running. (If the connection is gone, so is
+    /// the lock.)
+    pub async fn release(mut self) {
+        let _ = sqlx::query("select pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut self.connection)
+            .await;
+        let _ = self.connection.close().await;
+    }
+}

@@ -22,10 +22,10 @@ pub mod upstream;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
-use crate::fetch::MockstagramClient;
+use crate::{db::SessionLock, fetch::MockstagramClient};
 
 pub use spike::SpikeRule;
 
@@ -132,21 +132,14 @@ pub async fn run_pass(
     start: PassStart,
     shutdown: CancellationToken,
 ) -> anyhow::Result<PassOutcome> {
-    let mut lock: PgConnection = pool.acquire().await?.detach();
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(LOCK_KEY)
-        .fetch_one(&mut lock)
-        .await?;
-    if !locked {
+    let Some(lock) = SessionLock::try_take(pool, LOCK_KEY).await? else {
         tracing::info!("another classification pass is running; nothing to do");
-        let _ = lock.close().await;
         return Ok(PassOutcome::AlreadyRunning);
-    }
+    };
     metrics::gauge!("classification_pass_running").set(1.0);
     let result = run_under_lock(pool, client, settings, start, shutdown).await;
     metrics::gauge!("classification_pass_running").set(0.0);
-    // Closing the session releases the lock, whatever happened.
-    let _ = lock.close().await;
+    lock.release().await;
     result
 }
 

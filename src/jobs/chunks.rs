@@ -9,7 +9,9 @@
 //! Run by the minutely jobs ([`super::run_minutely`]); a session advisory lock lets one process
 //! at a time do it.
 
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
+
+use crate::db::SessionLock;
 
 /// Advisory lock key: "compact" in ASCII.
 const LOCK_KEY: i64 = 0x63_6f6d_7061_6374;
@@ -19,17 +21,11 @@ const SETTLE: &str = "10 minutes";
 
 /// Compacts the chunks that are due; returns how many.
 pub async fn compact_closed_chunks(pool: &PgPool) -> anyhow::Result<usize> {
-    let mut lock = pool.acquire().await?.detach();
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(LOCK_KEY)
-        .fetch_one(&mut lock)
-        .await?;
-    if !locked {
-        let _ = lock.close().await;
+    let Some(lock) = SessionLock::try_take(pool, LOCK_KEY).await? else {
         return Ok(0);
-    }
+    };
     let result = compact_under_lock(pool).await;
-    let _ = lock.close().await;
+    lock.release().await;
     result
 }
 

@@ -92,3 +92,33 @@ async fn the_average_is_stored_once_per_minute_however_many_ask() {
         break;
     }
 }
+
+/// A lock released by one process can be taken by the next at once: the release unlocks
+/// before it closes its connection (closing alone frees the lock only when the server has
+/// ended the session, which a next pass asking at once could race: CI saw a daily pass told
+/// "already running" right after the previous one ended).
+#[tokio::test]
+async fn a_released_session_lock_can_be_taken_again_at_once() {
+    use influencer_analytics::db::SessionLock;
+    let db = TestDb::new().await;
+    let mut observer = db.pool.acquire().await.unwrap();
+    for round in 0..200 {
+        let lock = SessionLock::try_take(&db.pool, 42)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("round {round}: the lock released before is still held"));
+        assert!(
+            SessionLock::try_take(&db.pool, 42).await.unwrap().is_none(),
+            "held: nobody else takes it"
+        );
+        lock.release().await;
+        // Asked on a connection already open, the moment release() returns.
+        let held: i64 = sqlx::query_scalar(
+            "select count(*) from pg_locks where locktype = 'advisory' and objid = 42 and granted",
+        )
+        .fetch_one(&mut *observer)
+        .await
+        .unwrap();
+        assert_eq!(held, 0, "round {round}: still held after release()");
+    }
+}
