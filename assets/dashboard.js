@@ -18,9 +18,14 @@ function stepFor(seconds) {
   return "7d";
 }
 
+// The view in the URL hash; a range the page does not offer (an old or edited link) falls back
+// to the default view rather than asking the API for start_time=NaN.
 function readHash() {
   const params = new URLSearchParams(location.hash.slice(1));
-  return { influencer: params.get("influencer") || "", range: params.get("range") || "86400",
+  const offered = [...$("range").options].map((option) => option.value);
+  const range = params.get("range");
+  return { influencer: params.get("influencer") || "",
+           range: offered.includes(range) ? range : "86400",
            from: params.get("from") || "", to: params.get("to") || "" };
 }
 

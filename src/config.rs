@@ -277,14 +277,11 @@ pub struct ListenSettings {
 /// Settings of the Mockstagram simulator.
 #[derive(Args, Debug, Clone)]
 pub struct SimulatorSettings {
-    /// Address the simulator listens on (the default is where MOCKSTAGRAM_URL points).
-    #[arg(
-        long = "listen",
-        env = "SIMULATOR_LISTEN",
-        default_value = "127.0.0.1:3000",
-        value_parser = socket_addr
-    )]
-    pub listen: SocketAddr,
+    /// Address the simulator listens on. Default: for `simulate`, 127.0.0.1:3000 (where
+    /// MOCKSTAGRAM_URL points by default); for `run --simulate`, a free port of 127.0.0.1 (only
+    /// its own poller calls it).
+    #[arg(long = "listen", env = "SIMULATOR_LISTEN", value_parser = socket_addr)]
+    pub listen: Option<SocketAddr>,
 
     /// Number of influencers; their pks run from 1000000 upwards.
     #[arg(long, env = "SIMULATOR_POPULATION", default_value = "1000000", value_parser = positive)]

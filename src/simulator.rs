@@ -247,7 +247,7 @@ impl Simulator {
 pub async fn run(settings: SimulatorSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let simulator = Simulator::new(&settings);
-    let listener = bind(&settings).await?;
+    let listener = bind(&settings, SIMULATE_LISTEN).await?;
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
@@ -274,7 +274,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let simulator = Simulator::new(settings);
-    let listener = bind(settings).await?;
+    let listener = bind(settings, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = Simulator::serve(simulator.router(), listener, shutdown).await {
@@ -284,11 +284,17 @@ pub async fn start(
     Ok(addr)
 }
 
-async fn bind(settings: &SimulatorSettings) -> anyhow::Result<TcpListener> {
+/// Where `simulate` listens unless SIMULATOR_LISTEN says otherwise: MOCKSTAGRAM_URL's default.
+pub const SIMULATE_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3000);
+
+/// Binds SIMULATOR_LISTEN, or `default` when it is not set.
+async fn bind(settings: &SimulatorSettings, default: SocketAddr) -> anyhow::Result<TcpListener> {
     use anyhow::Context;
-    TcpListener::bind(settings.listen)
+    let addr = settings.listen.unwrap_or(default);
+    TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on SIMULATOR_LISTEN={}", settings.listen))
+        .with_context(|| format!("cannot listen on SIMULATOR_LISTEN={addr}"))
 }
 
 /// The deterministic random source for one draw: `hash(seed, pk, call)`.
@@ -476,7 +482,7 @@ mod tests {
 
     fn settings(population: u64, seed: u64) -> SimulatorSettings {
         SimulatorSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
             population,
             seed: Some(seed),
             delay_scale: 0.0,

@@ -100,7 +100,7 @@ fn on_a_runtime_of_its_own(cleanup: impl std::future::Future<Output = ()> + Send
 
 pub fn simulator_settings(population: u64, seed: u64) -> SimulatorSettings {
     SimulatorSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
         population,
         seed: Some(seed),
         delay_scale: 0.0,

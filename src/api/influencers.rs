@@ -180,8 +180,9 @@ pub async fn range(
     InfluencerId { id }: InfluencerId,
     Query(query): Query<RangeQuery>,
 ) -> Result<Json<RangeAnswer>, ApiError> {
-    let range = TimeRange::from_query(&query, Utc::now().timestamp(), state.interval_seconds())?;
+    // Who first: an influencer never tracked is a 404 whatever range was asked for.
     let username = username(&state, id).await?;
+    let range = TimeRange::from_query(&query, Utc::now().timestamp(), state.interval_seconds())?;
     let points = match range.step {
         None => {
             let rows: Vec<RawRangeRow> = sqlx::query_as(RAW_RANGE_SQL)

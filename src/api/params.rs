@@ -304,16 +304,22 @@ impl TimeRange {
     /// naming a step that fits.
     pub fn from_query(query: &RangeQuery, now: i64, point_spacing: i64) -> Result<Self, ApiError> {
         let end = query.end_time.map_or(now, |Epoch(t)| t);
+        let step = query.step.map(|Step(s)| s);
+        // Without start_time: the day before end_time, or as much of it as one answer holds
+        // (at a poll interval under 9 s a day of raw points is more than MAX_POINTS).
+        let default_span = match step {
+            Some(_) => DEFAULT_RANGE_SECONDS,
+            None => DEFAULT_RANGE_SECONDS.min((MAX_POINTS - 1) * point_spacing.max(1)),
+        };
         let start = query
             .start_time
-            .map_or((end - DEFAULT_RANGE_SECONDS).max(0), |Epoch(t)| t);
+            .map_or((end - default_span).max(0), |Epoch(t)| t);
         if start > end {
             return Err(ApiError::bad_request(
                 "Invalid time range",
                 format!("start_time ({start}) is after end_time ({end})"),
             ));
         }
-        let step = query.step.map(|Step(s)| s);
         let span = end - start;
         let width = step.unwrap_or(point_spacing.max(1));
         if span / width + 1 > MAX_POINTS {
@@ -477,6 +483,22 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_range_without_start_time_always_fits_in_one_answer() {
+        let now = 1_800_000_000;
+        let day = TimeRange::from_query(&RangeQuery::default(), now, 60).unwrap();
+        assert_eq!(day.end - day.start, DEFAULT_RANGE_SECONDS, "a day at 60 s");
+        // At a 2 s poll interval a day is 43,200 points: the default shrinks to what fits.
+        let short = TimeRange::from_query(&RangeQuery::default(), now, 2).unwrap();
+        assert_eq!(short.end - short.start, (MAX_POINTS - 1) * 2);
+        let with_step = RangeQuery {
+            step: Some(Step(300)),
+            ..RangeQuery::default()
+        };
+        let bucketed = TimeRange::from_query(&with_step, now, 2).unwrap();
+        assert_eq!(bucketed.end - bucketed.start, DEFAULT_RANGE_SECONDS);
     }
 
     #[test]

@@ -133,7 +133,9 @@ pub async fn top(
          order by r.rank, r.influencer_id
          limit $3",
     )
-    .bind(after_rank as i32)
+    // Ranks are integers: a cursor past the largest one is past every rank (an empty page),
+    // never a wrapped-around one that starts the list again.
+    .bind(after_rank.min(i64::from(i32::MAX)) as i32)
     .bind(after_id)
     .bind(limit)
     .fetch_all(&state.pool)

@@ -416,7 +416,7 @@ mod tests {
     fn the_simulators_random_walk_over_a_day_is_not_flagged() {
         let population = 20_000;
         let sim = Simulator::new(&SimulatorSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
             population,
             seed: Some(7),
             delay_scale: 0.0,

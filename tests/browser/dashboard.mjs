@@ -47,7 +47,18 @@ try {
   await page.click("#show");
   await page.waitForFunction(() => document.querySelector("#message").className === "error", null, { timeout: 15000 });
   const unknown = await page.textContent("#message");
-  console.log(JSON.stringify({ prompt, ...seen, unknown, errors }));
+
+  // A link whose range the page does not offer opens the default view (the last day).
+  const linked = await browser.newPage();
+  linked.on("pageerror", (e) => errors.push(String(e)));
+  await linked.goto(`${base}/#influencer=${influencer}&range=fortnight`);
+  await linked.waitForFunction(() => document.body.dataset.points !== undefined, null, { timeout: 15000 });
+  const badRange = await linked.evaluate(() => ({
+    points: Number(document.body.dataset.points),
+    range: document.querySelector("#range").value,
+    message: document.querySelector("#message").textContent,
+  }));
+  console.log(JSON.stringify({ prompt, ...seen, unknown, badRange, errors }));
 } finally {
   await browser.close();
 }

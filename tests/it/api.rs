@@ -23,9 +23,14 @@ struct TestApi {
 
 impl TestApi {
     async fn start() -> Self {
+        Self::polled_every(Duration::from_secs(60)).await
+    }
+
+    /// The API of a pipeline that polls every `interval`.
+    async fn polled_every(interval: Duration) -> Self {
         let db = TestDb::new().await;
         let mut roles = Roles::new(CancellationToken::new());
-        let state = ApiState::new(db.pool.clone(), Duration::from_secs(60));
+        let state = ApiState::new(db.pool.clone(), interval);
         let addr = roles
             .serve_api(state, "127.0.0.1:0".parse().unwrap())
             .await
@@ -624,4 +629,40 @@ async fn every_request_the_openapi_document_calls_valid_is_accepted() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(report.contains("Tested: 8"), "{report}");
+}
+
+/// Issue 18: at a poll interval under 9 s the default day held more than 10,000 points and a
+/// request without a range was a 400, even for an influencer never tracked.
+#[tokio::test]
+async fn a_range_without_times_always_answers_and_an_unknown_influencer_is_a_404() {
+    let api = TestApi::polled_every(Duration::from_secs(2)).await;
+    api.register(1_000_001).await;
+    let now = chrono::Utc::now().timestamp();
+    api.point(1_000_001, now - 10, 500, 10).await;
+    let (status, _, body) = api.get("/influencer_analytics/1000001").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["points"].as_array().unwrap().len(), 1, "{body}");
+    let span = body["end_time"].as_i64().unwrap() - body["start_time"].as_i64().unwrap();
+    assert_eq!(span, 9_999 * 2, "as much of the day as one answer holds");
+    api.problem("/influencer_analytics/424242", StatusCode::NOT_FOUND)
+        .await;
+}
+
+/// Issue 18: a rank cursor past i32 was truncated (`as i32`) and the list started again.
+#[tokio::test]
+async fn a_leaderboard_cursor_past_every_rank_is_an_empty_page() {
+    let api = TestApi::start().await;
+    for (i, followers) in [300, 200, 100].into_iter().enumerate() {
+        api.influencer_with_latest(700 + i as i64, T0, followers, 10)
+            .await;
+    }
+    influencer_analytics::jobs::ranking::refresh(&api.db.pool)
+        .await
+        .unwrap();
+    // 2^32 + 1: truncated to i32 it was rank 1, and ranks 2 and 3 came back.
+    let (status, _, body) = api
+        .get("/influencer_analytics/top?cursor=4294967297.0")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["influencers"], serde_json::json!([]), "{body}");
 }

@@ -227,10 +227,14 @@ fn seed_from_a_file_reports_new_known_and_rejected_ids() {
     assert_eq!(query_i64(url, "select count(*) from influencers"), 2);
 }
 
+/// Also issue 18's regression test: `run --simulate` without SIMULATOR_LISTEN used to listen on
+/// 127.0.0.1:3000 and fail when anything else held it; port 3000 is held here.
 #[test]
 fn run_with_the_simulator_fills_the_hypertable_and_stops_cleanly_on_sigint() {
     let scratch = Scratch::new();
     let (url, prefix) = (&scratch.url, &scratch.prefix);
+    // Taken by this test, or already by someone else: either way not free.
+    let _port_3000 = std::net::TcpListener::bind("127.0.0.1:3000");
     let mut child = binary()
         .args([
             "run",
@@ -240,7 +244,8 @@ fn run_with_the_simulator_fills_the_hypertable_and_stops_cleanly_on_sigint() {
             "--poll-interval",
             "2s",
         ])
-        .args(["--listen-addr", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+        .args(["--listen-addr", "127.0.0.1:0"])
+        .env_remove("SIMULATOR_LISTEN")
         .env("DATABASE_URL", url.as_str())
         .env("QUEUE_PREFIX", prefix)
         .stdout(std::process::Stdio::piped())

@@ -161,5 +161,11 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
             .unwrap()
             .contains("Unknown influencer")
     );
+    // Issue 18: an unknown range in the link asked the API for start_time=NaN.
+    assert_eq!(
+        seen["badRange"],
+        serde_json::json!({"points": 50, "range": "86400", "message": ""}),
+        "a link with an unknown range opens the default view"
+    );
     assert_eq!(seen["errors"], serde_json::json!([]), "no script errors");
 }

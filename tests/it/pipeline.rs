@@ -404,7 +404,7 @@ async fn upstream_faults_are_retried_and_malformed_answers_recorded() {
     let grid = SlotGrid::new(INTERVAL);
     let step = INTERVAL.as_millis() as i64;
     let (from, to) = (started_ms + 2 * step, started_ms + 4 * step);
-    let (mut expected, mut points) = (0, 0);
+    let mut in_window = 0;
     for pk in &ids {
         let mut slot = grid.slot_at_or_after(*pk, from);
         while slot <= to {
@@ -414,15 +414,32 @@ async fn upstream_faults_are_retried_and_malformed_answers_recorded() {
                 point || failure,
                 "pk {pk}: slot {slot} has neither point nor failure"
             );
-            expected += 1;
-            points += i64::from(point);
+            in_window += 1;
             slot += step;
         }
     }
     assert!(
-        expected >= 2 * ids.len() as i64,
-        "{expected} slots in the window"
+        in_window >= 2 * ids.len() as i64,
+        "{in_window} slots in the window"
     );
+    // And between each influencer's first and last slot, every slot is a point or a failure.
+    let points = total_points(&db).await;
+    let mut slots = stored;
+    for (pk, slot, _) in &failures {
+        slots.entry(*pk).or_default().push(*slot);
+    }
+    let mut expected = 0;
+    for (pk, slots) in slots.iter_mut() {
+        slots.sort_unstable();
+        slots.dedup();
+        let span = (slots.last().unwrap() - slots.first().unwrap()) / step + 1;
+        assert_eq!(
+            span as usize,
+            slots.len(),
+            "pk {pk}: a slot with neither point nor failure"
+        );
+        expected += span;
+    }
     // 10% 500s, 5% 429s and 5% slow answers are retried: only malformed ones (5%) and the
     // rare slot whose retries all failed are missing.
     assert!(
