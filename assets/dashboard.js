@@ -58,6 +58,23 @@ async function getJson(url) {
   return body;
 }
 
+// Runs of missing slots of the influencer shown ([[from, to], ...], epoch seconds), shaded on
+// its charts.
+let gapRuns = [];
+
+function shadeGaps(u) {
+  if (!gapRuns.length) return;
+  const { ctx, bbox } = u;
+  ctx.save();
+  ctx.fillStyle = "rgba(220, 38, 38, 0.15)";
+  for (const [from, to] of gapRuns) {
+    const x0 = u.valToPos(from - 30, "x", true);
+    const x1 = u.valToPos(to + 30, "x", true);
+    ctx.fillRect(x0, bbox.top, Math.max(1, x1 - x0), bbox.height);
+  }
+  ctx.restore();
+}
+
 function draw(name, title, times, values, color) {
   const target = $("chart-" + name);
   const width = Math.max(300, target.clientWidth || 560);
@@ -72,6 +89,7 @@ function draw(name, title, times, values, color) {
     scales: { x: { time: true, range: () => shownRange } },
     series: [{}, { label: title, stroke: color, width: 1.5, spanGaps: false,
                    value: (u, v) => v == null ? "–" : numbers.format(v) }],
+    hooks: name === "average" ? {} : { draw: [shadeGaps] },
     axes: [{}, { size: 70, values: (u, ticks) => ticks.map((v) => numbers.format(v)) }],
   }, data, target);
 }
@@ -154,6 +172,14 @@ async function render() {
   }
   try {
     const range = await getJson(`/influencer_analytics/${encodeURIComponent(view.influencer)}?start_time=${start}&end_time=${end}${stepQuery}`);
+    const gaps = await getJson(`/influencer_analytics/${encodeURIComponent(view.influencer)}/gaps?start_time=${start}&end_time=${end}`);
+    gapRuns = gaps.gaps.map((g) => [g.start_time, g.end_time]);
+    $("gaps").textContent = gaps.expected === 0 ? ""
+      : gaps.missing === 0 ? `all ${numbers.format(gaps.expected)} polls stored`
+      : `${numbers.format(gaps.missing)} of ${numbers.format(gaps.expected)} polls missing in ${numbers.format(gaps.gaps.length)}${gaps.truncated ? "+" : ""} gaps (shaded)`;
+    document.body.dataset.expected = String(gaps.expected);
+    document.body.dataset.missing = String(gaps.missing);
+    document.body.dataset.gaps = String(gaps.gaps.length);
     const times = range.points.map((p) => p.time);
     draw("followers", "followers", times, series(range.points, "follower_count"), "#2563eb");
     draw("following", "following", times, series(range.points, "following_count"), "#059669");
@@ -170,6 +196,8 @@ async function render() {
     for (const id of ["latest-followers", "latest-following", "latest-ratio", "latest-rank"]) $(id).textContent = "–";
     $("who").textContent = "";
     $("latest-when").textContent = "";
+    $("gaps").textContent = "";
+    gapRuns = [];
   }
   $("refreshed").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC" + (step ? ` · step ${step}` : " · every minute");
 }

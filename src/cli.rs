@@ -17,10 +17,11 @@ use crate::{
     classify::{self, PassOutcome, PassSettings, PassStart},
     config::{
         BrokerSettings, ClassifySettings, DatabaseSettings, ListenSettings, ScheduleSettings,
-        SinkSettings, UpstreamSettings,
+        SinkSettings, StorageSettings, UpstreamSettings,
     },
     db,
     fetch::MockstagramClient,
+    jobs,
     queue::Broker,
     roles::Roles,
     seed::{self, SeedSource},
@@ -66,8 +67,12 @@ pub enum Command {
     /// reconcile the schedule.
     Poll(PollArgs),
     /// Write fetched points from the point queue into TimescaleDB in batches; run the minutely
-    /// jobs (average, ranking, chunk maintenance; one process at a time does each).
+    /// jobs (average, ranking, compaction, retention; one process at a time does each).
     Sink(SinkArgs),
+    /// Compact now: closed hours of raw points into segments, closed days into day segments,
+    /// late points into theirs; then apply RETENTION. With --status, only print how far
+    /// compaction lags.
+    Compact(CompactArgs),
     /// Serve the query API and the dashboard.
     Serve(ServeArgs),
     /// Run one suspicious-classification pass now (or resume the unfinished one): Mockstagram's
@@ -116,9 +121,25 @@ pub struct SinkArgs {
     broker: BrokerSettings,
     #[command(flatten)]
     sink: SinkSettings,
+    #[command(flatten)]
+    storage: StorageSettings,
     /// Address of this process's /metrics.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9102")]
     metrics_addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Only print the compaction status (lag, raw chunks, segments) as JSON.
+    #[arg(long)]
+    status: bool,
+    /// How long to wait for another process's compaction to finish first.
+    #[arg(long, default_value = "10m", value_parser = crate::config::duration)]
+    wait: Duration,
+    #[command(flatten)]
+    storage: StorageSettings,
+    #[command(flatten)]
+    database: DatabaseSettings,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +195,8 @@ pub struct RunArgs {
     #[command(flatten)]
     sink: SinkSettings,
     #[command(flatten)]
+    storage: StorageSettings,
+    #[command(flatten)]
     listen: ListenSettings,
     #[command(flatten)]
     classify: ClassifySettings,
@@ -191,6 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(args) => seed(args).await,
         Command::Poll(args) => poll(args).await,
         Command::Sink(args) => sink(args).await,
+        Command::Compact(args) => compact(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Classify(args) => classify(args).await,
         #[cfg(feature = "tools")]
@@ -242,8 +266,33 @@ async fn sink(args: SinkArgs) -> anyhow::Result<()> {
     let pool = db::connect(&args.database).await?;
     roles.serve_ops(args.metrics_addr).await?;
     roles.sink(pool.clone(), args.broker, args.sink);
-    roles.jobs(pool);
+    roles.jobs(pool, args.storage);
     roles.wait().await
+}
+
+async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let pool = db::connect(&args.database).await?;
+    if !args.status {
+        let started = std::time::Instant::now();
+        let report =
+            jobs::compaction::run_now(&pool, args.wait, &mut |line| println!("{line}")).await?;
+        let retained = jobs::retention::apply(&pool, args.storage.retention).await?;
+        println!(
+            "compacted {} hours ({} points), {} late points, {} days: {} segments, {} bytes, in {:.1} s; retention dropped {} chunks and {} rows",
+            report.chunks,
+            report.hour_points,
+            report.late_points,
+            report.days,
+            report.segments,
+            report.bytes,
+            started.elapsed().as_secs_f64(),
+            retained.chunks,
+            retained.rows,
+        );
+    }
+    let status = jobs::compaction::status(&pool).await?;
+    println!("{}", serde_json::to_string(&status)?);
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -318,7 +367,7 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
     roles.poll(args.broker.clone(), client, interval);
     roles.reconcile(pool.clone(), args.broker.clone(), interval);
     roles.sink(pool.clone(), args.broker, args.sink);
-    roles.jobs(pool);
+    roles.jobs(pool, args.storage);
     let ended = roles.wait().await;
     simulator_stop.cancel();
     ended

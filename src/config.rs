@@ -202,6 +202,23 @@ pub struct ScheduleSettings {
     pub poll_interval: Duration,
 }
 
+/// How long the stored series are kept.
+#[derive(Args, Debug, Clone)]
+pub struct StorageSettings {
+    /// Points, the average series, the classification history and recorded fetch failures
+    /// older than this are dropped (at least 1 day; e.g. 400days, 90days).
+    #[arg(long, env = "RETENTION", default_value = "400days", value_parser = retention)]
+    pub retention: Duration,
+}
+
+fn retention(raw: &str) -> Result<Duration, String> {
+    let value = duration(raw)?;
+    if value < Duration::from_secs(86_400) {
+        return Err("expected at least 1 day (e.g. 400days): compaction needs the last day".into());
+    }
+    Ok(value)
+}
+
 /// How the sink batches its writes.
 #[derive(Args, Debug, Clone)]
 pub struct SinkSettings {

@@ -63,6 +63,7 @@ pub mod retry;
 pub mod roles;
 pub mod schedule;
 pub mod seed;
+pub mod series;
 pub mod shutdown;
 #[cfg(feature = "tools")]
 pub mod simulator;

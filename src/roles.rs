@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api::{self, ApiState},
     classify::PassSettings,
-    config::{BrokerSettings, SinkSettings},
+    config::{BrokerSettings, SinkSettings, StorageSettings},
     fetch::{MockstagramClient, Poller, PollerMemory},
     health::{RoleHealth, RoleState},
     jobs,
@@ -191,13 +191,14 @@ impl Roles {
         });
     }
 
-    /// The minutely jobs: average, ranking, chunk maintenance ([`jobs::run_minutely`]).
-    pub fn jobs(&mut self, pool: PgPool) {
+    /// The minutely jobs: average, ranking, compaction and retention
+    /// ([`jobs::run_minutely`]).
+    pub fn jobs(&mut self, pool: PgPool, storage: StorageSettings) {
         let shutdown = self.shutdown.clone();
         self.spawn("jobs", Restart::OnFailure, move || {
             let (pool, shutdown) = (pool.clone(), shutdown.clone());
             Box::pin(async move {
-                jobs::run_minutely(pool, shutdown).await;
+                jobs::run_minutely(pool, storage.retention, shutdown).await;
                 Ok(())
             })
         });

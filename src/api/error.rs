@@ -48,6 +48,15 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::series::read::ReadError> for ApiError {
+    fn from(e: crate::series::read::ReadError) -> Self {
+        match e {
+            crate::series::read::ReadError::Database(e) => e.into(),
+            e => Self::Internal(e.into()),
+        }
+    }
+}
+
 /// The RFC 9457 body.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Problem {

@@ -6,6 +6,7 @@
 
 pub mod dashboard;
 pub mod error;
+pub mod gaps;
 pub mod influencers;
 pub mod params;
 pub mod population;
@@ -31,6 +32,7 @@ use error::{ApiError, Problem};
     paths(
         influencers::range,
         influencers::latest,
+        gaps::gaps,
         population::average,
         population::top,
         population::suspicious,
@@ -95,6 +97,7 @@ pub fn router(state: ApiState) -> Router {
             "/influencer_analytics/{id}/latest",
             get(influencers::latest),
         )
+        .route("/influencer_analytics/{id}/gaps", get(gaps::gaps))
         .merge(dashboard::router())
         .route("/healthz", get(health))
         .route("/readyz", get(ready))

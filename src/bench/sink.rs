@@ -101,7 +101,9 @@ async fn write(pool: &PgPool, held: &[Outcomes]) -> anyhow::Result<u64> {
         return Ok(0);
     }
     let refs: Vec<&Outcomes> = held.iter().collect();
-    Ok(writer::write(pool, &refs).await?.points_stored)
+    Ok(writer::write_with_cutoff(pool, &refs, i64::MIN)
+        .await?
+        .points_stored)
 }
 
 /// Registers influencers 1000000.. (the latest-value upsert joins the registry).

@@ -1,85 +1,152 @@
-//! `bench storage`: bytes per stored point (heap + indexes of the hypertable), with the points
-//! written by the sink's own writer in the order polling delivers them (every influencer once
-//! a minute, shuffled within the minute), so the index grows as it does in production.
-//! Goal ≤ 100 bytes on TimescaleDB's Apache edition (no compression).
+//! `bench storage`: bytes per stored point in each tier, on the simulator's data.
+//!
+//! One closed UTC day of points for every influencer, each value a step of the simulator's own
+//! random walk (followers N(0, 10,000), following N(0, 100) a minute), written by the sink's
+//! writer in polling order (every influencer once a minute, shuffled within the minute). Then
+//! measured as written (raw, the hot tier), after the hours are compacted into hour segments,
+//! and after the day is merged into day segments. Goals (issue 17): ≤ 3.5 bytes a point in
+//! closed days, ≤ 5 in closed hours not yet merged.
 
 use std::time::Instant;
 
+use rand::{SeedableRng, seq::SliceRandom};
+
 use super::{Goal, Report, Scenario, bench_database, sink};
-use crate::{config::DatabaseSettings, queue::points::Outcomes, sink::writer};
+use crate::{
+    config::DatabaseSettings, jobs::compaction, model::Point, queue::points::Outcomes,
+    series::DAY_MS, simulator::Simulator, sink::writer,
+};
+
+/// The walk's entropy, bytes a point: a rounded Gaussian step of σ has about
+/// log2(σ·sqrt(2πe)) bits; followers σ = 10,000, following σ = 100.
+pub fn walk_entropy_bytes() -> f64 {
+    let bits =
+        |sigma: f64| (sigma * (2.0 * std::f64::consts::PI * std::f64::consts::E).sqrt()).log2();
+    (bits(10_000.0) + bits(100.0)) / 8.0
+}
 
 pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Report> {
-    let (influencers, minutes) = if quick { (20_000, 30) } else { (100_000, 60) };
+    let influencers: usize = if quick { 1_000 } else { 10_000 };
     let (pool, _) = bench_database(database, "storage", true).await?;
     sink::register(&pool, influencers).await?;
-    let messages = sink::point_messages(influencers, minutes);
+    let simulator = Simulator::new(&crate::testing::simulator_settings(influencers as u64, 17));
+    let grid = crate::schedule::SlotGrid::new(std::time::Duration::from_secs(60));
+    // Yesterday (UTC): a closed day.
+    let day_ms = (chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS) - 1) * DAY_MS;
+    let mut pks: Vec<i64> = (0..influencers as i64).map(|i| 1_000_000 + i).collect();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
     let started = Instant::now();
-    for group in messages.chunks(10) {
-        let held: Vec<Outcomes> = group
-            .iter()
-            .map(|bytes| Outcomes::decode(bytes))
-            .collect::<Result<_, _>>()?;
-        let refs: Vec<&Outcomes> = held.iter().collect();
-        writer::write(&pool, &refs).await?;
+    for minute in 0..1440 {
+        pks.shuffle(&mut rng);
+        let mut messages = Vec::new();
+        for chunk in pks.chunks(500) {
+            let points = chunk
+                .iter()
+                .map(|&pk| {
+                    let slot_ms = grid.slot_at_or_after(pk, day_ms + minute * 60_000);
+                    let (followers, following) = simulator.step(pk).expect("pk in the population");
+                    Point {
+                        pk,
+                        slot_ms,
+                        fetched_ms: slot_ms + 150,
+                        follower_count: followers as i32,
+                        following_count: following as i32,
+                    }
+                })
+                .collect();
+            messages.push(Outcomes {
+                points,
+                ..Outcomes::default()
+            });
+        }
+        for group in messages.chunks(10) {
+            let refs: Vec<&Outcomes> = group.iter().collect();
+            writer::write_with_cutoff(&pool, &refs, i64::MIN).await?;
+        }
     }
     let write_secs = started.elapsed().as_secs_f64();
-    let as_written = sizes(&pool).await?;
-    // The chunks are all in the past: compact them as the sink's job does once an hour is over.
-    let compacted_chunks = crate::jobs::chunks::compact_closed_chunks(&pool).await?;
-    let compacted = sizes(&pool).await?;
-    let edition: String = sqlx::query_scalar("select current_setting('timescaledb.license')")
+    let points = (influencers * 1440) as f64;
+    let raw = size(&pool, "influencer_metrics").await?;
+
+    let started = Instant::now();
+    let cpu = super::procs::cpu_seconds(std::process::id()).unwrap_or(0.0);
+    compaction::run_stages(&pool, false, &mut |_| {}).await?;
+    let hours_secs = started.elapsed().as_secs_f64();
+    let hours_cpu = super::procs::cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu;
+    let hours = size(&pool, "influencer_hour_segments").await?;
+    let started = Instant::now();
+    compaction::run_stages(&pool, true, &mut |_| {}).await?;
+    let days_secs = started.elapsed().as_secs_f64();
+    let days = size(&pool, "influencer_segments").await?;
+    let data: i64 = sqlx::query_scalar("select sum(length(data))::bigint from influencer_segments")
         .fetch_one(&pool)
         .await?;
-    let points = compacted.points;
     pool.close().await;
-    let per = |bytes: i64| bytes as f64 / points as f64;
-    let (heap, index) = (compacted.heap, compacted.index);
+
+    let per = |bytes: i64| bytes as f64 / points;
+    let entropy = walk_entropy_bytes();
+    let day_bytes = per(days);
     let mut report = Report::new(
         Scenario::Storage,
         quick,
         format!(
-            "{points} points ({influencers} influencers × {minutes} minutes) written by the sink's writer in {:.0} s, in polling order (each influencer at its slot offset), then its {compacted_chunks} closed chunks compacted as the sink does once their hour is over; TimescaleDB license: {edition} (no compression).",
-            write_secs
+            "{points} points ({influencers} influencers × one closed UTC day at 1 minute), the simulator's walk, written by the sink's writer in polling order in {write_secs:.0} s; then compacted as the jobs do: hours into hour segments ({hours_secs:.1} s), the day into day segments ({days_secs:.1} s). Sizes are PostgreSQL's (heap + TOAST + indexes, after VACUUM)."
         ),
     );
     report
         .goal(
-            "bytes per point (heap + indexes), closed chunks",
-            per(heap + index),
+            "bytes per point, closed days (day segments)",
+            day_bytes,
             "bytes",
-            Goal::AtMost(100.0),
+            Goal::AtMost(3.5),
         )
-        .info("heap bytes per point", per(heap), "bytes")
-        .info("index bytes per point", per(index), "bytes")
+        .goal(
+            "bytes per point, closed hours not yet merged (hour segments)",
+            per(hours),
+            "bytes",
+            Goal::AtMost(5.0),
+        )
         .info(
-            "bytes per point while the chunk is written",
-            per(as_written.heap + as_written.index),
+            "bytes per point, raw (hot tier, as written)",
+            per(raw),
             "bytes",
         )
-        .info("points", points as f64, "points");
+        .info("encoded data alone, day segments", per(data), "bytes")
+        .info("the walk's entropy", entropy, "bytes")
+        .info("day segments ÷ entropy", day_bytes / entropy, "ratio")
+        .info(
+            "disk a day at 1,000,000 influencers (day segments)",
+            day_bytes * 1.44e9 / 1e9,
+            "GB",
+        )
+        .info(
+            "disk a day at 1,000,000 influencers (raw)",
+            per(raw) * 1.44e9 / 1e9,
+            "GB",
+        )
+        .info("points", points, "points")
+        .info("hour compaction rate", points / hours_secs, "points/s")
+        .info(
+            "hour compaction CPU of this process per 1,000,000 points",
+            hours_cpu / points * 1e6,
+            "s",
+        )
+        .info(
+            "an hour at 1,000,000 influencers (60,000,000 points) at that rate",
+            60e6 / (points / hours_secs) / 60.0,
+            "minutes",
+        );
     Ok(report)
 }
 
-struct Sizes {
-    points: i64,
-    heap: i64,
-    index: i64,
-}
-
-async fn sizes(pool: &sqlx::PgPool) -> anyhow::Result<Sizes> {
-    sqlx::query("vacuum analyze influencer_metrics")
+async fn size(pool: &sqlx::PgPool, table: &str) -> anyhow::Result<i64> {
+    sqlx::query(&format!("vacuum analyze {table}"))
         .execute(pool)
         .await?;
-    let (points, heap, index): (i64, i64, i64) = sqlx::query_as(
-        "select (select count(*) from influencer_metrics),
-                s.table_bytes + coalesce(s.toast_bytes, 0), s.index_bytes
-         from hypertable_detailed_size('influencer_metrics') s",
+    Ok(sqlx::query_scalar(
+        "select coalesce((select total_bytes from hypertable_detailed_size($1::regclass)), 0)::bigint",
     )
+    .bind(table)
     .fetch_one(pool)
-    .await?;
-    Ok(Sizes {
-        points,
-        heap,
-        index,
-    })
+    .await?)
 }

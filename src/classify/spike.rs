@@ -268,24 +268,32 @@ async fn read_chunk(
             series: Vec::new(),
         });
     };
-    let series = sqlx::query_as(
-        "select m.influencer_id,
-                array_agg(extract(epoch from m.slot)::bigint order by m.slot),
-                array_agg(m.follower_count order by m.slot)
-         from influencer_metrics m
-         where m.influencer_id > $1 and m.influencer_id <= $2
-           and m.slot >= $3 and m.slot < $4
-           and m.influencer_id in (select influencer_id from influencers
-                                   where tracked and influencer_id > $1 and influencer_id <= $2)
-         group by m.influencer_id",
+    let tracked: Vec<i64> = sqlx::query_scalar(
+        "select influencer_id from influencers
+         where tracked and influencer_id > $1 and influencer_id <= $2 order by 1",
     )
     .bind(after)
     .bind(last)
-    .bind(window.0)
-    .bind(window.1)
     .fetch_all(&pool)
+    .await?;
+    // Both tiers, through the one read path; the window's end is exclusive.
+    let points = crate::series::read::window(
+        &pool,
+        (after + 1, last),
+        window.0.timestamp_millis(),
+        window.1.timestamp_millis() - 1,
+    )
     .await
     .context("cannot read the points the spike detector judges")?;
+    let series = points
+        .into_iter()
+        .filter(|(id, _)| tracked.binary_search(id).is_ok())
+        .map(|(id, points)| {
+            let times = points.iter().map(|p| p.slot_ms.div_euclid(1000)).collect();
+            let followers = points.iter().map(|p| p.follower_count).collect();
+            (id, times, followers)
+        })
+        .collect();
     Ok(Chunk {
         last_id: Some(last),
         series,

@@ -2,7 +2,8 @@
 //!
 //! - [`average`]: the average followerCount across tracked influencers, once a minute.
 //! - [`ranking`]: every tracked influencer's rank by followerCount, once a minute.
-//! - [`chunks`]: maintenance of closed `influencer_metrics` chunks.
+//! - [`compaction`]: closed hours and days of raw points into compact segments.
+//! - [`retention`]: drops what is older than `RETENTION`.
 //! - [`daily_classification`]: the suspicious-classification pass, once a day.
 //!
 //! Each job runs in one process at a time however many run it: the minutely ones under a
@@ -11,9 +12,10 @@
 //! number of `sink`, `run` or `jobs` processes can carry them.
 
 pub mod average;
-pub mod chunks;
+pub mod compaction;
 pub mod daily_classification;
 pub mod ranking;
+pub mod retention;
 
 use std::time::Duration;
 
@@ -45,8 +47,9 @@ pub(crate) async fn try_lock(
 }
 
 /// Runs the minutely jobs until `shutdown`: at the start of each minute the average and the
-/// ranking, then chunk maintenance in the background (it may take longer than a minute).
-pub async fn run_minutely(pool: PgPool, shutdown: CancellationToken) {
+/// ranking, then compaction and retention in the background (they may take longer than a
+/// minute).
+pub async fn run_minutely(pool: PgPool, retention: Duration, shutdown: CancellationToken) {
     let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
@@ -78,8 +81,11 @@ pub async fn run_minutely(pool: PgPool, shutdown: CancellationToken) {
         if maintenance.as_ref().is_none_or(|task| task.is_finished()) {
             let pool = pool.clone();
             maintenance = Some(tokio::spawn(async move {
-                if let Err(e) = chunks::compact_closed_chunks(&pool).await {
-                    tracing::warn!(error = format!("{e:#}"), "cannot compact closed chunks");
+                if let Err(e) = compaction::run(&pool, &mut |_| {}).await {
+                    tracing::warn!(error = format!("{e:#}"), "cannot compact closed hours");
+                }
+                if let Err(e) = retention::apply(&pool, retention).await {
+                    tracing::warn!(error = format!("{e:#}"), "cannot apply retention");
                 }
             }));
         }

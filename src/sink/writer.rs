@@ -31,6 +31,17 @@ fn at(ms: i64) -> DateTime<Utc> {
 /// Writes a batch of messages in one transaction. The messages are read in place: their rows
 /// go straight into the statements' column arrays, without merging them first.
 pub async fn write(pool: &PgPool, batch: &[&Outcomes]) -> Result<WriteReport, sqlx::Error> {
+    let late_before = Utc::now().timestamp_millis() - crate::series::LATE_AFTER_MS;
+    write_with_cutoff(pool, batch, late_before).await
+}
+
+/// [`write`], with points of slots before `late_before_ms` stored as late points (the
+/// benchmarks replay past hours as if they were live: `i64::MIN`).
+pub async fn write_with_cutoff(
+    pool: &PgPool,
+    batch: &[&Outcomes],
+    late_before: i64,
+) -> Result<WriteReport, sqlx::Error> {
     let points = || batch.iter().flat_map(|o| &o.points);
     let failures = || batch.iter().flat_map(|o| &o.failures);
     let gone = || batch.iter().flat_map(|o| &o.gone);
@@ -52,12 +63,29 @@ pub async fn write(pool: &PgPool, batch: &[&Outcomes]) -> Result<WriteReport, sq
             followers.push(p.follower_count);
             following.push(p.following_count);
         }
-        report.points_stored = store_points(
-            &mut tx,
-            points().copied(),
-            (&ids, &slots, &fetched, &followers, &following),
-        )
-        .await?;
+        // A point for an hour that closed a while ago goes to late_points: its chunk may be
+        // being compacted (see series::LATE_AFTER_MS). Almost every batch has none.
+        let is_late = |p: &&Point| p.slot_ms < late_before;
+        if points().any(|p| is_late(&p)) {
+            let (late, on_time): (Vec<&Point>, Vec<&Point>) = points().partition(is_late);
+            report.points_stored = store_late_points(&mut tx, &late).await?;
+            let on_time_columns = columns_of(&on_time);
+            if !on_time.is_empty() {
+                report.points_stored += store_points(
+                    &mut tx,
+                    on_time.iter().map(|p| **p),
+                    on_time_columns.as_refs(),
+                )
+                .await?;
+            }
+        } else {
+            report.points_stored = store_points(
+                &mut tx,
+                points().copied(),
+                (&ids, &slots, &fetched, &followers, &following),
+            )
+            .await?;
+        }
         // Latest per influencer: the newest slot of the batch, if newer than what is stored.
         // Points of influencers not in the registry are stored but have no latest row.
         sqlx::query(
@@ -117,6 +145,56 @@ pub async fn write(pool: &PgPool, batch: &[&Outcomes]) -> Result<WriteReport, sq
     }
     tx.commit().await?;
     Ok(report)
+}
+
+/// Points as the columns of influencer_metrics.
+struct OwnedColumns {
+    ids: Vec<i64>,
+    slots: Vec<DateTime<Utc>>,
+    fetched: Vec<DateTime<Utc>>,
+    followers: Vec<i32>,
+    following: Vec<i32>,
+}
+
+impl OwnedColumns {
+    fn as_refs(&self) -> Columns<'_> {
+        (
+            &self.ids,
+            &self.slots,
+            &self.fetched,
+            &self.followers,
+            &self.following,
+        )
+    }
+}
+
+fn columns_of(points: &[&Point]) -> OwnedColumns {
+    OwnedColumns {
+        ids: points.iter().map(|p| p.pk).collect(),
+        slots: points.iter().map(|p| at(p.slot_ms)).collect(),
+        fetched: points.iter().map(|p| at(p.fetched_ms)).collect(),
+        followers: points.iter().map(|p| p.follower_count).collect(),
+        following: points.iter().map(|p| p.following_count).collect(),
+    }
+}
+
+/// Stores late points (a point delivered again is stored once); returns how many were new.
+async fn store_late_points(tx: &mut PgConnection, late: &[&Point]) -> Result<u64, sqlx::Error> {
+    let c = columns_of(late);
+    metrics::counter!("sink_late_points_total").increment(late.len() as u64);
+    Ok(sqlx::query(
+        "insert into late_points (influencer_id, slot, fetched_at, follower_count, following_count)
+         select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::int[])
+         on conflict do nothing",
+    )
+    .bind(&c.ids)
+    .bind(&c.slots)
+    .bind(&c.fetched)
+    .bind(&c.followers)
+    .bind(&c.following)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected())
 }
 
 type Columns<'a> = (

@@ -26,6 +26,10 @@ try {
     (id) => document.querySelector("#who").textContent.includes(id), influencer, { timeout: 15000 });
   const seen = await page.evaluate(() => ({
     points: Number(document.body.dataset.points),
+    expected: Number(document.body.dataset.expected),
+    missing: Number(document.body.dataset.missing),
+    gapRuns: Number(document.body.dataset.gaps),
+    gapsText: document.querySelector("#gaps").textContent,
     canvases: [...document.querySelectorAll("main section canvas")].length,
     charts: ["followers", "following", "ratio", "average"].map(
       (n) => document.querySelector(`#chart-${n} canvas`) !== null),

@@ -31,7 +31,8 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         (1_000_003, 10_000),
     ] {
         sqlx::query(
-            "insert into influencers (influencer_id, username) values ($1, 'influencer-' || $1)",
+            "insert into influencers (influencer_id, username, added_at)
+             values ($1, 'influencer-' || $1, now() - interval '2 hours')",
         )
         .bind(id)
         .execute(pool)
@@ -44,11 +45,15 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
             .await
             .unwrap();
     }
-    for minute in 1..=50 {
+    // 50 minutes of points on the influencer's slot grid, but for two (a gap the page shades).
+    let grid = influencer_analytics::schedule::SlotGrid::new(Duration::from_secs(60));
+    let slot_ms = |minute: i64| grid.slot_at_or_after(1_000_001, (now - 60 * minute) * 1000);
+    let stored_minutes: Vec<i64> = (1..=50).filter(|m| ![20, 21].contains(m)).collect();
+    for &minute in &stored_minutes {
         sqlx::query(
             "insert into influencer_metrics values (1000001, to_timestamp($1), to_timestamp($1), $2, $3)",
         )
-        .bind((now - 60 * minute) as f64)
+        .bind(slot_ms(minute) as f64 / 1000.0)
         .bind(50_000 + (minute * 137 % 5000) as i32)
         .bind(1300 + (minute % 40) as i32)
         .execute(pool)
@@ -105,15 +110,34 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
             .unwrap()
             .contains("Enter an influencer")
     );
-    assert_eq!(seen["points"], 50);
+    assert_eq!(seen["points"], 48);
+    // The gaps: the page shows what the gaps endpoint counts, and shades each run (the two
+    // missing minutes, and the first ten minutes of the hour, before the points began).
+    let (expected, missing) = (
+        seen["expected"].as_i64().unwrap(),
+        seen["missing"].as_i64().unwrap(),
+    );
+    assert_eq!(expected - missing, 48, "{seen}");
+    assert!((59..=61).contains(&expected), "{seen}");
+    assert!(seen["gapRuns"].as_i64().unwrap() >= 2, "{seen}");
+    assert!(
+        seen["gapsText"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{missing} of {expected} polls missing")),
+        "{seen}"
+    );
     assert_eq!(
         seen["charts"],
         serde_json::json!([true, true, true, true]),
         "every chart drew"
     );
     // Each chart holds the stored series, in time order: what the test inserted, point for point.
-    let minutes: Vec<i64> = (1..=50).rev().collect();
-    let times: Vec<i64> = minutes.iter().map(|m| now - 60 * m).collect();
+    let minutes: Vec<i64> = stored_minutes.iter().rev().copied().collect();
+    let times: Vec<i64> = minutes
+        .iter()
+        .map(|&m| slot_ms(m).div_euclid(1000))
+        .collect();
     let followers: Vec<i32> = minutes
         .iter()
         .map(|m| 50_000 + (m * 137 % 5000) as i32)
@@ -164,7 +188,7 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
     // Issue 18: an unknown range in the link asked the API for start_time=NaN.
     assert_eq!(
         seen["badRange"],
-        serde_json::json!({"points": 50, "range": "86400", "message": ""}),
+        serde_json::json!({"points": 48, "range": "86400", "message": ""}),
         "a link with an unknown range opens the default view"
     );
     assert_eq!(seen["errors"], serde_json::json!([]), "no script errors");

@@ -9,3 +9,4 @@ mod jobs;
 mod pipeline;
 mod schema;
 mod simulator;
+mod storage;

@@ -135,11 +135,15 @@ async fn stored_slots(db: &TestDb) -> BTreeMap<i64, Vec<i64>> {
     slots
 }
 
+/// Points stored in either tier (raw, late, or in segments).
 async fn total_points(db: &TestDb) -> i64 {
-    sqlx::query_scalar("select count(*) from influencer_metrics")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "select (select count(*) from influencer_metrics) + (select count(*) from late_points)
+              + (select coalesce(sum(points), 0) from all_segments)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
 }
 
 fn pks(n: i64) -> Vec<i64> {

@@ -15,7 +15,9 @@ async fn migrations_create_the_hypertables() {
         [
             "average_followers",
             "fetch_failures",
+            "influencer_hour_segments",
             "influencer_metrics",
+            "influencer_segments",
             "suspicious_classifications"
         ]
     );

@@ -1,0 +1,453 @@
+//! Compaction: closed hours of raw points become per-influencer segments, closed days' hour
+//! segments become day segments, late points join their segments (see [`crate::series`]).
+//!
+//! One pass, under a session advisory lock so one process at a time compacts:
+//! 1. **Hours**: each `influencer_metrics` chunk whose hour ended [`SETTLE_MS`] ago is read in
+//!    influencer order, written as hour segments (with the late points of that hour), and
+//!    dropped, in one transaction: a pass stopped at any moment (kill -9 included) leaves the
+//!    chunk as it was, and the next pass does it again. The chunk is locked only by the final
+//!    `DROP TABLE`, bounded by a lock timeout; the sink never writes into a closed chunk
+//!    (late points go to `late_points`), so nothing is dropped unread.
+//! 2. **Late points** of hours that have no chunk any more are merged into their segments
+//!    (a slot already stored keeps its stored value), a transaction per batch.
+//! 3. **Days**: once a UTC day has ended and none of its hours is raw, its hour segments are
+//!    merged into one day segment per influencer, a transaction per batch of influencers.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::db::SessionLock;
+use crate::series::{
+    DAY_MS, SETTLE_MS,
+    store::{self, MergeReport, RawPoint, RawRow},
+};
+
+/// Advisory lock key: "compact" in ASCII.
+const LOCK_KEY: i64 = 0x63_6f6d_7061_6374;
+
+/// Raw rows read from a chunk per query, and influencers merged into day segments per
+/// transaction.
+const ROWS_PER_READ: i64 = 200_000;
+const INFLUENCERS_PER_DAY_BATCH: i64 = 20_000;
+const LATE_POINTS_PER_BATCH: i64 = 50_000;
+
+/// How long the final `DROP TABLE` of a chunk may wait for readers to let go of it.
+const DROP_LOCK_TIMEOUT: &str = "2s";
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassReport {
+    pub chunks: u64,
+    pub hour_points: u64,
+    pub late_points: u64,
+    pub days: u64,
+    pub segments: u64,
+    pub bytes: u64,
+}
+
+/// How compaction stands.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Status {
+    /// Seconds since the end of the oldest closed hour still raw (0 when none is due).
+    pub lag_seconds: f64,
+    /// Raw hour chunks, and how many of them are closed and settled (due).
+    pub raw_chunks: i64,
+    pub due_chunks: i64,
+    pub late_points: i64,
+    /// Days whose hour segments wait to be merged.
+    pub days_pending: i64,
+    pub hour_segments: i64,
+    pub day_segments: i64,
+    /// On-disk size of the cold tier (heap, TOAST and index).
+    pub segment_bytes: i64,
+}
+
+/// Reads the compaction status (and sets the `compaction_lag_seconds` gauge).
+pub async fn status(pool: &PgPool) -> anyhow::Result<Status> {
+    let row: (Option<f64>, i64, i64, i64, i64, i64, i64, Option<i64>) = sqlx::query_as(
+        "select extract(epoch from now() - min(c.range_end) filter
+                    (where c.range_end <= now() - make_interval(secs => $1)))::float8,
+                count(c.*),
+                count(c.*) filter (where c.range_end <= now() - make_interval(secs => $1)),
+                (select count(*) from late_points),
+                (select count(*) from compaction_days where merged_at is null),
+                (select count(*) from influencer_hour_segments),
+                (select count(*) from influencer_segments),
+                (select sum(total_bytes)::bigint from (
+                     select total_bytes from hypertable_detailed_size('influencer_segments')
+                     union all
+                     select total_bytes from hypertable_detailed_size('influencer_hour_segments')) s)
+         from timescaledb_information.chunks c where c.hypertable_name = 'influencer_metrics'",
+    )
+    .bind((SETTLE_MS / 1000) as f64)
+    .fetch_one(pool)
+    .await?;
+    let status = Status {
+        lag_seconds: row.0.unwrap_or(0.0).max(0.0),
+        raw_chunks: row.1,
+        due_chunks: row.2,
+        late_points: row.3,
+        days_pending: row.4,
+        hour_segments: row.5,
+        day_segments: row.6,
+        segment_bytes: row.7.unwrap_or(0),
+    };
+    metrics::gauge!("compaction_lag_seconds").set(status.lag_seconds);
+    Ok(status)
+}
+
+/// Runs one pass if no other process is compacting; `None` if one is. `progress` hears of
+/// each step done.
+pub async fn run(
+    pool: &PgPool,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<Option<PassReport>> {
+    run_stages(pool, true, progress).await
+}
+
+/// [`run`], merging days only if `days` (the storage benchmark measures hour segments first).
+pub async fn run_stages(
+    pool: &PgPool,
+    days: bool,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<Option<PassReport>> {
+    let Some(lock) = SessionLock::try_take(pool, LOCK_KEY).await? else {
+        return Ok(None);
+    };
+    let result = pass(pool, days, progress).await;
+    lock.release().await;
+    let report = result?;
+    status(pool).await?;
+    Ok(Some(report))
+}
+
+#[derive(sqlx::FromRow)]
+struct Chunk {
+    chunk_schema: String,
+    chunk_name: String,
+    range_start: DateTime<Utc>,
+    range_end: DateTime<Utc>,
+}
+
+async fn chunks(pool: &PgPool, due_only: bool) -> sqlx::Result<Vec<Chunk>> {
+    sqlx::query_as(
+        "select chunk_schema, chunk_name, range_start, range_end
+         from timescaledb_information.chunks
+         where hypertable_name = 'influencer_metrics'
+           and (not $1 or range_end <= now() - make_interval(secs => $2))
+         order by range_start",
+    )
+    .bind(due_only)
+    .bind((SETTLE_MS / 1000) as f64)
+    .fetch_all(pool)
+    .await
+}
+
+fn add(total: &mut PassReport, m: MergeReport) {
+    total.segments += m.segments;
+    total.bytes += m.bytes;
+}
+
+async fn pass(
+    pool: &PgPool,
+    days: bool,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<PassReport> {
+    let mut report = PassReport::default();
+    for chunk in chunks(pool, true).await? {
+        let started = Instant::now();
+        match compact_chunk(pool, &chunk).await {
+            Ok(Some(m)) => {
+                report.chunks += 1;
+                report.hour_points += m.points;
+                add(&mut report, m);
+                metrics::counter!("compaction_points_total", "tier" => "hour").increment(m.points);
+                metrics::counter!("segments_written_total", "period" => "hour")
+                    .increment(m.segments);
+                metrics::counter!("segment_bytes_written_total", "period" => "hour")
+                    .increment(m.bytes);
+                let line = format!(
+                    "hour {} compacted: {} points into {} segments ({:.2} bytes a point) in {:.1} s",
+                    chunk.range_start.format("%Y-%m-%d %H:00"),
+                    m.points,
+                    m.segments,
+                    m.bytes as f64 / m.points.max(1) as f64,
+                    started.elapsed().as_secs_f64()
+                );
+                tracing::info!(
+                    chunk = chunk.chunk_name,
+                    points = m.points,
+                    segments = m.segments,
+                    bytes = m.bytes,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "hour compacted"
+                );
+                progress(&line);
+            }
+            Ok(None) => {
+                tracing::info!(
+                    chunk = chunk.chunk_name,
+                    "chunk still in use; compacting it next pass"
+                );
+                progress(&format!(
+                    "{} is in use; left for the next pass",
+                    chunk.chunk_name
+                ));
+            }
+            Err(e) => return Err(e.context(format!("cannot compact chunk {}", chunk.chunk_name))),
+        }
+    }
+    let late = merge_late_points(pool).await?;
+    if late.points + late.duplicates > 0 {
+        report.late_points += late.points;
+        add(&mut report, late);
+        metrics::counter!("late_points_merged_total").increment(late.points);
+        metrics::counter!("segments_written_total", "period" => "hour").increment(late.segments);
+        metrics::counter!("segment_bytes_written_total", "period" => "hour").increment(late.bytes);
+        progress(&format!(
+            "{} late points merged into their segments ({} already stored)",
+            late.points, late.duplicates
+        ));
+    }
+    let due = if days {
+        days_due(pool).await?
+    } else {
+        Vec::new()
+    };
+    for day in due {
+        let started = Instant::now();
+        let m = merge_day(pool, day).await?;
+        report.days += 1;
+        add(&mut report, m);
+        metrics::counter!("segments_written_total", "period" => "day").increment(m.segments);
+        metrics::counter!("segment_bytes_written_total", "period" => "day").increment(m.bytes);
+        tracing::info!(day = %day.date_naive(), segments = m.segments, bytes = m.bytes, seconds = started.elapsed().as_secs_f64(), "day merged");
+        progress(&format!(
+            "day {} merged: {} points into {} segments ({:.2} bytes a point) in {:.1} s",
+            day.date_naive(),
+            m.points,
+            m.segments,
+            m.bytes as f64 / m.points.max(1) as f64,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(report)
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Compacts one closed chunk in one transaction; `None` if readers held it past the lock
+/// timeout (nothing changed).
+async fn compact_chunk(pool: &PgPool, chunk: &Chunk) -> anyhow::Result<Option<MergeReport>> {
+    let table = format!(
+        "{}.{}",
+        quote(&chunk.chunk_schema),
+        quote(&chunk.chunk_name)
+    );
+    let mut tx = pool.begin().await?;
+    // Segments already covering this hour exist only if the chunk was written again after a
+    // compaction (points inserted by hand): then each batch merges into them.
+    let look_up: bool = sqlx::query_scalar(
+        "select exists (select 1 from all_segments
+                        where period_start > $1 - interval '1 day' and period_start < $2
+                          and period_end > $1)",
+    )
+    .bind(chunk.range_start)
+    .bind(chunk.range_end)
+    .fetch_one(&mut *tx)
+    .await?;
+    let read = format!(
+        "select influencer_id, slot, fetched_at, follower_count, following_count from {table}
+         where influencer_id >= $1 order by influencer_id, slot desc limit $2"
+    );
+    let mut total = MergeReport::default();
+    let mut from = i64::MIN;
+    let mut limit = ROWS_PER_READ;
+    loop {
+        let rows: Vec<RawRow> = sqlx::query_as(&read)
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let full = rows.len() as i64 == limit;
+        let mut points: Vec<RawPoint> = rows.iter().rev().map(RawPoint::from).collect();
+        // Rows came newest slot first per influencer, and the influencers in order; reversed,
+        // the influencers are in reverse order with slots ascending: sort them back.
+        points.sort_by_key(|p| (p.influencer_id, p.point.slot_ms));
+        if full {
+            // The last influencer may go on past this read: leave it for the next one.
+            let last = points
+                .last()
+                .map(|p| p.influencer_id)
+                .expect("a full read has rows");
+            if points.first().map(|p| p.influencer_id) == Some(last) {
+                limit *= 2; // one influencer filled the read: read more at once
+                continue;
+            }
+            points.retain(|p| p.influencer_id != last);
+            from = last;
+        }
+        let m = store::merge(&mut tx, &points, look_up).await?;
+        total.points += m.points;
+        total.duplicates += m.duplicates;
+        total.segments += m.segments;
+        total.bytes += m.bytes;
+        if !full {
+            break;
+        }
+    }
+    // The late points of this hour join it now (they may repeat a slot of the chunk).
+    let late: Vec<RawRow> = sqlx::query_as(
+        "delete from late_points where slot >= $1 and slot < $2
+         returning influencer_id, slot, fetched_at, follower_count, following_count",
+    )
+    .bind(chunk.range_start)
+    .bind(chunk.range_end)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !late.is_empty() {
+        let m = merge_rows(&mut tx, &late).await?;
+        metrics::counter!("late_points_merged_total").increment(m.points);
+        total.points += m.points;
+        total.segments += m.segments;
+        total.bytes += m.bytes;
+    }
+    sqlx::query(&format!("set local lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+        .execute(&mut *tx)
+        .await?;
+    match sqlx::query(&format!("drop table {table}"))
+        .execute(&mut *tx)
+        .await
+    {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tx.commit().await?;
+    Ok(Some(total))
+}
+
+/// SQLSTATE of a lock timeout.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+async fn merge_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[RawRow],
+) -> anyhow::Result<MergeReport> {
+    let mut points: Vec<RawPoint> = rows.iter().map(RawPoint::from).collect();
+    points.sort_by_key(|p| (p.influencer_id, p.point.slot_ms));
+    points.dedup_by_key(|p| (p.influencer_id, p.point.slot_ms));
+    store::merge(tx, &points, true).await
+}
+
+/// Merges late points whose hour has no chunk any more, a batch per transaction.
+async fn merge_late_points(pool: &PgPool) -> anyhow::Result<MergeReport> {
+    let remaining = chunks(pool, false).await?;
+    let starts: Vec<DateTime<Utc>> = remaining.iter().map(|c| c.range_start).collect();
+    let ends: Vec<DateTime<Utc>> = remaining.iter().map(|c| c.range_end).collect();
+    let mut total = MergeReport::default();
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<RawRow> = sqlx::query_as(
+            "delete from late_points where (influencer_id, slot) in (
+                 select influencer_id, slot from late_points l
+                 where not exists (select 1 from unnest($1::timestamptz[], $2::timestamptz[]) c(s, e)
+                                   where l.slot >= c.s and l.slot < c.e)
+                 order by influencer_id, slot limit $3)
+             returning influencer_id, slot, fetched_at, follower_count, following_count",
+        )
+        .bind(&starts)
+        .bind(&ends)
+        .bind(LATE_POINTS_PER_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let m = merge_rows(&mut tx, &rows).await?;
+        tx.commit().await?;
+        total.points += m.points;
+        total.duplicates += m.duplicates;
+        total.segments += m.segments;
+        total.bytes += m.bytes;
+        if (rows.len() as i64) < LATE_POINTS_PER_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Days with hour segments to merge: ended a settle time ago, none of their hours still raw.
+async fn days_due(pool: &PgPool) -> sqlx::Result<Vec<DateTime<Utc>>> {
+    sqlx::query_scalar(
+        "select d.day from compaction_days d
+         where d.merged_at is null
+           and d.day + interval '1 day' <= now() - make_interval(secs => $1)
+           and not exists (select 1 from timescaledb_information.chunks c
+                           where c.hypertable_name = 'influencer_metrics'
+                             and c.range_start < d.day + interval '1 day' and c.range_end > d.day)
+         order by d.day",
+    )
+    .bind((SETTLE_MS / 1000) as f64)
+    .fetch_all(pool)
+    .await
+}
+
+async fn merge_day(pool: &PgPool, day: DateTime<Utc>) -> anyhow::Result<MergeReport> {
+    let day_ms = day.timestamp_millis();
+    debug_assert_eq!(day_ms % DAY_MS, 0);
+    let mut total = MergeReport::default();
+    let mut after = i64::MIN;
+    loop {
+        let mut tx = pool.begin().await?;
+        let (last, m) = store::merge_day(&mut tx, day_ms, after, INFLUENCERS_PER_DAY_BATCH).await?;
+        total.points += m.points;
+        total.segments += m.segments;
+        total.bytes += m.bytes;
+        match last {
+            Some(last) => after = last,
+            None => {
+                sqlx::query("update compaction_days set merged_at = now() where day = $1")
+                    .bind(day)
+                    .execute(&mut *tx)
+                    .await?;
+                // The day's hour segments are all merged: its chunk goes whole.
+                sqlx::query(
+                    "select drop_chunks('influencer_hour_segments',
+                                        older_than => $1 + interval '1 day', newer_than => $1)",
+                )
+                .bind(day)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        if last.is_none() {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs passes until nothing is due, or the lock is held by another process (then waits for it
+/// up to `wait`). For `influencer-analytics compact`.
+pub async fn run_now(
+    pool: &PgPool,
+    wait: Duration,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<PassReport> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match run(pool, progress).await.context("compaction failed")? {
+            Some(report) => return Ok(report),
+            None if Instant::now() < deadline => {
+                progress("another process is compacting; waiting for it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            None => anyhow::bail!("another process kept compacting for {wait:?}"),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Retention: what is older than `RETENTION` is dropped, whole chunks at a time.
+//!
+//! The cold tier's segments (7-day chunks), the raw points of hours that were never compacted,
+//! the average series, the classification history and the recorded fetch failures, with the
+//! bookkeeping rows that go with them. A chunk goes once all of it is older than the cutoff, so
+//! nothing younger than `RETENTION` is ever dropped and nothing older stays more than a chunk's
+//! span past it.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+/// The hypertables retention drops chunks of.
+pub const HYPERTABLES: [&str; 6] = [
+    "influencer_segments",
+    "influencer_hour_segments",
+    "influencer_metrics",
+    "average_followers",
+    "suspicious_classifications",
+    "fetch_failures",
+];
+
+/// What one application dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub chunks: u64,
+    pub rows: u64,
+}
+
+/// Drops everything older than `retention`.
+pub async fn apply(pool: &PgPool, retention: Duration) -> anyhow::Result<RetentionReport> {
+    let secs = retention.as_secs_f64();
+    let mut report = RetentionReport::default();
+    for table in HYPERTABLES {
+        let dropped: Vec<String> = sqlx::query_scalar(
+            "select drop_chunks($1::regclass, older_than => now() - make_interval(secs => $2))::text",
+        )
+        .bind(table)
+        .bind(secs)
+        .fetch_all(pool)
+        .await?;
+        if !dropped.is_empty() {
+            tracing::info!(table, chunks = dropped.len(), "retention dropped chunks");
+            metrics::counter!("retention_chunks_dropped_total", "table" => table)
+                .increment(dropped.len() as u64);
+        }
+        report.chunks += dropped.len() as u64;
+    }
+    for statement in [
+        "delete from late_points where slot < now() - make_interval(secs => $1)",
+        "delete from compaction_days where day < now() - make_interval(secs => $1) - interval '1 day'",
+        "delete from classification_passes where started_at < now() - make_interval(secs => $1)",
+    ] {
+        report.rows += sqlx::query(statement)
+            .bind(secs)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    }
+    Ok(report)
+}

@@ -1,0 +1,421 @@
+//! The time series of every influencer, in two tiers, and the one read path over both.
+//!
+//! - **Hot**: `influencer_metrics`, the raw points the sink writes (one row a point, in hour
+//!   chunks), and `late_points`, points that reached the sink after their hour had closed.
+//! - **Cold**: `influencer_segments`, one row per influencer per closed hour, then per closed
+//!   UTC day, with the points encoded ([`codec`]) and a [`Summary`].
+//!
+//! Compaction (`jobs::compaction`) moves points from hot to cold through [`store`]; every reader
+//! (the range API, the dashboard, the gaps endpoint, the spike detector, the benchmarks) goes
+//! through [`read`], which answers the same before and after a compaction.
+//!
+//! A slot stored in both tiers (a point delivered again after its hour was compacted) is
+//! answered once, with the value stored first: the segment's.
+
+pub mod codec;
+pub mod read;
+pub mod store;
+
+pub use codec::SeriesPoint;
+
+/// A closed hour is compacted once it has been over this long (late points have landed).
+pub const SETTLE_MS: i64 = 10 * 60_000;
+
+/// The sink writes a point whose slot is older than this into `late_points` rather than
+/// `influencer_metrics`: half the settle time, so a write into a chunk never races its
+/// compaction (whatever the clocks of the sink and the database disagree by, up to 5 minutes).
+pub const LATE_AFTER_MS: i64 = SETTLE_MS / 2;
+
+/// One hour and one UTC day, in milliseconds.
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
+
+/// `time_bucket`'s default origin (Monday 2000-01-03 00:00 UTC) in epoch milliseconds: buckets
+/// are aligned as TimescaleDB aligned them when the database computed them.
+const BUCKET_ORIGIN_MS: i64 = 946_857_600_000;
+
+/// The start (epoch ms) of the `step_ms` bucket holding `t_ms`.
+pub fn bucket_of(t_ms: i64, step_ms: i64) -> i64 {
+    BUCKET_ORIGIN_MS + (t_ms - BUCKET_ORIGIN_MS).div_euclid(step_ms) * step_ms
+}
+
+/// The follower/following ratio a bucket's statistics use (unrounded; none when nobody is
+/// followed).
+fn ratio(p: &SeriesPoint) -> Option<f64> {
+    (p.following_count != 0).then(|| f64::from(p.follower_count) / f64::from(p.following_count))
+}
+
+/// A sum of floating-point ratios that comes out the same bit for bit whether it is computed
+/// from points or from the sums stored in hour and day segments: points are summed per hour in
+/// slot order, hours per UTC day, days in order. (A flat sum would depend on which segments a
+/// bucket happened to read whole.)
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NestedSum {
+    total: f64,
+    day: Option<(i64, f64)>,
+    hour: Option<(i64, f64)>,
+}
+
+impl NestedSum {
+    pub fn over(points: &[SeriesPoint]) -> Self {
+        let mut sum = Self::default();
+        for p in points {
+            if let Some(r) = ratio(p) {
+                sum.add_point(p.slot_ms, r);
+            }
+        }
+        sum
+    }
+
+    fn flush_hour(&mut self) {
+        if let Some((hour, s)) = self.hour.take() {
+            self.add_to_day(hour.div_euclid(DAY_MS) * DAY_MS, s);
+        }
+    }
+
+    fn add_to_day(&mut self, day: i64, s: f64) {
+        match &mut self.day {
+            Some((d, sum)) if *d == day => *sum += s,
+            _ => {
+                self.flush_day();
+                self.day = Some((day, s));
+            }
+        }
+    }
+
+    fn flush_day(&mut self) {
+        if let Some((_, s)) = self.day.take() {
+            self.total += s;
+        }
+    }
+
+    pub fn add_point(&mut self, slot_ms: i64, value: f64) {
+        let hour = slot_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        match &mut self.hour {
+            Some((h, sum)) if *h == hour => *sum += value,
+            _ => {
+                self.flush_hour();
+                self.hour = Some((hour, value));
+            }
+        }
+    }
+
+    /// Adds a segment's stored sum: an hour's (`span_ms` = an hour) or a day's.
+    pub fn add_segment(&mut self, period_start_ms: i64, span_ms: i64, sum: f64) {
+        self.flush_hour();
+        if span_ms >= DAY_MS {
+            self.flush_day();
+            self.total += sum;
+        } else {
+            self.add_to_day(period_start_ms.div_euclid(DAY_MS) * DAY_MS, sum);
+        }
+    }
+
+    pub fn total(mut self) -> f64 {
+        self.flush_hour();
+        self.flush_day();
+        self.total
+    }
+}
+
+/// What a segment's row says about its points besides the points themselves.
+#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+pub struct Summary {
+    pub points: i32,
+    pub first_slot_ms: i64,
+    pub last_slot_ms: i64,
+    pub follower_sum: i64,
+    pub follower_min: i32,
+    pub follower_max: i32,
+    pub follower_last: i32,
+    pub following_sum: i64,
+    pub following_min: i32,
+    pub following_max: i32,
+    pub following_last: i32,
+    pub ratio_points: i32,
+    pub ratio_min: Option<f64>,
+    pub ratio_max: Option<f64>,
+    pub ratio_sum: Option<f64>,
+}
+
+impl Summary {
+    /// The summary of points in slot order (at least one).
+    pub fn of(points: &[SeriesPoint]) -> Self {
+        let mut acc = Aggregate::default();
+        for p in points {
+            acc.add_point(p);
+        }
+        acc.summary().expect("a segment has at least one point")
+    }
+}
+
+/// Statistics of one count over a bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats<T> {
+    pub avg: f64,
+    pub min: T,
+    pub max: T,
+    pub last: T,
+}
+
+/// One bucket of a range: its start (epoch seconds), how many points it holds, and the
+/// statistics of each count and of the ratio (none when the last point follows nobody, or no
+/// point does).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BucketStats {
+    pub time: i64,
+    pub samples: i64,
+    pub follower_count: Stats<i32>,
+    pub following_count: Stats<i32>,
+    pub follower_ratio: Option<Stats<f64>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CountAcc {
+    sum: i64,
+    min: i32,
+    max: i32,
+    last: i32,
+}
+
+impl CountAcc {
+    fn new(v: i32) -> Self {
+        Self {
+            sum: i64::from(v),
+            min: v,
+            max: v,
+            last: v,
+        }
+    }
+
+    fn add(&mut self, v: i32) {
+        self.sum += i64::from(v);
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.last = v;
+    }
+
+    fn merge(&mut self, sum: i64, min: i32, max: i32, last: i32) {
+        self.sum += sum;
+        self.min = self.min.min(min);
+        self.max = self.max.max(max);
+        self.last = last;
+    }
+}
+
+/// Points and segment summaries folded together, in slot order.
+#[derive(Debug, Clone, Default)]
+pub struct Aggregate {
+    samples: i64,
+    first_slot_ms: i64,
+    last_slot_ms: i64,
+    counts: Option<(CountAcc, CountAcc)>,
+    ratio_points: i64,
+    ratio_min: f64,
+    ratio_max: f64,
+    ratio_sum: NestedSum,
+}
+
+impl Aggregate {
+    pub fn add_point(&mut self, p: &SeriesPoint) {
+        match &mut self.counts {
+            None => {
+                self.counts = Some((
+                    CountAcc::new(p.follower_count),
+                    CountAcc::new(p.following_count),
+                ));
+                self.first_slot_ms = p.slot_ms;
+            }
+            Some((followers, following)) => {
+                followers.add(p.follower_count);
+                following.add(p.following_count);
+            }
+        }
+        self.samples += 1;
+        self.last_slot_ms = p.slot_ms;
+        if let Some(r) = ratio(p) {
+            self.add_ratio(r, r, 1);
+            self.ratio_sum.add_point(p.slot_ms, r);
+        }
+    }
+
+    fn add_ratio(&mut self, min: f64, max: f64, n: i64) {
+        if self.ratio_points == 0 {
+            (self.ratio_min, self.ratio_max) = (min, max);
+        } else {
+            self.ratio_min = self.ratio_min.min(min);
+            self.ratio_max = self.ratio_max.max(max);
+        }
+        self.ratio_points += n;
+    }
+
+    /// Adds a whole segment by its summary (its points come after those added so far).
+    pub fn add_summary(&mut self, period_start_ms: i64, span_ms: i64, s: &Summary) {
+        match &mut self.counts {
+            None => {
+                let mut f = CountAcc::new(s.follower_min);
+                f.sum = s.follower_sum;
+                (f.max, f.last) = (s.follower_max, s.follower_last);
+                let mut g = CountAcc::new(s.following_min);
+                g.sum = s.following_sum;
+                (g.max, g.last) = (s.following_max, s.following_last);
+                self.counts = Some((f, g));
+                self.first_slot_ms = s.first_slot_ms;
+            }
+            Some((followers, following)) => {
+                followers.merge(
+                    s.follower_sum,
+                    s.follower_min,
+                    s.follower_max,
+                    s.follower_last,
+                );
+                following.merge(
+                    s.following_sum,
+                    s.following_min,
+                    s.following_max,
+                    s.following_last,
+                );
+            }
+        }
+        self.samples += i64::from(s.points);
+        self.last_slot_ms = s.last_slot_ms;
+        if let (Some(min), Some(max), Some(sum)) = (s.ratio_min, s.ratio_max, s.ratio_sum) {
+            self.add_ratio(min, max, i64::from(s.ratio_points));
+            self.ratio_sum.add_segment(period_start_ms, span_ms, sum);
+        }
+    }
+
+    /// The summary of what was added; none if nothing was.
+    pub fn summary(&self) -> Option<Summary> {
+        let (f, g) = self.counts?;
+        let has_ratio = self.ratio_points > 0;
+        Some(Summary {
+            points: self.samples as i32,
+            first_slot_ms: self.first_slot_ms,
+            last_slot_ms: self.last_slot_ms,
+            follower_sum: f.sum,
+            follower_min: f.min,
+            follower_max: f.max,
+            follower_last: f.last,
+            following_sum: g.sum,
+            following_min: g.min,
+            following_max: g.max,
+            following_last: g.last,
+            ratio_points: self.ratio_points as i32,
+            ratio_min: has_ratio.then_some(self.ratio_min),
+            ratio_max: has_ratio.then_some(self.ratio_max),
+            ratio_sum: has_ratio.then(|| self.ratio_sum.total()),
+        })
+    }
+
+    /// The bucket's statistics; none if nothing was added.
+    pub fn bucket(&self, time_ms: i64) -> Option<BucketStats> {
+        let (f, g) = self.counts?;
+        let n = self.samples as f64;
+        let ratio_last = (g.last != 0).then(|| f64::from(f.last) / f64::from(g.last));
+        let follower_ratio = match ratio_last {
+            Some(last) if self.ratio_points > 0 => Some(Stats {
+                avg: self.ratio_sum.total() / self.ratio_points as f64,
+                min: self.ratio_min,
+                max: self.ratio_max,
+                last,
+            }),
+            _ => None,
+        };
+        Some(BucketStats {
+            time: time_ms.div_euclid(1000),
+            samples: self.samples,
+            follower_count: Stats {
+                avg: f.sum as f64 / n,
+                min: f.min,
+                max: f.max,
+                last: f.last,
+            },
+            following_count: Stats {
+                avg: g.sum as f64 / n,
+                min: g.min,
+                max: g.max,
+                last: g.last,
+            },
+            follower_ratio,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(slot_ms: i64, follower_count: i32, following_count: i32) -> SeriesPoint {
+        SeriesPoint {
+            slot_ms,
+            follower_count,
+            following_count,
+        }
+    }
+
+    #[test]
+    fn buckets_align_as_time_bucket_does() {
+        // time_bucket('1 hour', ...) and ('1 day', ...) are aligned to the epoch's hours and
+        // days; a week starts on Monday; 7 minutes align to 2000-01-03.
+        assert_eq!(bucket_of(1_700_003_599_999, HOUR_MS), 1_700_002_800_000);
+        assert_eq!(bucket_of(1_700_002_800_000, HOUR_MS), 1_700_002_800_000);
+        assert_eq!(bucket_of(1_700_000_000_000, DAY_MS), 1_699_920_000_000);
+        assert_eq!(bucket_of(1_700_000_000_000, 7 * DAY_MS), 1_699_833_600_000); // Mon 13 Nov
+        assert_eq!(
+            (bucket_of(1_700_000_000_000, 420_000) - BUCKET_ORIGIN_MS) % 420_000,
+            0
+        );
+        assert_eq!(bucket_of(0, HOUR_MS), 0);
+    }
+
+    /// Two days of points: the ratio sum from points, from hour summaries and from a day's
+    /// summary is the same float.
+    #[test]
+    fn a_ratio_sum_is_the_same_from_points_hours_or_days() {
+        let points: Vec<SeriesPoint> = (0..2 * 1440)
+            .map(|i| {
+                point(
+                    1_699_920_000_000 + i * 60_000,
+                    1_000_003 + (i as i32 * 7919) % 100_000,
+                    333 + (i as i32 % 97),
+                )
+            })
+            .collect();
+        let mut from_points = Aggregate::default();
+        points.iter().for_each(|p| from_points.add_point(p));
+        let mut from_hours = Aggregate::default();
+        for hour in points.chunks(60) {
+            from_hours.add_summary(hour[0].slot_ms, HOUR_MS, &Summary::of(hour));
+        }
+        let mut from_days = Aggregate::default();
+        for day in points.chunks(1440) {
+            from_days.add_summary(day[0].slot_ms, DAY_MS, &Summary::of(day));
+        }
+        let want = from_points.bucket(0).unwrap();
+        assert_eq!(from_hours.bucket(0).unwrap(), want);
+        assert_eq!(from_days.bucket(0).unwrap(), want);
+        assert_eq!(want.samples, 2880);
+    }
+
+    #[test]
+    fn a_bucket_whose_last_point_follows_nobody_has_no_ratio() {
+        let mut acc = Aggregate::default();
+        acc.add_point(&point(0, 10, 5));
+        acc.add_point(&point(60_000, 12, 0));
+        let b = acc.bucket(0).unwrap();
+        assert_eq!(b.follower_ratio, None);
+        assert_eq!(
+            b.follower_count,
+            Stats {
+                avg: 11.0,
+                min: 10,
+                max: 12,
+                last: 12
+            }
+        );
+        acc.add_point(&point(120_000, 9, 3));
+        let r = acc.bucket(0).unwrap().follower_ratio.unwrap();
+        assert_eq!((r.min, r.max, r.last, r.avg), (2.0, 3.0, 3.0, 2.5));
+    }
+}

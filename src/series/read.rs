@@ -1,0 +1,450 @@
+//! The one read path: an influencer's points over a range, raw or in buckets, its gaps, and
+//! many influencers' points over a window, from both tiers.
+//!
+//! The hot tier is read first, then the cold one. A compaction that commits between the two
+//! reads moves points the first read saw into segments the second one sees: the same slots
+//! twice, answered once. The other order would miss them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::{Aggregate, BucketStats, HOUR_MS, SeriesPoint, Summary, bucket_of, codec};
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("a stored segment cannot be decoded: {0}")]
+    Corrupt(#[from] codec::CodecError),
+    #[error("the segments of influencer {0} changed during two reads in a row")]
+    Changed(i64),
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+#[derive(sqlx::FromRow)]
+struct HotRow {
+    influencer_id: i64,
+    slot: DateTime<Utc>,
+    follower_count: i32,
+    following_count: i32,
+}
+
+impl HotRow {
+    fn point(&self) -> SeriesPoint {
+        SeriesPoint {
+            slot_ms: self.slot.timestamp_millis(),
+            follower_count: self.follower_count,
+            following_count: self.following_count,
+        }
+    }
+}
+
+/// Raw points of the influencers in `ids` (inclusive bounds) over `[start, end]`, both hot
+/// tables.
+const HOT_SQL: &str = "select influencer_id, slot, follower_count, following_count
+     from influencer_metrics
+     where influencer_id >= $1 and influencer_id <= $2 and slot >= $3 and slot <= $4
+     union all
+     select influencer_id, slot, follower_count, following_count
+     from late_points
+     where influencer_id >= $1 and influencer_id <= $2 and slot >= $3 and slot <= $4";
+
+async fn hot(
+    pool: &PgPool,
+    ids: (i64, i64),
+    start_ms: i64,
+    end_ms: i64,
+) -> sqlx::Result<Vec<HotRow>> {
+    sqlx::query_as(HOT_SQL)
+        .bind(ids.0)
+        .bind(ids.1)
+        .bind(at(start_ms))
+        .bind(at(end_ms))
+        .fetch_all(pool)
+        .await
+}
+
+#[derive(sqlx::FromRow)]
+struct SegmentRow {
+    influencer_id: i64,
+    data: Vec<u8>,
+}
+
+/// Segments of the influencers in `ids` overlapping `[start, end]` (a segment spans at most a
+/// day, which lets the planner skip older chunks).
+const COLD_SQL: &str = "select influencer_id, data
+     from all_segments
+     where influencer_id >= $1 and influencer_id <= $2
+       and period_start > $3 - interval '1 day' and period_start <= $4 and period_end > $3
+     order by influencer_id, period_start";
+
+/// Merges one influencer's hot points into its decoded segment points (both in slot order);
+/// a slot in both keeps the segment's value. Only points within `[start, end]` are kept.
+fn merge(
+    cold: Vec<SeriesPoint>,
+    mut hot: Vec<SeriesPoint>,
+    start_ms: i64,
+    end_ms: i64,
+) -> Vec<SeriesPoint> {
+    hot.sort_by_key(|p| p.slot_ms);
+    hot.dedup_by_key(|p| p.slot_ms);
+    let in_range = |p: &SeriesPoint| p.slot_ms >= start_ms && p.slot_ms <= end_ms;
+    let mut out = Vec::with_capacity(cold.len() + hot.len());
+    let mut cold = cold.into_iter().filter(in_range).peekable();
+    let mut hot = hot.into_iter().filter(in_range).peekable();
+    loop {
+        match (cold.peek(), hot.peek()) {
+            (Some(c), Some(h)) if h.slot_ms < c.slot_ms => out.extend(hot.next()),
+            (Some(c), Some(h)) if h.slot_ms == c.slot_ms => {
+                hot.next();
+                out.extend(cold.next());
+            }
+            (Some(_), _) => out.extend(cold.next()),
+            (None, Some(_)) => out.extend(hot.next()),
+            (None, None) => return out,
+        }
+    }
+}
+
+/// One influencer's points over `[start_ms, end_ms]`, in slot order.
+pub async fn points(
+    pool: &PgPool,
+    influencer_id: i64,
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<Vec<SeriesPoint>, ReadError> {
+    let mut all = window(pool, (influencer_id, influencer_id), start_ms, end_ms).await?;
+    Ok(all.pop().map(|(_, points)| points).unwrap_or_default())
+}
+
+/// The points of every influencer in `ids` (inclusive) over `[start_ms, end_ms]`, per
+/// influencer in id order (influencers without a point are left out).
+pub async fn window(
+    pool: &PgPool,
+    ids: (i64, i64),
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<Vec<(i64, Vec<SeriesPoint>)>, ReadError> {
+    let hot_rows = hot(pool, ids, start_ms, end_ms).await?;
+    let cold_rows: Vec<SegmentRow> = sqlx::query_as(COLD_SQL)
+        .bind(ids.0)
+        .bind(ids.1)
+        .bind(at(start_ms))
+        .bind(at(end_ms))
+        .fetch_all(pool)
+        .await?;
+    let mut by_id: BTreeMap<i64, (Vec<SeriesPoint>, Vec<SeriesPoint>)> = BTreeMap::new();
+    for row in &hot_rows {
+        by_id
+            .entry(row.influencer_id)
+            .or_default()
+            .1
+            .push(row.point());
+    }
+    for row in cold_rows {
+        by_id
+            .entry(row.influencer_id)
+            .or_default()
+            .0
+            .extend(codec::decode(&row.data)?);
+    }
+    Ok(by_id
+        .into_iter()
+        .map(|(id, (cold, hot))| (id, merge(cold, hot, start_ms, end_ms)))
+        .filter(|(_, points)| !points.is_empty())
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct SummarizedRow {
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    first_slot: DateTime<Utc>,
+    last_slot: DateTime<Utc>,
+    follower_sum: i64,
+    following_sum: i64,
+    ratio_min: Option<f64>,
+    ratio_max: Option<f64>,
+    ratio_sum: Option<f64>,
+    points: i32,
+    ratio_points: i32,
+    follower_min: i32,
+    follower_max: i32,
+    follower_last: i32,
+    following_min: i32,
+    following_max: i32,
+    following_last: i32,
+    data: Option<Vec<u8>>,
+}
+
+impl SummarizedRow {
+    fn summary(&self) -> Summary {
+        Summary {
+            points: self.points,
+            first_slot_ms: self.first_slot.timestamp_millis(),
+            last_slot_ms: self.last_slot.timestamp_millis(),
+            follower_sum: self.follower_sum,
+            follower_min: self.follower_min,
+            follower_max: self.follower_max,
+            follower_last: self.follower_last,
+            following_sum: self.following_sum,
+            following_min: self.following_min,
+            following_max: self.following_max,
+            following_last: self.following_last,
+            ratio_points: self.ratio_points,
+            ratio_min: self.ratio_min,
+            ratio_max: self.ratio_max,
+            ratio_sum: self.ratio_sum,
+        }
+    }
+}
+
+/// Segments overlapping the range, with their data only where the answer needs the points: a
+/// segment that lies whole inside one bucket and inside the range, with no hot point in its
+/// period (hours listed in $6), is answered from its summary.
+const BUCKETED_COLD_SQL: &str = "select period_start, period_end, first_slot, last_slot,
+        follower_sum, following_sum, ratio_min, ratio_max, ratio_sum, points, ratio_points,
+        follower_min, follower_max, follower_last, following_min, following_max, following_last,
+        case when $5 and first_slot >= $2 and last_slot <= $3
+                  and time_bucket(make_interval(secs => $4), first_slot)
+                      = time_bucket(make_interval(secs => $4), last_slot)
+                  and not exists (select 1 from unnest($6::timestamptz[]) h(hour)
+                                  where h.hour >= period_start and h.hour < period_end)
+             then null else data end as data
+     from all_segments
+     where influencer_id = $1
+       and period_start > $2 - interval '1 day' and period_start <= $3 and period_end > $2
+     order by period_start";
+
+/// One influencer's points over `[start_ms, end_ms]` in buckets of `step_ms` aligned as
+/// `time_bucket` aligns them; buckets without points are left out.
+pub async fn buckets(
+    pool: &PgPool,
+    influencer_id: i64,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+) -> Result<Vec<BucketStats>, ReadError> {
+    let hot_rows = hot(pool, (influencer_id, influencer_id), start_ms, end_ms).await?;
+    let hot_points: Vec<SeriesPoint> = hot_rows.iter().map(HotRow::point).collect();
+    let mut hot_hours: Vec<DateTime<Utc>> = hot_points
+        .iter()
+        .map(|p| at(p.slot_ms.div_euclid(HOUR_MS) * HOUR_MS))
+        .collect();
+    hot_hours.dedup();
+    // Summaries may stand in for segments; if one that came without its data turns out not
+    // to fit one bucket after all, read again with every segment's data.
+    for use_summaries in [true, false] {
+        let rows: Vec<SummarizedRow> = sqlx::query_as(BUCKETED_COLD_SQL)
+            .bind(influencer_id)
+            .bind(at(start_ms))
+            .bind(at(end_ms))
+            .bind((step_ms / 1000) as f64)
+            .bind(use_summaries)
+            .bind(&hot_hours)
+            .fetch_all(pool)
+            .await?;
+        if let Some(answer) = fold_buckets(rows, &hot_points, start_ms, end_ms, step_ms)? {
+            return Ok(answer);
+        }
+    }
+    Err(ReadError::Changed(influencer_id))
+}
+
+/// Either a point or a whole segment's summary, in time order.
+enum Item {
+    Point(SeriesPoint),
+    Whole(i64, i64, Summary),
+}
+
+fn fold_buckets(
+    rows: Vec<SummarizedRow>,
+    hot_points: &[SeriesPoint],
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+) -> Result<Option<Vec<BucketStats>>, ReadError> {
+    let mut decoded = Vec::new();
+    let mut items = Vec::new();
+    for row in rows {
+        match &row.data {
+            Some(data) => decoded.extend(codec::decode(data)?),
+            None => {
+                let summary = row.summary();
+                if bucket_of(summary.first_slot_ms, step_ms)
+                    != bucket_of(summary.last_slot_ms, step_ms)
+                    || hot_points.iter().any(|p| {
+                        p.slot_ms >= row.period_start.timestamp_millis()
+                            && p.slot_ms < row.period_end.timestamp_millis()
+                    })
+                {
+                    return Ok(None);
+                }
+                let start = row.period_start.timestamp_millis();
+                items.push(Item::Whole(
+                    start,
+                    row.period_end.timestamp_millis() - start,
+                    summary,
+                ));
+            }
+        }
+    }
+    decoded.sort_by_key(|p| p.slot_ms);
+    items.extend(
+        merge(decoded, hot_points.to_vec(), start_ms, end_ms)
+            .into_iter()
+            .map(Item::Point),
+    );
+    let time = |item: &Item| match item {
+        Item::Point(p) => p.slot_ms,
+        Item::Whole(_, _, s) => s.first_slot_ms,
+    };
+    items.sort_by_key(time);
+    let mut out = Vec::new();
+    let mut current: Option<(i64, Aggregate)> = None;
+    for item in &items {
+        let bucket = bucket_of(time(item), step_ms);
+        if current.as_ref().is_none_or(|(b, _)| *b != bucket) {
+            if let Some((b, acc)) = current.take() {
+                out.extend(acc.bucket(b));
+            }
+            current = Some((bucket, Aggregate::default()));
+        }
+        let acc = &mut current.as_mut().expect("set above").1;
+        match item {
+            Item::Point(p) => acc.add_point(p),
+            Item::Whole(start, span, s) => acc.add_summary(*start, *span, s),
+        }
+    }
+    if let Some((b, acc)) = current {
+        out.extend(acc.bucket(b));
+    }
+    Ok(Some(out))
+}
+
+/// The completeness of one influencer's series over a range: the slots its grid expected,
+/// how many of them are stored, and the missing ones as runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gaps {
+    pub expected: i64,
+    pub stored: i64,
+    /// Runs of consecutive missing slots: (first missing slot, last missing slot, how many),
+    /// epoch ms.
+    pub missing: Vec<(i64, i64, i64)>,
+}
+
+/// The gaps of one influencer over `[start_ms, end_ms]` on its slot grid (`first_slot` is any
+/// slot of the grid; `interval_ms` its spacing). Runs past `max_runs` are left out (the counts
+/// still cover them).
+pub async fn gaps(
+    pool: &PgPool,
+    influencer_id: i64,
+    (start_ms, end_ms): (i64, i64),
+    grid: crate::schedule::SlotGrid,
+    max_runs: usize,
+) -> Result<Gaps, ReadError> {
+    let stored = points(pool, influencer_id, start_ms, end_ms).await?;
+    Ok(find_gaps(
+        &stored,
+        influencer_id,
+        (start_ms, end_ms),
+        grid,
+        max_runs,
+    ))
+}
+
+/// Walks the grid over the range against the stored slots (in order).
+pub fn find_gaps(
+    stored: &[SeriesPoint],
+    influencer_id: i64,
+    (start_ms, end_ms): (i64, i64),
+    grid: crate::schedule::SlotGrid,
+    max_runs: usize,
+) -> Gaps {
+    let mut gaps = Gaps {
+        expected: 0,
+        stored: 0,
+        missing: Vec::new(),
+    };
+    let mut have = stored.iter().map(|p| p.slot_ms).peekable();
+    let mut slot = grid.slot_at_or_after(influencer_id, start_ms);
+    let mut run: Option<(i64, i64, i64)> = None;
+    while slot <= end_ms {
+        gaps.expected += 1;
+        while have.next_if(|s| *s < slot).is_some() {}
+        if have.next_if_eq(&slot).is_some() {
+            gaps.stored += 1;
+            if let Some(r) = run.take()
+                && gaps.missing.len() < max_runs
+            {
+                gaps.missing.push(r);
+            }
+        } else {
+            run = Some(match run {
+                Some((first, _, n)) => (first, slot, n + 1),
+                None => (slot, slot, 1),
+            });
+        }
+        slot = grid.next_slot(influencer_id, slot);
+    }
+    if let Some(r) = run
+        && gaps.missing.len() < max_runs
+    {
+        gaps.missing.push(r);
+    }
+    gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::SlotGrid;
+    use std::time::Duration;
+
+    fn p(slot_ms: i64, f: i32) -> SeriesPoint {
+        SeriesPoint {
+            slot_ms,
+            follower_count: f,
+            following_count: 1,
+        }
+    }
+
+    #[test]
+    fn a_slot_in_both_tiers_is_answered_once_with_the_segments_value() {
+        let cold = vec![p(10, 1), p(20, 2), p(30, 3)];
+        let hot = vec![p(40, 40), p(20, 99), p(5, 5), p(40, 41)];
+        let merged = merge(cold, hot, 0, 35);
+        assert_eq!(merged, vec![p(5, 5), p(10, 1), p(20, 2), p(30, 3)]);
+    }
+
+    #[test]
+    fn gaps_are_runs_of_missing_grid_slots() {
+        let grid = SlotGrid::new(Duration::from_secs(60));
+        let id = 1_000_001;
+        let first = grid.slot_at_or_after(id, 1_700_000_000_000);
+        let slots: Vec<i64> = (0..10).map(|i| first + i * 60_000).collect();
+        // stored: 0, 1, 4, 5, 9 → missing 2-3 and 6-8
+        let stored: Vec<SeriesPoint> = [0, 1, 4, 5, 9].iter().map(|&i| p(slots[i], 1)).collect();
+        let g = find_gaps(&stored, id, (slots[0], slots[9]), grid, 10);
+        assert_eq!(g.expected, 10);
+        assert_eq!(g.stored, 5);
+        assert_eq!(
+            g.missing,
+            vec![(slots[2], slots[3], 2), (slots[6], slots[8], 3)]
+        );
+        let capped = find_gaps(&stored, id, (slots[0], slots[9]), grid, 1);
+        assert_eq!(capped.missing.len(), 1);
+        // a point off the grid is not counted as a stored slot
+        let off = vec![p(slots[0] + 1, 1)];
+        assert_eq!(
+            find_gaps(&off, id, (slots[0], slots[1]), grid, 10).stored,
+            0
+        );
+    }
+}

@@ -1,0 +1,404 @@
+//! Writes the cold tier: points merged into hour and day segments.
+//!
+//! Everything here runs inside the caller's transaction, so a compaction step either commits
+//! whole (its segments written and its raw points gone) or not at all.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::{DAY_MS, HOUR_MS, SeriesPoint, Summary, codec};
+
+/// A raw point on its way to a segment: whose it is and how late its poll ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawPoint {
+    pub influencer_id: i64,
+    pub point: SeriesPoint,
+    pub lateness_ms: i32,
+}
+
+/// A raw row as `influencer_metrics` and `late_points` hold it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct RawRow {
+    pub influencer_id: i64,
+    pub slot: DateTime<Utc>,
+    pub fetched_at: DateTime<Utc>,
+    pub follower_count: i32,
+    pub following_count: i32,
+}
+
+impl From<&RawRow> for RawPoint {
+    fn from(r: &RawRow) -> Self {
+        let slot_ms = r.slot.timestamp_millis();
+        Self {
+            influencer_id: r.influencer_id,
+            point: SeriesPoint {
+                slot_ms,
+                follower_count: r.follower_count,
+                following_count: r.following_count,
+            },
+            lateness_ms: (r.fetched_at.timestamp_millis() - slot_ms).clamp(0, i32::MAX as i64)
+                as i32,
+        }
+    }
+}
+
+/// A segment as written: its period, its points' summary and lateness, and its bytes.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub influencer_id: i64,
+    pub period_start_ms: i64,
+    pub period_end_ms: i64,
+    pub summary: Summary,
+    pub lateness_max_ms: i32,
+    pub lateness_p99_ms: i32,
+    pub data: Vec<u8>,
+}
+
+impl Segment {
+    /// Builds a segment from its points (in slot order, at least one).
+    pub fn new(
+        influencer_id: i64,
+        period: (i64, i64),
+        points: &[SeriesPoint],
+        lateness_max_ms: i32,
+        lateness_p99_ms: i32,
+    ) -> Self {
+        Self {
+            influencer_id,
+            period_start_ms: period.0,
+            period_end_ms: period.1,
+            summary: Summary::of(points),
+            lateness_max_ms,
+            lateness_p99_ms,
+            data: codec::encode(points),
+        }
+    }
+}
+
+/// The 99th percentile (nearest rank) of lateness figures; 0 for none.
+pub fn p99(lateness: &mut [i32]) -> i32 {
+    if lateness.is_empty() {
+        return 0;
+    }
+    let rank = (lateness.len() * 99).div_ceil(100).max(1) - 1;
+    *lateness.select_nth_unstable(rank).1
+}
+
+/// What a merge wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MergeReport {
+    /// Points newly in the cold tier (a slot it already held is not counted).
+    pub points: u64,
+    /// Slots that were already stored in a segment: the segment's value was kept.
+    pub duplicates: u64,
+    pub segments: u64,
+    pub bytes: u64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ExistingRow {
+    influencer_id: i64,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    lateness_max_ms: i32,
+    lateness_p99_ms: i32,
+    data: Vec<u8>,
+}
+
+/// Merges points (sorted by influencer, then slot; no slot twice) into the segments that cover
+/// them: the influencer's existing hour or day segment, else a new hour segment. A slot a
+/// segment already holds keeps the segment's value. `look_up` = false skips the search for
+/// existing segments (the caller knows there are none).
+pub async fn merge(
+    tx: &mut PgConnection,
+    points: &[RawPoint],
+    look_up: bool,
+) -> anyhow::Result<MergeReport> {
+    if points.is_empty() {
+        return Ok(MergeReport::default());
+    }
+    let existing: Vec<ExistingRow> = if look_up {
+        let mut ids: Vec<i64> = points.iter().map(|p| p.influencer_id).collect();
+        ids.dedup();
+        let (lo, hi) = points.iter().fold((i64::MAX, i64::MIN), |(lo, hi), p| {
+            (lo.min(p.point.slot_ms), hi.max(p.point.slot_ms))
+        });
+        sqlx::query_as(
+            "select influencer_id, period_start, period_end, lateness_max_ms, lateness_p99_ms, data
+             from all_segments
+             where influencer_id = any($1)
+               and period_start > $2 - interval '1 day' and period_start <= $3 and period_end > $2
+             order by influencer_id, period_start",
+        )
+        .bind(&ids)
+        .bind(at(lo))
+        .bind(at(hi))
+        .fetch_all(&mut *tx)
+        .await?
+    } else {
+        Vec::new()
+    };
+    // Target segments keyed by (influencer, period start): existing ones first.
+    struct Target {
+        end_ms: i64,
+        stored: Vec<SeriesPoint>,
+        lateness_max: i32,
+        lateness_p99: i32,
+        new: Vec<SeriesPoint>,
+        new_lateness: Vec<i32>,
+    }
+    let mut targets: BTreeMap<(i64, i64), Target> = BTreeMap::new();
+    for row in existing {
+        targets.insert(
+            (row.influencer_id, row.period_start.timestamp_millis()),
+            Target {
+                end_ms: row.period_end.timestamp_millis(),
+                stored: codec::decode(&row.data)?,
+                lateness_max: row.lateness_max_ms,
+                lateness_p99: row.lateness_p99_ms,
+                new: Vec::new(),
+                new_lateness: Vec::new(),
+            },
+        );
+    }
+    for p in points {
+        let slot = p.point.slot_ms;
+        // The existing segment covering the slot: the latest one starting at or before it.
+        let covering = targets
+            .range((p.influencer_id, i64::MIN)..=(p.influencer_id, slot))
+            .next_back()
+            .filter(|(_, t)| t.end_ms > slot)
+            .map(|(k, _)| *k);
+        let key = covering.unwrap_or((p.influencer_id, slot.div_euclid(HOUR_MS) * HOUR_MS));
+        let target = targets.entry(key).or_insert_with(|| Target {
+            end_ms: key.1 + HOUR_MS,
+            stored: Vec::new(),
+            lateness_max: 0,
+            lateness_p99: 0,
+            new: Vec::new(),
+            new_lateness: Vec::new(),
+        });
+        target.new.push(p.point);
+        target.new_lateness.push(p.lateness_ms);
+    }
+    let mut report = MergeReport::default();
+    let mut segments = Vec::new();
+    let mut new_days = Vec::new();
+    for ((influencer_id, start_ms), mut t) in targets {
+        if t.new.is_empty() {
+            continue;
+        }
+        let before = t.stored.len();
+        if t.stored.is_empty() && t.end_ms - start_ms < DAY_MS {
+            new_days.push(at(start_ms.div_euclid(DAY_MS) * DAY_MS));
+        }
+        let mut merged = std::mem::take(&mut t.stored);
+        let fresh: Vec<SeriesPoint> = t
+            .new
+            .iter()
+            .filter(|n| {
+                merged
+                    .binary_search_by_key(&n.slot_ms, |s| s.slot_ms)
+                    .is_err()
+            })
+            .copied()
+            .collect();
+        merged.extend(fresh);
+        merged.sort_by_key(|p| p.slot_ms);
+        let added = (merged.len() - before) as u64;
+        report.points += added;
+        report.duplicates += t.new.len() as u64 - added;
+        if added == 0 {
+            continue;
+        }
+        let lateness_max = t
+            .new_lateness
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(t.lateness_max);
+        let lateness_p99 = p99(&mut t.new_lateness).max(t.lateness_p99);
+        segments.push(Segment::new(
+            influencer_id,
+            (start_ms, t.end_ms),
+            &merged,
+            lateness_max,
+            lateness_p99,
+        ));
+    }
+    report.segments = segments.len() as u64;
+    report.bytes = segments.iter().map(|s| s.data.len() as u64).sum();
+    let (days, hours): (Vec<Segment>, Vec<Segment>) = segments
+        .into_iter()
+        .partition(|s| s.period_end_ms - s.period_start_ms >= DAY_MS);
+    upsert(tx, Table::Days, &days).await?;
+    upsert(tx, Table::Hours, &hours).await?;
+    new_days.sort();
+    new_days.dedup();
+    if !new_days.is_empty() {
+        sqlx::query(
+            "insert into compaction_days (day) select unnest($1::timestamptz[])
+             on conflict (day) do update set merged_at = null",
+        )
+        .bind(&new_days)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(report)
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// The two cold tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Hours,
+    Days,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Hours => "influencer_hour_segments",
+            Table::Days => "influencer_segments",
+        }
+    }
+}
+
+/// Writes segments into `table`, replacing any stored under the same (influencer, period
+/// start).
+pub async fn upsert(tx: &mut PgConnection, table: Table, segments: &[Segment]) -> sqlx::Result<()> {
+    if segments.is_empty() {
+        return Ok(());
+    }
+    macro_rules! column {
+        ($f:expr) => {
+            segments.iter().map($f).collect::<Vec<_>>()
+        };
+    }
+    sqlx::query(&format!(
+        "insert into {} (influencer_id, period_start, period_end, first_slot,
+             last_slot, follower_sum, following_sum, ratio_min, ratio_max, ratio_sum, points,
+             ratio_points, follower_min, follower_max, follower_last, following_min,
+             following_max, following_last, lateness_max_ms, lateness_p99_ms, data)
+         select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[],
+             $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::bigint[], $8::float8[],
+             $9::float8[], $10::float8[], $11::int[], $12::int[], $13::int[], $14::int[],
+             $15::int[], $16::int[], $17::int[], $18::int[], $19::int[], $20::int[], $21::bytea[])
+         on conflict (influencer_id, period_start) do update set
+             period_end = excluded.period_end, first_slot = excluded.first_slot,
+             last_slot = excluded.last_slot, follower_sum = excluded.follower_sum,
+             following_sum = excluded.following_sum, ratio_min = excluded.ratio_min,
+             ratio_max = excluded.ratio_max, ratio_sum = excluded.ratio_sum,
+             points = excluded.points, ratio_points = excluded.ratio_points,
+             follower_min = excluded.follower_min, follower_max = excluded.follower_max,
+             follower_last = excluded.follower_last, following_min = excluded.following_min,
+             following_max = excluded.following_max, following_last = excluded.following_last,
+             lateness_max_ms = excluded.lateness_max_ms,
+             lateness_p99_ms = excluded.lateness_p99_ms, data = excluded.data",
+        table.name()
+    ))
+    .bind(column!(|s| s.influencer_id))
+    .bind(column!(|s| at(s.period_start_ms)))
+    .bind(column!(|s| at(s.period_end_ms)))
+    .bind(column!(|s| at(s.summary.first_slot_ms)))
+    .bind(column!(|s| at(s.summary.last_slot_ms)))
+    .bind(column!(|s| s.summary.follower_sum))
+    .bind(column!(|s| s.summary.following_sum))
+    .bind(column!(|s| s.summary.ratio_min))
+    .bind(column!(|s| s.summary.ratio_max))
+    .bind(column!(|s| s.summary.ratio_sum))
+    .bind(column!(|s| s.summary.points))
+    .bind(column!(|s| s.summary.ratio_points))
+    .bind(column!(|s| s.summary.follower_min))
+    .bind(column!(|s| s.summary.follower_max))
+    .bind(column!(|s| s.summary.follower_last))
+    .bind(column!(|s| s.summary.following_min))
+    .bind(column!(|s| s.summary.following_max))
+    .bind(column!(|s| s.summary.following_last))
+    .bind(column!(|s| s.lateness_max_ms))
+    .bind(column!(|s| s.lateness_p99_ms))
+    .bind(column!(|s| s.data.as_slice()))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct HourRow {
+    influencer_id: i64,
+    lateness_max_ms: i32,
+    lateness_p99_ms: i32,
+    data: Vec<u8>,
+}
+
+/// Merges the hour segments of one UTC day into day segments, for up to `limit` influencers
+/// after `after`; returns the last influencer merged (none when the day is done) and the report.
+pub async fn merge_day(
+    tx: &mut PgConnection,
+    day_ms: i64,
+    after: i64,
+    limit: i64,
+) -> anyhow::Result<(Option<i64>, MergeReport)> {
+    let rows: Vec<HourRow> = sqlx::query_as(
+        "delete from influencer_hour_segments
+         where period_start >= $1 and period_start < $1 + interval '1 day'
+           and influencer_id in (
+                 select distinct influencer_id from influencer_hour_segments
+                 where period_start >= $1 and period_start < $1 + interval '1 day'
+                   and influencer_id > $2
+                 order by influencer_id limit $3)
+         returning influencer_id, period_start, lateness_max_ms, lateness_p99_ms, data",
+    )
+    .bind(at(day_ms))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut by_influencer: BTreeMap<i64, (Vec<SeriesPoint>, i32, i32)> = BTreeMap::new();
+    for row in rows {
+        let entry = by_influencer.entry(row.influencer_id).or_default();
+        entry.0.extend(codec::decode(&row.data)?);
+        entry.1 = entry.1.max(row.lateness_max_ms);
+        entry.2 = entry.2.max(row.lateness_p99_ms);
+    }
+    let mut report = MergeReport::default();
+    let mut segments = Vec::with_capacity(by_influencer.len());
+    for (id, (mut points, late_max, late_p99)) in by_influencer {
+        points.sort_by_key(|p| p.slot_ms);
+        points.dedup_by_key(|p| p.slot_ms);
+        report.points += points.len() as u64;
+        segments.push(Segment::new(
+            id,
+            (day_ms, day_ms + DAY_MS),
+            &points,
+            late_max,
+            late_p99,
+        ));
+    }
+    report.segments = segments.len() as u64;
+    report.bytes = segments.iter().map(|s| s.data.len() as u64).sum();
+    let last = segments.last().map(|s| s.influencer_id);
+    upsert(tx, Table::Days, &segments).await?;
+    Ok((last, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p99_is_the_nearest_rank() {
+        assert_eq!(p99(&mut []), 0);
+        assert_eq!(p99(&mut [5]), 5);
+        let mut hundred: Vec<i32> = (1..=100).rev().collect();
+        assert_eq!(p99(&mut hundred), 99);
+        let mut thousand: Vec<i32> = (1..=1000).collect();
+        assert_eq!(p99(&mut thousand), 990);
+    }
+}

@@ -1,0 +1,542 @@
+//! The two tiers (issue 17): compaction into segments, late points, retention, gaps; every
+//! answer the same before and after compaction. Against the real TimescaleDB.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use influencer_analytics::{
+    api::ApiState,
+    db::SessionLock,
+    jobs::{compaction, retention},
+    model::Point,
+    queue::points::Outcomes,
+    roles::Roles,
+    schedule::SlotGrid,
+    series::{self, DAY_MS, HOUR_MS},
+    sink::writer,
+    testing::TestDb,
+};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+const IDS: [i64; 4] = [1_000_001, 1_000_002, 1_000_003, 1_000_004];
+
+/// Midnight UTC `days` days ago, epoch ms.
+fn midnight_days_ago(days: i64) -> i64 {
+    (Utc::now().timestamp_millis().div_euclid(DAY_MS) - days) * DAY_MS
+}
+
+struct Fixture {
+    db: TestDb,
+    base: String,
+    client: reqwest::Client,
+    _roles: Roles,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let db = TestDb::new().await;
+        let mut roles = Roles::new(CancellationToken::new());
+        let state = ApiState::new(db.pool.clone(), Duration::from_secs(60));
+        let addr = roles
+            .serve_api(state, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        for id in IDS {
+            sqlx::query(
+                "insert into influencers (influencer_id, username, added_at)
+                 values ($1, 'influencer-' || $1, now() - interval '30 days')",
+            )
+            .bind(id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        Self {
+            db,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            _roles: roles,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    /// Inserts points straight into the hot tier.
+    async fn insert(&self, points: &[(i64, i64, i32, i32)]) {
+        let ids: Vec<i64> = points.iter().map(|p| p.0).collect();
+        let slots: Vec<chrono::DateTime<Utc>> = points
+            .iter()
+            .map(|p| chrono::DateTime::from_timestamp_millis(p.1).unwrap())
+            .collect();
+        let followers: Vec<i32> = points.iter().map(|p| p.2).collect();
+        let following: Vec<i32> = points.iter().map(|p| p.3).collect();
+        sqlx::query(
+            "insert into influencer_metrics
+             select u.id, u.slot, u.slot + interval '200 ms', u.f, u.g
+             from unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[]) u(id, slot, f, g)",
+        )
+        .bind(&ids)
+        .bind(&slots)
+        .bind(&followers)
+        .bind(&following)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn compact(&self) -> compaction::PassReport {
+        compaction::run(&self.db.pool, &mut |_| {})
+            .await
+            .unwrap()
+            .expect("no other compactor")
+    }
+}
+
+/// Random walks on each influencer's 1-minute grid from `from_ms` to `to_ms`, with a few slots
+/// missing and some minutes following nobody (no ratio).
+fn walks(from_ms: i64, to_ms: i64, seed: u64) -> Vec<(i64, i64, i32, i32)> {
+    let grid = SlotGrid::new(Duration::from_secs(60));
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for id in IDS {
+        let (mut f, mut g) = (
+            rng.random_range(100_000..10_000_000i64),
+            rng.random_range(0..3000i64),
+        );
+        let mut slot = grid.slot_at_or_after(id, from_ms);
+        while slot < to_ms {
+            f = (f + rng.random_range(-20_000..20_000)).max(0);
+            g = (g + rng.random_range(-100..100)).max(0);
+            if rng.random_range(0..100) >= 3 {
+                let following = if rng.random_range(0..50) == 0 {
+                    0
+                } else {
+                    g as i32
+                };
+                out.push((id, slot, f as i32, following));
+            }
+            slot += 60_000;
+        }
+    }
+    out
+}
+
+/// Random ranges (raw and with a step) over `[from, to]` seconds.
+fn ranges(from: i64, to: i64, seed: u64, n: usize) -> Vec<String> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let steps = ["60", "7m", "15m", "1h", "2h", "6h", "1d", "7d"];
+    (0..n)
+        .map(|i| {
+            let id = IDS[rng.random_range(0..IDS.len())];
+            let start = rng.random_range(from..to);
+            if i % 3 == 0 {
+                let end = (start + rng.random_range(0..6 * 86_400)).min(to);
+                format!("/influencer_analytics/{id}?start_time={start}&end_time={end}")
+            } else {
+                let end = rng.random_range(start..=to);
+                let step = steps[rng.random_range(0..steps.len())];
+                format!("/influencer_analytics/{id}?start_time={start}&end_time={end}&step={step}")
+            }
+        })
+        .collect()
+}
+
+/// Points across four closed days and the current hour; answers to random ranges (raw and
+/// bucketed, crossing hours, days and the tiers) before compaction, after the hours are
+/// compacted, and after the days are merged: identical, value for value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_answers_are_identical_before_and_after_compaction() {
+    let f = Fixture::start().await;
+    // Four closed days (whatever the time of day the test runs at), then the last half hour.
+    let from = midnight_days_ago(6);
+    let now = Utc::now().timestamp_millis();
+    f.insert(&walks(from, midnight_days_ago(2), 7)).await;
+    f.insert(&walks(now - 30 * 60_000, now - 60_000, 8)).await;
+    let (from_s, to_s) = (from / 1000 - 3600, now / 1000);
+    let paths = ranges(from_s, to_s, 11, 120);
+    let mut before = Vec::new();
+    for path in &paths {
+        before.push(f.get(path).await);
+    }
+    // Buckets agree with TimescaleDB's own time_bucket over the raw rows.
+    for id in IDS {
+        let (start, end) = (from_s, to_s);
+        let sql: Vec<(i64, i64, i32, i32, i32, f64)> = sqlx::query_as(
+            "select extract(epoch from time_bucket('1 hour', slot))::bigint, count(*), min(follower_count),
+                    max(follower_count), last(follower_count, slot), avg(follower_count)::float8
+             from influencer_metrics where influencer_id = $1
+               and slot >= to_timestamp($2) and slot <= to_timestamp($3)
+             group by 1 order by 1",
+        )
+        .bind(id)
+        .bind(start as f64)
+        .bind(end as f64)
+        .fetch_all(&f.db.pool)
+        .await
+        .unwrap();
+        let api = f
+            .get(&format!(
+                "/influencer_analytics/{id}?start_time={start}&end_time={end}&step=1h"
+            ))
+            .await;
+        let buckets = api["points"].as_array().unwrap();
+        assert_eq!(buckets.len(), sql.len(), "influencer {id}");
+        for (b, row) in buckets.iter().zip(&sql) {
+            assert_eq!(b["time"].as_i64(), Some(row.0));
+            assert_eq!(b["samples"].as_i64(), Some(row.1));
+            assert_eq!(b["follower_count"]["min"].as_i64(), Some(row.2 as i64));
+            assert_eq!(b["follower_count"]["max"].as_i64(), Some(row.3 as i64));
+            assert_eq!(b["follower_count"]["last"].as_i64(), Some(row.4 as i64));
+            let avg = b["follower_count"]["avg"].as_f64().unwrap();
+            assert!(
+                (avg - row.5).abs() <= row.5.abs() * 1e-12,
+                "{avg} vs {}",
+                row.5
+            );
+        }
+    }
+    let points_before = f.count("select count(*) from influencer_metrics").await;
+
+    let hours = compaction::run_stages(&f.db.pool, false, &mut |_| {})
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(hours.chunks >= 4 * 24, "{hours:?}");
+    assert_eq!(f.count("select count(*) from influencer_segments").await, 0);
+    // Four closed days (and the last half hour's, if its hour has closed).
+    assert!(
+        f.count("select count(*) from compaction_days where merged_at is null")
+            .await
+            >= 4
+    );
+    for (path, want) in paths.iter().zip(&before) {
+        assert_eq!(
+            &f.get(path).await,
+            want,
+            "{path} after the hours were compacted"
+        );
+    }
+    let days = f.compact().await;
+    assert_eq!(days.days, 4, "{days:?}");
+    let hot_left = f.count("select count(*) from influencer_metrics").await;
+    let cold: i64 = f
+        .count("select coalesce(sum(points), 0)::bigint from all_segments")
+        .await;
+    assert_eq!(
+        cold + hot_left,
+        points_before,
+        "every point is in exactly one tier"
+    );
+    assert_eq!(
+        f.count("select count(*) from influencer_segments where period_end - period_start = interval '1 day'").await,
+        4 * IDS.len() as i64
+    );
+    // The merged days' hour segments are gone, chunks and all.
+    assert_eq!(
+        f.count("select count(*) from influencer_hour_segments where period_start < now() - interval '2 days'").await,
+        0
+    );
+    assert_eq!(
+        f.count("select count(*) from timescaledb_information.chunks where hypertable_name = 'influencer_hour_segments' and range_end <= now() - interval '2 days'").await,
+        0
+    );
+    for (path, want) in paths.iter().zip(&before) {
+        assert_eq!(
+            &f.get(path).await,
+            want,
+            "{path} after the days were merged"
+        );
+    }
+    // A second pass has nothing to do.
+    let again = f.compact().await;
+    assert_eq!((again.chunks, again.days, again.segments), (0, 0, 0));
+}
+
+fn point(pk: i64, slot_ms: i64, follower_count: i32) -> Point {
+    Point {
+        pk,
+        slot_ms,
+        fetched_ms: Utc::now().timestamp_millis(),
+        follower_count,
+        following_count: 10,
+    }
+}
+
+/// A point the sink receives for an hour already compacted is stored once (a repeat of a stored
+/// slot keeps the stored value), shows in the range at once, and joins its segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_point_is_stored_once_and_shows_in_the_range() {
+    let f = Fixture::start().await;
+    let grid = SlotGrid::new(Duration::from_secs(60));
+    let id = IDS[0];
+    let day = midnight_days_ago(2);
+    let first = grid.slot_at_or_after(id, day + 10 * HOUR_MS);
+    let slots: Vec<i64> = (0..60)
+        .map(|i| first + i * 60_000)
+        .filter(|s| *s != first + 30 * 60_000)
+        .collect();
+    f.insert(
+        &slots
+            .iter()
+            .map(|&s| (id, s, 5_000, 10))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    f.compact().await;
+    assert_eq!(f.count("select count(*) from influencer_metrics").await, 0);
+    let (start, end) = (first / 1000, (first + 59 * 60_000) / 1000 + 1);
+    let path = format!("/influencer_analytics/{id}?start_time={start}&end_time={end}");
+    assert_eq!(f.get(&path).await["points"].as_array().unwrap().len(), 59);
+
+    // The missing slot arrives late, with a repeat of a stored slot carrying another value.
+    let late = Outcomes {
+        points: vec![
+            point(id, first + 30 * 60_000, 7_777),
+            point(id, first, 9_999),
+        ],
+        ..Outcomes::default()
+    };
+    let report = writer::write(&f.db.pool, &[&late]).await.unwrap();
+    assert_eq!(report.points_stored, 2, "both land in late_points");
+    assert_eq!(f.count("select count(*) from late_points").await, 2);
+    for stage in ["before the merge", "after the merge"] {
+        let points = f.get(&path).await["points"].as_array().unwrap().clone();
+        assert_eq!(points.len(), 60, "{stage}");
+        assert_eq!(points[30]["follower_count"], 7_777, "{stage}");
+        assert_eq!(
+            points[0]["follower_count"], 5_000,
+            "{stage}: the stored value wins"
+        );
+        if stage == "before the merge" {
+            let merged = f.compact().await;
+            assert_eq!(merged.late_points, 1, "{merged:?}");
+            assert_eq!(f.count("select count(*) from late_points").await, 0);
+        }
+    }
+    assert_eq!(
+        f.count("select coalesce(sum(points), 0)::bigint from influencer_segments")
+            .await,
+        60
+    );
+    assert_eq!(
+        f.count("select count(*) from influencer_segments").await,
+        1,
+        "one day segment"
+    );
+}
+
+/// While one process compacts (holds the lock), another skips; two started together compact
+/// every chunk once between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_compactors_one_works_the_other_skips() {
+    let f = Fixture::start().await;
+    let from = midnight_days_ago(2);
+    f.insert(&walks(from, from + 6 * HOUR_MS, 3)).await;
+    let points = f.count("select count(*) from influencer_metrics").await;
+    let held = SessionLock::try_take(&f.db.pool, 0x63_6f6d_7061_6374)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        compaction::run(&f.db.pool, &mut |_| {})
+            .await
+            .unwrap()
+            .is_none()
+    );
+    held.release().await;
+    let (mut quiet_a, mut quiet_b) = (|_: &str| {}, |_: &str| {});
+    let (a, b) = tokio::join!(
+        compaction::run(&f.db.pool, &mut quiet_a),
+        compaction::run(&f.db.pool, &mut quiet_b),
+    );
+    let chunks: u64 = [a.unwrap(), b.unwrap()]
+        .iter()
+        .flatten()
+        .map(|r| r.chunks)
+        .sum();
+    assert_eq!(chunks, 6);
+    assert_eq!(f.count("select count(*) from influencer_metrics").await, 0);
+    assert_eq!(
+        f.count("select coalesce(sum(points), 0)::bigint from all_segments")
+            .await,
+        points
+    );
+}
+
+/// Retention drops segments, raw chunks and averages older than RETENTION, never younger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_only_what_is_older_than_retention() {
+    let f = Fixture::start().await;
+    for days_ago in [40, 25, 16, 14, 3] {
+        let from = midnight_days_ago(days_ago);
+        f.insert(&walks(from, from + 2 * HOUR_MS, days_ago as u64))
+            .await;
+        sqlx::query("insert into average_followers values (to_timestamp($1), 1.0, 1)")
+            .bind((from / 1000) as f64)
+            .execute(&f.db.pool)
+            .await
+            .unwrap();
+    }
+    f.compact().await;
+    // One more raw chunk, never compacted, 40 days old (as if compaction had been down).
+    let old = midnight_days_ago(40) + 5 * HOUR_MS;
+    sqlx::query(
+        "insert into influencer_metrics values ($1, to_timestamp($2), to_timestamp($2), 1, 1)",
+    )
+    .bind(IDS[0])
+    .bind((old / 1000) as f64)
+    .execute(&f.db.pool)
+    .await
+    .unwrap();
+    let before: Vec<(i64, i64)> = sqlx::query_as(
+        "select influencer_id, (extract(epoch from period_start) * 1000)::bigint from all_segments",
+    )
+    .fetch_all(&f.db.pool)
+    .await
+    .unwrap();
+    let keep = Duration::from_secs(15 * 86_400);
+    let report = retention::apply(&f.db.pool, keep).await.unwrap();
+    assert!(report.chunks >= 2, "{report:?}");
+    let cutoff = Utc::now().timestamp_millis() - 15 * DAY_MS;
+    let after: Vec<(i64, i64)> = sqlx::query_as(
+        "select influencer_id, (extract(epoch from period_start) * 1000)::bigint from all_segments",
+    )
+    .fetch_all(&f.db.pool)
+    .await
+    .unwrap();
+    for seg in &before {
+        if seg.1 >= cutoff {
+            assert!(
+                after.contains(seg),
+                "segment {seg:?} is younger than the cutoff and was dropped"
+            );
+        }
+    }
+    assert!(
+        after
+            .iter()
+            .all(|s| s.1 >= midnight_days_ago(25) - 7 * DAY_MS)
+    );
+    assert!(
+        !after.iter().any(|s| s.1 < midnight_days_ago(39)),
+        "40-day-old segments remain"
+    );
+    assert_eq!(
+        f.count("select count(*) from influencer_metrics").await,
+        0,
+        "old raw chunk dropped"
+    );
+    let averages: Vec<f64> =
+        sqlx::query_scalar("select extract(epoch from bucket)::float8 from average_followers")
+            .fetch_all(&f.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        averages
+            .iter()
+            .all(|t| *t * 1000.0 >= (cutoff - 7 * DAY_MS) as f64)
+    );
+    assert!(
+        averages
+            .iter()
+            .any(|t| *t * 1000.0 == midnight_days_ago(14) as f64)
+    );
+    assert!(
+        averages
+            .iter()
+            .any(|t| *t * 1000.0 == midnight_days_ago(3) as f64)
+    );
+}
+
+/// The gaps endpoint: the grid's slots, how many are stored, the missing runs, across the
+/// compacted and the raw tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_lists_the_missing_slots_across_both_tiers() {
+    let f = Fixture::start().await;
+    let grid = SlotGrid::new(Duration::from_secs(60));
+    let id = IDS[1];
+    let day = midnight_days_ago(1);
+    let first = grid.slot_at_or_after(id, day);
+    // 3 hours of slots: 10..=14 missing (compacted hour), 130..=131 missing (raw, re-inserted
+    // after compaction into a recreated chunk).
+    let all: Vec<i64> = (0..180).map(|i| first + i * 60_000).collect();
+    let stored: Vec<(i64, i64, i32, i32)> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(10..=14).contains(i) && !(120..=131).contains(i))
+        .map(|(_, &s)| (id, s, 1_000, 10))
+        .collect();
+    f.insert(&stored).await;
+    f.compact().await;
+    f.insert(
+        &(120..130)
+            .map(|i| (id, all[i], 1_000, 10))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let (start, end) = (all[0] / 1000, all[179] / 1000);
+    let g = f
+        .get(&format!(
+            "/influencer_analytics/{id}/gaps?start_time={start}&end_time={end}"
+        ))
+        .await;
+    assert_eq!(g["expected"], 180);
+    assert_eq!(g["stored"], 173);
+    assert_eq!(g["missing"], 7);
+    assert_eq!(
+        g["gaps"],
+        serde_json::json!([
+            {"start_time": all[10] / 1000, "end_time": all[14] / 1000, "slots": 5},
+            {"start_time": all[130] / 1000, "end_time": all[131] / 1000, "slots": 2},
+        ])
+    );
+    assert_eq!(g["truncated"], false);
+    // The recreated chunk is compacted into the existing segments: same answer.
+    f.compact().await;
+    let again = f
+        .get(&format!(
+            "/influencer_analytics/{id}/gaps?start_time={start}&end_time={end}"
+        ))
+        .await;
+    assert_eq!(again, g);
+    assert_eq!(
+        series::read::points(&f.db.pool, id, all[0], all[179])
+            .await
+            .unwrap()
+            .len(),
+        173
+    );
+    // Before the influencer was added nothing is expected.
+    let added = f.count(&format!("select floor(extract(epoch from added_at))::bigint from influencers where influencer_id = {id}")).await;
+    let early = f
+        .get(&format!(
+            "/influencer_analytics/{id}/gaps?start_time={}&end_time={}",
+            added - 86_400,
+            added - 1
+        ))
+        .await;
+    assert_eq!(
+        (early["expected"].as_i64(), early["expected_from"].is_null()),
+        (Some(0), true)
+    );
+}
