@@ -11,6 +11,7 @@ mod common;
 mod ledger;
 
 mod broker_restart;
+mod compaction_kill;
 mod database_outage;
 mod hostile_api;
 mod kill_nine;

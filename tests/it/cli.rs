@@ -21,7 +21,7 @@ fn binary() -> Command {
 #[test]
 fn every_role_has_help() {
     for role in [
-        "migrate", "simulate", "seed", "poll", "sink", "serve", "classify", "run",
+        "migrate", "simulate", "seed", "poll", "sink", "serve", "classify", "compact", "run",
     ] {
         let output = binary().args([role, "--help"]).output().unwrap();
         assert!(output.status.success(), "{role} --help");
@@ -349,6 +349,77 @@ fn classify_status_reports_the_latest_pass() {
     let line = status();
     assert!(line.contains("4 of 10 classified"), "{line}");
     assert!(line.contains("unfinished"), "{line}");
+}
+
+/// `compact --status` reports the lag and what waits; `compact` compacts the closed hours and
+/// says so; a RETENTION under a day is refused naming the setting.
+#[test]
+fn compact_compacts_closed_hours_and_status_reports_the_lag() {
+    let scratch = Scratch::new();
+    let url = &scratch.url;
+    let compact = |args: &[&str]| {
+        let output = binary()
+            .arg("compact")
+            .args(args)
+            .env("DATABASE_URL", url.as_str())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let status: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        (stdout, status)
+    };
+    let (_, empty) = compact(&["--status"]);
+    assert_eq!(empty["raw_chunks"], 0);
+    assert_eq!(empty["lag_seconds"], 0.0);
+    // Two closed hours, three hours ago and more: due, and lagging.
+    query_i64(
+        url,
+        "with i as (insert into influencer_metrics
+             select 1000001, date_trunc('hour', now()) - make_interval(hours => h) + make_interval(mins => m),
+                    now(), 10, 10
+             from generate_series(3, 4) h, generate_series(0, 59) m returning 1)
+         select count(*) from i",
+    );
+    let (_, due) = compact(&["--status"]);
+    assert_eq!(
+        (due["raw_chunks"].as_i64(), due["due_chunks"].as_i64()),
+        (Some(2), Some(2))
+    );
+    let lag = due["lag_seconds"].as_f64().unwrap();
+    // The older hour ended 3 hours before the current hour began.
+    assert!((3.0 * 3600.0..4.0 * 3600.0).contains(&lag), "{lag}");
+    let (out, after) = compact(&[]);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("hour ")).count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        (
+            after["raw_chunks"].as_i64(),
+            after["hour_segments"].as_i64()
+        ),
+        (Some(0), Some(2))
+    );
+    assert_eq!(after["lag_seconds"], 0.0);
+    let refused = binary()
+        .args(["compact", "--status"])
+        .env("DATABASE_URL", url.as_str())
+        .env("RETENTION", "12h")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        error.contains("RETENTION") && error.contains("at least 1 day"),
+        "{error}"
+    );
 }
 
 /// The figures of one `target/bench/<scenario>.json`, by name.
