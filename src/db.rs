@@ -153,7 +153,7 @@ async fn ensure_timescaledb(connection: &mut PgConnection, url: &ServiceUrl) -> 
 }
 
 /// A session-level advisory lock, held on a connection of its own for work longer than one
-/// transaction (a classification pass, chunk maintenance): one process at a time does it.
+/// transaction (a classification pass, compaction): one process at a time does it.
 pub struct SessionLock {
     connection: PgConnection,
     key: i64,

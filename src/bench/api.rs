@@ -39,6 +39,8 @@ fn range_id(seed: u64, client: usize, i: u64, with_points: i64) -> i64 {
 
 pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Report> {
     let (with_points, seconds) = if quick { (700, 5) } else { (69_445, 30) };
+    // Influencers that also have a year of day segments before the dataset's day.
+    let with_history = if quick { 50 } else { 2_000 };
     let duration = Duration::from_secs(seconds);
     let suffix = if quick { "api_quick" } else { "api" };
     let (pool, bench) = bench_database(database, suffix, false).await?;
@@ -49,6 +51,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         eprintln!("bench api: {line}")
     })
     .await?;
+    ensure_history(&pool, with_history).await?;
     // The API and the SQL it is compared with get the same number of connections (the pool
     // size the user configured), so the ratio measures the API, not a bigger pool.
     let connections = database.database_pool_size;
@@ -104,6 +107,35 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         quantile(&mut api.latencies, 0.99),
     );
     let (sql_p50, sql_p99) = (quantile(&mut sql, 0.5), quantile(&mut sql, 0.99));
+
+    // Long ranges ending with the dataset's day: 30 days at step=1h, a year at step=1d.
+    let mut long = Vec::new();
+    for (days, step) in [(30i64, "1h"), (365, "1d")] {
+        let base = server_base.clone();
+        let end = DAY_START + MINUTES * 60 - 60;
+        let mut load = load::run(
+            RANGE_CLIENTS,
+            duration / 2,
+            move |client, i| {
+                let id =
+                    1_000_000 + (splitmix((client as u64) << 40 | i) % with_history as u64) as i64;
+                format!(
+                    "{base}/influencer_analytics/{id}?start_time={}&end_time={end}&step={step}",
+                    end - days * 86_400
+                )
+            },
+            load::success,
+        )
+        .await?;
+        if load.errors > 0 {
+            bail!("{} long-range requests failed", load.errors);
+        }
+        let (p50, p99) = (
+            quantile(&mut load.latencies, 0.5),
+            quantile(&mut load.latencies, 0.99),
+        );
+        long.push((days, step, p50, p99, load.rate()));
+    }
 
     // Rank and average at 1,000,000 ranked influencers.
     let base = server_base.clone();
@@ -167,7 +199,23 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             ms(sql_p50),
             Goal::AtMost(1.5),
         )
-        .info("range requests/s", api.rate(), "req/s")
+        .info("range requests/s", api.rate(), "req/s");
+    for (days, step, p50, p99, rate) in &long {
+        report
+            .goal(
+                &format!("{days} days at step={step}, p99 (50 clients)"),
+                ms(*p99),
+                "ms",
+                Goal::AtMost(50.0),
+            )
+            .info(&format!("{days} days at step={step}, p50"), ms(*p50), "ms")
+            .info(
+                &format!("{days} days at step={step}, requests/s"),
+                *rate,
+                "req/s",
+            );
+    }
+    report
         .info(
             "database connections (API and SQL alike)",
             f64::from(sql_pool.options().get_max_connections()),
@@ -224,6 +272,73 @@ async fn sql_load(
         all.extend(latencies?);
     }
     Ok(all)
+}
+
+/// Makes sure the first `influencers` influencers have a year of day segments before the
+/// dataset's day (the simulator's walk, written straight into the cold tier as compaction
+/// writes it): what the long ranges read.
+async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
+    use crate::series::{
+        DAY_MS, SeriesPoint,
+        store::{self, Segment, Table},
+    };
+    use rand::{SeedableRng, rngs::SmallRng};
+    use rand_distr::{Distribution, Normal};
+    sqlx::query("create table if not exists bench_history (influencers bigint primary key)")
+        .execute(pool)
+        .await?;
+    let ready: Option<i64> =
+        sqlx::query_scalar("select influencers from bench_history where influencers = $1")
+            .bind(influencers)
+            .fetch_optional(pool)
+            .await?;
+    if ready.is_some() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let first_day = DAY_START * 1000 - 365 * DAY_MS;
+    let (big, small) = (Normal::new(0.0, 10_000.0)?, Normal::new(0.0, 100.0)?);
+    for id in 1_000_000..1_000_000 + influencers {
+        let mut rng = SmallRng::seed_from_u64(id as u64);
+        let (mut followers, mut following) = (5_000_000f64, 1_000f64);
+        let mut segments = Vec::with_capacity(365);
+        for day in 0..365 {
+            let day_ms = first_day + day * DAY_MS;
+            let points: Vec<SeriesPoint> = (0..MINUTES)
+                .map(|m| {
+                    followers = (followers + big.sample(&mut rng)).max(0.0);
+                    following = (following + small.sample(&mut rng)).max(0.0);
+                    SeriesPoint {
+                        slot_ms: day_ms + m * 60_000,
+                        follower_count: followers.round() as i32,
+                        following_count: following.round() as i32,
+                    }
+                })
+                .collect();
+            segments.push(Segment::new(
+                id,
+                (day_ms, day_ms + DAY_MS),
+                &points,
+                150,
+                150,
+            ));
+        }
+        let mut tx = pool.begin().await?;
+        store::upsert(&mut tx, Table::Days, &segments).await?;
+        tx.commit().await?;
+    }
+    sqlx::query("vacuum analyze influencer_segments")
+        .execute(pool)
+        .await?;
+    sqlx::query("insert into bench_history values ($1)")
+        .bind(influencers)
+        .execute(pool)
+        .await?;
+    eprintln!(
+        "bench api: a year of day segments for {influencers} influencers in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Makes sure the database holds `with_points` influencers × one day of points and 1,000,000

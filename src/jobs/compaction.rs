@@ -119,9 +119,14 @@ pub async fn run_stages(
     };
     let result = pass(pool, days, progress).await;
     lock.release().await;
-    let report = result?;
-    status(pool).await?;
-    Ok(Some(report))
+    // The lag gauge is kept current whether the pass worked or not.
+    if let Err(e) = status(pool).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot read the compaction status"
+        );
+    }
+    Ok(Some(result?))
 }
 
 #[derive(sqlx::FromRow)]
