@@ -1,6 +1,6 @@
 //! Retention: what is older than `RETENTION` is dropped, whole chunks at a time.
 //!
-//! The cold tier's segments (7-day chunks), the raw points of hours that were never compacted,
+//! The cold tier's segments (28-day chunks), the raw points of hours that were never compacted,
 //! the average series, the classification history and the recorded fetch failures, with the
 //! bookkeeping rows that go with them. A chunk goes once all of it is older than the cutoff, so
 //! nothing younger than `RETENTION` is ever dropped and nothing older stays more than a chunk's
