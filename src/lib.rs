@@ -31,10 +31,12 @@
 //! - [`queue`]: the RabbitMQ topology (due, wait, enter, points, dead letters), publishing
 //!   with confirms, and the point-queue message ([`queue::points`]).
 //! - [`fetch`]: the Mockstagram client (retries, rate ceiling) and the poll worker.
-//! - [`sink`]: batching point messages into TimescaleDB.
+//! - [`sink`]: batching point messages into TimescaleDB (the hot tier).
+//! - [`series`]: the two storage tiers: raw points, then compact per-influencer segments of
+//!   closed hours and days; the one read path every reader uses.
 //! - [`reconcile`]: anti-entropy: puts back influencers that fell out of the schedule.
-//! - [`jobs`]: periodic work, each one process at a time: the average, the ranking, chunk
-//!   maintenance and the daily classification.
+//! - [`jobs`]: periodic work, each one process at a time: the average, the ranking,
+//!   compaction, retention and the daily classification.
 //! - [`classify`]: the suspicious classification: Mockstagram's is_suspicious and the
 //!   follower-spike detector.
 //! - [`api`]: the HTTP API (`serve`): range queries, latest values and rank, health.

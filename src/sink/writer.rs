@@ -286,21 +286,20 @@ pub fn copy_binary(points: impl Iterator<Item = Point>) -> Vec<u8> {
     out
 }
 
-/// SQLSTATE classes sqlx has no error kind for: data exceptions (a value out of range) and
-/// syntax errors or access rule violations.
+/// The SQLSTATE class sqlx has no error kind for that is about the data: a data exception (a
+/// value out of range, a malformed value).
 const DATA_EXCEPTION: &str = "22";
-const SYNTAX_OR_ACCESS_RULE: &str = "42";
 
 /// Whether a write error is about the data (retrying the same rows cannot help) rather than
-/// the database being unreachable or busy: an integrity constraint violated (sqlx's error
-/// kinds: unique, foreign key, not null, check), a data exception, a rule violation.
+/// the database being unreachable, busy or misconfigured: an integrity constraint violated
+/// (sqlx's error kinds: unique, foreign key, not null, check) or a data exception. A missing
+/// table or privilege (SQLSTATE class 42) is not: the same rows will go in once the database is
+/// fixed, so the batch is held and retried rather than dead-lettered point by point.
 pub fn is_data_error(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             db.kind() != sqlx::error::ErrorKind::Other
-                || db.code().is_some_and(|c| {
-                    c.starts_with(DATA_EXCEPTION) || c.starts_with(SYNTAX_OR_ACCESS_RULE)
-                })
+                || db.code().is_some_and(|c| c.starts_with(DATA_EXCEPTION))
         }
         sqlx::Error::Encode(_) | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => true,
         _ => false,

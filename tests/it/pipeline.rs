@@ -677,3 +677,37 @@ async fn the_client_keeps_under_its_rate_ceiling_and_its_in_flight_bound() {
         started.elapsed()
     );
 }
+
+/// Issue 18: a missing table or privilege (SQLSTATE class 42) was taken for bad data, so the
+/// sink dead-lettered every point one by one; it is a database to fix, and the batch is held.
+/// A data exception (class 22) and a constraint violation still are about the data.
+#[tokio::test]
+async fn a_missing_table_is_not_bad_data_but_a_value_out_of_range_is() {
+    use influencer_analytics::sink::writer::is_data_error;
+    let db = TestDb::new().await;
+    let error = |sql: &'static str| {
+        let pool = db.pool.clone();
+        async move { sqlx::query(sql).execute(&pool).await.unwrap_err() }
+    };
+    let missing = error("insert into no_such_table values (1)").await;
+    assert!(!is_data_error(&missing), "{missing}");
+    let mut reader = db.pool.acquire().await.unwrap();
+    sqlx::raw_sql("set role pg_read_all_data")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let denied = sqlx::query("insert into influencers (influencer_id, username) values (1, 'x')")
+        .execute(&mut *reader)
+        .await
+        .unwrap_err();
+    assert!(!is_data_error(&denied), "{denied}");
+    sqlx::raw_sql("reset role")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    drop(reader);
+    let out_of_range = error("select 2147483647::int + 1").await;
+    assert!(is_data_error(&out_of_range), "{out_of_range}");
+    let negative = error("insert into influencer_metrics values (1, now(), now(), -1, 1)").await;
+    assert!(is_data_error(&negative), "{negative}");
+}
