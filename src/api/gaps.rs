@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     ApiState,
     error::{ApiError, Problem},
-    params::{DEFAULT_RANGE_SECONDS, Epoch, InfluencerId, Query},
+    params::{DEFAULT_RANGE_SECONDS, Epoch, InfluencerId, Query, bounds},
 };
 use crate::{schedule::SlotGrid, series};
 
@@ -86,18 +86,9 @@ pub async fn gaps(
             .bind(id)
             .fetch_optional(&state.pool)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("influencer {id} was never tracked")))?;
+            .ok_or_else(|| ApiError::never_tracked(id))?;
     let now = Utc::now().timestamp();
-    let end = query.end_time.map_or(now, |Epoch(t)| t);
-    let start = query
-        .start_time
-        .map_or((end - DEFAULT_RANGE_SECONDS).max(0), |Epoch(t)| t);
-    if start > end {
-        return Err(ApiError::bad_request(
-            "Invalid time range",
-            format!("start_time ({start}) is after end_time ({end})"),
-        ));
-    }
+    let (start, end) = bounds(query.start_time, query.end_time, now, DEFAULT_RANGE_SECONDS)?;
     if end - start > MAX_GAPS_SPAN_SECONDS {
         return Err(ApiError::bad_request(
             "Range too long",
@@ -107,31 +98,25 @@ pub async fn gaps(
             ),
         ));
     }
-    let expected_from = start.max(tracking.added_at.timestamp());
-    let expected_to = end
+    // Slots are expected from when the influencer was added to when tracking stopped (or now).
+    let from = start.max(tracking.added_at.timestamp());
+    let to = end
         .min(now)
         .min(tracking.untracked_at.map_or(i64::MAX, |t| t.timestamp()));
-    let grid = SlotGrid::new(state.interval);
-    let found = if expected_from <= expected_to {
-        Some(
-            series::read::gaps(
-                &state.pool,
-                id,
-                (expected_from * 1000, expected_to * 1000 + 999),
-                grid,
-                MAX_GAPS + 1,
-            )
-            .await?,
-        )
-    } else {
-        None
+    let expected_part = (from <= to).then_some((from, to));
+    let found = match expected_part {
+        Some((from, to)) => {
+            let range = (from * 1000, to * 1000 + 999);
+            let grid = SlotGrid::new(state.interval);
+            Some(series::read::gaps(&state.pool, id, range, grid, MAX_GAPS + 1).await?)
+        }
+        None => None,
     };
     let (expected, stored, mut runs) = found
         .map(|g| (g.expected, g.stored, g.missing))
         .unwrap_or_default();
     let truncated = runs.len() > MAX_GAPS;
     runs.truncate(MAX_GAPS);
-    let expected_part = found_part(expected_from, expected_to);
     Ok(Json(GapsAnswer {
         influencer_id: id,
         start_time: start,
@@ -152,8 +137,4 @@ pub async fn gaps(
             .collect(),
         truncated,
     }))
-}
-
-fn found_part(from: i64, to: i64) -> Option<(i64, i64)> {
-    (from <= to).then_some((from, to))
 }

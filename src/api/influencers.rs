@@ -111,7 +111,7 @@ async fn username(state: &ApiState, id: i64) -> Result<String, ApiError> {
         .bind(id)
         .fetch_optional(&state.pool)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("influencer {id} was never tracked")))
+        .ok_or_else(|| ApiError::never_tracked(id))
 }
 
 impl From<crate::series::SeriesPoint> for RawPoint {
@@ -259,11 +259,7 @@ pub async fn latest(
     .bind(id)
     .fetch_optional(&state.pool)
     .await?;
-    let Some(row) = row else {
-        return Err(ApiError::NotFound(format!(
-            "influencer {id} was never tracked"
-        )));
-    };
+    let row = row.ok_or_else(|| ApiError::never_tracked(id))?;
     let suspicious: Vec<Verdict> = sqlx::query_as(
         "select source, suspicious, decided_at, detail from current_verdicts
          where influencer_id = $1 order by source",

@@ -303,7 +303,6 @@ impl TimeRange {
     /// a step, points are `point_spacing` seconds apart; more than [`MAX_POINTS`] is a 400
     /// naming a step that fits.
     pub fn from_query(query: &RangeQuery, now: i64, point_spacing: i64) -> Result<Self, ApiError> {
-        let end = query.end_time.map_or(now, |Epoch(t)| t);
         let step = query.step.map(|Step(s)| s);
         // Without start_time: the day before end_time, or as much of it as one answer holds
         // (at a poll interval under 9 s a day of raw points is more than MAX_POINTS).
@@ -311,15 +310,7 @@ impl TimeRange {
             Some(_) => DEFAULT_RANGE_SECONDS,
             None => DEFAULT_RANGE_SECONDS.min((MAX_POINTS - 1) * point_spacing.max(1)),
         };
-        let start = query
-            .start_time
-            .map_or((end - default_span).max(0), |Epoch(t)| t);
-        if start > end {
-            return Err(ApiError::bad_request(
-                "Invalid time range",
-                format!("start_time ({start}) is after end_time ({end})"),
-            ));
-        }
+        let (start, end) = bounds(query.start_time, query.end_time, now, default_span)?;
         let span = end - start;
         let width = step.unwrap_or(point_spacing.max(1));
         if span / width + 1 > MAX_POINTS {
@@ -341,6 +332,25 @@ impl TimeRange {
     pub fn end_at(&self) -> chrono::DateTime<chrono::Utc> {
         at(self.end)
     }
+}
+
+/// `start_time` and `end_time` (epoch seconds, inclusive) with their defaults: the end is
+/// `now`, the start `default_span` before the end; a start after the end is a 400.
+pub fn bounds(
+    start_time: Option<Epoch>,
+    end_time: Option<Epoch>,
+    now: i64,
+    default_span: i64,
+) -> Result<(i64, i64), ApiError> {
+    let end = end_time.map_or(now, |Epoch(t)| t);
+    let start = start_time.map_or((end - default_span).max(0), |Epoch(t)| t);
+    if start > end {
+        return Err(ApiError::bad_request(
+            "Invalid time range",
+            format!("start_time ({start}) is after end_time ({end})"),
+        ));
+    }
+    Ok((start, end))
 }
 
 fn at(seconds: i64) -> chrono::DateTime<chrono::Utc> {

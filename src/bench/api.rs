@@ -274,6 +274,36 @@ async fn sql_load(
     Ok(all)
 }
 
+/// How many points a generated part of the dataset (`table`: its marker table) holds for
+/// `influencers`, if it was generated already.
+async fn generated(pool: &PgPool, table: &str, influencers: i64) -> anyhow::Result<Option<i64>> {
+    sqlx::query(&format!(
+        "create table if not exists {table} (influencers bigint primary key, points bigint not null)"
+    ))
+    .execute(pool)
+    .await?;
+    Ok(sqlx::query_scalar(&format!(
+        "select points from {table} where influencers = $1"
+    ))
+    .bind(influencers)
+    .fetch_optional(pool)
+    .await?)
+}
+
+async fn record_generated(
+    pool: &PgPool,
+    table: &str,
+    influencers: i64,
+    points: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(&format!("insert into {table} values ($1, $2)"))
+        .bind(influencers)
+        .bind(points)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Makes sure the first `influencers` influencers have a year of day segments before the
 /// dataset's day (the simulator's walk, written straight into the cold tier as compaction
 /// writes it): what the long ranges read.
@@ -284,15 +314,10 @@ async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
     };
     use rand::{SeedableRng, rngs::SmallRng};
     use rand_distr::{Distribution, Normal};
-    sqlx::query("create table if not exists bench_history (influencers bigint primary key)")
-        .execute(pool)
-        .await?;
-    let ready: Option<i64> =
-        sqlx::query_scalar("select influencers from bench_history where influencers = $1")
-            .bind(influencers)
-            .fetch_optional(pool)
-            .await?;
-    if ready.is_some() {
+    if generated(pool, "bench_history", influencers)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     let started = Instant::now();
@@ -330,10 +355,13 @@ async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
     sqlx::query("vacuum analyze influencer_segments")
         .execute(pool)
         .await?;
-    sqlx::query("insert into bench_history values ($1)")
-        .bind(influencers)
-        .execute(pool)
-        .await?;
+    record_generated(
+        pool,
+        "bench_history",
+        influencers,
+        influencers * 365 * MINUTES,
+    )
+    .await?;
     eprintln!(
         "bench api: a year of day segments for {influencers} influencers in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -344,23 +372,23 @@ async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
 /// Makes sure the database holds `with_points` influencers × one day of points and 1,000,000
 /// ranked influencers; generates what is missing. Returns the number of points.
 async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> {
-    sqlx::query("create table if not exists bench_dataset (influencers bigint primary key, points bigint not null)")
-        .execute(pool)
-        .await?;
-    let ready: Option<i64> =
-        sqlx::query_scalar("select points from bench_dataset where influencers = $1")
-            .bind(with_points)
-            .fetch_optional(pool)
-            .await?;
-    if let Some(points) = ready {
+    if let Some(points) = generated(pool, "bench_dataset", with_points).await? {
         return Ok(points);
     }
     let started = Instant::now();
     eprintln!(
         "bench api: generating {with_points} influencers × {MINUTES} minutes of points (once; kept for the next run)"
     );
+    // The year of history is generated again for the new dataset.
+    sqlx::query("drop table if exists bench_history")
+        .execute(pool)
+        .await?;
     for table in [
         "bench_dataset",
+        "influencer_segments",
+        "influencer_hour_segments",
+        "late_points",
+        "compaction_days",
         "influencer_ranks",
         "ranking_runs",
         "average_followers",
@@ -422,11 +450,7 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
     crate::jobs::ranking::refresh(pool).await?;
     sqlx::query("vacuum analyze").execute(pool).await?;
     let points = with_points * MINUTES;
-    sqlx::query("insert into bench_dataset values ($1, $2)")
-        .bind(with_points)
-        .bind(points)
-        .execute(pool)
-        .await?;
+    record_generated(pool, "bench_dataset", with_points, points).await?;
     eprintln!(
         "bench api: dataset ready in {:.0} s",
         started.elapsed().as_secs_f64()

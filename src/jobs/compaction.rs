@@ -151,9 +151,32 @@ async fn chunks(pool: &PgPool, due_only: bool) -> sqlx::Result<Vec<Chunk>> {
     .await
 }
 
-fn add(total: &mut PassReport, m: MergeReport) {
-    total.segments += m.segments;
-    total.bytes += m.bytes;
+impl PassReport {
+    /// Counts segments written for `period` (`hour` or `day`), here and in the metrics.
+    fn wrote(&mut self, period: &'static str, m: MergeReport) {
+        self.segments += m.segments;
+        self.bytes += m.bytes;
+        metrics::counter!("segments_written_total", "period" => period).increment(m.segments);
+        metrics::counter!("segment_bytes_written_total", "period" => period).increment(m.bytes);
+    }
+
+    /// Counts late points merged into their segments.
+    fn merged_late(&mut self, m: MergeReport) {
+        self.late_points += m.points;
+        metrics::counter!("late_points_merged_total").increment(m.points);
+        self.wrote("hour", m);
+    }
+}
+
+/// A progress line: what was done, with its points, segments, bytes a point and time.
+fn done(what: String, m: MergeReport, started: Instant) -> String {
+    format!(
+        "{what}: {} points into {} segments ({:.2} bytes a point) in {:.1} s",
+        m.points,
+        m.segments,
+        m.bytes as f64 / m.points.max(1) as f64,
+        started.elapsed().as_secs_f64()
+    )
 }
 
 async fn pass(
@@ -164,54 +187,40 @@ async fn pass(
     let mut report = PassReport::default();
     for chunk in chunks(pool, true).await? {
         let started = Instant::now();
-        match compact_chunk(pool, &chunk).await {
-            Ok(Some(m)) => {
-                report.chunks += 1;
-                report.hour_points += m.points;
-                add(&mut report, m);
-                metrics::counter!("compaction_points_total", "tier" => "hour").increment(m.points);
-                metrics::counter!("segments_written_total", "period" => "hour")
-                    .increment(m.segments);
-                metrics::counter!("segment_bytes_written_total", "period" => "hour")
-                    .increment(m.bytes);
-                let line = format!(
-                    "hour {} compacted: {} points into {} segments ({:.2} bytes a point) in {:.1} s",
-                    chunk.range_start.format("%Y-%m-%d %H:00"),
-                    m.points,
-                    m.segments,
-                    m.bytes as f64 / m.points.max(1) as f64,
-                    started.elapsed().as_secs_f64()
-                );
-                tracing::info!(
-                    chunk = chunk.chunk_name,
-                    points = m.points,
-                    segments = m.segments,
-                    bytes = m.bytes,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "hour compacted"
-                );
-                progress(&line);
-            }
-            Ok(None) => {
-                tracing::info!(
-                    chunk = chunk.chunk_name,
-                    "chunk still in use; compacting it next pass"
-                );
-                progress(&format!(
-                    "{} is in use; left for the next pass",
-                    chunk.chunk_name
-                ));
-            }
-            Err(e) => return Err(e.context(format!("cannot compact chunk {}", chunk.chunk_name))),
-        }
+        let Some(ChunkReport { hour, late }) = compact_chunk(pool, &chunk)
+            .await
+            .with_context(|| format!("cannot compact chunk {}", chunk.chunk_name))?
+        else {
+            tracing::info!(
+                chunk = chunk.chunk_name,
+                "chunk still in use; compacting it next pass"
+            );
+            progress(&format!(
+                "{} is in use; left for the next pass",
+                chunk.chunk_name
+            ));
+            continue;
+        };
+        report.chunks += 1;
+        report.hour_points += hour.points;
+        metrics::counter!("compaction_points_total", "tier" => "hour").increment(hour.points);
+        report.wrote("hour", hour);
+        report.merged_late(late);
+        tracing::info!(
+            chunk = chunk.chunk_name,
+            points = hour.points,
+            late_points = late.points,
+            segments = hour.segments,
+            bytes = hour.bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "hour compacted"
+        );
+        let hour_start = chunk.range_start.format("%Y-%m-%d %H:00");
+        progress(&done(format!("hour {hour_start} compacted"), hour, started));
     }
     let late = merge_late_points(pool).await?;
     if late.points + late.duplicates > 0 {
-        report.late_points += late.points;
-        add(&mut report, late);
-        metrics::counter!("late_points_merged_total").increment(late.points);
-        metrics::counter!("segments_written_total", "period" => "hour").increment(late.segments);
-        metrics::counter!("segment_bytes_written_total", "period" => "hour").increment(late.bytes);
+        report.merged_late(late);
         progress(&format!(
             "{} late points merged into their segments ({} already stored)",
             late.points, late.duplicates
@@ -226,17 +235,12 @@ async fn pass(
         let started = Instant::now();
         let m = merge_day(pool, day).await?;
         report.days += 1;
-        add(&mut report, m);
-        metrics::counter!("segments_written_total", "period" => "day").increment(m.segments);
-        metrics::counter!("segment_bytes_written_total", "period" => "day").increment(m.bytes);
+        report.wrote("day", m);
         tracing::info!(day = %day.date_naive(), segments = m.segments, bytes = m.bytes, seconds = started.elapsed().as_secs_f64(), "day merged");
-        progress(&format!(
-            "day {} merged: {} points into {} segments ({:.2} bytes a point) in {:.1} s",
-            day.date_naive(),
-            m.points,
-            m.segments,
-            m.bytes as f64 / m.points.max(1) as f64,
-            started.elapsed().as_secs_f64()
+        progress(&done(
+            format!("day {} merged", day.date_naive()),
+            m,
+            started,
         ));
     }
     Ok(report)
@@ -246,9 +250,15 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// What compacting one chunk wrote: its own points, and the late points of its hour.
+struct ChunkReport {
+    hour: MergeReport,
+    late: MergeReport,
+}
+
 /// Compacts one closed chunk in one transaction; `None` if readers held it past the lock
 /// timeout (nothing changed).
-async fn compact_chunk(pool: &PgPool, chunk: &Chunk) -> anyhow::Result<Option<MergeReport>> {
+async fn compact_chunk(pool: &PgPool, chunk: &Chunk) -> anyhow::Result<Option<ChunkReport>> {
     let table = format!(
         "{}.{}",
         quote(&chunk.chunk_schema),
@@ -280,9 +290,9 @@ async fn compact_chunk(pool: &PgPool, chunk: &Chunk) -> anyhow::Result<Option<Me
             .fetch_all(&mut *tx)
             .await?;
         let full = rows.len() as i64 == limit;
-        let mut points: Vec<RawPoint> = rows.iter().rev().map(RawPoint::from).collect();
-        // Rows came newest slot first per influencer, and the influencers in order; reversed,
-        // the influencers are in reverse order with slots ascending: sort them back.
+        // Rows come in the index's order (newest slot first per influencer): put each
+        // influencer's slots in ascending order.
+        let mut points: Vec<RawPoint> = rows.iter().map(RawPoint::from).collect();
         points.sort_by_key(|p| (p.influencer_id, p.point.slot_ms));
         if full {
             // The last influencer may go on past this read: leave it for the next one.
@@ -298,10 +308,7 @@ async fn compact_chunk(pool: &PgPool, chunk: &Chunk) -> anyhow::Result<Option<Me
             from = last;
         }
         let m = store::merge(&mut tx, &points, look_up).await?;
-        total.points += m.points;
-        total.duplicates += m.duplicates;
-        total.segments += m.segments;
-        total.bytes += m.bytes;
+        total += m;
         if !full {
             break;
         }
@@ -315,13 +322,7 @@ async fn compact_chunk(pool: &PgPool, chunk: &Chunk) -> anyhow::Result<Option<Me
     .bind(chunk.range_end)
     .fetch_all(&mut *tx)
     .await?;
-    if !late.is_empty() {
-        let m = merge_rows(&mut tx, &late).await?;
-        metrics::counter!("late_points_merged_total").increment(m.points);
-        total.points += m.points;
-        total.segments += m.segments;
-        total.bytes += m.bytes;
-    }
+    let late = merge_rows(&mut tx, &late).await?;
     sqlx::query(&format!("set local lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
         .execute(&mut *tx)
         .await?;
@@ -337,7 +338,7 @@ async fn compact_chunk(pool: &PgPool, chunk: &Chunk) -> anyhow::Result<Option<Me
         Err(e) => return Err(e.into()),
     }
     tx.commit().await?;
-    Ok(Some(total))
+    Ok(Some(ChunkReport { hour: total, late }))
 }
 
 /// SQLSTATE of a lock timeout.
@@ -376,10 +377,7 @@ async fn merge_late_points(pool: &PgPool) -> anyhow::Result<MergeReport> {
         .await?;
         let m = merge_rows(&mut tx, &rows).await?;
         tx.commit().await?;
-        total.points += m.points;
-        total.duplicates += m.duplicates;
-        total.segments += m.segments;
-        total.bytes += m.bytes;
+        total += m;
         if (rows.len() as i64) < LATE_POINTS_PER_BATCH {
             return Ok(total);
         }
@@ -410,9 +408,7 @@ async fn merge_day(pool: &PgPool, day: DateTime<Utc>) -> anyhow::Result<MergeRep
     loop {
         let mut tx = pool.begin().await?;
         let (last, m) = store::merge_day(&mut tx, day_ms, after, INFLUENCERS_PER_DAY_BATCH).await?;
-        total.points += m.points;
-        total.segments += m.segments;
-        total.bytes += m.bytes;
+        total += m;
         match last {
             Some(last) => after = last,
             None => {

@@ -179,6 +179,7 @@ struct CountAcc {
 }
 
 impl CountAcc {
+    /// One value.
     fn new(v: i32) -> Self {
         Self {
             sum: i64::from(v),
@@ -188,18 +189,12 @@ impl CountAcc {
         }
     }
 
-    fn add(&mut self, v: i32) {
-        self.sum += i64::from(v);
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-        self.last = v;
-    }
-
-    fn merge(&mut self, sum: i64, min: i32, max: i32, last: i32) {
-        self.sum += sum;
-        self.min = self.min.min(min);
-        self.max = self.max.max(max);
-        self.last = last;
+    /// Adds what comes after: its sum, extremes, and its last value as the new last.
+    fn merge(&mut self, later: Self) {
+        self.sum += later.sum;
+        self.min = self.min.min(later.min);
+        self.max = self.max.max(later.max);
+        self.last = later.last;
     }
 }
 
@@ -217,22 +212,34 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    pub fn add_point(&mut self, p: &SeriesPoint) {
+    /// Adds counts that start at `first_slot_ms` and end at `last_slot_ms`.
+    fn add_counts(
+        &mut self,
+        followers: CountAcc,
+        following: CountAcc,
+        first_slot_ms: i64,
+        last_slot_ms: i64,
+    ) {
         match &mut self.counts {
             None => {
-                self.counts = Some((
-                    CountAcc::new(p.follower_count),
-                    CountAcc::new(p.following_count),
-                ));
-                self.first_slot_ms = p.slot_ms;
+                self.counts = Some((followers, following));
+                self.first_slot_ms = first_slot_ms;
             }
-            Some((followers, following)) => {
-                followers.add(p.follower_count);
-                following.add(p.following_count);
+            Some((f, g)) => {
+                f.merge(followers);
+                g.merge(following);
             }
         }
+        self.last_slot_ms = last_slot_ms;
+    }
+
+    pub fn add_point(&mut self, p: &SeriesPoint) {
+        let (f, g) = (
+            CountAcc::new(p.follower_count),
+            CountAcc::new(p.following_count),
+        );
+        self.add_counts(f, g, p.slot_ms, p.slot_ms);
         self.samples += 1;
-        self.last_slot_ms = p.slot_ms;
         if let Some(r) = ratio(p) {
             self.add_ratio(r, r, 1);
             self.ratio_sum.add_point(p.slot_ms, r);
@@ -251,34 +258,20 @@ impl Aggregate {
 
     /// Adds a whole segment by its summary (its points come after those added so far).
     pub fn add_summary(&mut self, period_start_ms: i64, span_ms: i64, s: &Summary) {
-        match &mut self.counts {
-            None => {
-                let mut f = CountAcc::new(s.follower_min);
-                f.sum = s.follower_sum;
-                (f.max, f.last) = (s.follower_max, s.follower_last);
-                let mut g = CountAcc::new(s.following_min);
-                g.sum = s.following_sum;
-                (g.max, g.last) = (s.following_max, s.following_last);
-                self.counts = Some((f, g));
-                self.first_slot_ms = s.first_slot_ms;
-            }
-            Some((followers, following)) => {
-                followers.merge(
-                    s.follower_sum,
-                    s.follower_min,
-                    s.follower_max,
-                    s.follower_last,
-                );
-                following.merge(
-                    s.following_sum,
-                    s.following_min,
-                    s.following_max,
-                    s.following_last,
-                );
-            }
-        }
+        let followers = CountAcc {
+            sum: s.follower_sum,
+            min: s.follower_min,
+            max: s.follower_max,
+            last: s.follower_last,
+        };
+        let following = CountAcc {
+            sum: s.following_sum,
+            min: s.following_min,
+            max: s.following_max,
+            last: s.following_last,
+        };
+        self.add_counts(followers, following, s.first_slot_ms, s.last_slot_ms);
         self.samples += i64::from(s.points);
-        self.last_slot_ms = s.last_slot_ms;
         if let (Some(min), Some(max), Some(sum)) = (s.ratio_min, s.ratio_max, s.ratio_sum) {
             self.add_ratio(min, max, i64::from(s.ratio_points));
             self.ratio_sum.add_segment(period_start_ms, span_ms, sum);

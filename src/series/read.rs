@@ -237,6 +237,7 @@ pub async fn buckets(
         .iter()
         .map(|p| at(p.slot_ms.div_euclid(HOUR_MS) * HOUR_MS))
         .collect();
+    hot_hours.sort_unstable();
     hot_hours.dedup();
     // Summaries may stand in for segments; if one that came without its data turns out not
     // to fit one bucket after all, read again with every segment's data.

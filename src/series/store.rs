@@ -97,6 +97,15 @@ pub struct MergeReport {
     pub bytes: u64,
 }
 
+impl std::ops::AddAssign for MergeReport {
+    fn add_assign(&mut self, other: Self) {
+        self.points += other.points;
+        self.duplicates += other.duplicates;
+        self.segments += other.segments;
+        self.bytes += other.bytes;
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct ExistingRow {
     influencer_id: i64,

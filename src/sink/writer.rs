@@ -49,43 +49,22 @@ pub async fn write_with_cutoff(
     let mut report = WriteReport::default();
     let n = points().count();
     if n > 0 {
-        let (mut ids, mut slots, mut fetched, mut followers, mut following) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for p in points() {
-            ids.push(p.pk);
-            slots.push(at(p.slot_ms));
-            fetched.push(at(p.fetched_ms));
-            followers.push(p.follower_count);
-            following.push(p.following_count);
-        }
+        let all = Columns::of(points());
         // A point for an hour that closed a while ago goes to late_points: its chunk may be
         // being compacted (see series::LATE_AFTER_MS). Almost every batch has none.
         let is_late = |p: &&Point| p.slot_ms < late_before;
-        if points().any(|p| is_late(&p)) {
-            let (late, on_time): (Vec<&Point>, Vec<&Point>) = points().partition(is_late);
-            report.points_stored = store_late_points(&mut tx, &late).await?;
-            let on_time_columns = columns_of(&on_time);
+        report.points_stored = if points().any(|p| is_late(&p)) {
+            let late = Columns::of(points().filter(is_late));
+            let on_time: Vec<Point> = points().filter(|p| !is_late(p)).copied().collect();
+            let mut stored = store_late_points(&mut tx, &late).await?;
             if !on_time.is_empty() {
-                report.points_stored += store_points(
-                    &mut tx,
-                    on_time.iter().map(|p| **p),
-                    on_time_columns.as_refs(),
-                )
-                .await?;
+                let columns = Columns::of(on_time.iter());
+                stored += store_points(&mut tx, on_time.iter().copied(), &columns).await?;
             }
+            stored
         } else {
-            report.points_stored = store_points(
-                &mut tx,
-                points().copied(),
-                (&ids, &slots, &fetched, &followers, &following),
-            )
-            .await?;
-        }
+            store_points(&mut tx, points().copied(), &all).await?
+        };
         // Latest per influencer: the newest slot of the batch, if newer than what is stored.
         // Points of influencers not in the registry are stored but have no latest row.
         sqlx::query(
@@ -103,11 +82,11 @@ pub async fn write_with_cutoff(
                  following_count = excluded.following_count
              where influencer_latest.slot < excluded.slot",
         )
-        .bind(&ids)
-        .bind(&slots)
-        .bind(&fetched)
-        .bind(&followers)
-        .bind(&following)
+        .bind(&all.ids)
+        .bind(&all.slots)
+        .bind(&all.fetched)
+        .bind(&all.followers)
+        .bind(&all.following)
         .execute(&mut *tx)
         .await?;
     }
@@ -147,8 +126,8 @@ pub async fn write_with_cutoff(
     Ok(report)
 }
 
-/// Points as the columns of influencer_metrics.
-struct OwnedColumns {
+/// Points as the columns of influencer_metrics, for the `unnest` statements.
+struct Columns {
     ids: Vec<i64>,
     slots: Vec<DateTime<Utc>>,
     fetched: Vec<DateTime<Utc>>,
@@ -156,32 +135,21 @@ struct OwnedColumns {
     following: Vec<i32>,
 }
 
-impl OwnedColumns {
-    fn as_refs(&self) -> Columns<'_> {
-        (
-            &self.ids,
-            &self.slots,
-            &self.fetched,
-            &self.followers,
-            &self.following,
-        )
-    }
-}
-
-fn columns_of(points: &[&Point]) -> OwnedColumns {
-    OwnedColumns {
-        ids: points.iter().map(|p| p.pk).collect(),
-        slots: points.iter().map(|p| at(p.slot_ms)).collect(),
-        fetched: points.iter().map(|p| at(p.fetched_ms)).collect(),
-        followers: points.iter().map(|p| p.follower_count).collect(),
-        following: points.iter().map(|p| p.following_count).collect(),
+impl Columns {
+    fn of<'a>(points: impl Iterator<Item = &'a Point> + Clone) -> Self {
+        Self {
+            ids: points.clone().map(|p| p.pk).collect(),
+            slots: points.clone().map(|p| at(p.slot_ms)).collect(),
+            fetched: points.clone().map(|p| at(p.fetched_ms)).collect(),
+            followers: points.clone().map(|p| p.follower_count).collect(),
+            following: points.map(|p| p.following_count).collect(),
+        }
     }
 }
 
 /// Stores late points (a point delivered again is stored once); returns how many were new.
-async fn store_late_points(tx: &mut PgConnection, late: &[&Point]) -> Result<u64, sqlx::Error> {
-    let c = columns_of(late);
-    metrics::counter!("sink_late_points_total").increment(late.len() as u64);
+async fn store_late_points(tx: &mut PgConnection, c: &Columns) -> Result<u64, sqlx::Error> {
+    metrics::counter!("sink_late_points_total").increment(c.ids.len() as u64);
     Ok(sqlx::query(
         "insert into late_points (influencer_id, slot, fetched_at, follower_count, following_count)
          select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::int[])
@@ -197,20 +165,12 @@ async fn store_late_points(tx: &mut PgConnection, late: &[&Point]) -> Result<u64
     .rows_affected())
 }
 
-type Columns<'a> = (
-    &'a [i64],
-    &'a [DateTime<Utc>],
-    &'a [DateTime<Utc>],
-    &'a [i32],
-    &'a [i32],
-);
-
 /// Stores points: COPY, or, if one of them is already stored, the idempotent insert.
 /// Returns how many were newly stored.
 async fn store_points(
     tx: &mut PgConnection,
     points: impl Iterator<Item = Point>,
-    columns: Columns<'_>,
+    columns: &Columns,
 ) -> Result<u64, sqlx::Error> {
     let copy = copy_binary(points);
     let mut savepoint = tx.begin().await?;
@@ -236,7 +196,13 @@ async fn store_points(
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             savepoint.rollback().await?;
             metrics::counter!("sink_copy_fallbacks_total").increment(1);
-            let (ids, slots, fetched, followers, following) = columns;
+            let Columns {
+                ids,
+                slots,
+                fetched,
+                followers,
+                following,
+            } = columns;
             Ok(sqlx::query(
                 "insert into influencer_metrics
                      (influencer_id, slot, fetched_at, follower_count, following_count)

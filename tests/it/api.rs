@@ -14,15 +14,15 @@ use tokio_util::sync::CancellationToken;
 use influencer_analytics::testing::TestDb;
 
 /// The API served as `serve` serves it (its role, on port 0), over a database of its own.
-struct TestApi {
-    db: TestDb,
+pub(crate) struct TestApi {
+    pub(crate) db: TestDb,
     base: String,
     client: reqwest::Client,
     _roles: Roles,
 }
 
 impl TestApi {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::polled_every(Duration::from_secs(60)).await
     }
 
@@ -43,7 +43,7 @@ impl TestApi {
         }
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, String, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, String, Value) {
         let response = self
             .client
             .get(format!("{}{path}", self.base))

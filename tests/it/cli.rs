@@ -18,6 +18,22 @@ fn binary() -> Command {
     command
 }
 
+/// Runs the binary with `args` on the database at `url`; asserts it succeeded and returns what
+/// it printed.
+fn run_ok(args: &[&str], url: &url::Url) -> String {
+    let output = binary()
+        .args(args)
+        .env("DATABASE_URL", url.as_str())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 #[test]
 fn every_role_has_help() {
     for role in [
@@ -99,21 +115,7 @@ fn migrate_creates_a_missing_database() {
     let name = format!("ia_test_cli_{:016x}", rand::random::<u64>());
     let mut url = url::Url::parse(&base_database_url()).unwrap();
     url.set_path(&name);
-    let output = binary()
-        .arg("migrate")
-        .env("DATABASE_URL", url.as_str())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .contains("migrations applied")
-    );
+    assert!(run_ok(&["migrate"], &url).contains("migrations applied"));
     url.set_path("postgres");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -328,19 +330,7 @@ fn an_unreachable_broker_is_named_with_its_password_hidden() {
 fn classify_status_reports_the_latest_pass() {
     let scratch = Scratch::new();
     let url = &scratch.url;
-    let status = || {
-        let output = binary()
-            .args(["classify", "--status"])
-            .env("DATABASE_URL", url.as_str())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let status = || run_ok(&["classify", "--status"], url);
     assert!(status().contains("no classification pass has run yet"));
     query_i64(
         url,
@@ -358,18 +348,7 @@ fn compact_compacts_closed_hours_and_status_reports_the_lag() {
     let scratch = Scratch::new();
     let url = &scratch.url;
     let compact = |args: &[&str]| {
-        let output = binary()
-            .arg("compact")
-            .args(args)
-            .env("DATABASE_URL", url.as_str())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stdout = run_ok(&[&["compact"], args].concat(), url);
         let status: serde_json::Value =
             serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
         (stdout, status)

@@ -5,20 +5,18 @@ use std::time::Duration;
 
 use chrono::Utc;
 use influencer_analytics::{
-    api::ApiState,
     db::SessionLock,
     jobs::{compaction, retention},
     model::Point,
     queue::points::Outcomes,
-    roles::Roles,
     schedule::SlotGrid,
     series::{self, DAY_MS, HOUR_MS},
     sink::writer,
-    testing::TestDb,
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
+
+use crate::api::TestApi;
 
 const IDS: [i64; 4] = [1_000_001, 1_000_002, 1_000_003, 1_000_004];
 
@@ -27,49 +25,32 @@ fn midnight_days_ago(days: i64) -> i64 {
     (Utc::now().timestamp_millis().div_euclid(DAY_MS) - days) * DAY_MS
 }
 
+/// The API over a database of its own, with [`IDS`] registered 30 days ago.
 struct Fixture {
-    db: TestDb,
-    base: String,
-    client: reqwest::Client,
-    _roles: Roles,
+    api: TestApi,
+    db: sqlx::PgPool,
 }
 
 impl Fixture {
     async fn start() -> Self {
-        let db = TestDb::new().await;
-        let mut roles = Roles::new(CancellationToken::new());
-        let state = ApiState::new(db.pool.clone(), Duration::from_secs(60));
-        let addr = roles
-            .serve_api(state, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let api = TestApi::start().await;
         for id in IDS {
             sqlx::query(
                 "insert into influencers (influencer_id, username, added_at)
                  values ($1, 'influencer-' || $1, now() - interval '30 days')",
             )
             .bind(id)
-            .execute(&db.pool)
+            .execute(&api.db.pool)
             .await
             .unwrap();
         }
-        Self {
-            db,
-            base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
-            _roles: roles,
-        }
+        let db = api.db.pool.clone();
+        Self { api, db }
     }
 
+    /// A successful answer's body.
     async fn get(&self, path: &str) -> Value {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
+        let (status, _, body) = self.api.get(path).await;
         assert!(status.is_success(), "{path}: {status} {body}");
         body
     }
@@ -92,20 +73,17 @@ impl Fixture {
         .bind(&slots)
         .bind(&followers)
         .bind(&following)
-        .execute(&self.db.pool)
+        .execute(&self.db)
         .await
         .unwrap();
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
     }
 
     async fn compact(&self) -> compaction::PassReport {
-        compaction::run(&self.db.pool, &mut |_| {})
+        compaction::run(&self.db, &mut |_| {})
             .await
             .unwrap()
             .expect("no other compactor")
@@ -191,7 +169,7 @@ async fn range_answers_are_identical_before_and_after_compaction() {
         .bind(id)
         .bind(start as f64)
         .bind(end as f64)
-        .fetch_all(&f.db.pool)
+        .fetch_all(&f.db)
         .await
         .unwrap();
         let api = f
@@ -217,7 +195,7 @@ async fn range_answers_are_identical_before_and_after_compaction() {
     }
     let points_before = f.count("select count(*) from influencer_metrics").await;
 
-    let hours = compaction::run_stages(&f.db.pool, false, &mut |_| {})
+    let hours = compaction::run_stages(&f.db, false, &mut |_| {})
         .await
         .unwrap()
         .unwrap();
@@ -316,7 +294,7 @@ async fn a_late_point_is_stored_once_and_shows_in_the_range() {
         ],
         ..Outcomes::default()
     };
-    let report = writer::write(&f.db.pool, &[&late]).await.unwrap();
+    let report = writer::write(&f.db, &[&late]).await.unwrap();
     assert_eq!(report.points_stored, 2, "both land in late_points");
     assert_eq!(f.count("select count(*) from late_points").await, 2);
     for stage in ["before the merge", "after the merge"] {
@@ -353,21 +331,16 @@ async fn two_compactors_one_works_the_other_skips() {
     let from = midnight_days_ago(2);
     f.insert(&walks(from, from + 6 * HOUR_MS, 3)).await;
     let points = f.count("select count(*) from influencer_metrics").await;
-    let held = SessionLock::try_take(&f.db.pool, 0x63_6f6d_7061_6374)
+    let held = SessionLock::try_take(&f.db, 0x63_6f6d_7061_6374)
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        compaction::run(&f.db.pool, &mut |_| {})
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(compaction::run(&f.db, &mut |_| {}).await.unwrap().is_none());
     held.release().await;
     let (mut quiet_a, mut quiet_b) = (|_: &str| {}, |_: &str| {});
     let (a, b) = tokio::join!(
-        compaction::run(&f.db.pool, &mut quiet_a),
-        compaction::run(&f.db.pool, &mut quiet_b),
+        compaction::run(&f.db, &mut quiet_a),
+        compaction::run(&f.db, &mut quiet_b),
     );
     let chunks: u64 = [a.unwrap(), b.unwrap()]
         .iter()
@@ -393,7 +366,7 @@ async fn retention_drops_only_what_is_older_than_retention() {
             .await;
         sqlx::query("insert into average_followers values (to_timestamp($1), 1.0, 1)")
             .bind((from / 1000) as f64)
-            .execute(&f.db.pool)
+            .execute(&f.db)
             .await
             .unwrap();
     }
@@ -405,23 +378,23 @@ async fn retention_drops_only_what_is_older_than_retention() {
     )
     .bind(IDS[0])
     .bind((old / 1000) as f64)
-    .execute(&f.db.pool)
+    .execute(&f.db)
     .await
     .unwrap();
     let before: Vec<(i64, i64)> = sqlx::query_as(
         "select influencer_id, (extract(epoch from period_start) * 1000)::bigint from all_segments",
     )
-    .fetch_all(&f.db.pool)
+    .fetch_all(&f.db)
     .await
     .unwrap();
     let keep = Duration::from_secs(15 * 86_400);
-    let report = retention::apply(&f.db.pool, keep).await.unwrap();
+    let report = retention::apply(&f.db, keep).await.unwrap();
     assert!(report.chunks >= 2, "{report:?}");
     let cutoff = Utc::now().timestamp_millis() - 15 * DAY_MS;
     let after: Vec<(i64, i64)> = sqlx::query_as(
         "select influencer_id, (extract(epoch from period_start) * 1000)::bigint from all_segments",
     )
-    .fetch_all(&f.db.pool)
+    .fetch_all(&f.db)
     .await
     .unwrap();
     for seg in &before {
@@ -448,7 +421,7 @@ async fn retention_drops_only_what_is_older_than_retention() {
     );
     let averages: Vec<f64> =
         sqlx::query_scalar("select extract(epoch from bucket)::float8 from average_followers")
-            .fetch_all(&f.db.pool)
+            .fetch_all(&f.db)
             .await
             .unwrap();
     assert!(
@@ -520,7 +493,7 @@ async fn gaps_lists_the_missing_slots_across_both_tiers() {
         .await;
     assert_eq!(again, g);
     assert_eq!(
-        series::read::points(&f.db.pool, id, all[0], all[179])
+        series::read::points(&f.db, id, all[0], all[179])
             .await
             .unwrap()
             .len(),
