@@ -65,12 +65,29 @@ pub struct Status {
     pub segment_bytes: i64,
 }
 
-/// Reads the compaction status (and sets the `compaction_lag_seconds` gauge).
+/// Seconds since the end of the oldest closed hour still raw (0 when none is due); sets the
+/// `compaction_lag_seconds` gauge. Reads only the chunk catalogue: cheap enough for every pass.
+pub async fn lag_seconds(pool: &PgPool) -> sqlx::Result<f64> {
+    let lag: Option<f64> = sqlx::query_scalar(
+        "select extract(epoch from now() - min(range_end))::float8
+         from timescaledb_information.chunks
+         where hypertable_name = 'influencer_metrics'
+           and range_end <= now() - make_interval(secs => $1)",
+    )
+    .bind((SETTLE_MS / 1000) as f64)
+    .fetch_one(pool)
+    .await?;
+    let lag = lag.unwrap_or(0.0).max(0.0);
+    metrics::gauge!("compaction_lag_seconds").set(lag);
+    Ok(lag)
+}
+
+/// Reads the whole compaction status, for `compact --status`: besides the lag, it counts the
+/// segments (a scan of the cold tier, not for every pass).
 pub async fn status(pool: &PgPool) -> anyhow::Result<Status> {
-    let row: (Option<f64>, i64, i64, i64, i64, i64, i64, Option<i64>) = sqlx::query_as(
-        "select extract(epoch from now() - min(c.range_end) filter
-                    (where c.range_end <= now() - make_interval(secs => $1)))::float8,
-                count(c.*),
+    let lag_seconds = lag_seconds(pool).await?;
+    let row: (i64, i64, i64, i64, i64, i64, Option<i64>) = sqlx::query_as(
+        "select count(c.*),
                 count(c.*) filter (where c.range_end <= now() - make_interval(secs => $1)),
                 (select count(*) from late_points),
                 (select count(*) from compaction_days where merged_at is null),
@@ -85,18 +102,16 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Status> {
     .bind((SETTLE_MS / 1000) as f64)
     .fetch_one(pool)
     .await?;
-    let status = Status {
-        lag_seconds: row.0.unwrap_or(0.0).max(0.0),
-        raw_chunks: row.1,
-        due_chunks: row.2,
-        late_points: row.3,
-        days_pending: row.4,
-        hour_segments: row.5,
-        day_segments: row.6,
-        segment_bytes: row.7.unwrap_or(0),
-    };
-    metrics::gauge!("compaction_lag_seconds").set(status.lag_seconds);
-    Ok(status)
+    Ok(Status {
+        lag_seconds,
+        raw_chunks: row.0,
+        due_chunks: row.1,
+        late_points: row.2,
+        days_pending: row.3,
+        hour_segments: row.4,
+        day_segments: row.5,
+        segment_bytes: row.6.unwrap_or(0),
+    })
 }
 
 /// Runs one pass if no other process is compacting; `None` if one is. `progress` hears of
@@ -120,11 +135,8 @@ pub async fn run_stages(
     let result = pass(pool, days, progress).await;
     lock.release().await;
     // The lag gauge is kept current whether the pass worked or not.
-    if let Err(e) = status(pool).await {
-        tracing::warn!(
-            error = format!("{e:#}"),
-            "cannot read the compaction status"
-        );
+    if let Err(e) = lag_seconds(pool).await {
+        tracing::warn!(error = format!("{e:#}"), "cannot read the compaction lag");
     }
     Ok(Some(result?))
 }
