@@ -78,9 +78,11 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     compaction::run_stages(&pool, true, &mut |_| {}).await?;
     let days_secs = started.elapsed().as_secs_f64();
     let days = size(&pool, "influencer_segments").await?;
-    let data: i64 = sqlx::query_scalar("select sum(length(data))::bigint from influencer_segments")
-        .fetch_one(&pool)
-        .await?;
+    let data: i64 = sqlx::query_scalar(
+        "select sum(length(data_head) + length(data_tail))::bigint from influencer_segments",
+    )
+    .fetch_one(&pool)
+    .await?;
     pool.close().await;
 
     let per = |bytes: i64| bytes as f64 / points;

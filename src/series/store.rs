@@ -279,6 +279,18 @@ impl Table {
     }
 }
 
+/// How many bytes of an out-of-line value PostgreSQL stores per TOAST chunk (its
+/// `TOAST_MAX_CHUNK_SIZE` with 8 kB pages, the default and what every packaged server uses;
+/// four chunks fill a page).
+pub const TOAST_CHUNK_BYTES: usize = 1996;
+
+/// A segment's encoded bytes as (head, tail): the head is the leading whole multiple of
+/// [`TOAST_CHUNK_BYTES`], stored out of line where it fills whole TOAST chunks; the tail, the
+/// rest, stays in the row (migrations/0003_segment_data_split.sql says why).
+pub fn split_for_toast(data: &[u8]) -> (&[u8], &[u8]) {
+    data.split_at(data.len() / TOAST_CHUNK_BYTES * TOAST_CHUNK_BYTES)
+}
+
 /// Writes segments into `table`, replacing any stored under the same (influencer, period
 /// start).
 pub async fn upsert(tx: &mut PgConnection, table: Table, segments: &[Segment]) -> sqlx::Result<()> {
@@ -294,11 +306,12 @@ pub async fn upsert(tx: &mut PgConnection, table: Table, segments: &[Segment]) -
         "insert into {} (influencer_id, period_start, period_end, first_slot,
              last_slot, follower_sum, following_sum, ratio_min, ratio_max, ratio_sum, points,
              ratio_points, follower_min, follower_max, follower_last, following_min,
-             following_max, following_last, lateness_max_ms, lateness_p99_ms, data)
+             following_max, following_last, lateness_max_ms, lateness_p99_ms, data_head, data_tail)
          select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[],
              $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::bigint[], $8::float8[],
              $9::float8[], $10::float8[], $11::int[], $12::int[], $13::int[], $14::int[],
-             $15::int[], $16::int[], $17::int[], $18::int[], $19::int[], $20::int[], $21::bytea[])
+             $15::int[], $16::int[], $17::int[], $18::int[], $19::int[], $20::int[], $21::bytea[],
+             $22::bytea[])
          on conflict (influencer_id, period_start) do update set
              period_end = excluded.period_end, first_slot = excluded.first_slot,
              last_slot = excluded.last_slot, follower_sum = excluded.follower_sum,
@@ -309,7 +322,8 @@ pub async fn upsert(tx: &mut PgConnection, table: Table, segments: &[Segment]) -
              follower_last = excluded.follower_last, following_min = excluded.following_min,
              following_max = excluded.following_max, following_last = excluded.following_last,
              lateness_max_ms = excluded.lateness_max_ms,
-             lateness_p99_ms = excluded.lateness_p99_ms, data = excluded.data",
+             lateness_p99_ms = excluded.lateness_p99_ms, data_head = excluded.data_head,
+             data_tail = excluded.data_tail",
         table.name()
     ))
     .bind(column!(|s| s.influencer_id))
@@ -332,7 +346,8 @@ pub async fn upsert(tx: &mut PgConnection, table: Table, segments: &[Segment]) -
     .bind(column!(|s| s.summary.following_last))
     .bind(column!(|s| s.lateness_max_ms))
     .bind(column!(|s| s.lateness_p99_ms))
-    .bind(column!(|s| s.data.as_slice()))
+    .bind(column!(|s| split_for_toast(&s.data).0))
+    .bind(column!(|s| split_for_toast(&s.data).1))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -362,7 +377,8 @@ pub async fn merge_day(
                  where period_start >= $1 and period_start < $1 + interval '1 day'
                    and influencer_id > $2
                  order by influencer_id limit $3)
-         returning influencer_id, period_start, lateness_max_ms, lateness_p99_ms, data",
+         returning influencer_id, period_start, lateness_max_ms, lateness_p99_ms,
+                   data_head || data_tail as data",
     )
     .bind(at(day_ms))
     .bind(after)
@@ -400,6 +416,21 @@ pub async fn merge_day(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_head_is_whole_toast_chunks_and_the_tail_the_rest() {
+        let data: Vec<u8> = (0..4509u32).map(|i| i as u8).collect();
+        let (head, tail) = split_for_toast(&data);
+        assert_eq!(
+            (head.len(), tail.len()),
+            (2 * TOAST_CHUNK_BYTES, 4509 - 2 * 1996)
+        );
+        assert_eq!([head, tail].concat(), data);
+        let hour = vec![7u8; 250];
+        assert_eq!(split_for_toast(&hour), (&[][..], &hour[..]));
+        let exact = vec![1u8; TOAST_CHUNK_BYTES];
+        assert_eq!(split_for_toast(&exact), (&exact[..], &[][..]));
+    }
 
     #[test]
     fn p99_is_the_nearest_rank() {

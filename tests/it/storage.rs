@@ -229,6 +229,38 @@ async fn range_answers_are_identical_before_and_after_compaction() {
         f.count("select count(*) from influencer_segments where period_end - period_start = interval '1 day'").await,
         4 * IDS.len() as i64
     );
+    // A day's out-of-line part fills whole TOAST chunks: the chunk size the writer splits at
+    // is the server's own, and the row keeps the rest.
+    let toast_tables: Vec<String> = sqlx::query_scalar(
+        "select t.relname::text from pg_class c join pg_class t on t.oid = c.reltoastrelid
+         where c.oid in (select format('%I.%I', chunk_schema, chunk_name)::regclass
+                         from timescaledb_information.chunks
+                         where hypertable_name = 'influencer_segments')",
+    )
+    .fetch_all(&f.db)
+    .await
+    .unwrap();
+    let (mut chunks, mut short) = (0, 0);
+    for table in toast_tables {
+        chunks += f.count(&format!("select count(*) from pg_toast.{table}")).await;
+        short += f
+            .count(&format!(
+                "select count(*) from pg_toast.{table} where length(chunk_data) <> {}",
+                series::store::TOAST_CHUNK_BYTES
+            ))
+            .await;
+    }
+    assert!(chunks >= 4 * IDS.len() as i64, "{chunks} TOAST chunks");
+    assert_eq!(short, 0, "TOAST chunks shorter than a whole one");
+    assert_eq!(
+        f.count(&format!(
+            "select count(*) from influencer_segments
+             where length(data_tail) >= {0} or length(data_head) % {0} <> 0",
+            series::store::TOAST_CHUNK_BYTES
+        ))
+        .await,
+        0
+    );
     // The merged days' hour segments are gone, chunks and all.
     assert_eq!(
         f.count("select count(*) from influencer_hour_segments where period_start < now() - interval '2 days'").await,
