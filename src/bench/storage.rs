@@ -5,7 +5,8 @@
 //! writer in polling order (every influencer once a minute, shuffled within the minute). Then
 //! measured as written (raw, the hot tier), after the hours are compacted into hour segments,
 //! and after the day is merged into day segments. Goals (issue 17): ≤ 3.5 bytes a point in
-//! closed days, ≤ 5 in closed hours not yet merged.
+//! closed days, ≤ 5 in closed hours not yet merged. The spike detector's scan of the day is timed
+//! on the raw points and again on the day segments.
 
 use std::time::Instant;
 
@@ -67,6 +68,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     let write_secs = started.elapsed().as_secs_f64();
     let points = (influencers * 1440) as f64;
     let raw = size(&pool, "influencer_metrics").await?;
+    let (spike_raw, judged_raw) = spike_scan(&pool, day_ms + DAY_MS).await?;
 
     let started = Instant::now();
     let cpu = super::procs::cpu_seconds(std::process::id()).unwrap_or(0.0);
@@ -78,6 +80,12 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     compaction::run_stages(&pool, true, &mut |_| {}).await?;
     let days_secs = started.elapsed().as_secs_f64();
     let days = size(&pool, "influencer_segments").await?;
+    let (spike_days, judged_days) = spike_scan(&pool, day_ms + DAY_MS).await?;
+    if judged_raw != influencers as u64 || judged_days != judged_raw {
+        anyhow::bail!(
+            "the spike detector judged {judged_raw} influencers on raw points and {judged_days} on day segments, of {influencers}"
+        );
+    }
     let data: i64 = sqlx::query_scalar(
         "select sum(length(data_head) + length(data_tail))::bigint from influencer_segments",
     )
@@ -126,6 +134,21 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             per(raw) * 1.44e9 / 1e9,
             "GB",
         )
+        .info(
+            "spike scan of the day, raw points, at 1,000,000 influencers (from this run)",
+            spike_raw * 1e6 / influencers as f64 / 60.0,
+            "minutes",
+        )
+        .info(
+            "spike scan of the day, day segments, at 1,000,000 influencers (from this run)",
+            spike_days * 1e6 / influencers as f64 / 60.0,
+            "minutes",
+        )
+        .info(
+            "spike scan: raw ÷ day segments",
+            spike_raw / spike_days,
+            "ratio",
+        )
         .info("points", points, "points")
         .info("hour compaction rate", points / hours_secs, "points/s")
         .info(
@@ -139,6 +162,35 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             "minutes",
         );
     Ok(report)
+}
+
+/// One scan of the spike detector over every influencer's day ending at `end_ms`, as the daily
+/// classification runs it (read through the one read path, judged, verdicts stored): its
+/// seconds and how many influencers it judged.
+async fn spike_scan(pool: &sqlx::PgPool, end_ms: i64) -> anyhow::Result<(f64, u64)> {
+    let (id, started_at): (i64, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "insert into classification_passes (started_at) values ($1) returning pass_id, started_at",
+    )
+    .bind(chrono::DateTime::from_timestamp_millis(end_ms))
+    .fetch_one(pool)
+    .await?;
+    let pass = crate::classify::Pass {
+        id,
+        started_at,
+        mockstagram_done: true,
+        spike_done: false,
+        spike_cursor: 0,
+    };
+    let started = Instant::now();
+    let scanned = crate::classify::spike::scan(
+        pool,
+        &pass,
+        std::time::Duration::from_secs(60),
+        &crate::classify::SpikeRule::default(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await?;
+    Ok((started.elapsed().as_secs_f64(), scanned.judged))
 }
 
 async fn size(pool: &sqlx::PgPool, table: &str) -> anyhow::Result<i64> {

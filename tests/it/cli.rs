@@ -505,6 +505,14 @@ fn quick_sink_and_storage_benchmarks_write_reports_whose_goals_follow_their_valu
     assert!(figure("bytes per point, raw (hot tier, as written)") > 40.0);
     assert!((figure("day segments ÷ entropy") - day_bytes / entropy).abs() < 0.01);
     assert_eq!(day["met"], day_bytes <= 3.5);
+    // The spike detector's scan timed on both tiers (the bench fails unless both judged every
+    // influencer), and the ratio is theirs.
+    let (spike_raw, spike_days) = (
+        figure("spike scan of the day, raw points, at 1,000,000 influencers (from this run)"),
+        figure("spike scan of the day, day segments, at 1,000,000 influencers (from this run)"),
+    );
+    assert!(spike_raw > 0.0 && spike_days > 0.0);
+    assert!((figure("spike scan: raw ÷ day segments") - spike_raw / spike_days).abs() < 0.01);
 }
 
 /// The quick API scenario: the range is compared with its own SQL run through as many database

@@ -242,7 +242,9 @@ async fn range_answers_are_identical_before_and_after_compaction() {
     .unwrap();
     let (mut chunks, mut short) = (0, 0);
     for table in toast_tables {
-        chunks += f.count(&format!("select count(*) from pg_toast.{table}")).await;
+        chunks += f
+            .count(&format!("select count(*) from pg_toast.{table}"))
+            .await;
         short += f
             .count(&format!(
                 "select count(*) from pg_toast.{table} where length(chunk_data) <> {}",
