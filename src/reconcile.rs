@@ -69,20 +69,28 @@ pub async fn reconcile_once(
     Ok(lost.len() as u64)
 }
 
-/// Reconciles every `every` until `shutdown`.
+/// Reconciles every `every` until `shutdown`. A failure is logged and tried again at the next
+/// turn, unless the broker connection is closed (a broker restart): then it ends with an error,
+/// so that its supervisor reconnects instead of failing every turn until the process restarts.
 pub async fn run(
     pool: PgPool,
     broker: Broker,
     interval: Duration,
     every: Duration,
     shutdown: CancellationToken,
-) {
+) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return Ok(()),
         }
-        if let Err(e) = reconcile_once(&pool, &broker, interval).await {
+        let result = reconcile_once(&pool, &broker, interval).await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics::counter!("reconciler_runs_total", "outcome" => outcome).increment(1);
+        if let Err(e) = result {
+            if !broker.is_open() {
+                return Err(e.context("the reconciler's broker connection is closed"));
+            }
             tracing::warn!(
                 error = format!("{e:#}"),
                 "reconciliation failed; trying again later"

@@ -163,9 +163,11 @@ impl Roles {
             let (pool, broker, shutdown) = (pool.clone(), broker.clone(), shutdown.clone());
             Box::pin(async move {
                 let connection = Broker::connect(&broker).await?;
-                reconcile::run(pool, connection.clone(), interval, interval * 5, shutdown).await;
+                let result =
+                    reconcile::run(pool, connection.clone(), interval, interval * 5, shutdown)
+                        .await;
                 connection.close().await;
-                Ok(())
+                result
             })
         });
     }

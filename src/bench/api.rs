@@ -371,8 +371,12 @@ async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
 
 /// Makes sure the database holds `with_points` influencers × one day of points and 1,000,000
 /// ranked influencers; generates what is missing. Returns the number of points.
+/// The marker of the generated day of points (its name changes with what is generated, so
+/// that a dataset of an older kind is generated again).
+const DATASET: &str = "bench_dataset_noise";
+
 async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> {
-    if let Some(points) = generated(pool, "bench_dataset", with_points).await? {
+    if let Some(points) = generated(pool, DATASET, with_points).await? {
         return Ok(points);
     }
     let started = Instant::now();
@@ -383,8 +387,11 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
     sqlx::query("drop table if exists bench_history")
         .execute(pool)
         .await?;
+    sqlx::query("drop table if exists bench_dataset")
+        .execute(pool)
+        .await?;
     for table in [
-        "bench_dataset",
+        DATASET,
         "influencer_segments",
         "influencer_hour_segments",
         "late_points",
@@ -410,13 +417,17 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
     .bind(RANKED)
     .execute(pool)
     .await?;
-    // One hour at a time (one chunk per statement), each influencer's minutes together.
+    // One hour at a time (one chunk per statement), each influencer's minutes together. The
+    // counts are hashed noise of about 3 bytes of entropy a point, like the simulator's walk,
+    // so a day segment is as big as a real one (about 4.3 kB, two TOAST chunks and a tail):
+    // a formula pco could see through made 200-byte segments that cost a read nothing.
     for hour in 0..24 {
         let from = DAY_START + hour * 3600;
         sqlx::query(
             "insert into influencer_metrics
              select id, to_timestamp(t), to_timestamp(t) + interval '150 ms',
-                    100000 + ((id * 7919 + t / 60 * 104729) % 20000)::int, 1000 + (id % 997)::int
+                    100000 + (hashint8(id * 100000 + t / 60) & 65535),
+                    1000 + ((hashint8(id * 100000 + t / 60) >> 16) & 255)
              from generate_series(1000000::bigint, 1000000 + $1 - 1) id,
                   generate_series($2::bigint, $2 + 3540, 60) t",
         )
@@ -450,7 +461,7 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
     crate::jobs::ranking::refresh(pool).await?;
     sqlx::query("vacuum analyze").execute(pool).await?;
     let points = with_points * MINUTES;
-    record_generated(pool, "bench_dataset", with_points, points).await?;
+    record_generated(pool, DATASET, with_points, points).await?;
     eprintln!(
         "bench api: dataset ready in {:.0} s",
         started.elapsed().as_secs_f64()

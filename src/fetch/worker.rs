@@ -9,7 +9,8 @@
 //! over ([`SlotsHandled`]), and forgets a batch's marks when its work was not confirmed, so
 //! the re-delivered batch is polled, or counted as skipped, once. An influencer the upstream does not
 //! know is dropped from the schedule when its next entry comes back (a poller that did not see
-//! the answer asks once more, and drops it then).
+//! the answer asks once more, and drops it then); the poller then forgets it, so that an entry
+//! `seed` makes when the influencer is tracked again is polled.
 
 use std::{
     sync::{Arc, Mutex},
@@ -20,7 +21,7 @@ use anyhow::Context;
 use futures_util::{StreamExt, stream};
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicRejectOptions},
+    options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
 };
 use tokio::{task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -143,7 +144,11 @@ impl Poller {
                 }
                 Some(done) = in_hand.join_next(), if !in_hand.is_empty() => {
                     if let Ok(Err(e)) = done {
-                        tracing::error!(error = format!("{e:#}"), "a schedule batch was not completed; the broker will deliver it again");
+                        tracing::error!(error = format!("{e:#}"), "a schedule batch was not completed; it went back to the queue");
+                        if !self.broker.is_open() {
+                            // Publishing cannot work again on this connection: reconnect.
+                            return Err(e.context("the poller's broker connection is closed"));
+                        }
                     }
                 }
                 () = shutdown.cancelled() => break,
@@ -186,7 +191,25 @@ impl Poller {
                 return Ok(());
             }
         };
-        let outcome = self.poll_batch(batch).await?;
+        let outcome = match self.poll_batch(batch).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Hand the batch back: held unacked, it would wait for the broker's
+                // consumer_timeout (30 minutes by default) and take a prefetch place meanwhile.
+                // After a pause, so that a broker refusing every publish is not met with a
+                // loop of fetches. If the channel is gone, the broker has requeued it already.
+                tokio::time::sleep(return_pause(self.grid.interval_ms())).await;
+                let _ = delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await;
+                metrics::counter!("schedule_batches_returned_total").increment(1);
+                return Err(e);
+            }
+        };
         tracing::debug!(?outcome, "schedule batch done");
         delivery.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
@@ -346,14 +369,22 @@ impl Poller {
             .context("cannot re-enqueue a schedule batch")
     }
 
-    /// Removes the influencers the upstream said it does not know.
+    /// Removes the influencers the upstream said it does not know, and forgets them: their
+    /// one schedule entry is gone now, so a later entry is a new one (`seed` tracking the
+    /// influencer again) and is polled.
     fn drop_gone(&self, mut batch: ScheduleBatch) -> ScheduleBatch {
-        let gone = self.memory.gone.lock().expect("gone lock");
+        let mut gone = self.memory.gone.lock().expect("gone lock");
         if !gone.is_empty() {
-            batch.entries.retain(|e| !gone.contains(&e.pk));
+            batch.entries.retain(|e| !gone.remove(&e.pk));
         }
         batch
     }
+}
+
+/// How long a batch whose work failed is held before it goes back to the due queue: a quarter
+/// of the interval, at most 5 s (a retry may still make the slot's deadline).
+fn return_pause(interval_ms: i64) -> Duration {
+    Duration::from_millis((interval_ms / 4).clamp(0, 5_000) as u64)
 }
 
 /// Marks of a batch whose work is not confirmed yet: unmarked when dropped (on failure, and

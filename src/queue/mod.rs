@@ -121,6 +121,12 @@ impl Broker {
         })
     }
 
+    /// Whether the connection and its publishing channel are still open (a broker restart or
+    /// a channel error closes them for good: a role that finds them closed must reconnect).
+    pub fn is_open(&self) -> bool {
+        self.connection.status().connected() && self.publisher.status().connected()
+    }
+
     /// Publishes a persistent message to `queue` and waits for the broker's confirm.
     pub async fn publish(&self, queue: &str, payload: &[u8]) -> anyhow::Result<()> {
         self.publish_with(queue, payload, persistent()).await

@@ -47,7 +47,29 @@ async fn a_broker_restart_keeps_every_influencer_in_the_schedule() {
     sleep(DOWN).await;
     fault_services("start-broker");
     let back = Utc::now();
+    let reconciled_before = pipeline
+        .poll
+        .metric("reconciler_runs_total", "outcome=\"ok\"")
+        .await;
     sleep(INTERVAL * 4).await;
+    // Issue 18: the reconciler kept its closed connection and failed every turn until the
+    // process restarted. It must reconnect and run again (a turn every 5 intervals).
+    let deadline = std::time::Instant::now() + INTERVAL * 5 + Duration::from_secs(10);
+    let reconciled_after = loop {
+        let runs = pipeline
+            .poll
+            .metric("reconciler_runs_total", "outcome=\"ok\"")
+            .await;
+        if runs > reconciled_before || std::time::Instant::now() > deadline {
+            break runs;
+        }
+        sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        reconciled_after > reconciled_before,
+        "no reconciliation succeeded within {:?} of the broker's return",
+        INTERVAL * 9 + Duration::from_secs(10)
+    );
     pipeline.poll.assert_running();
     pipeline.sink.assert_running();
     let until = Utc::now() - chrono::Duration::from_std(INTERVAL).unwrap();

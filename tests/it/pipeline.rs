@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 use influencer_analytics::{
     config::{FaultSettings, ServiceUrl, SinkSettings, UpstreamSettings},
     db,
-    fetch::{MockstagramClient, PollerMemory},
+    fetch::{MockstagramClient, Poller, PollerMemory},
     health::RoleHealth,
     model::Point,
     queue::Broker,
@@ -367,6 +367,182 @@ async fn an_unknown_pk_leaves_the_schedule_after_one_answer_and_the_registry_say
         .await
         .unwrap();
     assert_eq!(still, 10);
+}
+
+/// Issue 18: a poller remembered every influencer the upstream did not know, for good, so one
+/// that `seed` tracked again (the upstream knowing it by then) was never polled while that
+/// poller ran. The memory outlives reconnections, as in the poll role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_influencer_tracked_again_after_the_upstream_forgot_it_is_polled_again() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let returning = 1_000_777;
+    // First the upstream knows 1000000..1000049 only.
+    let forgetful = TestSimulator::start(simulator_settings(50, 1)).await;
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &[1_000_000, returning])
+        .await
+        .unwrap();
+    let memory = PollerMemory::new(INTERVAL);
+    let poll = |sim: &TestSimulator| {
+        let (settings, memory) = (queues.settings.clone(), memory.clone());
+        let client = MockstagramClient::new(&upstream(sim)).unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let broker = Broker::connect(&settings).await.unwrap();
+                Poller::remembering(broker, client, INTERVAL, memory)
+                    .run(stop)
+                    .await
+                    .unwrap();
+            }
+        });
+        (stop, task)
+    };
+    let sink = start_sink(db.pool.clone(), &queues);
+    let (stop, task) = poll(&forgetful);
+    tokio::time::sleep(INTERVAL * 3).await;
+    stop.cancel();
+    task.await.unwrap();
+    wait_for_sink(&queues.broker).await;
+    let tracked: bool =
+        sqlx::query_scalar("select tracked from influencers where influencer_id = $1")
+            .bind(returning)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(!tracked, "the unknown influencer left the registry");
+
+    // Now the upstream knows it, and it is tracked again; the same poller memory goes on.
+    let knowing = TestSimulator::start(simulator_settings(1000, 1)).await;
+    let report = seed::seed(&db.pool, &queues.broker, INTERVAL, &[returning])
+        .await
+        .unwrap();
+    assert_eq!(report.retracked, 1);
+    let (stop, task) = poll(&knowing);
+    tokio::time::sleep(INTERVAL * 4).await;
+    stop.cancel();
+    task.await.unwrap();
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+    let stored = stored_slots(&db).await;
+    assert!(
+        stored.get(&returning).is_some_and(|slots| slots.len() >= 2),
+        "the influencer tracked again was polled: {:?}",
+        stored.get(&returning)
+    );
+}
+
+/// Issue 18: a schedule batch whose work failed (here: the broker refuses its outcomes) was
+/// neither acked nor rejected, so it waited for the broker's consumer_timeout (30 minutes) while
+/// holding a prefetch place. It now goes back to the due queue after a short pause and is
+/// polled again: the upstream is asked more than once a slot, which it never is otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_batch_whose_outcomes_the_broker_refuses_goes_back_to_the_queue() {
+    use lapin::{
+        options::{QueueDeclareOptions, QueueDeleteOptions},
+        types::{AMQPValue, FieldTable},
+    };
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let sim = TestSimulator::start(simulator_settings(50, 1)).await;
+    let (_memory, poller) = start_poller(&queues, &sim);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The point queue now refuses every message (a full queue with reject-publish).
+    let connection = lapin::Connection::connect(
+        queues.settings.amqp_url.expose(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let points = queues.broker.topology.points.clone();
+    channel
+        .queue_delete(points.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let mut refusing = FieldTable::default();
+    refusing.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    refusing.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(
+            points.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            refusing,
+        )
+        .await
+        .unwrap();
+
+    let pk = 1_000_000;
+    let seeded = std::time::Instant::now();
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &[pk])
+        .await
+        .unwrap();
+    // One fetch a slot is all a batch that is never given back gets; wait for more.
+    let deadline = seeded + INTERVAL * 10;
+    let (calls, slots) = loop {
+        let calls = sim.simulator.calls(pk).unwrap_or(0);
+        let slots = (seeded.elapsed().as_millis() / INTERVAL.as_millis()) as u64 + 1;
+        if calls > slots + 1 || std::time::Instant::now() > deadline {
+            break (calls, slots);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    poller.stop().await;
+    assert!(
+        calls > slots + 1,
+        "the upstream was asked {calls} times in {slots} slots: the failed batch was not given back"
+    );
+    // The test's queues are deleted with the broker fixture; the refusing one too.
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// Issue 18: after a broker restart the reconciler kept its closed connection and failed every
+/// turn until the process restarted. Its loop now ends with an error when its connection is
+/// closed, so that its supervisor starts it again on a new one.
+#[tokio::test]
+async fn the_reconciler_ends_when_its_broker_connection_is_closed() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let broker = Broker::connect(&queues.settings).await.unwrap();
+    assert!(broker.is_open());
+    broker.close().await;
+    assert!(!broker.is_open());
+    let ended = tokio::time::timeout(
+        Duration::from_secs(10),
+        reconcile::run(
+            db.pool.clone(),
+            broker,
+            INTERVAL,
+            Duration::from_millis(50),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the reconciler ended instead of failing every turn");
+    let error = format!("{:#}", ended.unwrap_err());
+    assert!(error.contains("broker connection is closed"), "{error}");
+
+    // With its connection open it runs until shut down.
+    let broker = Broker::connect(&queues.settings).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(reconcile::run(
+        db.pool.clone(),
+        broker,
+        INTERVAL,
+        Duration::from_millis(50),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!run.is_finished());
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
