@@ -123,6 +123,16 @@ async fn metrics() -> impl IntoResponse {
     crate::telemetry::metrics_response()
 }
 
+/// The broker's host and port: the URL's port, else the scheme's (AMQP 5672, AMQPS 5671).
+fn broker_address(url: &ServiceUrl) -> (String, u16) {
+    let url = url.url();
+    let default = if url.scheme() == "amqps" { 5671 } else { 5672 };
+    (
+        url.host_str().unwrap_or("127.0.0.1").to_string(),
+        url.port().unwrap_or(default),
+    )
+}
+
 /// 200 when the database and the broker answer, 503 (saying which does not) until then.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, body = String),
@@ -137,16 +147,12 @@ async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
     .is_ok_and(|r| r.is_ok());
     let broker = match &state.amqp_url {
         None => true,
-        Some(url) => {
-            let host = url.url().host_str().unwrap_or("127.0.0.1").to_string();
-            let port = url.url().port().unwrap_or(5672);
-            tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio::net::TcpStream::connect((host, port)),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok())
-        }
+        Some(url) => tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(broker_address(url)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok()),
     };
     if database && broker {
         (StatusCode::OK, "ready").into_response()
@@ -158,5 +164,24 @@ async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
             .collect::<Vec<_>>()
             .join(" and ");
         ApiError::Unavailable(format!("not ready: the {missing} cannot be reached")).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18: `/readyz` probed port 5672 for `amqps://` URLs, whose default is 5671.
+    #[test]
+    fn the_broker_probe_uses_the_schemes_default_port() {
+        let address =
+            |raw: &str| broker_address(&ServiceUrl::parse(raw, &["amqp", "amqps"]).unwrap());
+        assert_eq!(address("amqp://u:p@rabbit/%2f"), ("rabbit".into(), 5672));
+        assert_eq!(address("amqps://u:p@rabbit/%2f"), ("rabbit".into(), 5671));
+        assert_eq!(
+            address("amqps://u:p@rabbit:5999/%2f"),
+            ("rabbit".into(), 5999)
+        );
+        assert_eq!(address("amqp://10.0.0.7:5673"), ("10.0.0.7".into(), 5673));
     }
 }
