@@ -16,8 +16,8 @@ use crate::{
     api::ApiState,
     classify::{self, PassOutcome, PassSettings, PassStart},
     config::{
-        BrokerSettings, ClassifySettings, DatabaseSettings, ListenSettings, ScheduleSettings,
-        SinkSettings, StorageSettings, UpstreamSettings,
+        ApiSettings, BrokerSettings, ClassifySettings, DatabaseSettings, ListenSettings,
+        ScheduleSettings, SinkSettings, StorageSettings, UpstreamSettings,
     },
     db,
     fetch::MockstagramClient,
@@ -149,9 +149,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     listen: ListenSettings,
     #[command(flatten)]
-    schedule: ScheduleSettings,
+    api: ApiSettings,
     #[command(flatten)]
-    broker: BrokerSettings,
+    schedule: ScheduleSettings,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +198,8 @@ pub struct RunArgs {
     storage: StorageSettings,
     #[command(flatten)]
     listen: ListenSettings,
+    #[command(flatten)]
+    api: ApiSettings,
     #[command(flatten)]
     classify: ClassifySettings,
     #[cfg(feature = "tools")]
@@ -297,8 +299,11 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut roles = Roles::new(shutdown::on_signal());
-    let pool = db::connect(&args.database).await?;
-    let api = ApiState::new(pool, args.schedule.poll_interval).with_broker(args.broker.amqp_url);
+    // Migrated first on a pool of its own; the API's statements are bounded in time.
+    db::connect(&args.database).await?.close().await;
+    let pool = db::open_api_pool(&args.database, args.api.api_statement_timeout).await?;
+    // The API reads the database only: its /readyz does not wait for a broker it never uses.
+    let api = ApiState::new(pool, args.schedule.poll_interval).with_limits(args.api);
     let addr = roles.serve_api(api, args.listen.listen_addr).await?;
     println!("API at http://{addr}/influencer_analytics/{{id}}; metrics at http://{addr}/metrics");
     roles.wait().await
@@ -346,7 +351,10 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
     if seed_count > 0 {
         seed_demo(&pool, &args.broker, interval, seed_count).await?;
     }
-    let api = ApiState::new(pool.clone(), interval).with_broker(args.broker.amqp_url.clone());
+    let api_pool = db::open_api_pool(&args.database, args.api.api_statement_timeout).await?;
+    let api = ApiState::new(api_pool, interval)
+        .with_broker(args.broker.amqp_url.clone())
+        .with_limits(args.api.clone());
     let addr = roles.serve_api(api, args.listen.listen_addr).await?;
     println!(
         "polling every {}; API at http://{addr}/influencer_analytics/1000000; metrics at http://{addr}/metrics; Ctrl-C stops",
@@ -459,6 +467,12 @@ pub fn one_line_usage_error(error: &clap::Error) -> Option<String> {
         Some(env) => format!("{env} ({flag})"),
         None => flag,
     };
+    // A secret is named, never shown.
+    if setting.starts_with("API_KEYS") {
+        return Some(format!(
+            "error: {setting} has a key that is not valid: {expected}"
+        ));
+    }
     Some(format!("error: {setting} is {value:?}: {expected}"))
 }
 

@@ -291,6 +291,68 @@ pub struct ListenSettings {
     pub listen_addr: SocketAddr,
 }
 
+/// A key that grants access to the API's data endpoints. `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// A key as `API_KEYS` takes it (at least 16 visible ASCII characters).
+    pub fn new(raw: &str) -> Result<Self, String> {
+        api_key(raw)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
+fn api_key(raw: &str) -> Result<ApiKey, String> {
+    let key = raw.trim();
+    if key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "expected keys of at least 16 visible ASCII characters, comma-separated (e.g. from `openssl rand -hex 16`)"
+                .into(),
+        );
+    }
+    Ok(ApiKey(key.to_string()))
+}
+
+/// How the query API guards and bounds its requests (src/api/limits.rs).
+#[derive(Args, Debug, Clone)]
+pub struct ApiSettings {
+    /// Keys that grant access to the data endpoints (/influencer_analytics/...), sent as
+    /// `Authorization: Bearer <key>`; comma-separated. Unset: the API is open (the demo).
+    #[arg(long, env = "API_KEYS", value_delimiter = ',', value_parser = api_key)]
+    pub api_keys: Vec<ApiKey>,
+    /// Requests answered at once at most; one more is answered 503 with Retry-After.
+    #[arg(long, env = "API_MAX_IN_FLIGHT", default_value = "256", value_parser = positive_usize)]
+    pub api_max_in_flight: usize,
+    /// Longest time a request may take before it is answered 503.
+    #[arg(long, env = "API_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub api_request_timeout: Duration,
+    /// Longest time the database may spend on one of the API's statements (PostgreSQL's
+    /// statement_timeout on the API's connections).
+    #[arg(long, env = "API_STATEMENT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub api_statement_timeout: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            api_max_in_flight: 256,
+            api_request_timeout: Duration::from_secs(10),
+            api_statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Settings of the Mockstagram simulator.
 #[derive(Args, Debug, Clone)]
 pub struct SimulatorSettings {

@@ -49,6 +49,26 @@ pub async fn open_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
         .map_err(|e| unreachable_database(url, e))
 }
 
+/// The query API's pool: like [`open_pool`] (without migrating), but PostgreSQL cancels any
+/// statement of it that runs longer than `statement_timeout`, so no request holds a
+/// connection and a backend without bound.
+pub async fn open_api_pool(
+    settings: &DatabaseSettings,
+    statement_timeout: Duration,
+) -> anyhow::Result<PgPool> {
+    let url = &settings.database_url;
+    let options = connect_options(url)?.options([(
+        "statement_timeout",
+        format!("{}ms", statement_timeout.as_millis().max(1)),
+    )]);
+    PgPoolOptions::new()
+        .max_connections(settings.database_pool_size as u32)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|e| unreachable_database(url, e))
+}
+
 enum ProbeError {
     NoDatabase,
     Other(anyhow::Error),

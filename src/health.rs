@@ -78,6 +78,21 @@ impl RoleHealth {
             .any(|r| matches!(r.state, RoleState::Failed { .. }))
     }
 
+    /// The roles that are not running (restarting after a failure, or failed), each with
+    /// its error.
+    pub fn not_running(&self) -> Vec<(&'static str, String)> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter_map(|(role, report)| match &report.state {
+                RoleState::Running | RoleState::Stopped => None,
+                RoleState::Restarting { error } => Some((*role, format!("restarting: {error}"))),
+                RoleState::Failed { error } => Some((*role, format!("failed: {error}"))),
+            })
+            .collect()
+    }
+
     /// The `/healthz` answer: 200 with each role's state, 503 when one has failed for good.
     pub fn response(&self) -> axum::response::Response {
         let alive = self.is_alive();

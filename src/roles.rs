@@ -63,6 +63,23 @@ fn failures_in_a_row(failures: u32, ran_for: Duration) -> u32 {
     }
 }
 
+/// A role process's `/readyz` answer: 200 when every role runs (each has what it needs: a
+/// role that lost its database or broker is restarting until it is back), else 503
+/// problem+json naming the roles that do not run and why.
+fn readiness_response(health: &RoleHealth) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let down = health.not_running();
+    if down.is_empty() {
+        return (axum::http::StatusCode::OK, "ready").into_response();
+    }
+    let detail = down
+        .iter()
+        .map(|(role, why)| format!("{role} is {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    api::error::ApiError::Unavailable(format!("not ready: {detail}")).into_response()
+}
+
 /// Whether a role is started again after it fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restart {
@@ -279,16 +296,24 @@ impl Roles {
         self.serve("serve", router, addr, "LISTEN_ADDR").await
     }
 
-    /// Serves a role's `/metrics` and `/healthz` on `addr` (`METRICS_ADDR`).
+    /// Serves a role's `/metrics`, `/healthz` and `/readyz` on `addr` (`METRICS_ADDR`).
     pub async fn serve_ops(&mut self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-        let health = self.health();
-        let router = telemetry::metrics_router().route(
-            "/healthz",
-            axum::routing::get(move || {
-                let health = health.clone();
-                async move { health.response() }
-            }),
-        );
+        let (health, readiness) = (self.health(), self.health());
+        let router = telemetry::metrics_router()
+            .route(
+                "/healthz",
+                axum::routing::get(move || {
+                    let health = health.clone();
+                    async move { health.response() }
+                }),
+            )
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let health = readiness.clone();
+                    async move { readiness_response(&health) }
+                }),
+            );
         self.serve("metrics", router, addr, "METRICS_ADDR").await
     }
 

@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// How logs are written.
@@ -42,16 +42,36 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
+/// The recorder's configuration: seconds' buckets for every histogram, except those that
+/// measure something else.
+fn builder() -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+        ])
+        .expect("static buckets are valid")
+        // A count, not seconds: batches of up to SINK_BATCH_ROWS (5,000 by default), which
+        // the seconds' buckets would all put in +Inf.
+        .set_buckets_for_metric(
+            Matcher::Full("sink_batch_rows".into()),
+            &[
+                1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0,
+            ],
+        )
+        .expect("static buckets are valid")
+        // Minutes-long jobs.
+        .set_buckets_for_metric(
+            Matcher::Full("ranking_refresh_seconds".into()),
+            &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0],
+        )
+        .expect("static buckets are valid")
+}
+
 /// The process's Prometheus recorder, installed on first use.
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
-            ])
-            .expect("static buckets are valid")
-            .build_recorder();
+        let recorder = builder().build_recorder();
         let handle = recorder.handle();
         // Another recorder may be installed already (a test process); ours still renders.
         let _ = metrics::set_global_recorder(recorder);
@@ -83,4 +103,39 @@ pub fn metrics_response() -> Response {
 /// `GET /metrics` in the Prometheus text format.
 pub fn metrics_router() -> Router {
     Router::new().route("/metrics", get(|| async { metrics_response() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18: `sink_batch_rows` (up to 5,000 rows) shared the seconds' buckets, so every
+    /// batch landed in +Inf.
+    #[test]
+    fn batch_sizes_are_bucketed_in_rows_and_durations_in_seconds() {
+        let recorder = builder().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!("sink_batch_rows").record(3000.0);
+            metrics::histogram!("sink_flush_seconds").record(0.02);
+        });
+        handle.run_upkeep();
+        let text = handle.render();
+        assert!(
+            text.contains(r#"sink_batch_rows_bucket{le="2500"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sink_batch_rows_bucket{le="5000"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"sink_batch_rows_bucket{le="0.001"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sink_flush_seconds_bucket{le="0.025"} 1"#),
+            "{text}"
+        );
+    }
 }

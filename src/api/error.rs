@@ -16,6 +16,9 @@ pub enum ApiError {
     /// 400: the request is malformed (bad id, bad epoch, unknown step...).
     #[error("{detail}")]
     BadRequest { title: &'static str, detail: String },
+    /// 401: the endpoint wants an API key and the request has none that is right.
+    #[error("{0}")]
+    Unauthorized(String),
     /// 404: no such influencer, or no such route.
     #[error("{0}")]
     NotFound(String),
@@ -48,6 +51,14 @@ impl From<sqlx::Error> for ApiError {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::Unavailable("the database is unavailable; try again shortly".into())
             }
+            // query_canceled: the API's statement_timeout cut the statement short.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+                tracing::warn!(error = %db, "statement cancelled");
+                Self::Unavailable(
+                    "the database took longer than API_STATEMENT_TIMEOUT to answer; try a shorter range or a coarser step"
+                        .into(),
+                )
+            }
             e => Self::Internal(e.into()),
         }
     }
@@ -77,6 +88,9 @@ impl IntoResponse for ApiError {
         let (status, title, detail) = match &self {
             ApiError::BadRequest { title, detail } => {
                 (StatusCode::BAD_REQUEST, *title, detail.clone())
+            }
+            ApiError::Unauthorized(detail) => {
+                (StatusCode::UNAUTHORIZED, "Unauthorized", detail.clone())
             }
             ApiError::NotFound(detail) => (StatusCode::NOT_FOUND, "Not found", detail.clone()),
             ApiError::Unavailable(detail) => (

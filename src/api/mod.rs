@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod error;
 pub mod gaps;
 pub mod influencers;
+pub mod limits;
 pub mod params;
 pub mod population;
 
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub amqp_url: Option<ServiceUrl>,
     /// The process's roles, for `/healthz`.
     pub health: RoleHealth,
+    /// API keys, the in-flight cap and the time limit ([`limits`]).
+    pub limits: limits::Limits,
 }
 
 impl ApiState {
@@ -64,7 +67,14 @@ impl ApiState {
             interval,
             amqp_url: None,
             health: RoleHealth::default(),
+            limits: limits::Limits::default(),
         }
+    }
+
+    /// Guards and bounds the requests as `settings` say.
+    pub fn with_limits(mut self, settings: crate::config::ApiSettings) -> Self {
+        self.limits = limits::Limits::new(settings);
+        self
     }
 
     /// `/readyz` also checks the broker at `amqp_url`.
@@ -104,6 +114,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            state.limits.clone(),
+            limits::limit,
+        ))
         .with_state(state)
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use influencer_analytics::{
     api::{ApiState, error::Problem},
-    config::ServiceUrl,
+    config::{ApiKey, ApiSettings, ServiceUrl},
     roles::Roles,
 };
 use reqwest::StatusCode;
@@ -29,8 +29,23 @@ impl TestApi {
     /// The API of a pipeline that polls every `interval`.
     async fn polled_every(interval: Duration) -> Self {
         let db = TestDb::new().await;
-        let mut roles = Roles::new(CancellationToken::new());
         let state = ApiState::new(db.pool.clone(), interval);
+        Self::serving(db, state).await
+    }
+
+    /// The API guarded and bounded as `settings` say, its pool as `serve` opens it.
+    async fn limited(settings: ApiSettings) -> Self {
+        let db = TestDb::new().await;
+        let pool =
+            influencer_analytics::db::open_api_pool(&db.settings, settings.api_statement_timeout)
+                .await
+                .unwrap();
+        let state = ApiState::new(pool, Duration::from_secs(60)).with_limits(settings);
+        Self::serving(db, state).await
+    }
+
+    async fn serving(db: TestDb, state: ApiState) -> Self {
+        let mut roles = Roles::new(CancellationToken::new());
         let addr = roles
             .serve_api(state, "127.0.0.1:0".parse().unwrap())
             .await
@@ -665,4 +680,180 @@ async fn a_leaderboard_cursor_past_every_rank_is_an_empty_page() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["influencers"], serde_json::json!([]), "{body}");
+}
+
+/// Issue 18: API keys, when configured, guard the data endpoints (401 problem+json with
+/// `WWW-Authenticate: Bearer` without a right one); health and readiness stay open.
+#[tokio::test]
+async fn api_keys_guard_the_data_endpoints_and_leave_health_open() {
+    let key = "k3y-0123456789abcdef";
+    let api = TestApi::limited(ApiSettings {
+        api_keys: vec![
+            ApiKey::new("another-key-0123456789").unwrap(),
+            ApiKey::new(key).unwrap(),
+        ],
+        ..ApiSettings::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let average = format!("{}/influencer_analytics/average", api.base);
+    for authorization in [None, Some("Bearer wrong-key-0123456789"), Some(key)] {
+        let mut request = client.get(&average);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: Problem = response.json().await.unwrap();
+        assert!(problem.detail.contains("API key"), "{}", problem.detail);
+    }
+    let response = client.get(&average).bearer_auth(key).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client
+        .get(format!("{}/influencer_analytics/1000001", api.base))
+        .bearer_auth("another-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "a right key reaches the handler");
+    for open in ["/healthz", "/readyz", "/openapi.json"] {
+        let (status, _, _) = api.get(open).await;
+        assert_eq!(status, 200, "{open}");
+    }
+    assert!(ApiKey::new("short").is_err());
+}
+
+/// Holds an exclusive lock on the registry, so that every data request waits on it.
+async fn block_the_registry(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query("lock table influencers in access exclusive mode")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Issue 18: every request is bounded. One over the in-flight cap is answered at once with 503
+/// problem+json and Retry-After; one that takes longer than the request timeout is answered
+/// 503 at the timeout, and the API answers normally afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_cap_or_the_time_limit_are_answered_503() {
+    let api = TestApi::limited(ApiSettings {
+        api_max_in_flight: 1,
+        api_request_timeout: Duration::from_millis(1500),
+        api_statement_timeout: Duration::from_secs(30),
+        ..ApiSettings::default()
+    })
+    .await;
+    let lock = block_the_registry(&api.db).await;
+    let slow = tokio::spawn({
+        let url = format!("{}/influencer_analytics/1000001", api.base);
+        async move {
+            let started = std::time::Instant::now();
+            let response = reqwest::get(url).await.unwrap();
+            (
+                response.status(),
+                response.text().await.unwrap(),
+                started.elapsed(),
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = reqwest::Client::new();
+    let shed = client
+        .get(format!("{}/influencer_analytics/1000002", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let problem: Problem = shed.json().await.unwrap();
+    assert!(
+        problem.detail.contains("API_MAX_IN_FLIGHT"),
+        "{}",
+        problem.detail
+    );
+
+    let (status, body, took) = slow.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("API_REQUEST_TIMEOUT"), "{body}");
+    assert!(
+        took < Duration::from_secs(10),
+        "answered at the timeout, not when the lock went: {took:?}"
+    );
+    lock.rollback().await.unwrap();
+    let (status, _, _) = api.get("/influencer_analytics/1000001").await;
+    assert_eq!(status, 404, "the API answers again");
+}
+
+/// Issue 18: the API's statements are cut short by PostgreSQL at API_STATEMENT_TIMEOUT, which
+/// the API answers with 503 problem+json (it answered 500 for any cancelled statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_over_the_statement_timeout_is_cancelled_and_answered_503() {
+    let api = TestApi::limited(ApiSettings {
+        api_statement_timeout: Duration::from_millis(300),
+        ..ApiSettings::default()
+    })
+    .await;
+    let lock = block_the_registry(&api.db).await;
+    let problem = api
+        .problem(
+            "/influencer_analytics/1000001",
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .await;
+    assert!(
+        problem.detail.contains("API_STATEMENT_TIMEOUT"),
+        "{}",
+        problem.detail
+    );
+    lock.rollback().await.unwrap();
+}
+
+/// Issue 18: a request id is taken from `x-request-id` or made, and returned; requests are
+/// counted and timed per route template, never per raw path.
+#[tokio::test]
+async fn request_ids_are_returned_and_requests_are_counted_per_route() {
+    let api = TestApi::start().await;
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("{}/influencer_analytics/1000009", api.base))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    let response = client
+        .get(format!("{}/healthz", api.base))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let made = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(made.len(), 16, "{made}");
+    assert!(made.bytes().all(|b| b.is_ascii_hexdigit()), "{made}");
+
+    let (_, _, metrics) = api.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains(r#"http_requests_total{route="/influencer_analytics/{id}",status="404"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"http_request_duration_seconds_count{route="/influencer_analytics/{id}"}"#)
+            || metrics.contains(
+                r#"http_request_duration_seconds_bucket{route="/influencer_analytics/{id}""#
+            ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("1000009"), "no raw path in the labels");
 }

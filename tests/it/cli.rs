@@ -87,6 +87,21 @@ fn a_wrong_environment_value_stops_with_one_line_naming_it() {
         "{stderr}"
     );
     assert!(stderr.contains("postgres://"), "{stderr}");
+
+    // A key too short to be secret; the key itself is not echoed.
+    let output = binary()
+        .arg("serve")
+        .env("API_KEYS", "0123456789abcdef0123,hunter2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: API_KEYS (--api-keys)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("at least 16"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 #[test]
@@ -549,4 +564,79 @@ fn the_quick_api_benchmark_compares_the_api_with_its_sql_through_the_same_pool()
     let rank = &api["rank (/latest) p99"];
     assert_eq!(rank["met"], rank["value"].as_f64().unwrap() <= 5.0);
     assert!(api["range requests/s"]["value"].as_f64().unwrap() > 0.0);
+}
+
+/// A TCP port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// GET `url`: the status and the body, or None when nothing answers.
+fn get(url: &str) -> Option<(u16, String)> {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let response = reqwest::get(url).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    })
+}
+
+/// Issue 18: readiness per role. `serve` reads the database only, yet its /readyz failed while
+/// RabbitMQ was down; now it is ready without a broker. A `sink` whose broker cannot be reached
+/// answers 503 on its own /readyz, naming the role and why, while /healthz stays 200.
+#[test]
+fn each_roles_readiness_reports_what_that_role_needs() {
+    let scratch = Scratch::new();
+    run_ok(&["migrate"], &scratch.url);
+    let no_broker = format!("amqp://guest:guest@127.0.0.1:{}/%2f", closed_port());
+
+    let mut serve = binary()
+        .args(["serve", "--listen-addr", "127.0.0.1:0"])
+        .env("DATABASE_URL", scratch.url.as_str())
+        .env("AMQP_URL", &no_broker)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let base = line
+        .split("API at ")
+        .nth(1)
+        .and_then(|rest| rest.split("/influencer_analytics").next())
+        .unwrap_or_else(|| panic!("serve prints where it listens: {line}"))
+        .to_string();
+    let ready = get(&format!("{base}/readyz"));
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    assert_eq!(ready.map(|r| r.0), Some(200), "serve needs no broker");
+
+    let metrics = format!("127.0.0.1:{}", closed_port());
+    let mut sink = binary()
+        .arg("sink")
+        .env("DATABASE_URL", scratch.url.as_str())
+        .env("AMQP_URL", &no_broker)
+        .env("QUEUE_PREFIX", &scratch.prefix)
+        .env("METRICS_ADDR", &metrics)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ready = loop {
+        let ready = get(&format!("http://{metrics}/readyz"));
+        if ready.as_ref().is_some_and(|r| r.0 == 503) || std::time::Instant::now() > deadline {
+            break ready;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let health = get(&format!("http://{metrics}/healthz"));
+    sink.kill().unwrap();
+    sink.wait().unwrap();
+    let (status, body) = ready.expect("the sink's /readyz answers");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("sink is restarting"), "{body}");
+    assert!(body.contains("not ready"), "{body}");
+    assert_eq!(health.map(|h| h.0), Some(200), "the sink process is alive");
 }

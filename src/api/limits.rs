@@ -1,0 +1,190 @@
+//! What bounds and guards every request to the API, as one axum middleware stack:
+//!
+//! - a request id: `x-request-id` as the client sent it (up to 128 visible ASCII characters),
+//!   else a new one; in the request's log span and returned on the answer;
+//! - request metrics: `http_requests_total{route,status}` and
+//!   `http_request_duration_seconds{route}`, labelled with the route's template
+//!   (`/influencer_analytics/{id}`), never a raw path;
+//! - API keys (`API_KEYS`, off when empty): the data endpoints (`/influencer_analytics/...`)
+//!   want `Authorization: Bearer <key>`, else 401 problem+json; health, metrics, the OpenAPI
+//!   document and the dashboard's page stay open;
+//! - a cap on requests in flight (`API_MAX_IN_FLIGHT`): one more is answered at once with 503
+//!   problem+json and `Retry-After`, never queued without bound;
+//! - a time limit per request (`API_REQUEST_TIMEOUT`): past it, 503 problem+json. The database
+//!   cancels the API's statements at `API_STATEMENT_TIMEOUT` on its own (the API's pool).
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::{HeaderName, HeaderValue, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::error::ApiError;
+use crate::config::ApiSettings;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The limits of one API, shared by its requests.
+#[derive(Clone)]
+pub struct Limits {
+    settings: Arc<ApiSettings>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Limits {
+    pub fn new(settings: ApiSettings) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(settings.api_max_in_flight)),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// Whether `authorization` (the header's value) carries one of the keys.
+    fn authorized(&self, authorization: Option<&HeaderValue>) -> bool {
+        let Some(token) = authorization
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        self.settings
+            .api_keys
+            .iter()
+            .any(|key| constant_time_eq(key.expose().as_bytes(), token.trim().as_bytes()))
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(ApiSettings::default())
+    }
+}
+
+/// Compares without stopping at the first difference, so the time taken says nothing about
+/// how much of a key was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The id a request is known by: the client's `x-request-id` when it is usable, else new.
+fn request_id(request: &Request) -> HeaderValue {
+    request
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|v| {
+            let bytes = v.as_bytes();
+            !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&format!("{:016x}", rand::random::<u64>()))
+                .expect("hex is a valid header value")
+        })
+}
+
+/// Whether `path` is one of the data endpoints API keys guard.
+fn guarded(path: &str) -> bool {
+    path == "/influencer_analytics" || path.starts_with("/influencer_analytics/")
+}
+
+/// The middleware: see the module docs.
+pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&request);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or_default(),
+        method = %request.method(),
+        route = %route,
+    );
+    let mut response = async {
+        if !limits.settings.api_keys.is_empty()
+            && guarded(request.uri().path())
+            && !limits.authorized(request.headers().get(header::AUTHORIZATION))
+        {
+            let mut response = ApiError::Unauthorized(
+                "this endpoint wants an API key: send `Authorization: Bearer <key>` with one of API_KEYS"
+                    .into(),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+        let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
+            metrics::counter!("http_requests_shed_total").increment(1);
+            let mut response = ApiError::Unavailable(format!(
+                "the API is answering {} requests already (API_MAX_IN_FLIGHT); try again shortly",
+                limits.settings.api_max_in_flight
+            ))
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        };
+        let timeout = limits.settings.api_request_timeout;
+        match tokio::time::timeout(timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::warn!(?timeout, "request took longer than API_REQUEST_TIMEOUT");
+                ApiError::Unavailable(format!(
+                    "the request took longer than {} (API_REQUEST_TIMEOUT); try a shorter range or a coarser step",
+                    humantime::format_duration(timeout)
+                ))
+                .into_response()
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    response.headers_mut().insert(REQUEST_ID, id);
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn only_the_data_endpoints_are_guarded() {
+        assert!(guarded("/influencer_analytics/1000001"));
+        assert!(guarded("/influencer_analytics/average"));
+        for open in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.json",
+            "/",
+            "/dashboard",
+        ] {
+            assert!(!guarded(open), "{open}");
+        }
+        assert!(!guarded("/influencer_analyticsX"));
+    }
+}
