@@ -41,12 +41,17 @@ pub async fn open_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
         Err(ProbeError::NoDatabase) => create_database(&options, url).await?,
         Err(ProbeError::Other(e)) => return Err(e),
     }
+    pool_of(settings, options).await
+}
+
+/// A pool of `settings.database_pool_size` connections made with `options`.
+async fn pool_of(settings: &DatabaseSettings, options: PgConnectOptions) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(settings.database_pool_size as u32)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await
-        .map_err(|e| unreachable_database(url, e))
+        .map_err(|e| unreachable_database(&settings.database_url, e))
 }
 
 /// The query API's pool: like [`open_pool`] (without migrating), but PostgreSQL cancels any
@@ -56,17 +61,11 @@ pub async fn open_api_pool(
     settings: &DatabaseSettings,
     statement_timeout: Duration,
 ) -> anyhow::Result<PgPool> {
-    let url = &settings.database_url;
-    let options = connect_options(url)?.options([(
+    let options = connect_options(&settings.database_url)?.options([(
         "statement_timeout",
         format!("{}ms", statement_timeout.as_millis().max(1)),
     )]);
-    PgPoolOptions::new()
-        .max_connections(settings.database_pool_size as u32)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .map_err(|e| unreachable_database(url, e))
+    pool_of(settings, options).await
 }
 
 enum ProbeError {
