@@ -112,16 +112,11 @@ pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -
             && guarded(request.uri().path())
             && !limits.authorized(request.headers().get(header::AUTHORIZATION))
         {
-            let mut response = ApiError::Unauthorized(
+            return ApiError::Unauthorized(
                 "this endpoint wants an API key: send `Authorization: Bearer <key>` with one of API_KEYS"
                     .into(),
             )
             .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
-            return response;
         }
         let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
             metrics::counter!("http_requests_shed_total").increment(1);

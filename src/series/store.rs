@@ -302,6 +302,8 @@ pub async fn upsert(tx: &mut PgConnection, table: Table, segments: &[Segment]) -
             segments.iter().map($f).collect::<Vec<_>>()
         };
     }
+    let (heads, tails): (Vec<&[u8]>, Vec<&[u8]>) =
+        segments.iter().map(|s| split_for_toast(&s.data)).unzip();
     sqlx::query(&format!(
         "insert into {} (influencer_id, period_start, period_end, first_slot,
              last_slot, follower_sum, following_sum, ratio_min, ratio_max, ratio_sum, points,
@@ -346,8 +348,8 @@ pub async fn upsert(tx: &mut PgConnection, table: Table, segments: &[Segment]) -
     .bind(column!(|s| s.summary.following_last))
     .bind(column!(|s| s.lateness_max_ms))
     .bind(column!(|s| s.lateness_p99_ms))
-    .bind(column!(|s| split_for_toast(&s.data).0))
-    .bind(column!(|s| split_for_toast(&s.data).1))
+    .bind(&heads)
+    .bind(&tails)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -821,23 +821,24 @@ async fn a_statement_over_the_statement_timeout_is_cancelled_and_answered_503() 
 async fn request_ids_are_returned_and_requests_are_counted_per_route() {
     let api = TestApi::start().await;
     let client = reqwest::Client::new();
-    let response = client
-        .get(format!("{}/influencer_analytics/1000009", api.base))
-        .header("x-request-id", "trace-me-42")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
-    let response = client
-        .get(format!("{}/healthz", api.base))
-        .header("x-request-id", "bad id with spaces")
-        .send()
-        .await
-        .unwrap();
-    let made = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    // The id `path` is answered with when the request sends `sent`.
+    let answered_id = async |path: &str, sent: &str| {
+        let response = client
+            .get(format!("{}{path}", api.base))
+            .header("x-request-id", sent)
+            .send()
+            .await
+            .unwrap();
+        response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        answered_id("/influencer_analytics/1000009", "trace-me-42").await,
+        "trace-me-42"
+    );
+    let made = answered_id("/healthz", "bad id with spaces").await;
     assert_eq!(made.len(), 16, "{made}");
     assert!(made.bytes().all(|b| b.is_ascii_hexdigit()), "{made}");
 

@@ -51,37 +51,28 @@ fn every_role_has_help() {
 
 #[test]
 fn a_wrong_environment_value_stops_with_one_line_naming_it() {
-    let output = binary()
-        .arg("poll")
-        .env("POLL_INTERVAL", "every minute")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // `role` with `var=value`: exit status 2 and one line on stderr, returned.
+    let refused = |role: &str, var: &str, value: &str| {
+        let output = binary().arg(role).env(var, value).output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        stderr
+    };
+    let stderr = refused("poll", "POLL_INTERVAL", "every minute");
     assert!(
         stderr.starts_with("error: POLL_INTERVAL (--poll-interval)"),
         "{stderr}"
     );
     assert!(stderr.contains("expected a duration"), "{stderr}");
 
-    let output = binary()
-        .arg("serve")
-        .env("LISTEN_ADDR", "localhost")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = refused("serve", "LISTEN_ADDR", "localhost");
     assert!(
         stderr.starts_with("error: LISTEN_ADDR (--listen-addr)"),
         "{stderr}"
     );
 
-    let output = binary()
-        .arg("migrate")
-        .env("DATABASE_URL", "mysql://localhost/x")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = refused("migrate", "DATABASE_URL", "mysql://localhost/x");
     assert!(
         stderr.starts_with("error: DATABASE_URL (--database-url)"),
         "{stderr}"
@@ -89,13 +80,7 @@ fn a_wrong_environment_value_stops_with_one_line_naming_it() {
     assert!(stderr.contains("postgres://"), "{stderr}");
 
     // A key too short to be secret; the key itself is not echoed.
-    let output = binary()
-        .arg("serve")
-        .env("API_KEYS", "0123456789abcdef0123,hunter2")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stderr = refused("serve", "API_KEYS", "0123456789abcdef0123,hunter2");
     assert!(
         stderr.starts_with("error: API_KEYS (--api-keys)"),
         "{stderr}"
