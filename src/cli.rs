@@ -152,6 +152,10 @@ pub struct ServeArgs {
     api: ApiSettings,
     #[command(flatten)]
     schedule: ScheduleSettings,
+    /// Address of this process's /metrics, /healthz and /readyz, apart from the API. Unset:
+    /// /metrics is served on LISTEN_ADDR with the API.
+    #[arg(long, env = "METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -303,9 +307,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     db::connect(&args.database).await?.close().await;
     let pool = db::open_api_pool(&args.database, args.api.api_statement_timeout).await?;
     // The API reads the database only: its /readyz does not wait for a broker it never uses.
-    let api = ApiState::new(pool, args.schedule.poll_interval).with_limits(args.api);
+    let mut api = ApiState::new(pool, args.schedule.poll_interval).with_limits(args.api);
+    let mut metrics_addr = None;
+    if let Some(addr) = args.metrics_addr {
+        api = api.without_metrics();
+        metrics_addr = Some(roles.serve_ops(addr).await?);
+    }
     let addr = roles.serve_api(api, args.listen.listen_addr).await?;
-    println!("API at http://{addr}/influencer_analytics/{{id}}; metrics at http://{addr}/metrics");
+    let metrics_addr = metrics_addr.unwrap_or(addr);
+    println!(
+        "API at http://{addr}/influencer_analytics/{{id}}; metrics at http://{metrics_addr}/metrics"
+    );
     roles.wait().await
 }
 

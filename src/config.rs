@@ -340,6 +340,35 @@ pub struct ApiSettings {
     /// statement_timeout on the API's connections).
     #[arg(long, env = "API_STATEMENT_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub api_statement_timeout: Duration,
+    /// Web origins whose pages may call the API from a browser (CORS), comma-separated, such
+    /// as `https://dash.example.com`; `*` allows any. Unset: no cross-origin access (the
+    /// dashboard is served by the API itself and needs none).
+    #[arg(long, env = "API_CORS_ORIGINS", value_delimiter = ',', value_parser = cors_origin)]
+    pub api_cors_origins: Vec<CorsOrigin>,
+}
+
+/// A web origin allowed to call the API from a browser (`API_CORS_ORIGINS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigin {
+    /// `*`: any origin.
+    Any,
+    /// `scheme://host[:port]`, as browsers send it in `Origin`.
+    Exact(String),
+}
+
+fn cors_origin(raw: &str) -> Result<CorsOrigin, String> {
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(CorsOrigin::Any);
+    }
+    let expected = "expected origins such as https://dash.example.com or http://localhost:5173 (scheme, host and port only), comma-separated, or *";
+    let url = Url::parse(raw).map_err(|_| expected.to_string())?;
+    let bare = url.path() == "/" && !raw.ends_with('/') && url.query().is_none();
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !bare {
+        return Err(expected.into());
+    }
+    // Url spells the origin as browsers do (lower-case host, no default port).
+    Ok(CorsOrigin::Exact(url.origin().ascii_serialization()))
 }
 
 impl Default for ApiSettings {
@@ -349,6 +378,7 @@ impl Default for ApiSettings {
             api_max_in_flight: 256,
             api_request_timeout: Duration::from_secs(10),
             api_statement_timeout: Duration::from_secs(5),
+            api_cors_origins: Vec::new(),
         }
     }
 }
@@ -467,5 +497,32 @@ mod tests {
         assert!(queue_prefix("test_ab12").is_ok());
         assert!(queue_prefix("has space").is_err());
         assert!(queue_prefix("").is_err());
+    }
+
+    #[test]
+    fn cors_origins_are_bare_web_origins_or_a_star() {
+        assert_eq!(cors_origin("*").unwrap(), CorsOrigin::Any);
+        assert_eq!(
+            cors_origin("https://Dash.Example.com").unwrap(),
+            CorsOrigin::Exact("https://dash.example.com".into())
+        );
+        assert_eq!(
+            cors_origin("http://localhost:5173").unwrap(),
+            CorsOrigin::Exact("http://localhost:5173".into())
+        );
+        assert_eq!(
+            cors_origin("https://example.com:443").unwrap(),
+            CorsOrigin::Exact("https://example.com".into()),
+            "the default port is left out, as browsers send it"
+        );
+        for bad in [
+            "example.com",
+            "https://example.com/",
+            "https://example.com/app",
+            "ftp://example.com",
+            "https://example.com?x=1",
+        ] {
+            assert!(cors_origin(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -12,6 +12,9 @@
 //!   problem+json and `Retry-After`, never queued without bound;
 //! - a time limit per request (`API_REQUEST_TIMEOUT`): past it, 503 problem+json. The database
 //!   cancels the API's statements at `API_STATEMENT_TIMEOUT` on its own (the API's pool).
+//!
+//! CORS ([`cors`], `API_CORS_ORIGINS`) wraps this stack, so a browser's preflight is answered
+//! without a key, as browsers send none with it.
 
 use std::{sync::Arc, time::Instant};
 
@@ -25,7 +28,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::error::ApiError;
-use crate::config::ApiSettings;
+use crate::config::{ApiSettings, CorsOrigin};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -42,6 +45,10 @@ impl Limits {
             in_flight: Arc::new(Semaphore::new(settings.api_max_in_flight)),
             settings: Arc::new(settings),
         }
+    }
+
+    pub fn settings(&self) -> &ApiSettings {
+        &self.settings
     }
 
     /// Whether `authorization` (the header's value) carries one of the keys.
@@ -90,6 +97,32 @@ fn request_id(request: &Request) -> HeaderValue {
 /// Whether `path` is one of the data endpoints API keys guard.
 fn guarded(path: &str) -> bool {
     path == "/influencer_analytics" || path.starts_with("/influencer_analytics/")
+}
+
+/// What lets pages of the `API_CORS_ORIGINS` origins read the API from a browser; `None` when
+/// the setting is empty (no cross-origin access).
+pub fn cors(settings: &ApiSettings) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = &settings.api_cors_origins;
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.contains(&CorsOrigin::Any) {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|origin| match origin {
+            CorsOrigin::Exact(origin) => HeaderValue::from_str(origin).ok(),
+            CorsOrigin::Any => None,
+        }))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
+            .expose_headers([REQUEST_ID, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
 }
 
 /// The middleware: see the module docs.

@@ -57,6 +57,9 @@ pub struct ApiState {
     pub health: RoleHealth,
     /// API keys, the in-flight cap and the time limit ([`limits`]).
     pub limits: limits::Limits,
+    /// Whether `/metrics` is served with the API; false when it listens on an address of its
+    /// own (`serve`'s `METRICS_ADDR`).
+    pub metrics_with_api: bool,
 }
 
 impl ApiState {
@@ -68,7 +71,14 @@ impl ApiState {
             amqp_url: None,
             health: RoleHealth::default(),
             limits: limits::Limits::default(),
+            metrics_with_api: true,
         }
+    }
+
+    /// `/metrics` is served elsewhere, not with the API (a 404 here).
+    pub fn without_metrics(mut self) -> Self {
+        self.metrics_with_api = false;
+        self
     }
 
     /// Guards and bounds the requests as `settings` say.
@@ -95,7 +105,8 @@ impl ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let cors = limits::cors(state.limits.settings());
+    let mut router = Router::new()
         .route("/influencer_analytics/average", get(population::average))
         .route("/influencer_analytics/top", get(population::top))
         .route(
@@ -110,15 +121,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/influencer_analytics/{id}/gaps", get(gaps::gaps))
         .merge(dashboard::router())
         .route("/healthz", get(health))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(ready));
+    if state.metrics_with_api {
+        router = router.route("/metrics", get(metrics));
+    }
+    router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(
             state.limits.clone(),
             limits::limit,
-        ))
-        .with_state(state)
+        ));
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
+    router.with_state(state)
 }
 
 /// The process is up: each role's state; 503 once a role has failed for good (the process is

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use influencer_analytics::{
     api::{ApiState, error::Problem},
-    config::{ApiKey, ApiSettings, ServiceUrl},
+    config::{ApiKey, ApiSettings, CorsOrigin, ServiceUrl},
     roles::Roles,
 };
 use reqwest::StatusCode;
@@ -857,4 +857,77 @@ async fn request_ids_are_returned_and_requests_are_counted_per_route() {
         "{metrics}"
     );
     assert!(!metrics.contains("1000009"), "no raw path in the labels");
+}
+
+/// Issue 18: CORS is configurable. A browser's preflight from an origin in API_CORS_ORIGINS is
+/// answered without an API key (browsers send none with it) and allows the key's header; the
+/// answer to the real request names the origin and exposes x-request-id. Another origin gets no
+/// CORS headers, and without the setting no origin does.
+#[tokio::test]
+async fn cors_lets_only_the_configured_origins_read_the_api() {
+    let key = "k3y-0123456789abcdef";
+    let dashboard = "https://dash.example.com";
+    let api = TestApi::limited(ApiSettings {
+        api_keys: vec![ApiKey::new(key).unwrap()],
+        api_cors_origins: vec![CorsOrigin::Exact(dashboard.into())],
+        ..ApiSettings::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let average = format!("{}/influencer_analytics/average", api.base);
+    let preflight = |origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, &average)
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight(dashboard).await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let headers = allowed.headers();
+    assert_eq!(headers["access-control-allow-origin"], dashboard);
+    let allow_headers = headers["access-control-allow-headers"].to_str().unwrap();
+    assert!(allow_headers.contains("authorization"), "{allow_headers}");
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("GET")
+    );
+
+    let stranger = preflight("https://evil.example.net").await.unwrap();
+    assert!(
+        !stranger
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+
+    let response = client
+        .get(&average)
+        .header("origin", dashboard)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["access-control-allow-origin"], dashboard);
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+
+    let closed = TestApi::start().await;
+    let response = client
+        .get(format!("{}/influencer_analytics/average", closed.base))
+        .header("origin", dashboard)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        !response
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
 }

@@ -575,23 +575,8 @@ fn each_roles_readiness_reports_what_that_role_needs() {
     run_ok(&["migrate"], &scratch.url);
     let no_broker = format!("amqp://guest:guest@127.0.0.1:{}/%2f", closed_port());
 
-    let mut serve = binary()
-        .args(["serve", "--listen-addr", "127.0.0.1:0"])
-        .env("DATABASE_URL", scratch.url.as_str())
-        .env("AMQP_URL", &no_broker)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(serve.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let base = line
-        .split("API at ")
-        .nth(1)
-        .and_then(|rest| rest.split("/influencer_analytics").next())
-        .unwrap_or_else(|| panic!("serve prints where it listens: {line}"))
-        .to_string();
+    let (mut serve, line) = spawn_serve(&scratch, &[("AMQP_URL", &no_broker)]);
+    let base = printed_address(&line, "API at ");
     let ready = get(&format!("{base}/readyz"));
     serve.kill().unwrap();
     serve.wait().unwrap();
@@ -624,4 +609,56 @@ fn each_roles_readiness_reports_what_that_role_needs() {
     assert!(body.contains("sink is restarting"), "{body}");
     assert!(body.contains("not ready"), "{body}");
     assert_eq!(health.map(|h| h.0), Some(200), "the sink process is alive");
+}
+
+/// Starts `serve` on a free port with `env`; the process and the line it prints on starting.
+fn spawn_serve(scratch: &Scratch, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let mut serve = binary()
+        .args(["serve", "--listen-addr", "127.0.0.1:0"])
+        .env("DATABASE_URL", scratch.url.as_str())
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    (serve, line)
+}
+
+/// The `http://host:port` that follows `label` in `line`.
+fn printed_address(line: &str, label: &str) -> String {
+    let host = line
+        .split(label)
+        .nth(1)
+        .and_then(|rest| rest.strip_prefix("http://"))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("serve prints {label}: {line}"));
+    format!("http://{host}")
+}
+
+/// Issue 18: with METRICS_ADDR, `serve` keeps /metrics off the public API port (404 there) and
+/// serves it, with /healthz and /readyz, on the address of its own.
+#[test]
+fn serve_with_a_metrics_address_keeps_metrics_off_the_api_port() {
+    let scratch = Scratch::new();
+    run_ok(&["migrate"], &scratch.url);
+    let metrics = format!("127.0.0.1:{}", closed_port());
+    let (mut serve, line) = spawn_serve(&scratch, &[("METRICS_ADDR", &metrics)]);
+    let api = printed_address(&line, "API at ");
+    let printed_metrics = printed_address(&line, "metrics at ");
+    let on_api = get(&format!("{api}/metrics"));
+    let on_ops = get(&format!("http://{metrics}/metrics"));
+    let ready = get(&format!("http://{metrics}/readyz"));
+    let data = get(&format!("{api}/influencer_analytics/average"));
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    assert_eq!(printed_metrics, format!("http://{metrics}"), "{line}");
+    assert_eq!(on_api.map(|r| r.0), Some(404));
+    let (status, body) = on_ops.expect("/metrics answers on METRICS_ADDR");
+    assert_eq!(status, 200);
+    assert!(body.contains("# TYPE"), "{body}");
+    assert_eq!(ready.map(|r| r.0), Some(200));
+    assert_eq!(data.map(|r| r.0), Some(200), "the API is where it was");
 }
