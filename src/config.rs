@@ -158,6 +158,66 @@ pub struct BrokerSettings {
     /// Prefix of every exchange and queue name, so several deployments (or tests) share a broker.
     #[arg(long, env = "QUEUE_PREFIX", default_value = "influencer_analytics", value_parser = queue_prefix)]
     pub queue_prefix: String,
+
+    /// Type of the queues: `classic` (fastest on one node) or `quorum` (replicated across a
+    /// cluster's nodes, with a delivery limit for poison messages). A queue's type cannot
+    /// change: switching needs new queues (drained and deleted, or another QUEUE_PREFIX).
+    #[arg(long, env = "QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
+    pub queue_type: QueueType,
+
+    /// With QUEUE_TYPE=quorum: a schedule batch or point message handed back more than this
+    /// many times (its consumer crashed holding it, or returned it unprocessed) is
+    /// dead-lettered (`<prefix>.schedule.dead`, `<prefix>.points.dead`) instead of looping.
+    #[arg(long, env = "QUEUE_DELIVERY_LIMIT", default_value = "20", value_parser = positive_u32)]
+    pub queue_delivery_limit: u32,
+}
+
+/// An error a setting's value causes, which no retry can fix (the broker's queues were
+/// declared otherwise, say): a role that meets it ends, and the process exits naming it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Misconfigured(pub String);
+
+impl Misconfigured {
+    /// Whether `error` or one of its causes is a misconfiguration.
+    pub fn is_cause_of(error: &anyhow::Error) -> bool {
+        error.chain().any(|cause| cause.is::<Self>())
+    }
+}
+
+/// RabbitMQ's queue types this project declares.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    /// As QUEUE_TYPE spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
+impl BrokerSettings {
+    /// The broker at `amqp_url`, queues under `queue_prefix`, other settings at their defaults.
+    pub fn new(amqp_url: ServiceUrl, queue_prefix: impl Into<String>) -> Self {
+        Self {
+            amqp_url,
+            queue_prefix: queue_prefix.into(),
+            queue_type: QueueType::Classic,
+            queue_delivery_limit: 20,
+        }
+    }
+}
+
+fn positive_u32(raw: &str) -> Result<u32, String> {
+    positive(raw)
+        .and_then(|v| u32::try_from(v).map_err(|_| "expected a whole number up to 2^32-1".into()))
 }
 
 fn queue_prefix(raw: &str) -> Result<String, String> {

@@ -8,8 +8,9 @@
 //! - a role that panics is reported and started again too (`reason="panic"`), up to
 //!   [`MAX_QUICK_PANICS`] panics in a row that each came soon after its start: a role that
 //!   cannot run without panicking ends the process rather than spinning;
-//! - a role that cannot go on (an HTTP server whose listener failed, repeated panics, or a role
-//!   that ended by itself before shutdown) cancels the others, and [`Roles::wait`] returns the
+//! - a role that cannot go on (an HTTP server whose listener failed, repeated panics, a
+//!   misconfiguration no retry can fix ([`Misconfigured`]), or a role that ended by itself
+//!   before shutdown) cancels the others, and [`Roles::wait`] returns the
 //!   error, so the process exits with a non-zero status naming the role.
 //!
 //! Each role's state is in [`RoleHealth`], which every `/healthz` reports.
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api::{self, ApiState},
     classify::PassSettings,
-    config::{BrokerSettings, SinkSettings, StorageSettings},
+    config::{BrokerSettings, Misconfigured, SinkSettings, StorageSettings},
     fetch::{MockstagramClient, Poller, PollerMemory},
     health::{RoleHealth, RoleState},
     jobs,
@@ -376,6 +377,7 @@ where
                 );
                 return RoleEnd::Stopped;
             }
+            Ok(Err(e)) if Misconfigured::is_cause_of(&e) => return RoleEnd::Failed(e),
             Ok(Err(e)) => {
                 quick_panics = 0;
                 ("error", e)
@@ -523,6 +525,28 @@ mod tests {
         });
         let error = roles.wait().await.expect_err("fails");
         assert!(format!("{error:#}").contains("listener closed"));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_misconfiguration_ends_a_role_that_restarts_on_other_errors() {
+        let mut roles = Roles::new(CancellationToken::new());
+        let attempts = Arc::new(AtomicU32::new(0));
+        let counter = attempts.clone();
+        roles.spawn("sink", Restart::OnFailure, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                Err(
+                    anyhow::Error::new(Misconfigured("QUEUE_TYPE=quorum".into()))
+                        .context("cannot start"),
+                )
+            })
+        });
+        let error = roles.wait().await.expect_err("fails");
+        assert!(
+            format!("{error:#}").contains("QUEUE_TYPE=quorum"),
+            "{error:#}"
+        );
         assert_eq!(attempts.load(Ordering::SeqCst), 1);
     }
 

@@ -161,10 +161,26 @@ impl TestBroker {
 
     /// On the broker at `amqp_url`.
     pub async fn on(amqp_url: &str) -> Self {
-        let settings = BrokerSettings {
-            amqp_url: ServiceUrl::parse(amqp_url, &["amqp"]).unwrap(),
-            queue_prefix: format!("ia_test_{:016x}", rand::random::<u64>()),
-        };
+        Self::with(BrokerSettings::new(
+            ServiceUrl::parse(amqp_url, &["amqp"]).unwrap(),
+            format!("ia_test_{:016x}", rand::random::<u64>()),
+        ))
+        .await
+    }
+
+    /// Quorum queues with `delivery_limit`, on the tests' broker.
+    pub async fn quorum(delivery_limit: u32) -> Self {
+        let mut settings = BrokerSettings::new(
+            ServiceUrl::parse(&shared_amqp_url(), &["amqp"]).unwrap(),
+            format!("ia_test_{:016x}", rand::random::<u64>()),
+        );
+        settings.queue_type = crate::config::QueueType::Quorum;
+        settings.queue_delivery_limit = delivery_limit;
+        Self::with(settings).await
+    }
+
+    /// With queues as `settings` say.
+    pub async fn with(settings: BrokerSettings) -> Self {
         let broker = Broker::connect(&settings)
             .await
             .expect("RabbitMQ (run `scripts/services up` first)");

@@ -36,8 +36,8 @@ pub async fn run(
     };
     let (pool, bench_db) = bench_database(database, "e2e", true).await?;
     let queues = BrokerSettings {
-        amqp_url: broker.amqp_url.clone(),
         queue_prefix: "bench_e2e".into(),
+        ..broker.clone()
     };
     let publisher = Broker::connect(&queues).await?;
     publisher.delete_all().await?;

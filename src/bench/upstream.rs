@@ -65,8 +65,8 @@ pub async fn run(
         ((ceiling_rate * 1.5 * interval_s as f64) as i64).clamp(1000, POPULATION as i64);
     let (pool, bench_db) = bench_database(database, "upstream", true).await?;
     let queues = BrokerSettings {
-        amqp_url: broker.amqp_url.clone(),
         queue_prefix: "bench_upstream".into(),
+        ..broker.clone()
     };
     let publisher = Broker::connect(&queues).await?;
     publisher.delete_all().await?;

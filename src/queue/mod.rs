@@ -15,9 +15,12 @@
 //!   Rejected messages dead-letter into `<p>.points.dead`; unreadable schedule messages into
 //!   `<p>.schedule.dead`.
 //!
-//! Queues are durable and classic (one node: classic queues are the fastest; quorum queues
-//! would add Raft writes for no replica). Messages are persistent, and every publish is
-//! confirmed by the broker before the message it came from is acked.
+//! Queues are durable and classic by default (one node: classic queues are the fastest).
+//! `QUEUE_TYPE=quorum` declares quorum queues instead, replicated over a cluster's nodes; their
+//! dead-lettering is at-least-once, and a message handed back more than
+//! `QUEUE_DELIVERY_LIMIT` times (a poison message that crashes its consumer each time) is
+//! dead-lettered rather than delivered forever. Messages are persistent, and every publish is confirmed by
+//! the broker before the message it came from is acked.
 
 pub mod points;
 
@@ -33,7 +36,7 @@ use lapin::{
     types::{AMQPValue, FieldTable, ShortString},
 };
 
-use crate::config::{BrokerSettings, ServiceUrl};
+use crate::config::{BrokerSettings, Misconfigured, QueueType, ServiceUrl};
 
 /// The names of our queues under one prefix.
 #[derive(Debug, Clone)]
@@ -71,18 +74,51 @@ impl Topology {
     }
 }
 
-fn dead_letter_to(queue: &str) -> FieldTable {
-    let mut args = BTreeMap::new();
-    // The default exchange routes by queue name, so no exchange of our own is needed.
-    args.insert(
-        ShortString::from("x-dead-letter-exchange"),
-        AMQPValue::LongString("".into()),
-    );
-    args.insert(
-        ShortString::from("x-dead-letter-routing-key"),
-        AMQPValue::LongString(queue.into()),
-    );
-    FieldTable::from(args)
+/// What one queue of the topology is declared with.
+struct QueueSpec<'a> {
+    name: &'a str,
+    /// Where its rejected or expired messages go (through the default exchange, which routes
+    /// by queue name, so no exchange of our own is needed).
+    dead_letter_to: Option<&'a str>,
+    /// Whether our roles consume it (the delivery limit applies to those only: the dead-letter
+    /// queues are an operator's, the wait queues are never consumed).
+    consumed: bool,
+}
+
+impl QueueSpec<'_> {
+    fn arguments(&self, settings: &BrokerSettings) -> FieldTable {
+        let mut args = BTreeMap::new();
+        let mut set = |key: &str, value: AMQPValue| args.insert(ShortString::from(key), value);
+        if let Some(queue) = self.dead_letter_to {
+            set("x-dead-letter-exchange", AMQPValue::LongString("".into()));
+            set(
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString(queue.into()),
+            );
+        }
+        // Classic queues are declared without `x-queue-type`, as before the setting existed,
+        // so that queues declared by an earlier version still match.
+        if settings.queue_type == QueueType::Quorum {
+            set("x-queue-type", AMQPValue::LongString("quorum".into()));
+            if self.dead_letter_to.is_some() {
+                // A quorum queue dead-letters at most once unless told otherwise: a message
+                // lost between the two queues would be an influencer never polled again (until
+                // the reconciler) or points never stored. At-least-once needs reject-publish.
+                set(
+                    "x-dead-letter-strategy",
+                    AMQPValue::LongString("at-least-once".into()),
+                );
+                set("x-overflow", AMQPValue::LongString("reject-publish".into()));
+            }
+            if self.consumed {
+                set(
+                    "x-delivery-limit",
+                    AMQPValue::LongUInt(settings.queue_delivery_limit),
+                );
+            }
+        }
+        FieldTable::from(args)
+    }
 }
 
 /// A connection to the broker with one channel in confirm mode for publishing.
@@ -111,9 +147,7 @@ impl Broker {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         let topology = Topology::new(&settings.queue_prefix);
-        declare(&publisher, &topology)
-            .await
-            .context("cannot declare the queues")?;
+        declare(&publisher, &topology, settings).await?;
         Ok(Self {
             connection: std::sync::Arc::new(connection),
             publisher,
@@ -264,27 +298,55 @@ async fn connect(url: &ServiceUrl) -> anyhow::Result<Connection> {
     }
 }
 
-async fn declare(channel: &Channel, names: &Topology) -> anyhow::Result<()> {
+async fn declare(
+    channel: &Channel,
+    names: &Topology,
+    settings: &BrokerSettings,
+) -> anyhow::Result<()> {
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
+    let spec = |name, dead_letter_to, consumed| QueueSpec {
+        name,
+        dead_letter_to,
+        consumed,
+    };
     let queues = [
         // A schedule message a poller cannot read is kept for an operator, never dropped.
-        (&names.due, dead_letter_to(&names.schedule_dead)),
-        (&names.schedule_dead, FieldTable::default()),
+        spec(&names.due, Some(&names.schedule_dead), true),
+        spec(&names.schedule_dead, None, false),
         // Expired messages of both wait queues move to `due`.
-        (&names.wait, dead_letter_to(&names.due)),
-        (&names.enter, dead_letter_to(&names.due)),
+        spec(&names.wait, Some(&names.due), false),
+        spec(&names.enter, Some(&names.due), false),
         // A message the sink rejects (undecodable, unwritable) moves to the dead-letter queue.
-        (&names.points, dead_letter_to(&names.points_dead)),
-        (&names.points_dead, FieldTable::default()),
+        spec(&names.points, Some(&names.points_dead), true),
+        spec(&names.points_dead, None, false),
     ];
-    for (queue, args) in queues {
-        channel
-            .queue_declare(ShortString::from(queue.as_str()), durable, args)
-            .await
-            .with_context(|| format!("cannot declare {queue}"))?;
+    for queue in queues {
+        let declared = channel
+            .queue_declare(
+                ShortString::from(queue.name),
+                durable,
+                queue.arguments(settings),
+            )
+            .await;
+        if let Err(e) = declared {
+            let reason = e.to_string();
+            if reason.contains("inequivalent arg") {
+                return Err(Misconfigured(format!(
+                    "queue {} exists with other arguments than QUEUE_TYPE={} and QUEUE_DELIVERY_LIMIT={} give ({reason}); \
+                     a queue's type and arguments cannot change: drain and delete the queues of QUEUE_PREFIX={}, \
+                     or set another QUEUE_PREFIX",
+                    queue.name,
+                    settings.queue_type.name(),
+                    settings.queue_delivery_limit,
+                    settings.queue_prefix,
+                ))
+                .into());
+            }
+            return Err(e).with_context(|| format!("cannot declare {}", queue.name));
+        }
     }
     Ok(())
 }

@@ -87,6 +87,16 @@ fn a_wrong_environment_value_stops_with_one_line_naming_it() {
     );
     assert!(stderr.contains("at least 16"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let stderr = refused("sink", "QUEUE_TYPE", "stream");
+    assert!(
+        stderr.starts_with("error: QUEUE_TYPE (--queue-type)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("classic") && stderr.contains("quorum"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -171,20 +181,36 @@ fn drop_database(name: &str) {
     });
 }
 
-fn delete_queues(prefix: String) {
+/// The queues under `prefix` on the tests' broker, classic.
+fn classic_queues(prefix: &str) -> influencer_analytics::config::BrokerSettings {
+    influencer_analytics::config::BrokerSettings::new(
+        influencer_analytics::config::ServiceUrl::parse(
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            &["amqp"],
+        )
+        .unwrap(),
+        prefix,
+    )
+}
+
+/// Connects to the queues `settings` name (declaring them), runs `then` and closes.
+fn on_queues<F, Fut>(settings: &influencer_analytics::config::BrokerSettings, then: F)
+where
+    F: FnOnce(influencer_analytics::queue::Broker) -> Fut,
+    Fut: std::future::Future<Output = influencer_analytics::queue::Broker>,
+{
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let settings = influencer_analytics::config::BrokerSettings {
-            amqp_url: influencer_analytics::config::ServiceUrl::parse(
-                "amqp://guest:guest@127.0.0.1:5672/%2f",
-                &["amqp"],
-            )
-            .unwrap(),
-            queue_prefix: prefix,
-        };
-        let broker = influencer_analytics::queue::Broker::connect(&settings)
+        let broker = influencer_analytics::queue::Broker::connect(settings)
             .await
             .unwrap();
+        then(broker).await.close().await;
+    });
+}
+
+fn delete_queues(prefix: String) {
+    on_queues(&classic_queues(&prefix), |broker| async {
         broker.delete_all().await.unwrap();
+        broker
     });
 }
 
@@ -379,12 +405,19 @@ fn compact_compacts_closed_hours_and_status_reports_the_lag() {
         2,
         "{out}"
     );
+    // Both hours are in segments: hour segments, or a day segment where one of them belongs to
+    // a closed day (the run's hour is 03:xx UTC, the older one is yesterday's 23:00).
+    let segments =
+        after["hour_segments"].as_i64().unwrap() + after["day_segments"].as_i64().unwrap();
     assert_eq!(
-        (
-            after["raw_chunks"].as_i64(),
-            after["hour_segments"].as_i64()
-        ),
-        (Some(0), Some(2))
+        (after["raw_chunks"].as_i64(), segments),
+        (Some(0), 2),
+        "{after}"
+    );
+    assert_eq!(
+        query_i64(url, "select sum(points)::bigint from all_segments"),
+        120,
+        "every point in a segment"
     );
     assert_eq!(after["lag_seconds"], 0.0);
     let refused = binary()
@@ -661,4 +694,46 @@ fn serve_with_a_metrics_address_keeps_metrics_off_the_api_port() {
     assert!(body.contains("# TYPE"), "{body}");
     assert_eq!(ready.map(|r| r.0), Some(200));
     assert_eq!(data.map(|r| r.0), Some(200), "the API is where it was");
+}
+
+/// Issue 18: a QUEUE_TYPE the broker's queues were not declared with is a misconfiguration no
+/// retry fixes: the sink exits at once with a non-zero status and an error naming the setting,
+/// instead of restarting forever.
+#[test]
+fn a_sink_whose_queue_type_differs_from_the_queues_exits_naming_queue_type() {
+    let scratch = Scratch::new();
+    run_ok(&["migrate"], &scratch.url);
+    on_queues(&classic_queues(&scratch.prefix), |broker| async { broker });
+    let mut sink = binary()
+        .arg("sink")
+        .env("DATABASE_URL", scratch.url.as_str())
+        .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+        .env("QUEUE_PREFIX", &scratch.prefix)
+        .env("QUEUE_TYPE", "quorum")
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = sink.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            sink.kill().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut sink.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = status.unwrap_or_else(|| panic!("the sink kept running: {stderr}"));
+    assert!(!status.success());
+    assert!(stderr.contains("QUEUE_TYPE=quorum"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}.schedule.due", scratch.prefix))
+            || stderr.contains(&format!("{}.points", scratch.prefix)),
+        "{stderr}"
+    );
 }

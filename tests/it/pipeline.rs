@@ -159,8 +159,18 @@ fn upstream_answers(sim: &TestSimulator, pks: &[i64]) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_influencer_has_exactly_one_point_per_slot_on_its_grid() {
+    one_point_per_slot_on_the_grid(TestBroker::new().await).await;
+}
+
+/// Issue 18: the same with QUEUE_TYPE=quorum (the re-enqueue's per-message TTL and
+/// dead-lettering into `due` on quorum queues).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_influencer_has_exactly_one_point_per_slot_on_quorum_queues() {
+    one_point_per_slot_on_the_grid(TestBroker::quorum(20).await).await;
+}
+
+async fn one_point_per_slot_on_the_grid(queues: TestBroker) {
     let db = TestDb::new().await;
-    let queues = TestBroker::new().await;
     let sim = TestSimulator::start(simulator_settings(1000, 1)).await;
     let ids = pks(300);
     let report = seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
@@ -886,4 +896,86 @@ async fn a_missing_table_is_not_bad_data_but_a_value_out_of_range_is() {
     assert!(is_data_error(&out_of_range), "{out_of_range}");
     let negative = error("insert into influencer_metrics values (1, now(), now(), -1, 1)").await;
     assert!(is_data_error(&negative), "{negative}");
+}
+
+/// Issue 18: with QUEUE_TYPE=quorum, a message handed back more than QUEUE_DELIVERY_LIMIT
+/// times (each time its consumer died holding it: the channel closed) is dead-lettered instead
+/// of being delivered forever, on both queues the roles consume; up to the limit it is
+/// delivered again.
+#[tokio::test]
+async fn on_quorum_queues_a_message_past_the_delivery_limit_is_dead_lettered() {
+    use futures_util::StreamExt;
+    let limit = 3;
+    let queues = TestBroker::quorum(limit).await;
+    let broker = &queues.broker;
+    let t = broker.topology.clone();
+    for (queue, dead) in [(&t.points, &t.points_dead), (&t.due, &t.schedule_dead)] {
+        broker
+            .publish(queue, b"crashes its consumer")
+            .await
+            .unwrap();
+        let mut deliveries = 0;
+        loop {
+            let (channel, mut consumer) = broker.consume(queue, 10, "crashing").await.unwrap();
+            let next = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+            let Ok(Some(delivery)) = next else {
+                break;
+            };
+            assert_eq!(delivery.unwrap().data, b"crashes its consumer");
+            deliveries += 1;
+            // Dies without an ack: the broker takes the message back.
+            channel.close(200, "crashed".into()).await.unwrap();
+            assert!(deliveries <= limit + 1, "{queue}: delivered past the limit");
+        }
+        assert_eq!(
+            deliveries,
+            limit + 1,
+            "{queue}: handed back up to the limit"
+        );
+        let mut counts = (u32::MAX, 0);
+        for _ in 0..50 {
+            counts = (
+                broker.ready_count(queue).await.unwrap(),
+                broker.ready_count(dead).await.unwrap(),
+            );
+            if counts == (0, 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(counts, (0, 1), "{queue}: dead-lettered to {dead}");
+    }
+}
+
+/// Issue 18: a QUEUE_TYPE other than the one the queues were declared with stops the role
+/// with an error naming the setting, the queue and the way out (RabbitMQ cannot change a
+/// queue's type), both ways.
+#[tokio::test]
+async fn a_queue_type_other_than_the_declared_queues_is_named() {
+    use influencer_analytics::config::QueueType;
+    for declared in [TestBroker::new().await, TestBroker::quorum(20).await] {
+        let mut other = declared.settings.clone();
+        other.queue_type = match declared.settings.queue_type {
+            QueueType::Classic => QueueType::Quorum,
+            QueueType::Quorum => QueueType::Classic,
+        };
+        let error = match Broker::connect(&other).await {
+            Ok(_) => panic!(
+                "{:?} queues declared as {:?}",
+                declared.settings.queue_type, other.queue_type
+            ),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            error.contains(&format!("QUEUE_TYPE={}", other.queue_type.name())),
+            "{error}"
+        );
+        assert!(error.contains(&declared.broker.topology.due), "{error}");
+        assert!(
+            error.contains(&format!("QUEUE_PREFIX={}", other.queue_prefix)),
+            "{error}"
+        );
+        // The queues are as they were: their own settings still connect.
+        declared.connect().await.close().await;
+    }
 }
