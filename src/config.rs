@@ -240,8 +240,9 @@ pub struct UpstreamSettings {
     #[arg(long, env = "MOCKSTAGRAM_URL", default_value = "http://127.0.0.1:3000", value_parser = http_url)]
     pub mockstagram_url: ServiceUrl,
 
-    /// Ceiling on requests per second to Mockstagram (bursts of at most a tenth of a second's
-    /// worth); unset means no ceiling.
+    /// Ceiling on requests per second to Mockstagram for the whole fleet: each poller takes
+    /// its share, this divided by the pollers consuming the schedule (bursts of at most a
+    /// tenth of a second's worth); unset means no ceiling.
     #[arg(long, env = "MOCKSTAGRAM_RPS", value_parser = positive)]
     pub mockstagram_rps: Option<u64>,
 

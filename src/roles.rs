@@ -129,6 +129,11 @@ impl Roles {
         F: FnMut() -> Attempt + Send + 'static,
     {
         self.health.set(role, RoleState::Running);
+        // At 0 from the start, so that an alert on their increase sees the first restart.
+        for reason in ["error", "panic"] {
+            metrics::counter!("role_restarts_total", "role" => role, "reason" => reason)
+                .increment(0);
+        }
         let (shutdown, health) = (self.shutdown.clone(), self.health.clone());
         self.tasks.spawn(async move {
             let end = supervise(role, restart, attempt, &shutdown, &health).await;

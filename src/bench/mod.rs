@@ -11,6 +11,7 @@
 pub mod api;
 pub mod classify;
 pub mod e2e;
+pub mod fleet;
 pub mod load;
 pub mod procs;
 pub mod sink;
@@ -54,6 +55,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Api => api::run(database, quick).await?,
         Scenario::E2e => e2e::run(database, &args.broker, quick).await?,
         Scenario::Upstream => upstream::run(database, &args.broker, &args.upstream, quick).await?,
+        Scenario::Fleet => fleet::run(database, &args.broker, quick).await?,
         Scenario::Classify => {
             classify::run(database, args.classify.classify_concurrency, quick).await?
         }
@@ -72,6 +74,8 @@ pub enum Scenario {
     Upstream,
     /// The sink's write path ÷ psql `\copy` of the same rows into the same hypertable.
     Sink,
+    /// Three pollers and two sinks under one MOCKSTAGRAM_RPS: the fleet's upstream rate ÷ it.
+    Fleet,
     /// Range queries at 50 clients over 100,000,000 points; rank and average at 1,000,000.
     Api,
     /// Bytes per stored point.
@@ -85,6 +89,7 @@ impl Scenario {
         match self {
             Scenario::E2e => "e2e",
             Scenario::Upstream => "upstream",
+            Scenario::Fleet => "fleet",
             Scenario::Sink => "sink",
             Scenario::Api => "api",
             Scenario::Storage => "storage",

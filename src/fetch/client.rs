@@ -9,10 +9,10 @@
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
 use tokio::{sync::Semaphore, time::Instant};
 
+use super::ceiling::RateCeiling;
 use crate::{
     config::UpstreamSettings,
     mockstagram::{
@@ -61,6 +61,20 @@ impl UpstreamError {
     }
 }
 
+/// Every `fetches_total` outcome, at 0: a series that exists before its first count lets an
+/// alert on its rate see that count.
+pub fn register_metrics() {
+    for outcome in [
+        "fetched",
+        "gone",
+        "gave_up",
+        "malformed",
+        "unexpected_status",
+    ] {
+        metrics::counter!("fetches_total", "outcome" => outcome).increment(0);
+    }
+}
+
 /// A fetch outcome's label for metrics (few values).
 impl FetchOutcome {
     pub fn label(&self) -> &'static str {
@@ -96,7 +110,8 @@ struct Answer {
 pub struct MockstagramClient {
     http: reqwest::Client,
     base: String,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// `MOCKSTAGRAM_RPS`, shared with the fleet's other pollers ([`RateCeiling`]).
+    ceiling: Option<Arc<RateCeiling>>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -117,15 +132,9 @@ impl MockstagramClient {
             .timeout(settings.mockstagram_timeout)
             .tcp_nodelay(true)
             .build()?;
-        let limiter = settings.mockstagram_rps.map(|rps| {
+        let ceiling = settings.mockstagram_rps.map(|rps| {
             let rps = NonZeroU32::new(rps.min(u32::MAX as u64) as u32).expect("rps ≥ 1");
-            // A burst of a tenth of a second's worth: over any second the upstream sees at
-            // most 1.1 × the ceiling (governor's default burst, a whole second's worth, would
-            // let 2× through right after a quiet spell, e.g. when 429s paused everyone).
-            let burst = NonZeroU32::new(rps.get() / 10).unwrap_or(NonZeroU32::MIN);
-            Arc::new(RateLimiter::direct(
-                Quota::per_second(rps).allow_burst(burst),
-            ))
+            Arc::new(RateCeiling::new(rps))
         });
         Ok(Self {
             http,
@@ -134,7 +143,7 @@ impl MockstagramClient {
                 .expose()
                 .trim_end_matches('/')
                 .to_string(),
-            limiter,
+            ceiling,
             in_flight: Arc::new(Semaphore::new(concurrency)),
         })
     }
@@ -147,6 +156,11 @@ impl MockstagramClient {
             in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
             ..self.clone()
         }
+    }
+
+    /// The rate ceiling, when `MOCKSTAGRAM_RPS` sets one.
+    pub fn ceiling(&self) -> Option<&Arc<RateCeiling>> {
+        self.ceiling.as_ref()
     }
 
     /// Fetches `pk`'s profile, retrying until `deadline`.
@@ -226,17 +240,29 @@ impl MockstagramClient {
         build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
         deadline: Instant,
     ) -> Result<Answer, Retry> {
-        if let Some(limiter) = &self.limiter {
-            limiter.until_ready().await;
+        let deadline_passed = || Retry {
+            reason: "deadline passed".into(),
+            at_least: Duration::ZERO,
+            label: "deadline",
+        };
+        // A place in flight first, then a token of the rate ceiling, each waited for until the
+        // deadline at most: a token is spent only on a request sent at once. (Taken first, a
+        // token was spent on requests that then waited past their deadline and were never
+        // sent: under overload the upstream saw about half the ceiling.)
+        let Ok(permit) = tokio::time::timeout_at(deadline, self.in_flight.acquire()).await else {
+            return Err(deadline_passed());
+        };
+        let _permit = permit.expect("never closed");
+        if let Some(ceiling) = &self.ceiling
+            && tokio::time::timeout_at(deadline, ceiling.until_ready())
+                .await
+                .is_err()
+        {
+            return Err(deadline_passed());
         }
-        let _permit = self.in_flight.acquire().await.expect("never closed");
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(Retry {
-                reason: "deadline passed".into(),
-                at_least: Duration::ZERO,
-                label: "deadline",
-            });
+            return Err(deadline_passed());
         }
         let started = Instant::now();
         let sent = build(&self.http)

@@ -1,6 +1,7 @@
-//! Fetching: the Mockstagram [`client`] and the poll [`worker`] that drives it from the
-//! schedule queue.
+//! Fetching: the Mockstagram [`client`], the poll [`worker`] that drives it from the
+//! schedule queue, and the fleet's rate [`ceiling`] the pollers share.
 
+pub mod ceiling;
 pub mod client;
 pub mod worker;
 

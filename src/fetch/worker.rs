@@ -24,10 +24,13 @@ use lapin::{
     options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
 };
 use tokio::{task::JoinSet, time::Instant};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 
 use crate::{
-    fetch::{FetchOutcome, MockstagramClient},
+    fetch::{
+        FetchOutcome, MockstagramClient,
+        ceiling::{RateCeiling, SHARE_REFRESH},
+    },
     mockstagram::NOT_FOUND_ERROR,
     model::{Failure, Gone, Point},
     queue::{Broker, Lane, points::Outcomes},
@@ -41,6 +44,44 @@ const PREFETCH: u16 = 128;
 
 /// On shutdown, how long batches in hand may take to finish before they are handed back.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// While the poller runs, every [`SHARE_REFRESH`]: the messages ready in the due and point
+/// queues (`queue_messages_ready`: a due queue that grows means the pollers fall behind, a point
+/// queue that grows means the sinks do), and `ceiling` shared with the due queue's consumers,
+/// the fleet's pollers ([`super::ceiling`]). A count that fails keeps the last figures.
+async fn watch_queues(broker: Broker, ceiling: Option<Arc<RateCeiling>>) {
+    let mut every = tokio::time::interval(SHARE_REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let t = broker.topology.clone();
+    loop {
+        every.tick().await;
+        let counted = tokio::time::timeout(SHARE_REFRESH, async {
+            anyhow::Ok((
+                broker.counts(&t.due).await?,
+                broker.counts(&t.points).await?,
+            ))
+        })
+        .await;
+        match counted {
+            Ok(Ok((due, points))) => {
+                metrics::gauge!("queue_messages_ready", "queue" => "due")
+                    .set(due.message_count() as f64);
+                metrics::gauge!("queue_messages_ready", "queue" => "points")
+                    .set(points.message_count() as f64);
+                if let Some(ceiling) = &ceiling {
+                    ceiling.share_with(due.consumer_count());
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(
+                    error = format!("{e:#}"),
+                    "cannot count the queues; figures stay"
+                )
+            }
+            Err(_) => tracing::debug!("counting the queues timed out; figures stay"),
+        }
+    }
+}
 
 /// The `Instant` matching an epoch-milliseconds time (past times map to now).
 fn instant_at(epoch_ms: i64) -> Instant {
@@ -130,6 +171,16 @@ impl Poller {
     /// Consumes the due queue until `shutdown`, then finishes the batches in hand.
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let due = self.broker.topology.due.clone();
+        super::client::register_metrics();
+        // Counted before consuming, so as never to start with more than this poller's share.
+        if let Some(ceiling) = self.client.ceiling() {
+            let others = self.broker.consumer_count(&due).await?;
+            ceiling.share_with(others + 1);
+        }
+        let _watching = AbortOnDropHandle::new(tokio::spawn(watch_queues(
+            self.broker.clone(),
+            self.client.ceiling().cloned(),
+        )));
         let (channel, mut consumer) = self.broker.consume(&due, PREFETCH, "poll").await?;
         let mut in_hand = JoinSet::new();
         loop {

@@ -236,6 +236,16 @@ impl Broker {
 
     /// Messages ready in `queue` (not counting those delivered and unacked).
     pub async fn ready_count(&self, queue: &str) -> anyhow::Result<u32> {
+        Ok(self.counts(queue).await?.message_count())
+    }
+
+    /// Consumers of `queue`, across every connection to the broker.
+    pub async fn consumer_count(&self, queue: &str) -> anyhow::Result<u32> {
+        Ok(self.counts(queue).await?.consumer_count())
+    }
+
+    /// What a passive declare of `queue` answers: its ready messages and its consumers.
+    pub async fn counts(&self, queue: &str) -> anyhow::Result<lapin::Queue> {
         let channel = self.connection.create_channel().await?;
         let declared = channel
             .queue_declare(
@@ -248,7 +258,7 @@ impl Broker {
             )
             .await?;
         let _ = channel.close(200, "done".into()).await;
-        Ok(declared.message_count())
+        Ok(declared)
     }
 
     /// Empties every queue of this topology (tests; an operator's reset).

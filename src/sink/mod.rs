@@ -91,6 +91,11 @@ impl Sink {
     /// Consumes the point queue until `shutdown`, then flushes what it holds. While the
     /// database is unreachable past `SINK_MAX_HOLD`, it stops consuming (see the module docs).
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // Present at 0 from the start, so that an alert on their increase sees the first one.
+        for reason in ["undecodable", "refused"] {
+            metrics::counter!("points_dead_lettered_total", "reason" => reason).increment(0);
+        }
+        metrics::gauge!("sink_paused").set(0.0);
         loop {
             match self.consume_until_stopped(&shutdown).await? {
                 SessionEnd::Shutdown => return Ok(()),

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use influencer_analytics::testing::base_database_url;
 
-fn binary() -> Command {
+pub(crate) fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_influencer-analytics"));
     for var in [
         "DATABASE_URL",
@@ -20,7 +20,7 @@ fn binary() -> Command {
 
 /// Runs the binary with `args` on the database at `url`; asserts it succeeded and returns what
 /// it printed.
-fn run_ok(args: &[&str], url: &url::Url) -> String {
+pub(crate) fn run_ok(args: &[&str], url: &url::Url) -> String {
     let output = binary()
         .args(args)
         .env("DATABASE_URL", url.as_str())
@@ -140,14 +140,14 @@ fn migrate_creates_a_missing_database() {
 
 /// A database and a queue prefix of the test's own, removed when the test ends, even when
 /// it fails.
-struct Scratch {
+pub(crate) struct Scratch {
     name: String,
-    url: url::Url,
-    prefix: String,
+    pub(crate) url: url::Url,
+    pub(crate) prefix: String,
 }
 
 impl Scratch {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (name, url) = scratch_database();
         let prefix = format!("ia_test_{:016x}", rand::random::<u64>());
         Self { name, url, prefix }
@@ -585,7 +585,7 @@ fn the_quick_api_benchmark_compares_the_api_with_its_sql_through_the_same_pool()
 }
 
 /// A TCP port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }

@@ -6,6 +6,7 @@ mod classify;
 mod cli;
 mod dashboard;
 mod jobs;
+mod monitoring;
 mod pipeline;
 mod schema;
 mod simulator;

@@ -67,8 +67,12 @@ impl Running {
 }
 
 fn start_poller(queues: &TestBroker, sim: &TestSimulator) -> (PollerMemory, Running) {
+    start_poller_with(queues, upstream(sim))
+}
+
+fn start_poller_with(queues: &TestBroker, upstream: UpstreamSettings) -> (PollerMemory, Running) {
     let mut running = Running::new();
-    let client = MockstagramClient::new(&upstream(sim)).unwrap();
+    let client = MockstagramClient::new(&upstream).unwrap();
     let poller = running
         .roles
         .poll(queues.settings.clone(), client, INTERVAL);
@@ -978,4 +982,60 @@ async fn a_queue_type_other_than_the_declared_queues_is_named() {
         // The queues are as they were: their own settings still connect.
         declared.connect().await.close().await;
     }
+}
+
+/// Issue 18: MOCKSTAGRAM_RPS is the fleet's ceiling. Three pollers, each given the same
+/// MOCKSTAGRAM_RPS, asked for twice what it allows: once they have counted each other, the
+/// upstream sees the ceiling (plus its tenth-of-a-second burst) at most, not three times it;
+/// the ceiling is used (a token was spent on requests that then passed their deadline unsent,
+/// so one poller reached about 85 of 150/s); and every answer is still stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_pollers_share_one_rate_ceiling_and_store_every_answer_once() {
+    const CEILING: u64 = 150;
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let sim = TestSimulator::start(simulator_settings(1000, 11)).await;
+    // 600 influencers every 2 s: 300 requests/s wanted.
+    let ids = pks(600);
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
+        .await
+        .unwrap();
+    let mut settings = upstream(&sim);
+    settings.mockstagram_rps = Some(CEILING);
+    settings.mockstagram_timeout = Duration::from_secs(2);
+    let pollers: Vec<_> = (0..3)
+        .map(|_| start_poller_with(&queues, settings.clone()))
+        .collect();
+    let sink = start_sink(db.pool.clone(), &queues);
+    // Shares settle within a refresh of the pollers' start; then measure 6 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (answered_before, started) = (upstream_answers(&sim, &ids), std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let rate =
+        (upstream_answers(&sim, &ids) - answered_before) as f64 / started.elapsed().as_secs_f64();
+    let mut handles = Vec::new();
+    for (poller, roles) in pollers {
+        roles.stop().await;
+        handles.push(poller);
+    }
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+
+    assert!(
+        rate <= CEILING as f64 * 1.1 + 5.0,
+        "{rate:.0} requests/s against a fleet ceiling of {CEILING}"
+    );
+    assert!(
+        rate >= CEILING as f64 * 0.6,
+        "{rate:.0} requests/s: the ceiling is used"
+    );
+    assert!(
+        handles.iter().all(|p| p.batches_polled() > 0),
+        "all three worked"
+    );
+    assert_eq!(
+        upstream_answers(&sim, &ids),
+        total_points(&db).await,
+        "each answer stored once"
+    );
 }

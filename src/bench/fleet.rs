@@ -1,0 +1,212 @@
+//! `bench fleet`: three poll processes and two sink processes against the simulator, all given
+//! the same MOCKSTAGRAM_RPS, with twice the work that ceiling allows. Measured from the
+//! simulator's own count of requests (`simulator_requests_total`), once a second: the fleet's
+//! combined rate over every one-second window and over the whole run, each divided by the
+//! ceiling (goal ≤ 1.1: the ceiling plus its tenth-of-a-second burst); and, once the point
+//! queue has drained, the points stored with a fetch time in the measured window divided by
+//! the profiles the simulator answered in it (goal ≥ 0.999: each answer stored, and no slot
+//! fetched twice; the window's edges cut through a few requests in flight).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::{
+    Goal, Report, Scenario, bench_database,
+    procs::{Roles, free_port},
+};
+use crate::{
+    config::{BrokerSettings, DatabaseSettings},
+    mockstagram::FIRST_PK,
+    queue::Broker,
+};
+
+const POLLERS: usize = 3;
+const SINKS: usize = 2;
+const INTERVAL_S: u64 = 10;
+/// Seconds after the last poller's start by which every poller has counted the others.
+const SETTLE_S: usize = 5;
+
+pub async fn run(
+    database: &DatabaseSettings,
+    broker: &BrokerSettings,
+    quick: bool,
+) -> anyhow::Result<Report> {
+    let (ceiling, seconds) = if quick { (300u64, 15u64) } else { (2000, 60) };
+    // Twice what the ceiling allows.
+    let influencers = (2 * ceiling * INTERVAL_S) as i64;
+    let (pool, bench_db) = bench_database(database, "fleet", true).await?;
+    let queues = BrokerSettings {
+        queue_prefix: "bench_fleet".into(),
+        ..broker.clone()
+    };
+    let publisher = Broker::connect(&queues).await?;
+    publisher.delete_all().await?;
+    publisher.close().await;
+    let publisher = Broker::connect(&queues).await?;
+
+    let sim_port = free_port()?;
+    let mut roles = Roles::default();
+    roles.spawn(
+        "simulator",
+        &["simulate", "--seed", "1"],
+        &[
+            ("SIMULATOR_LISTEN", format!("127.0.0.1:{sim_port}")),
+            ("SIMULATOR_POPULATION", influencers.to_string()),
+        ],
+    )?;
+    let simulator_metrics = format!("http://127.0.0.1:{sim_port}/metrics");
+    roles.wait_ready(&simulator_metrics).await?;
+    let ids: Vec<i64> = (FIRST_PK..FIRST_PK + influencers).collect();
+    crate::seed::seed(&pool, &publisher, Duration::from_secs(INTERVAL_S), &ids).await?;
+    publisher.close().await;
+    let env = [
+        ("DATABASE_URL", bench_db.database_url.expose().to_string()),
+        ("AMQP_URL", queues.amqp_url.expose().to_string()),
+        ("QUEUE_PREFIX", queues.queue_prefix.clone()),
+        ("QUEUE_TYPE", queues.queue_type.name().to_string()),
+        ("MOCKSTAGRAM_URL", format!("http://127.0.0.1:{sim_port}")),
+        ("MOCKSTAGRAM_RPS", ceiling.to_string()),
+        ("POLL_INTERVAL", format!("{INTERVAL_S}s")),
+    ];
+    let mut sinks = Roles::default();
+    for i in 0..SINKS {
+        let mut sink_env = env.to_vec();
+        sink_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
+        sinks.spawn(&format!("sink {i}"), &["sink"], &sink_env)?;
+    }
+    let mut pollers = Roles::default();
+    for i in 0..POLLERS {
+        let mut poll_env = env.to_vec();
+        let port = free_port()?;
+        poll_env.push(("METRICS_ADDR", format!("127.0.0.1:{port}")));
+        pollers.spawn(&format!("poll {i}"), &["poll"], &poll_env)?;
+        pollers
+            .wait_ready(&format!("http://127.0.0.1:{port}/readyz"))
+            .await?;
+    }
+
+    // Every second from the last poller's start: the simulator's counts of requests.
+    let started = Instant::now();
+    let mut samples = vec![Sample::take(&simulator_metrics).await?];
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        samples.push(Sample::take(&simulator_metrics).await?);
+        pollers.check()?;
+        sinks.check()?;
+    }
+    pollers.stop();
+    drain(&queues).await?;
+    sinks.stop();
+    roles.stop();
+    // Each answer the simulator gave in the window, stored once.
+    let (from, to) = (&samples[SETTLE_S], &samples[samples.len() - 1]);
+    let answered = to.answered - from.answered;
+    let stored: i64 = sqlx::query_scalar(
+        "select (select count(*) from influencer_metrics where fetched_at >= $1 and fetched_at < $2)
+              + (select count(*) from late_points where fetched_at >= $1 and fetched_at < $2)",
+    )
+    .bind(from.wall)
+    .bind(to.wall)
+    .fetch_one(&pool)
+    .await?;
+    pool.close().await;
+    let publisher = Broker::connect(&queues).await?;
+    publisher.delete_all().await?;
+    publisher.close().await;
+
+    let rates: Vec<f64> = samples
+        .windows(2)
+        .map(|w| (w[1].requests - w[0].requests) / (w[1].at - w[0].at).as_secs_f64())
+        .collect();
+    // The first windows include the pollers' shares being settled: the worst window is
+    // reported over the whole run, joins included, and again once settled.
+    let worst = rates.iter().copied().fold(0.0, f64::max);
+    let settled = rates.iter().skip(SETTLE_S).copied().fold(0.0, f64::max);
+    let mean = (to.requests - from.requests) / (to.at - from.at).as_secs_f64();
+    let ceiling = ceiling as f64;
+    let mut report = Report::new(
+        Scenario::Fleet,
+        quick,
+        format!(
+            "{POLLERS} poll and {SINKS} sink processes, each given MOCKSTAGRAM_RPS={ceiling}, {influencers} influencers every {INTERVAL_S} s \
+             (twice the ceiling), against the simulator in a process of its own. Pollers started one after another; requests counted \
+             by the simulator each second for {seconds} s from the last poller's start; the mean and the stored ÷ answered window \
+             start {SETTLE_S} s in. Points counted once the point queue drained."
+        ),
+    );
+    report
+        .ratio(
+            "worst 1 s upstream rate ÷ ceiling",
+            worst / ceiling,
+            ceiling,
+            Goal::AtMost(1.1),
+        )
+        .ratio(
+            "worst 1 s upstream rate ÷ ceiling, settled",
+            settled / ceiling,
+            ceiling,
+            Goal::AtMost(1.1),
+        )
+        .ratio(
+            "mean upstream rate ÷ ceiling",
+            mean / ceiling,
+            ceiling,
+            Goal::AtMost(1.0),
+        )
+        .goal(
+            "points stored ÷ profiles answered",
+            stored as f64 / answered.max(1.0),
+            "",
+            Goal::AtLeast(0.999),
+        )
+        .info("profiles answered in the window", answered, "requests")
+        .info("points stored from the window", stored as f64, "points")
+        .info("mean upstream rate", mean, "req/s");
+    Ok(report)
+}
+
+/// Waits until the point queue is empty (the sinks have taken every outcome), then a moment
+/// for the last commits.
+async fn drain(queues: &BrokerSettings) -> anyhow::Result<()> {
+    let broker = Broker::connect(queues).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.ready_count(&broker.topology.points).await? > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    broker.close().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+/// The simulator's counts at one moment.
+struct Sample {
+    at: Instant,
+    wall: chrono::DateTime<chrono::Utc>,
+    /// Requests answered so far, any outcome.
+    requests: f64,
+    /// Profiles answered with data so far.
+    answered: f64,
+}
+
+impl Sample {
+    async fn take(url: &str) -> anyhow::Result<Self> {
+        let (at, wall) = (Instant::now(), chrono::Utc::now());
+        let text = reqwest::get(url).await?.text().await?;
+        Ok(Self {
+            at,
+            wall,
+            requests: counter_sum(&text, |_| true)?,
+            answered: counter_sum(&text, |line| line.contains("outcome=\"ok\""))?,
+        })
+    }
+}
+
+fn counter_sum(metrics: &str, keep: impl Fn(&str) -> bool) -> anyhow::Result<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("simulator_requests_total{") && keep(l))
+        .map(|l| l.rsplit(' ').next().unwrap_or("0").parse::<f64>())
+        .sum::<Result<f64, _>>()
+        .context("unreadable simulator_requests_total in the simulator's /metrics")
+}
