@@ -8,11 +8,13 @@
 //! [`SHARE_REFRESH`]. The shares add up to the ceiling at most.
 //!
 //! No coordinator, no extra dependency: the broker every poller already needs is the
-//! membership list. What it does not cover:
-//! - for up to one [`SHARE_REFRESH`] after a poller joins, the others still use their larger
-//!   share: the fleet may exceed the ceiling by the newcomer's share for that long (a poller
-//!   counts the consumers before it starts consuming, so it never starts with more than its
-//!   share);
+//! membership list. Changes of membership:
+//! - a poller that joins counts the others before it starts consuming, takes its share, and
+//!   sends nothing for one [`SHARE_REFRESH`] and a moment more, by when every other poller has
+//!   counted it and shrunk its share: a join never takes the fleet over the ceiling (it delays
+//!   the newcomer's first batches by about a second);
+//! - a new share replaces the limiter, and the requests waiting on the old one move to the new
+//!   one at once;
 //! - a poller that leaves gives its share back to the others within a [`SHARE_REFRESH`];
 //! - if the broker cannot be asked, a poller keeps its last share (it is consuming from that
 //!   broker, so it cannot be without one for long).
@@ -22,7 +24,7 @@
 use std::{
     num::NonZeroU32,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicU32, Ordering},
     },
     time::Duration,
@@ -37,7 +39,13 @@ pub const SHARE_REFRESH: Duration = Duration::from_secs(1);
 pub struct RateCeiling {
     fleet: NonZeroU32,
     sharers: AtomicU32,
-    limiter: RwLock<Arc<DefaultDirectRateLimiter>>,
+    /// The limiter of the current share. A new share is a new limiter, and requests waiting
+    /// on the old one move to it at once: left to finish on the old one, they were let
+    /// through at the old rate while new requests went at the new one (in `bench fleet`, 2.5
+    /// times the ceiling in the second after a join).
+    limiter: tokio::sync::watch::Sender<Arc<DefaultDirectRateLimiter>>,
+    /// No request before this: a poller that joins waits until the others have counted it.
+    hold_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl RateCeiling {
@@ -47,13 +55,23 @@ impl RateCeiling {
         Self {
             fleet,
             sharers: AtomicU32::new(1),
-            limiter: RwLock::new(Arc::new(limiter(fleet))),
+            limiter: tokio::sync::watch::Sender::new(Arc::new(limiter(fleet))),
+            hold_until: std::sync::Mutex::new(None),
         }
     }
 
     /// This process's requests/s.
     pub fn share(&self) -> NonZeroU32 {
         share(self.fleet, self.sharers.load(Ordering::Relaxed))
+    }
+
+    /// A poller joins a fleet of `others`: it takes its share, and sends nothing for one
+    /// [`SHARE_REFRESH`] and a moment more, by when every other poller has counted it and
+    /// shrunk its own share. So a join never takes the fleet over the ceiling.
+    pub fn join(&self, others: u32) {
+        self.share_with(others + 1);
+        let until = tokio::time::Instant::now() + SHARE_REFRESH + JOIN_MARGIN;
+        *self.hold_until.lock().expect("never poisoned") = Some(until);
     }
 
     /// Shares the fleet's ceiling among `processes` (this one included; 0 counts as 1).
@@ -63,7 +81,7 @@ impl RateCeiling {
             return;
         }
         let share = share(self.fleet, processes);
-        *self.limiter.write().expect("never poisoned") = Arc::new(limiter(share));
+        self.limiter.send_replace(Arc::new(limiter(share)));
         metrics::gauge!("upstream_rate_share").set(share.get() as f64);
         tracing::info!(
             pollers = processes,
@@ -75,10 +93,25 @@ impl RateCeiling {
 
     /// Waits until one more request fits under this process's share.
     pub async fn until_ready(&self) {
-        let limiter = self.limiter.read().expect("never poisoned").clone();
-        limiter.until_ready().await;
+        let hold = *self.hold_until.lock().expect("never poisoned");
+        if let Some(until) = hold {
+            tokio::time::sleep_until(until).await;
+        }
+        let mut current = self.limiter.subscribe();
+        loop {
+            let limiter = current.borrow_and_update().clone();
+            tokio::select! {
+                () = limiter.until_ready() => return,
+                // A new share: wait on its limiter instead (no token was taken from this one).
+                _ = current.changed() => {}
+            }
+        }
     }
 }
+
+/// How much longer than a [`SHARE_REFRESH`] a joining poller waits: the others' counts take a
+/// moment (a passive declare each).
+const JOIN_MARGIN: Duration = Duration::from_millis(250);
 
 fn share(fleet: NonZeroU32, processes: u32) -> NonZeroU32 {
     NonZeroU32::new(fleet.get() / processes.max(1)).unwrap_or(NonZeroU32::MIN)
@@ -114,6 +147,42 @@ mod tests {
             1,
             "at least 1/s"
         );
+    }
+
+    #[tokio::test]
+    async fn a_poller_that_joins_waits_until_the_others_have_counted_it() {
+        let ceiling = RateCeiling::new(NonZeroU32::new(1000).unwrap());
+        ceiling.join(2);
+        assert_eq!(ceiling.share().get(), 333);
+        let started = std::time::Instant::now();
+        ceiling.until_ready().await;
+        assert!(
+            started.elapsed() >= SHARE_REFRESH,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_on_an_old_share_move_to_the_new_one() {
+        // 1 request/s: after the burst of 1, the next waits a second.
+        let ceiling = Arc::new(RateCeiling::new(NonZeroU32::new(10).unwrap()));
+        ceiling.share_with(10);
+        ceiling.until_ready().await;
+        let waiting = tokio::spawn({
+            let ceiling = ceiling.clone();
+            async move {
+                let started = std::time::Instant::now();
+                ceiling.until_ready().await;
+                started.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // 10/s now: the waiting request moves to the new limiter (a fresh one, its first token
+        // at once) instead of waiting out the old one's second.
+        ceiling.share_with(1);
+        let waited = waiting.await.unwrap();
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
     }
 
     #[tokio::test]

@@ -174,8 +174,7 @@ impl Poller {
         super::client::register_metrics();
         // Counted before consuming, so as never to start with more than this poller's share.
         if let Some(ceiling) = self.client.ceiling() {
-            let others = self.broker.consumer_count(&due).await?;
-            ceiling.share_with(others + 1);
+            ceiling.join(self.broker.consumer_count(&due).await?);
         }
         let _watching = AbortOnDropHandle::new(tokio::spawn(watch_queues(
             self.broker.clone(),
