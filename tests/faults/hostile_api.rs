@@ -1,6 +1,8 @@
 //! Scenario 7: hostile input to the API. Random ids, epochs, steps, limits, cursors, unknown
-//! and repeated parameters, bad percent-encodings and over-long values: never a 500, and every
-//! refusal is a problem+json body that says what was wrong.
+//! and repeated parameters, bad percent-encodings and over-long values: never a 500, every
+//! refusal is a problem+json body that says what was wrong, and no request costs more than
+//! the stated bound: an answer of at most [`MAX_ANSWER_BYTES`] (10,000 points, the cap, at
+//! about 80 bytes each), given within [`MAX_ANSWER_TIME`] (the request timeout is 10 s).
 
 use influencer_analytics::testing::{TestDb, shared_db_server};
 use std::time::Duration;
@@ -14,6 +16,11 @@ use tower::ServiceExt;
 use crate::common::SERIAL;
 
 const KNOWN: i64 = 1_000_001;
+
+/// The most one answer may weigh.
+const MAX_ANSWER_BYTES: usize = 1_000_000;
+/// The longest one answer may take (typical: a few milliseconds).
+const MAX_ANSWER_TIME: Duration = Duration::from_secs(2);
 
 /// Text as it may arrive in a URL: percent-encoded anything, or raw URL characters (including
 /// stray `%`, `+`, `=`, `&` and `;`), occasionally very long.
@@ -94,7 +101,8 @@ fn hostile_requests_never_get_a_500_and_always_a_problem_that_explains() {
         .unwrap();
     let (db, app) = runtime.block_on(async {
         let db = TestDb::on(&shared_db_server(), 4).await;
-        // One known influencer with a day of points, so the deeper paths run too.
+        // One known influencer with 8 days of points, so the deeper paths run too and a range
+        // may reach the 10,000-point cap.
         sqlx::query("insert into influencers (influencer_id, username) values ($1, 'known')")
             .bind(KNOWN)
             .execute(&db.pool)
@@ -103,7 +111,7 @@ fn hostile_requests_never_get_a_500_and_always_a_problem_that_explains() {
         sqlx::query(
             "insert into influencer_metrics
              select $1, t, t, 1000 + extract(minute from t)::int, 100
-             from generate_series(now() - interval '1 day', now(), interval '1 minute') t",
+             from generate_series(now() - interval '8 days', now(), interval '1 minute') t",
         )
         .bind(KNOWN)
         .execute(&db.pool)
@@ -114,6 +122,8 @@ fn hostile_requests_never_get_a_500_and_always_a_problem_that_explains() {
     });
 
     let statuses = std::cell::RefCell::new(std::collections::BTreeMap::<u16, u32>::new());
+    // The longest answer time and the largest answer seen.
+    let costliest = std::cell::RefCell::new((Duration::ZERO, 0usize));
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 1500,
         failure_persistence: None,
@@ -124,6 +134,7 @@ fn hostile_requests_never_get_a_500_and_always_a_problem_that_explains() {
         let Ok(uri) = path.parse::<axum::http::Uri>() else {
             return Ok(());
         };
+        let started = std::time::Instant::now();
         let (status, content_type, body) = runtime.block_on(async {
             let request = axum::http::Request::get(uri).body(Body::empty()).unwrap();
             let response = app.clone().oneshot(request).await.unwrap();
@@ -137,8 +148,20 @@ fn hostile_requests_never_get_a_500_and_always_a_problem_that_explains() {
             let body = response.into_body().collect().await.unwrap().to_bytes();
             (status, content_type, body)
         });
+        let took = started.elapsed();
         *statuses.borrow_mut().entry(status.as_u16()).or_default() += 1;
         let shown = &path[..path.len().min(200)];
+        {
+            let mut costliest = costliest.borrow_mut();
+            costliest.0 = costliest.0.max(took);
+            costliest.1 = costliest.1.max(body.len());
+        }
+        prop_assert!(took <= MAX_ANSWER_TIME, "{shown}: answered in {took:?}");
+        prop_assert!(
+            body.len() <= MAX_ANSWER_BYTES,
+            "{shown}: an answer of {} bytes",
+            body.len()
+        );
         prop_assert!(!status.is_server_error(), "{shown}: {status} {body:?}");
         let json: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| TestCaseError::fail(format!("{shown}: {status}, not JSON ({e})")))?;
@@ -159,9 +182,14 @@ fn hostile_requests_never_get_a_500_and_always_a_problem_that_explains() {
         Ok(())
     });
     let statuses = statuses.into_inner();
+    let (slowest, largest) = costliest.into_inner();
     crate::common::report(
         "hostile_api",
-        format!("hostile_api: answers by status {statuses:?}"),
+        format!(
+            "hostile_api: answers by status {statuses:?}; slowest {} ms, largest {largest} bytes (bounds {} ms, {MAX_ANSWER_BYTES} bytes)",
+            slowest.as_millis(),
+            MAX_ANSWER_TIME.as_millis()
+        ),
     );
     drop(db);
     if let Err(e) = outcome {
