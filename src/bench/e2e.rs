@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::{
-    Goal, Report, Scenario, bench_database,
+    Goal, Report, Scenario, bench_database, bench_queues,
     procs::{Roles, Watch, free_port, pids_named},
 };
 use crate::{
@@ -35,25 +35,10 @@ pub async fn run(
         (1_000_000, 10)
     };
     let (pool, bench_db) = bench_database(database, "e2e", true).await?;
-    let queues = BrokerSettings {
-        queue_prefix: "bench_e2e".into(),
-        ..broker.clone()
-    };
-    let publisher = Broker::connect(&queues).await?;
-    publisher.delete_all().await?;
-    publisher.close().await;
-    let publisher = Broker::connect(&queues).await?;
+    let (queues, publisher) = bench_queues(broker, "e2e").await?;
 
-    let sim_port = free_port()?;
     let mut roles = Roles::default();
-    roles.spawn(
-        "simulator",
-        &["simulate", "--seed", "1"],
-        &[
-            ("SIMULATOR_LISTEN", format!("127.0.0.1:{sim_port}")),
-            ("SIMULATOR_POPULATION", influencers.to_string()),
-        ],
-    )?;
+    let sim_port = roles.spawn_simulator(influencers)?;
     let ids: Vec<i64> = (FIRST_PK..FIRST_PK + influencers).collect();
     crate::seed::seed(&pool, &publisher, INTERVAL, &ids).await?;
     publisher.close().await;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::{
-    Goal, Report, Scenario, bench_database,
+    Goal, Report, Scenario, bench_database, bench_queues,
     procs::{Roles, free_port},
 };
 use crate::{
@@ -39,25 +39,10 @@ pub async fn run(
     // Twice what the ceiling allows.
     let influencers = (2 * ceiling * INTERVAL_S) as i64;
     let (pool, bench_db) = bench_database(database, "fleet", true).await?;
-    let queues = BrokerSettings {
-        queue_prefix: "bench_fleet".into(),
-        ..broker.clone()
-    };
-    let publisher = Broker::connect(&queues).await?;
-    publisher.delete_all().await?;
-    publisher.close().await;
-    let publisher = Broker::connect(&queues).await?;
+    let (queues, publisher) = bench_queues(broker, "fleet").await?;
 
-    let sim_port = free_port()?;
     let mut roles = Roles::default();
-    roles.spawn(
-        "simulator",
-        &["simulate", "--seed", "1"],
-        &[
-            ("SIMULATOR_LISTEN", format!("127.0.0.1:{sim_port}")),
-            ("SIMULATOR_POPULATION", influencers.to_string()),
-        ],
-    )?;
+    let sim_port = roles.spawn_simulator(influencers)?;
     let simulator_metrics = format!("http://127.0.0.1:{sim_port}/metrics");
     roles.wait_ready(&simulator_metrics).await?;
     let ids: Vec<i64> = (FIRST_PK..FIRST_PK + influencers).collect();

@@ -272,6 +272,23 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Queues of the scenario's own (prefix `bench_<suffix>`), deleted and declared again, so a
+/// run starts empty; and a connection to them (for seeding).
+pub async fn bench_queues(
+    broker: &BrokerSettings,
+    suffix: &str,
+) -> anyhow::Result<(BrokerSettings, crate::queue::Broker)> {
+    let queues = BrokerSettings {
+        queue_prefix: format!("bench_{suffix}"),
+        ..broker.clone()
+    };
+    let earlier = crate::queue::Broker::connect(&queues).await?;
+    earlier.delete_all().await?;
+    earlier.close().await;
+    let publisher = crate::queue::Broker::connect(&queues).await?;
+    Ok((queues, publisher))
+}
+
 /// A database of the scenario's own beside DATABASE_URL's: `<name>_bench_<suffix>`. With
 /// `fresh`, it is dropped first. Migrated.
 pub async fn bench_database(

@@ -129,6 +129,21 @@ impl Roles {
         Ok(())
     }
 
+    /// The simulator (`simulate --seed 1`) with `population` influencers, as "simulator", on
+    /// a free port; the port.
+    pub fn spawn_simulator(&mut self, population: i64) -> anyhow::Result<u16> {
+        let port = free_port()?;
+        self.spawn(
+            "simulator",
+            &["simulate", "--seed", "1"],
+            &[
+                ("SIMULATOR_LISTEN", format!("127.0.0.1:{port}")),
+                ("SIMULATOR_POPULATION", population.to_string()),
+            ],
+        )?;
+        Ok(port)
+    }
+
     pub fn pid(&self, name: &str) -> u32 {
         self.children
             .iter()

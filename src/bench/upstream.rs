@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::{
-    Goal, Report, Scenario, bench_database, load,
+    Goal, Report, Scenario, bench_database, bench_queues, load,
     procs::{Roles, free_port},
 };
 use crate::{
@@ -64,14 +64,7 @@ pub async fn run(
     let influencers =
         ((ceiling_rate * 1.5 * interval_s as f64) as i64).clamp(1000, POPULATION as i64);
     let (pool, bench_db) = bench_database(database, "upstream", true).await?;
-    let queues = BrokerSettings {
-        queue_prefix: "bench_upstream".into(),
-        ..broker.clone()
-    };
-    let publisher = Broker::connect(&queues).await?;
-    publisher.delete_all().await?;
-    publisher.close().await;
-    let publisher = Broker::connect(&queues).await?;
+    let (queues, publisher) = bench_queues(broker, "upstream").await?;
     let ids: Vec<i64> = (FIRST_PK..FIRST_PK + influencers).collect();
     crate::seed::seed(&pool, &publisher, Duration::from_secs(interval_s), &ids).await?;
     publisher.close().await;
