@@ -407,6 +407,8 @@ async fn upstream_of_run(
             .map_err(anyhow::Error::msg)?;
         let upstream = UpstreamSettings {
             mockstagram_url: url,
+            // Its own simulator is plain HTTP on loopback: a CA for MOCKSTAGRAM_URL is moot.
+            mockstagram_ca_file: None,
             ..args.upstream.clone()
         };
         return Ok((upstream, args.seed_count.unwrap_or(5000)));
@@ -451,6 +453,9 @@ pub fn report_usage_error(error: clap::Error) -> ExitCode {
 
 /// `error: POLL_INTERVAL (--poll-interval) is "abc": expected a duration such as 60s, ...`
 pub fn one_line_usage_error(error: &clap::Error) -> Option<String> {
+    if error.kind() == ErrorKind::MissingRequiredArgument {
+        return missing_settings(error);
+    }
     if !matches!(
         error.kind(),
         ErrorKind::ValueValidation | ErrorKind::InvalidValue
@@ -486,6 +491,30 @@ pub fn one_line_usage_error(error: &clap::Error) -> Option<String> {
         ));
     }
     Some(format!("error: {setting} is {value:?}: {expected}"))
+}
+
+/// `error: SIMULATOR_TLS_KEY_FILE (--tls-key-file) must be set too: ...`, for a setting
+/// another one needs (a certificate without its key).
+fn missing_settings(error: &clap::Error) -> Option<String> {
+    let ContextValue::Strings(args) = error.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let settings = args
+        .iter()
+        .filter_map(|arg| arg.split_whitespace().next())
+        .map(
+            |flag| match env_of_flag(&Cli::command(), flag.trim_start_matches('-')) {
+                Some(env) => format!("{env} ({flag})"),
+                None => flag.to_string(),
+            },
+        )
+        .collect::<Vec<_>>();
+    (!settings.is_empty()).then(|| {
+        format!(
+            "error: {} must be set too: a setting given needs it (see --help)",
+            settings.join(" and ")
+        )
+    })
 }
 
 /// The environment variable behind a long flag, searching every subcommand.

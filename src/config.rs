@@ -14,6 +14,8 @@ use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 use clap::Args;
 use url::Url;
 
+use crate::tls::CaFile;
+
 /// A URL of a service we connect to. `Display` hides the password, so it is safe in logs and
 /// error messages.
 #[derive(Clone, PartialEq, Eq)]
@@ -170,6 +172,11 @@ pub struct BrokerSettings {
     /// dead-lettered (`<prefix>.schedule.dead`, `<prefix>.points.dead`) instead of looping.
     #[arg(long, env = "QUEUE_DELIVERY_LIMIT", default_value = "20", value_parser = positive_u32)]
     pub queue_delivery_limit: u32,
+
+    /// PEM file of CA certificates trusted for an `amqps://` AMQP_URL, besides the system's
+    /// (a broker whose certificate a private CA signed).
+    #[arg(long, env = "AMQP_CA_FILE", value_parser = crate::tls::ca_file)]
+    pub amqp_ca_file: Option<CaFile>,
 }
 
 /// An error a setting's value causes, which no retry can fix (the broker's queues were
@@ -211,6 +218,7 @@ impl BrokerSettings {
             queue_prefix: queue_prefix.into(),
             queue_type: QueueType::Classic,
             queue_delivery_limit: 20,
+            amqp_ca_file: None,
         }
     }
 }
@@ -253,6 +261,11 @@ pub struct UpstreamSettings {
     /// Requests to Mockstagram in flight at once, at most, per process.
     #[arg(long, env = "MOCKSTAGRAM_CONCURRENCY", default_value = "256", value_parser = positive)]
     pub mockstagram_concurrency: u64,
+
+    /// PEM file of CA certificates trusted for an `https://` MOCKSTAGRAM_URL, besides the
+    /// system's (a server whose certificate a private CA signed).
+    #[arg(long, env = "MOCKSTAGRAM_CA_FILE", value_parser = crate::tls::ca_file)]
+    pub mockstagram_ca_file: Option<CaFile>,
 }
 
 /// How often each influencer is polled.
@@ -469,6 +482,15 @@ pub struct SimulatorSettings {
     /// server reached about 4,100/s on the development box). Unset: as fast as it can.
     #[arg(long, env = "SIMULATOR_CAPACITY", value_parser = positive)]
     pub capacity: Option<u64>,
+
+    /// PEM certificate chain (its own certificate first) to serve HTTPS with, as a real
+    /// server behind TLS; needs SIMULATOR_TLS_KEY_FILE. Unset: plain HTTP.
+    #[arg(long, env = "SIMULATOR_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// PEM private key of SIMULATOR_TLS_CERT_FILE's certificate.
+    #[arg(long, env = "SIMULATOR_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     pub faults: FaultSettings,

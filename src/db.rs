@@ -102,9 +102,19 @@ fn connect_options(url: &ServiceUrl) -> anyhow::Result<PgConnectOptions> {
 }
 
 fn unreachable_database(url: &ServiceUrl, e: sqlx::Error) -> anyhow::Error {
-    anyhow::anyhow!(
-        "cannot reach TimescaleDB at {url} ({e}); start it with `scripts/services up`, or set DATABASE_URL"
-    )
+    // A certificate the client does not trust comes as an I/O error from the handshake.
+    let tls_failed = matches!(e, sqlx::Error::Tls(_))
+        || matches!(&e, sqlx::Error::Io(io) if io.to_string().contains("certificate"));
+    let hint = match &e {
+        _ if tls_failed => {
+            "the TLS handshake failed: if a CA of your own signed the server's certificate, name its PEM file with sslrootcert=<file> in DATABASE_URL"
+        }
+        sqlx::Error::Database(db) if db.message().contains("no encryption") => {
+            "the server accepts TLS connections only: add sslmode=verify-full (with sslrootcert=<CA file> for a CA of your own) to DATABASE_URL"
+        }
+        _ => "start it with `scripts/services up`, or set DATABASE_URL",
+    };
+    anyhow::anyhow!("cannot reach TimescaleDB at {url} ({e}); {hint}")
 }
 
 async fn create_database(options: &PgConnectOptions, url: &ServiceUrl) -> anyhow::Result<()> {

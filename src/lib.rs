@@ -21,6 +21,8 @@
 //!   role's state for `/healthz`.
 //! - [`shutdown`]: the one cancellation signal handed to every long-running loop; [`retry`]: the
 //!   one backoff policy of every retrying loop.
+//! - [`tls`]: rustls for every connection (PostgreSQL, RabbitMQ, Mockstagram) and the
+//!   simulator's HTTPS; a CA of one's own per connection.
 //! - [`db`]: the connection pool and the embedded migrations (`migrations/`).
 //! - [`model`]: the shared types: a point, a failed poll, the follower ratio.
 //! - [`mockstagram`]: the upstream API's wire format and rules.
@@ -73,3 +75,4 @@ pub mod sink;
 pub mod telemetry;
 #[cfg(feature = "tools")]
 pub mod testing;
+pub mod tls;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use influencer_analytics::{cli, telemetry};
+use influencer_analytics::{cli, telemetry, tls};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -11,6 +11,8 @@ fn main() -> ExitCode {
         Err(error) => return cli::report_usage_error(error),
     };
     telemetry::init_tracing(cli.log_format);
+    // rustls' provider for every TLS connection (reqwest has none of its own).
+    tls::install_crypto_provider();
     // Count from the first event, not from the first scrape.
     telemetry::metrics();
     let runtime = match tokio::runtime::Runtime::new() {

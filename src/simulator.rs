@@ -234,12 +234,14 @@ impl Simulator {
 
     /// Serves `router` (the simulator's, perhaps with more routes) on `listener` until `shutdown`,
     /// closing connections idle for 5 s as the real server does.
+    /// With `tls`, it serves HTTPS.
     pub async fn serve(
         router: Router,
         listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        serve_http1(router, listener, KEEP_ALIVE_TIMEOUT, shutdown).await
+        serve_http1(router, listener, KEEP_ALIVE_TIMEOUT, tls, shutdown).await
     }
 }
 
@@ -247,6 +249,15 @@ impl Simulator {
 pub async fn run(settings: SimulatorSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let simulator = Simulator::new(&settings);
+    let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (Some(certificate), Some(key)) => Some(crate::tls::server_config(
+            certificate,
+            key,
+            "SIMULATOR_TLS_CERT_FILE/SIMULATOR_TLS_KEY_FILE",
+        )?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = bind(&settings, SIMULATE_LISTEN).await?;
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -254,16 +265,17 @@ pub async fn run(settings: SimulatorSettings, shutdown: CancellationToken) -> an
         population = settings.population,
         seed = ?settings.seed,
         delay_scale = settings.delay_scale,
+        tls = tls.is_some(),
         build_ms = started.elapsed().as_millis() as u64,
         "Mockstagram simulator listening"
     );
     println!(
-        "Mockstagram simulator at http://{addr} (pks {}..={}; metrics at /metrics)",
+        "Mockstagram simulator at {scheme}://{addr} (pks {}..={}; metrics at /metrics)",
         FIRST_PK,
         FIRST_PK + settings.population as i64 - 1
     );
     let router = simulator.router().merge(crate::telemetry::metrics_router());
-    Simulator::serve(router, listener, shutdown).await?;
+    Simulator::serve(router, listener, tls, shutdown).await?;
     Ok(())
 }
 
@@ -273,11 +285,16 @@ pub async fn start(
     settings: &SimulatorSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
+    if settings.tls_cert_file.is_some() {
+        anyhow::bail!(
+            "SIMULATOR_TLS_CERT_FILE is for `simulate`: `run --simulate` calls its own simulator over loopback in plain HTTP; unset it, or run `simulate` beside `run` with MOCKSTAGRAM_URL=https://..."
+        );
+    }
     let simulator = Simulator::new(settings);
     let listener = bind(settings, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = Simulator::serve(simulator.router(), listener, shutdown).await {
+        if let Err(e) = Simulator::serve(simulator.router(), listener, None, shutdown).await {
             tracing::error!(error = %e, "the simulator stopped");
         }
     });
@@ -432,7 +449,8 @@ async fn is_suspicious(State(sim): State<Simulator>, body: Bytes) -> Response {
     )
 }
 
-/// Serves HTTP/1.1 with keep-alive, closing a connection that sends no request for `idle`.
+/// Serves HTTP/1.1 with keep-alive, closing a connection that sends no request for `idle`;
+/// with `tls`, over TLS (a handshake not done within `idle` closes the connection).
 ///
 /// axum's own `serve` has no idle time-out; hyper's header-read time-out, which runs while a
 /// kept-alive connection waits for its next request, gives exactly the real server's behaviour.
@@ -440,8 +458,10 @@ pub async fn serve_http1(
     router: Router,
     listener: TcpListener,
     idle: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     use hyper_util::{
         rt::{TokioIo, TokioTimer},
         service::TowerToHyperService,
@@ -461,15 +481,30 @@ pub async fn serve_http1(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let shutdown = shutdown.clone();
+        let (shutdown, acceptor) = (shutdown.clone(), acceptor.clone());
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
                 .header_read_timeout(idle)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
+                .keep_alive(true);
+            let served = async move {
+                match acceptor {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                            Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    }
+                }
+            };
             tokio::select! {
-                _ = connection => {}
+                () = served => {}
                 () = shutdown.cancelled() => {}
             }
         });
@@ -487,6 +522,8 @@ mod tests {
             seed: Some(seed),
             delay_scale: 0.0,
             capacity: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             faults: FaultSettings::default(),
         }
     }

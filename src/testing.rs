@@ -105,6 +105,8 @@ pub fn simulator_settings(population: u64, seed: u64) -> SimulatorSettings {
         seed: Some(seed),
         delay_scale: 0.0,
         capacity: None,
+        tls_cert_file: None,
+        tls_key_file: None,
         faults: FaultSettings::default(),
     }
 }
@@ -126,6 +128,7 @@ impl TestSimulator {
         tokio::spawn(Simulator::serve(
             simulator.router(),
             listener,
+            None,
             shutdown.clone(),
         ));
         Self {

@@ -10,7 +10,7 @@ use std::{
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// The shared layer: types and plumbing every stage may use; they use only each other.
-const SHARED: [&str; 8] = [
+const SHARED: [&str; 9] = [
     "config",
     "db",
     "health",
@@ -19,6 +19,7 @@ const SHARED: [&str; 8] = [
     "retry",
     "shutdown",
     "telemetry",
+    "tls",
 ];
 /// Tools kept out of the production core (feature `tools`): only the command line uses them.
 const TOOLS: [&str; 3] = ["simulator", "bench", "testing"];

@@ -63,6 +63,7 @@ pub async fn run(
         mockstagram_rps: None,
         mockstagram_timeout: Duration::from_secs(10),
         mockstagram_concurrency: concurrency as u64,
+        mockstagram_ca_file: None,
     })?;
     let settings = PassSettings {
         concurrency,

@@ -185,7 +185,12 @@ struct Sample {
 impl Sample {
     async fn take(url: &str) -> anyhow::Result<Self> {
         let (at, wall) = (Instant::now(), chrono::Utc::now());
-        let text = reqwest::get(url).await?.text().await?;
+        let text = crate::tls::http_client()
+            .get(url)
+            .send()
+            .await?
+            .text()
+            .await?;
         Ok(Self {
             at,
             wall,

@@ -44,7 +44,7 @@ where
     let mut tasks = Vec::with_capacity(clients);
     for client_no in 0..clients {
         let url = url.clone();
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client_builder()
             .pool_max_idle_per_host(1)
             .tcp_nodelay(true)
             .build()?;

@@ -164,7 +164,7 @@ impl Roles {
 
     /// Waits until `url` answers 2xx (a role's /healthz or /metrics), failing if a role exits.
     pub async fn wait_ready(&mut self, url: &str) -> anyhow::Result<()> {
-        let http = reqwest::Client::new();
+        let http = crate::tls::http_client();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(answer) = http.get(url).send().await

@@ -123,7 +123,12 @@ pub async fn run(
 
 /// Fetches answered with data so far, from poll's /metrics.
 async fn fetched(url: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(url).await?.text().await?;
+    let text = crate::tls::http_client()
+        .get(url)
+        .send()
+        .await?
+        .text()
+        .await?;
     text.lines()
         .filter(|l| l.starts_with("fetches_total{") && l.contains("outcome=\"fetched\""))
         .map(|l| l.rsplit(' ').next().unwrap_or("0").parse::<f64>())

@@ -429,6 +429,8 @@ mod tests {
             seed: Some(7),
             delay_scale: 0.0,
             capacity: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             faults: FaultSettings::default(),
         });
         let slots = minutes(DAY_OF_SLOTS);

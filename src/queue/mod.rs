@@ -33,10 +33,11 @@ use lapin::{
         BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
         QueueDeclareOptions, QueuePurgeOptions,
     },
+    tcp::OwnedTLSConfig,
     types::{AMQPValue, FieldTable, ShortString},
 };
 
-use crate::config::{BrokerSettings, Misconfigured, QueueType, ServiceUrl};
+use crate::config::{BrokerSettings, Misconfigured, QueueType};
 
 /// The names of our queues under one prefix.
 #[derive(Debug, Clone)]
@@ -141,7 +142,7 @@ pub enum Lane {
 impl Broker {
     /// Connects and declares the topology (idempotent).
     pub async fn connect(settings: &BrokerSettings) -> anyhow::Result<Self> {
-        let connection = connect(&settings.amqp_url).await?;
+        let connection = connect(settings).await?;
         let publisher = connection.create_channel().await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
@@ -295,10 +296,25 @@ fn persistent() -> BasicProperties {
         .with_content_type(ShortString::from("application/json"))
 }
 
-async fn connect(url: &ServiceUrl) -> anyhow::Result<Connection> {
-    let connecting = Connection::connect(url.expose(), ConnectionProperties::default());
+async fn connect(settings: &BrokerSettings) -> anyhow::Result<Connection> {
+    let url = &settings.amqp_url;
+    let tls = tls_config(settings)?;
+    let connecting = async {
+        Connection::connect_with_config(
+            url.expose(),
+            ConnectionProperties::default(),
+            tls,
+            lapin::runtime::default_runtime()?,
+        )
+        .await
+    };
     match tokio::time::timeout(Duration::from_secs(10), connecting).await {
         Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(e)) if url.url().scheme() == "amqps" && e.to_string().contains("certificate") => {
+            bail!(
+                "cannot reach RabbitMQ at {url} ({e}); if a CA of your own signed the broker's certificate, name its PEM file with AMQP_CA_FILE"
+            )
+        }
         Ok(Err(e)) => bail!(
             "cannot reach RabbitMQ at {url} ({e}); start it with `scripts/services up`, or set AMQP_URL"
         ),
@@ -306,6 +322,25 @@ async fn connect(url: &ServiceUrl) -> anyhow::Result<Connection> {
             "cannot reach RabbitMQ at {url} (no answer within 10 s); start it with `scripts/services up`, or set AMQP_URL"
         ),
     }
+}
+
+/// The TLS settings of an `amqps://` connection: the system's roots, and AMQP_CA_FILE's CA.
+fn tls_config(settings: &BrokerSettings) -> anyhow::Result<OwnedTLSConfig> {
+    let Some(ca) = &settings.amqp_ca_file else {
+        return Ok(OwnedTLSConfig::default());
+    };
+    if settings.amqp_url.url().scheme() != "amqps" {
+        return Err(Misconfigured(format!(
+            "AMQP_CA_FILE={} is set, but AMQP_URL {} does not use TLS: use amqps:// (port 5671 by default), or unset AMQP_CA_FILE",
+            ca.path().display(),
+            settings.amqp_url
+        ))
+        .into());
+    }
+    Ok(OwnedTLSConfig {
+        identity: None,
+        cert_chain: Some(ca.pem().to_string()),
+    })
 }
 
 async fn declare(

@@ -164,7 +164,9 @@ impl Role {
     pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            if influencer_analytics::tls::http_client()
+                .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+                .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())
             {
@@ -179,7 +181,9 @@ impl Role {
     /// The sum of the samples of `metric` whose labels contain `labels` (e.g. `role="sink"`),
     /// 0 when it has none yet.
     pub async fn metric(&self, metric: &str, labels: &str) -> f64 {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+        let text = influencer_analytics::tls::http_client()
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .send()
             .await
             .unwrap()
             .text()

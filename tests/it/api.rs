@@ -53,7 +53,7 @@ impl TestApi {
         Self {
             db,
             base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            client: influencer_analytics::tls::http_client(),
             _roles: roles,
         }
     }
@@ -369,7 +369,7 @@ async fn readiness_fails_naming_the_dependency_that_cannot_be_reached_and_health
         .serve_api(state, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = influencer_analytics::tls::http_client();
     let ready = client
         .get(format!("http://{addr}/readyz"))
         .send()
@@ -695,7 +695,7 @@ async fn api_keys_guard_the_data_endpoints_and_leave_health_open() {
         ..ApiSettings::default()
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = influencer_analytics::tls::http_client();
     let average = format!("{}/influencer_analytics/average", api.base);
     for authorization in [None, Some("Bearer wrong-key-0123456789"), Some(key)] {
         let mut request = client.get(&average);
@@ -755,7 +755,11 @@ async fn requests_over_the_cap_or_the_time_limit_are_answered_503() {
         let url = format!("{}/influencer_analytics/1000001", api.base);
         async move {
             let started = std::time::Instant::now();
-            let response = reqwest::get(url).await.unwrap();
+            let response = influencer_analytics::tls::http_client()
+                .get(url)
+                .send()
+                .await
+                .unwrap();
             (
                 response.status(),
                 response.text().await.unwrap(),
@@ -764,7 +768,7 @@ async fn requests_over_the_cap_or_the_time_limit_are_answered_503() {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let client = reqwest::Client::new();
+    let client = influencer_analytics::tls::http_client();
     let shed = client
         .get(format!("{}/influencer_analytics/1000002", api.base))
         .send()
@@ -820,7 +824,7 @@ async fn a_statement_over_the_statement_timeout_is_cancelled_and_answered_503() 
 #[tokio::test]
 async fn request_ids_are_returned_and_requests_are_counted_per_route() {
     let api = TestApi::start().await;
-    let client = reqwest::Client::new();
+    let client = influencer_analytics::tls::http_client();
     // The id `path` is answered with when the request sends `sent`.
     let answered_id = async |path: &str, sent: &str| {
         let response = client
@@ -873,7 +877,7 @@ async fn cors_lets_only_the_configured_origins_read_the_api() {
         ..ApiSettings::default()
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = influencer_analytics::tls::http_client();
     let average = format!("{}/influencer_analytics/average", api.base);
     let preflight = |origin: &str| {
         client

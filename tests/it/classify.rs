@@ -18,6 +18,7 @@ fn client(sim: &TestSimulator, concurrency: u64) -> MockstagramClient {
         mockstagram_rps: None,
         mockstagram_timeout: Duration::from_secs(10),
         mockstagram_concurrency: concurrency,
+        mockstagram_ca_file: None,
     })
     .unwrap()
 }

@@ -295,7 +295,9 @@ fn run_with_the_simulator_fills_the_hypertable_and_stops_cleanly_on_sigint() {
     let metrics_url = metrics_url.expect("run prints where its metrics are");
     std::thread::sleep(std::time::Duration::from_secs(9));
     let metrics = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        reqwest::get(&metrics_url)
+        influencer_analytics::tls::http_client()
+            .get(&metrics_url)
+            .send()
             .await
             .unwrap()
             .text()
@@ -593,7 +595,11 @@ pub(crate) fn closed_port() -> u16 {
 /// GET `url`: the status and the body, or None when nothing answers.
 fn get(url: &str) -> Option<(u16, String)> {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let response = reqwest::get(url).await.ok()?;
+        let response = influencer_analytics::tls::http_client()
+            .get(url)
+            .send()
+            .await
+            .ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.ok()?))
     })

@@ -11,3 +11,4 @@ mod pipeline;
 mod schema;
 mod simulator;
 mod storage;
+mod tls;

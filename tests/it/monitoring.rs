@@ -89,7 +89,11 @@ fn dashboard_queries() -> Vec<String> {
 async fn prometheus_get(base: &str, path: &str, query: &[(&str, &str)]) -> Option<Value> {
     let mut url = url::Url::parse(&format!("{base}{path}")).unwrap();
     url.query_pairs_mut().extend_pairs(query);
-    let answer = reqwest::get(url).await.ok()?;
+    let answer = influencer_analytics::tls::http_client()
+        .get(url)
+        .send()
+        .await
+        .ok()?;
     answer.json().await.ok()
 }
 
@@ -220,7 +224,7 @@ async fn everything_answers(
 ) {
     // Until everything answers, with API requests for the API's series.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let http = reqwest::Client::new();
+    let http = influencer_analytics::tls::http_client();
     let missing = loop {
         for path in [
             "/influencer_analytics/average",

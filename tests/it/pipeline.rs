@@ -30,6 +30,7 @@ fn upstream(sim: &TestSimulator) -> UpstreamSettings {
         mockstagram_rps: None,
         mockstagram_timeout: Duration::from_millis(400),
         mockstagram_concurrency: 64,
+        mockstagram_ca_file: None,
     }
 }
 

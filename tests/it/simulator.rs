@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use influencer_analytics::testing::{TestSimulator, simulator_settings};
 
 async fn get(sim: &TestSimulator, pk: &str) -> reqwest::Response {
-    reqwest::get(sim.url(&format!("/api/v1/influencers/{pk}")))
+    influencer_analytics::tls::http_client()
+        .get(sim.url(&format!("/api/v1/influencers/{pk}")))
+        .send()
         .await
         .unwrap()
 }
@@ -61,7 +63,7 @@ async fn unknown_and_non_numeric_pks_answer_500_influencer_not_found() {
 #[tokio::test]
 async fn every_call_moves_the_walk_and_keeps_the_floors() {
     let sim = TestSimulator::start(simulator_settings(10, 2)).await;
-    let client = reqwest::Client::new();
+    let client = influencer_analytics::tls::http_client();
     let mut seen = Vec::new();
     for _ in 0..300 {
         let profile: Profile = client
@@ -102,7 +104,7 @@ async fn the_same_seed_answers_the_same_numbers() {
 }
 
 async fn classify(sim: &TestSimulator, body: serde_json::Value) -> SuspiciousResponse {
-    reqwest::Client::new()
+    influencer_analytics::tls::http_client()
         .post(sim.url("/api/v1/influencers/is_suspicious"))
         .json(&body)
         .send()
@@ -197,7 +199,7 @@ async fn injected_faults_look_like_a_real_apis_faults() {
         slow_delay: Duration::from_secs(2),
         ..FaultSettings::default()
     });
-    let client = reqwest::Client::builder()
+    let client = influencer_analytics::tls::http_client_builder()
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
