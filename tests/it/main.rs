@@ -4,6 +4,7 @@
 mod api;
 mod classify;
 mod cli;
+mod compose;
 mod dashboard;
 mod jobs;
 mod monitoring;
