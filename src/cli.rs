@@ -280,8 +280,13 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
     let pool = db::connect(&args.database).await?;
     if !args.status {
         let started = std::time::Instant::now();
-        let report =
-            jobs::compaction::run_now(&pool, args.wait, &mut |line| println!("{line}")).await?;
+        let report = jobs::compaction::run_now(
+            &pool,
+            jobs::compaction::Pace::new(args.storage.compaction_pace),
+            args.wait,
+            &mut |line| println!("{line}"),
+        )
+        .await?;
         let retained = jobs::retention::apply(&pool, args.storage.retention).await?;
         println!(
             "compacted {} hours ({} points), {} late points, {} days: {} segments, {} bytes, in {:.1} s; retention dropped {} chunks and {} rows",

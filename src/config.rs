@@ -192,6 +192,26 @@ impl Misconfigured {
     }
 }
 
+/// A CA file is read only by a TLS connection: one beside a URL of another scheme is a
+/// mistake (the operator meant TLS, or left the file from an earlier setup), named with both
+/// settings. `use_tls` says how to switch the URL to TLS.
+fn ca_file_for<'a>(
+    ca: Option<&'a CaFile>,
+    ca_setting: &str,
+    url: &ServiceUrl,
+    url_setting: &str,
+    tls_scheme: &str,
+    use_tls: &str,
+) -> Result<Option<&'a CaFile>, Misconfigured> {
+    match ca {
+        Some(ca) if url.url().scheme() != tls_scheme => Err(Misconfigured(format!(
+            "{ca_setting}={} is set, but {url_setting} {url} does not use TLS: {use_tls}, or unset {ca_setting}",
+            ca.path().display()
+        ))),
+        ca => Ok(ca),
+    }
+}
+
 /// RabbitMQ's queue types this project declares.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QueueType {
@@ -220,6 +240,18 @@ impl BrokerSettings {
             queue_delivery_limit: 20,
             amqp_ca_file: None,
         }
+    }
+
+    /// `AMQP_CA_FILE`, if set and `AMQP_URL` uses TLS; set beside a plain URL, it is an error.
+    pub fn ca_file(&self) -> Result<Option<&CaFile>, Misconfigured> {
+        ca_file_for(
+            self.amqp_ca_file.as_ref(),
+            "AMQP_CA_FILE",
+            &self.amqp_url,
+            "AMQP_URL",
+            "amqps",
+            "use amqps:// (port 5671 by default)",
+        )
     }
 }
 
@@ -268,6 +300,21 @@ pub struct UpstreamSettings {
     pub mockstagram_ca_file: Option<CaFile>,
 }
 
+impl UpstreamSettings {
+    /// `MOCKSTAGRAM_CA_FILE`, if set and `MOCKSTAGRAM_URL` uses TLS; set beside a plain URL,
+    /// it is an error.
+    pub fn ca_file(&self) -> Result<Option<&CaFile>, Misconfigured> {
+        ca_file_for(
+            self.mockstagram_ca_file.as_ref(),
+            "MOCKSTAGRAM_CA_FILE",
+            &self.mockstagram_url,
+            "MOCKSTAGRAM_URL",
+            "https",
+            "use https://",
+        )
+    }
+}
+
 /// How often each influencer is polled.
 #[derive(Args, Debug, Clone)]
 pub struct ScheduleSettings {
@@ -283,6 +330,18 @@ pub struct StorageSettings {
     /// older than this are dropped (at least 1 day; e.g. 400days, 90days).
     #[arg(long, env = "RETENTION", default_value = "400days", value_parser = retention)]
     pub retention: Duration,
+    /// The share of the time compaction may work (0.05 to 1): after each step it rests so its
+    /// steps fill at most this share, leaving the cores to polling and the sink; 1 works
+    /// without rest.
+    #[arg(long, env = "COMPACTION_PACE", default_value = "0.4", value_parser = pace)]
+    pub compaction_pace: f64,
+}
+
+fn pace(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(share) if (0.05..=1.0).contains(&share) => Ok(share),
+        _ => Err("expected a share of the time from 0.05 to 1 (e.g. 0.4)".into()),
+    }
 }
 
 fn retention(raw: &str) -> Result<Duration, String> {
@@ -559,6 +618,64 @@ mod tests {
         assert!(share("1.5").is_err());
         assert!(share("-0.1").is_err());
         assert!(share("NaN").is_err());
+    }
+
+    #[test]
+    fn a_ca_file_goes_only_with_a_url_that_uses_tls() {
+        let dir = std::env::temp_dir().join(format!("ia-config-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(&path, cert.cert.pem()).unwrap();
+        let ca = crate::tls::ca_file(path.to_str().unwrap()).unwrap();
+
+        let mut broker = BrokerSettings::new(amqp_url("amqp://127.0.0.1/%2f").unwrap(), "t");
+        assert!(
+            broker.ca_file().unwrap().is_none(),
+            "no CA file, no TLS: fine"
+        );
+        broker.amqp_ca_file = Some(ca.clone());
+        let error = broker.ca_file().unwrap_err().to_string();
+        assert!(
+            error.starts_with("AMQP_CA_FILE=") && error.contains("AMQP_URL amqp://127.0.0.1"),
+            "{error}"
+        );
+        assert!(error.contains("use amqps://"), "{error}");
+        broker.amqp_url = amqp_url("amqps://127.0.0.1/%2f").unwrap();
+        assert!(broker.ca_file().unwrap().is_some());
+
+        let upstream = |url: &str| UpstreamSettings {
+            mockstagram_url: http_url(url).unwrap(),
+            mockstagram_rps: None,
+            mockstagram_timeout: Duration::from_secs(5),
+            mockstagram_concurrency: 1,
+            mockstagram_ca_file: Some(ca.clone()),
+        };
+        let error = upstream("http://127.0.0.1:3000")
+            .ca_file()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("MOCKSTAGRAM_CA_FILE=") && error.contains("use https://"),
+            "{error}"
+        );
+        assert!(
+            upstream("https://127.0.0.1:3000")
+                .ca_file()
+                .unwrap()
+                .is_some()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_compaction_pace_is_a_share_of_the_time_it_may_work() {
+        assert_eq!(pace("0.4").unwrap(), 0.4);
+        assert_eq!(pace("1").unwrap(), 1.0);
+        for bad in ["0", "0.01", "1.5", "NaN", "fast"] {
+            let error = pace(bad).unwrap_err();
+            assert!(error.contains("0.05 to 1"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -221,9 +221,9 @@ impl Roles {
     pub fn jobs(&mut self, pool: PgPool, storage: StorageSettings) {
         let shutdown = self.shutdown.clone();
         self.spawn("jobs", Restart::OnFailure, move || {
-            let (pool, shutdown) = (pool.clone(), shutdown.clone());
+            let (pool, storage, shutdown) = (pool.clone(), storage.clone(), shutdown.clone());
             Box::pin(async move {
-                jobs::run_minutely(pool, storage.retention, shutdown).await;
+                jobs::run_minutely(pool, storage, shutdown).await;
                 Ok(())
             })
         });

@@ -34,6 +34,33 @@ pub fn shared_amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// Runs the project's `scripts/services` with `args` (e.g. `faults up`, `tls up DIR`), which
+/// must succeed: a failure panics with what the script printed.
+pub fn services<S: AsRef<std::ffi::OsStr>>(args: &[S]) {
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services"))
+        .args(args)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "scripts/services {}: {}{}",
+        shown.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "scripts/services {} ({:.1} s)",
+        shown.join(" "),
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// A fresh database with the migrations applied, dropped when the test ends.
 pub struct TestDb {
     pub pool: PgPool,

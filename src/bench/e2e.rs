@@ -6,18 +6,26 @@
 //! CPU seconds and peak resident memory of each process (poll, sink, simulator, broker,
 //! database). Goal: 1,000,000 influencers, ≥ 99.9% of slots, p99 lateness ≤ 2 s (10 minutes;
 //! `--quick`: 100,000 influencers for 2 minutes).
+//!
+//! Through compaction (unless `--without-compaction`): before the run, a closed hour of every
+//! influencer's points is written (as `bench compaction` writes it), and the sink's jobs
+//! compact it during the measured minutes, at `COMPACTION_PACE`: the bench holds the
+//! compaction lock until the measurement starts. The issue's goal holds through it.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::compaction::write_closed_hour;
 use super::{
     Goal, Report, Scenario, bench_database, bench_queues,
     procs::{Roles, Watch, free_port, pids_named},
 };
 use crate::{
-    config::{BrokerSettings, DatabaseSettings},
+    config::{BrokerSettings, DatabaseSettings, StorageSettings},
+    db::SessionLock,
+    jobs::compaction::LOCK_KEY,
     mockstagram::FIRST_PK,
     queue::Broker,
 };
@@ -27,6 +35,7 @@ const INTERVAL: Duration = Duration::from_secs(60);
 pub async fn run(
     database: &DatabaseSettings,
     broker: &BrokerSettings,
+    compaction: Option<&StorageSettings>,
     quick: bool,
 ) -> anyhow::Result<Report> {
     let (influencers, minutes) = if quick {
@@ -36,6 +45,22 @@ pub async fn run(
     };
     let (pool, bench_db) = bench_database(database, "e2e", true).await?;
     let (queues, publisher) = bench_queues(broker, "e2e").await?;
+    // The closed hour is written first, so that the schedule starts on time.
+    let held = match compaction {
+        Some(_) => {
+            let started = std::time::Instant::now();
+            let hour_ms = write_closed_hour(&pool, influencers, |_| {}).await?;
+            eprintln!(
+                "bench e2e: a closed hour of {influencers} influencers written in {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            let lock = SessionLock::try_take(&pool, LOCK_KEY).await?;
+            let lock =
+                lock.ok_or_else(|| anyhow::anyhow!("another process holds the compaction lock"))?;
+            Some((lock, hour_ms))
+        }
+        None => None,
+    };
 
     let mut roles = Roles::default();
     let sim_port = roles.spawn_simulator(influencers)?;
@@ -51,6 +76,9 @@ pub async fn run(
     ];
     let mut sink_env = env.to_vec();
     sink_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
+    if let Some(storage) = compaction {
+        sink_env.push(("COMPACTION_PACE", storage.compaction_pace.to_string()));
+    }
     roles.spawn("sink", &["sink"], &sink_env)?;
     let mut poll_env = env.to_vec();
     poll_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
@@ -62,6 +90,11 @@ pub async fn run(
     let to = from + chrono::Duration::minutes(minutes);
     eprintln!("bench e2e: {influencers} influencers; measuring {from} to {to}");
     sleep_until(from).await;
+    let closed_hour = held.as_ref().map(|(_, hour_ms)| *hour_ms);
+    if let Some((lock, _)) = held {
+        lock.release().await;
+    }
+    let mut compacted_after: Option<f64> = None;
     let groups = ["poll", "sink", "simulator"];
     let mut watches: Vec<(String, Vec<u32>, Watch)> = groups
         .iter()
@@ -83,6 +116,14 @@ pub async fn run(
             watch.sample(pids);
         }
         roles.check()?;
+        let second = (Utc::now() - from).num_seconds();
+        if let Some(hour_ms) = closed_hour
+            && compacted_after.is_none()
+            && second % 10 == 0
+            && !raw_hour_left(&pool, hour_ms).await?
+        {
+            compacted_after = Some(second as f64 / 60.0);
+        }
     }
     // Let the last measured slots land.
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -101,7 +142,15 @@ pub async fn run(
         quick,
         format!(
             "{influencers} influencers at a 60 s interval; {minutes} whole minutes measured ({from} to {to}) after a warm-up minute. \
-             Simulator, poll and sink are processes of their own; RabbitMQ and TimescaleDB run on the same 2 cores."
+             Simulator, poll and sink are processes of their own; RabbitMQ and TimescaleDB run on the same 2 cores. {}",
+            match compaction {
+                Some(storage) => format!(
+                    "Through compaction: a closed hour of every influencer's points ({} points) compacted by the sink's jobs during the measured minutes, at COMPACTION_PACE={}.",
+                    influencers * 60,
+                    storage.compaction_pace
+                ),
+                None => "Without compaction (a control run).".to_string(),
+            }
         ),
     );
     report
@@ -116,6 +165,20 @@ pub async fn run(
         .info("slots expected", expected as f64, "slots")
         .info("slots stored", measured.stored as f64, "slots")
         .info("fetch failures recorded", measured.failures as f64, "slots");
+    if closed_hour.is_some() {
+        match compacted_after {
+            Some(minutes) => report.info(
+                "closed hour compacted, minutes after the measurement began",
+                minutes,
+                "min",
+            ),
+            None => report.info(
+                "closed hour compacted within the measured minutes (0 = no)",
+                0.0,
+                "",
+            ),
+        };
+    }
     for (name, _, watch) in &watches {
         report
             .info(
@@ -166,6 +229,17 @@ async fn measure(
         p50: p50.unwrap_or(f64::NAN),
         p99: p99.unwrap_or(f64::NAN),
     })
+}
+
+/// Whether the raw chunk of the hour starting at `hour_ms` is still there (not compacted).
+async fn raw_hour_left(pool: &PgPool, hour_ms: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "select exists (select 1 from timescaledb_information.chunks
+                        where hypertable_name = 'influencer_metrics' and range_start = $1)",
+    )
+    .bind(DateTime::from_timestamp_millis(hour_ms))
+    .fetch_one(pool)
+    .await
 }
 
 async fn sleep_until(at: DateTime<Utc>) {

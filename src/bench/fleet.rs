@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use super::{
     Goal, Report, Scenario, bench_database, bench_queues,
-    procs::{Roles, free_port},
+    procs::{MetricsPage, Roles, counter_sum, free_port},
 };
 use crate::{
     config::{BrokerSettings, DatabaseSettings},
@@ -43,8 +43,8 @@ pub async fn run(
 
     let mut roles = Roles::default();
     let sim_port = roles.spawn_simulator(influencers)?;
-    let simulator_metrics = format!("http://127.0.0.1:{sim_port}/metrics");
-    roles.wait_ready(&simulator_metrics).await?;
+    let simulator_metrics = MetricsPage::new(format!("http://127.0.0.1:{sim_port}/metrics"));
+    roles.wait_ready(simulator_metrics.url()).await?;
     let ids: Vec<i64> = (FIRST_PK..FIRST_PK + influencers).collect();
     crate::seed::seed(&pool, &publisher, Duration::from_secs(INTERVAL_S), &ids).await?;
     publisher.close().await;
@@ -183,28 +183,18 @@ struct Sample {
 }
 
 impl Sample {
-    async fn take(url: &str) -> anyhow::Result<Self> {
+    async fn take(simulator: &MetricsPage) -> anyhow::Result<Self> {
         let (at, wall) = (Instant::now(), chrono::Utc::now());
-        let text = crate::tls::http_client()
-            .get(url)
-            .send()
-            .await?
-            .text()
-            .await?;
+        let page = simulator.read().await?;
+        let requests = |keep: fn(&str) -> bool| {
+            counter_sum(&page, "simulator_requests_total", keep)
+                .context("in the simulator's /metrics")
+        };
         Ok(Self {
             at,
             wall,
-            requests: counter_sum(&text, |_| true)?,
-            answered: counter_sum(&text, |line| line.contains("outcome=\"ok\""))?,
+            requests: requests(|_| true)?,
+            answered: requests(|line| line.contains("outcome=\"ok\""))?,
         })
     }
-}
-
-fn counter_sum(metrics: &str, keep: impl Fn(&str) -> bool) -> anyhow::Result<f64> {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("simulator_requests_total{") && keep(l))
-        .map(|l| l.rsplit(' ').next().unwrap_or("0").parse::<f64>())
-        .sum::<Result<f64, _>>()
-        .context("unreadable simulator_requests_total in the simulator's /metrics")
 }

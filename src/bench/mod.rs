@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod classify;
+pub mod compaction;
 pub mod e2e;
 pub mod fleet;
 pub mod load;
@@ -25,7 +26,8 @@ use serde::Serialize;
 use sqlx::{ConnectOptions, Connection, PgPool, postgres::PgConnectOptions};
 
 use crate::config::{
-    BrokerSettings, ClassifySettings, DatabaseSettings, ServiceUrl, UpstreamSettings,
+    BrokerSettings, ClassifySettings, DatabaseSettings, ServiceUrl, StorageSettings,
+    UpstreamSettings,
 };
 
 /// `bench`'s flags.
@@ -44,6 +46,11 @@ pub struct BenchArgs {
     upstream: UpstreamSettings,
     #[command(flatten)]
     classify: ClassifySettings,
+    #[command(flatten)]
+    storage: StorageSettings,
+    /// `e2e` only: no closed hour to compact during the measured minutes (a control run).
+    #[arg(long)]
+    without_compaction: bool,
 }
 
 /// Runs one scenario, prints its report and writes it as JSON.
@@ -53,7 +60,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Sink => sink::run(database, quick).await?,
         Scenario::Storage => storage::run(database, quick).await?,
         Scenario::Api => api::run(database, quick).await?,
-        Scenario::E2e => e2e::run(database, &args.broker, quick).await?,
+        Scenario::E2e => {
+            let compaction = (!args.without_compaction).then_some(&args.storage);
+            e2e::run(database, &args.broker, compaction, quick).await?
+        }
+        Scenario::Compaction => compaction::run(database, &args.storage, quick).await?,
         Scenario::Upstream => upstream::run(database, &args.broker, &args.upstream, quick).await?,
         Scenario::Fleet => fleet::run(database, &args.broker, quick).await?,
         Scenario::Classify => {
@@ -80,6 +91,8 @@ pub enum Scenario {
     Api,
     /// Bytes per stored point.
     Storage,
+    /// An hour of 1,000,000 influencers compacted into hour segments: time and cores.
+    Compaction,
     /// A classification pass against the simulator's real is_suspicious delay.
     Classify,
 }
@@ -93,6 +106,7 @@ impl Scenario {
             Scenario::Sink => "sink",
             Scenario::Api => "api",
             Scenario::Storage => "storage",
+            Scenario::Compaction => "compaction",
             Scenario::Classify => "classify",
         }
     }

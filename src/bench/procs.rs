@@ -94,6 +94,43 @@ impl Watch {
     }
 }
 
+/// A process's Prometheus `/metrics` page, read again on each [`MetricsPage::read`] through one
+/// HTTP client kept for every read.
+pub struct MetricsPage {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl MetricsPage {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            http: crate::tls::http_client(),
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The page as it stands now.
+    pub async fn read(&self) -> anyhow::Result<String> {
+        let answer = self.http.get(&self.url).send().await?.error_for_status()?;
+        Ok(answer.text().await?)
+    }
+}
+
+/// The sum of the samples of the counter `name` in a `/metrics` page whose line `keep` accepts
+/// (e.g. one label's value); 0 if there are none.
+pub fn counter_sum(page: &str, name: &str, keep: impl Fn(&str) -> bool) -> anyhow::Result<f64> {
+    let prefix = format!("{name}{{");
+    page.lines()
+        .filter(|l| (l.starts_with(&prefix) || l.split(' ').next() == Some(name)) && keep(l))
+        .map(|l| l.rsplit(' ').next().unwrap_or("0").parse::<f64>())
+        .sum::<Result<f64, _>>()
+        .with_context(|| format!("unreadable {name} in a /metrics page"))
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -205,6 +242,22 @@ impl Drop for Roles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_summed_over_the_kept_lines_of_their_own_name() {
+        let page = "# TYPE fetches_total counter\n\
+                    fetches_total{outcome=\"fetched\"} 12\n\
+                    fetches_total{outcome=\"failed\"} 3\n\
+                    fetches_total_other{outcome=\"fetched\"} 100\n\
+                    plain_total 7\n";
+        assert_eq!(counter_sum(page, "fetches_total", |_| true).unwrap(), 15.0);
+        let fetched = |l: &str| l.contains("outcome=\"fetched\"");
+        assert_eq!(counter_sum(page, "fetches_total", fetched).unwrap(), 12.0);
+        assert_eq!(counter_sum(page, "plain_total", |_| true).unwrap(), 7.0);
+        assert_eq!(counter_sum(page, "absent_total", |_| true).unwrap(), 0.0);
+        let broken = "fetches_total{outcome=\"fetched\"} many\n";
+        assert!(counter_sum(broken, "fetches_total", |_| true).is_err());
+    }
 
     #[test]
     fn this_process_has_cpu_time_and_memory() {

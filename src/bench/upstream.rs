@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 
 use super::{
     Goal, Report, Scenario, bench_database, bench_queues, load,
-    procs::{Roles, free_port},
+    procs::{MetricsPage, Roles, counter_sum, free_port},
 };
 use crate::{
     config::{BrokerSettings, DatabaseSettings, UpstreamSettings},
@@ -83,14 +83,14 @@ pub async fn run(
     let mut poll_env = env.to_vec();
     poll_env.push(("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")));
     roles.spawn("poll", &["poll"], &poll_env)?;
-    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
-    roles.wait_ready(&metrics_url).await?;
+    let poll_metrics = MetricsPage::new(format!("http://127.0.0.1:{metrics_port}/metrics"));
+    roles.wait_ready(poll_metrics.url()).await?;
     // Warm up one interval, then measure.
     tokio::time::sleep(Duration::from_secs(interval_s)).await;
-    let (fetched_before, at_before) = (fetched(&metrics_url).await?, Instant::now());
+    let (fetched_before, at_before) = (fetched(&poll_metrics).await?, Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     roles.check()?;
-    let fetched_after = fetched(&metrics_url).await?;
+    let fetched_after = fetched(&poll_metrics).await?;
     let pipeline_rate = (fetched_after - fetched_before) / at_before.elapsed().as_secs_f64();
     roles.stop();
     pool.close().await;
@@ -122,16 +122,9 @@ pub async fn run(
 }
 
 /// Fetches answered with data so far, from poll's /metrics.
-async fn fetched(url: &str) -> anyhow::Result<f64> {
-    let text = crate::tls::http_client()
-        .get(url)
-        .send()
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .filter(|l| l.starts_with("fetches_total{") && l.contains("outcome=\"fetched\""))
-        .map(|l| l.rsplit(' ').next().unwrap_or("0").parse::<f64>())
-        .sum::<Result<f64, _>>()
-        .context("unreadable fetches_total in poll's /metrics")
+async fn fetched(poll: &MetricsPage) -> anyhow::Result<f64> {
+    counter_sum(&poll.read().await?, "fetches_total", |l| {
+        l.contains("outcome=\"fetched\"")
+    })
+    .context("in poll's /metrics")
 }

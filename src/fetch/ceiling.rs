@@ -21,16 +21,10 @@
 //!
 //! `bench fleet` measures the combined rate of three pollers against the ceiling.
 
-use std::{
-    num::NonZeroU32,
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
-    time::Duration,
-};
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::{sync::watch, time::Instant};
 
 /// How often each poller counts the pollers it shares the ceiling with.
 pub const SHARE_REFRESH: Duration = Duration::from_secs(1);
@@ -38,14 +32,20 @@ pub const SHARE_REFRESH: Duration = Duration::from_secs(1);
 /// One process's share of the fleet's request-rate ceiling.
 pub struct RateCeiling {
     fleet: NonZeroU32,
-    sharers: AtomicU32,
-    /// The limiter of the current share. A new share is a new limiter, and requests waiting
-    /// on the old one move to it at once: left to finish on the old one, they were let
-    /// through at the old rate while new requests went at the new one (in `bench fleet`, 2.5
-    /// times the ceiling in the second after a join).
-    limiter: tokio::sync::watch::Sender<Arc<DefaultDirectRateLimiter>>,
-    /// No request before this: a poller that joins waits until the others have counted it.
-    hold_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// The current share, watched by every request waiting on it. A new share is a new
+    /// limiter, and requests waiting on the old one move to it at once: left to finish on the
+    /// old one, they were let through at the old rate while new requests went at the new one
+    /// (in `bench fleet`, 2.5 times the ceiling in the second after a join).
+    share: watch::Sender<Share>,
+}
+
+/// A share: how many processes split the ceiling, the limiter of this one's part, and the
+/// moment before which a poller that joins sends nothing.
+#[derive(Clone)]
+struct Share {
+    processes: u32,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    not_before: Option<Instant>,
 }
 
 impl RateCeiling {
@@ -54,15 +54,17 @@ impl RateCeiling {
         metrics::gauge!("upstream_rate_share").set(fleet.get() as f64);
         Self {
             fleet,
-            sharers: AtomicU32::new(1),
-            limiter: tokio::sync::watch::Sender::new(Arc::new(limiter(fleet))),
-            hold_until: std::sync::Mutex::new(None),
+            share: watch::Sender::new(Share {
+                processes: 1,
+                limiter: Arc::new(limiter(fleet)),
+                not_before: None,
+            }),
         }
     }
 
     /// This process's requests/s.
     pub fn share(&self) -> NonZeroU32 {
-        share(self.fleet, self.sharers.load(Ordering::Relaxed))
+        share(self.fleet, self.share.borrow().processes)
     }
 
     /// A poller joins a fleet of `others`: it takes its share, and sends nothing for one
@@ -70,38 +72,51 @@ impl RateCeiling {
     /// shrunk its own share. So a join never takes the fleet over the ceiling.
     pub fn join(&self, others: u32) {
         self.share_with(others + 1);
-        let until = tokio::time::Instant::now() + SHARE_REFRESH + JOIN_MARGIN;
-        *self.hold_until.lock().expect("never poisoned") = Some(until);
+        let until = Instant::now() + SHARE_REFRESH + JOIN_MARGIN;
+        self.share
+            .send_modify(|share| share.not_before = Some(until));
     }
 
     /// Shares the fleet's ceiling among `processes` (this one included; 0 counts as 1).
     pub fn share_with(&self, processes: u32) {
         let processes = processes.max(1);
-        if self.sharers.swap(processes, Ordering::Relaxed) == processes {
-            return;
+        let each = share(self.fleet, processes);
+        let changed = self.share.send_if_modified(|current| {
+            if current.processes == processes {
+                return false;
+            }
+            current.processes = processes;
+            current.limiter = Arc::new(limiter(each));
+            true
+        });
+        if changed {
+            metrics::gauge!("upstream_rate_share").set(each.get() as f64);
+            tracing::info!(
+                pollers = processes,
+                requests_per_second = each.get(),
+                fleet_ceiling = self.fleet.get(),
+                "upstream rate share changed"
+            );
         }
-        let share = share(self.fleet, processes);
-        self.limiter.send_replace(Arc::new(limiter(share)));
-        metrics::gauge!("upstream_rate_share").set(share.get() as f64);
-        tracing::info!(
-            pollers = processes,
-            requests_per_second = share.get(),
-            fleet_ceiling = self.fleet.get(),
-            "upstream rate share changed"
-        );
     }
 
     /// Waits until one more request fits under this process's share.
     pub async fn until_ready(&self) {
-        let hold = *self.hold_until.lock().expect("never poisoned");
-        if let Some(until) = hold {
-            tokio::time::sleep_until(until).await;
-        }
-        let mut current = self.limiter.subscribe();
+        let mut current = self.share.subscribe();
         loop {
-            let limiter = current.borrow_and_update().clone();
+            let Share {
+                limiter,
+                not_before,
+                ..
+            } = current.borrow_and_update().clone();
+            let ready = async {
+                if let Some(until) = not_before {
+                    tokio::time::sleep_until(until).await;
+                }
+                limiter.until_ready().await;
+            };
             tokio::select! {
-                () = limiter.until_ready() => return,
+                () = ready => return,
                 // A new share: wait on its limiter instead (no token was taken from this one).
                 _ = current.changed() => {}
             }

@@ -14,7 +14,7 @@ use tokio::{sync::Semaphore, time::Instant};
 
 use super::ceiling::RateCeiling;
 use crate::{
-    config::{Misconfigured, UpstreamSettings},
+    config::UpstreamSettings,
     mockstagram::{
         IS_SUSPICIOUS_PATH, NOT_FOUND_ERROR, PROFILE_PATH, Profile, SuspiciousRequest,
         SuspiciousResponse,
@@ -124,15 +124,7 @@ impl MockstagramClient {
     pub fn new(settings: &UpstreamSettings) -> anyhow::Result<Self> {
         let concurrency = settings.mockstagram_concurrency as usize;
         let mut http = crate::tls::http_client_builder();
-        if let Some(ca) = &settings.mockstagram_ca_file {
-            if settings.mockstagram_url.url().scheme() != "https" {
-                return Err(Misconfigured(format!(
-                    "MOCKSTAGRAM_CA_FILE={} is set, but MOCKSTAGRAM_URL {} does not use TLS: use https://, or unset MOCKSTAGRAM_CA_FILE",
-                    ca.path().display(),
-                    settings.mockstagram_url
-                ))
-                .into());
-            }
+        if let Some(ca) = settings.ca_file()? {
             http = http.tls_certs_merge(ca.reqwest_certificates());
         }
         let http = http

@@ -26,16 +26,50 @@ use crate::series::{
 };
 
 /// Advisory lock key: "compact" in ASCII.
-const LOCK_KEY: i64 = 0x63_6f6d_7061_6374;
+pub const LOCK_KEY: i64 = 0x63_6f6d_7061_6374;
 
-/// Raw rows read from a chunk per query, and influencers merged into day segments per
-/// transaction.
-const ROWS_PER_READ: i64 = 200_000;
+/// Influencers read from a chunk per query (an hour of 3,000 is 180,000 points), and
+/// influencers merged into day segments per transaction.
+const INFLUENCERS_PER_READ: i64 = 3_000;
 const INFLUENCERS_PER_DAY_BATCH: i64 = 20_000;
 const LATE_POINTS_PER_BATCH: i64 = 50_000;
 
 /// How long the final `DROP TABLE` of a chunk may wait for readers to let go of it.
 const DROP_LOCK_TIMEOUT: &str = "2s";
+
+/// How hard compaction works: the share of the time its steps may fill (`COMPACTION_PACE`).
+/// After each step (a read of a chunk and its segments written, a batch of days or late
+/// points) it rests so that its steps fill at most this share of the time, leaving the rest
+/// of the cores to polling and the sink. Both this process's work and the database's count:
+/// a step is timed from its query to its last segment written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace(f64);
+
+impl Pace {
+    /// No rest: what `compact` and the tests use when nothing else runs.
+    pub const FULL: Pace = Pace(1.0);
+
+    /// `share` of the time, clamped to 0.05..=1.
+    pub fn new(share: f64) -> Self {
+        Self(if share.is_nan() {
+            1.0
+        } else {
+            share.clamp(0.05, 1.0)
+        })
+    }
+
+    /// How long to rest after a step that took `worked`.
+    pub fn rest_after(self, worked: Duration) -> Duration {
+        worked.mul_f64((1.0 - self.0) / self.0)
+    }
+
+    async fn rest(self, worked: Duration) {
+        let rest = self.rest_after(worked);
+        if !rest.is_zero() {
+            tokio::time::sleep(rest).await;
+        }
+    }
+}
 
 /// What a pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -118,21 +152,23 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Status> {
 /// each step done.
 pub async fn run(
     pool: &PgPool,
+    pace: Pace,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<Option<PassReport>> {
-    run_stages(pool, true, progress).await
+    run_stages(pool, pace, true, progress).await
 }
 
 /// [`run`], merging days only if `days` (the storage benchmark measures hour segments first).
 pub async fn run_stages(
     pool: &PgPool,
+    pace: Pace,
     days: bool,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<Option<PassReport>> {
     let Some(lock) = SessionLock::try_take(pool, LOCK_KEY).await? else {
         return Ok(None);
     };
-    let result = pass(pool, days, progress).await;
+    let result = pass(pool, pace, days, progress).await;
     lock.release().await;
     // The lag gauge is kept current whether the pass worked or not.
     if let Err(e) = lag_seconds(pool).await {
@@ -193,13 +229,14 @@ fn done(what: String, m: MergeReport, started: Instant) -> String {
 
 async fn pass(
     pool: &PgPool,
+    pace: Pace,
     days: bool,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<PassReport> {
     let mut report = PassReport::default();
     for chunk in chunks(pool, true).await? {
         let started = Instant::now();
-        let Some(ChunkReport { hour, late }) = compact_chunk(pool, &chunk)
+        let Some(ChunkReport { hour, late }) = compact_chunk(pool, &chunk, pace)
             .await
             .with_context(|| format!("cannot compact chunk {}", chunk.chunk_name))?
         else {
@@ -230,7 +267,7 @@ async fn pass(
         let hour_start = chunk.range_start.format("%Y-%m-%d %H:00");
         progress(&done(format!("hour {hour_start} compacted"), hour, started));
     }
-    let late = merge_late_points(pool).await?;
+    let late = merge_late_points(pool, pace).await?;
     if late.points + late.duplicates > 0 {
         report.merged_late(late);
         progress(&format!(
@@ -245,7 +282,7 @@ async fn pass(
     };
     for day in due {
         let started = Instant::now();
-        let m = merge_day(pool, day).await?;
+        let m = merge_day(pool, day, pace).await?;
         report.days += 1;
         report.wrote("day", m);
         tracing::info!(day = %day.date_naive(), segments = m.segments, bytes = m.bytes, seconds = started.elapsed().as_secs_f64(), "day merged");
@@ -270,7 +307,11 @@ struct ChunkReport {
 
 /// Compacts one closed chunk in one transaction; `None` if readers held it past the lock
 /// timeout (nothing changed).
-async fn compact_chunk(pool: &PgPool, chunk: &Chunk) -> anyhow::Result<Option<ChunkReport>> {
+async fn compact_chunk(
+    pool: &PgPool,
+    chunk: &Chunk,
+    pace: Pace,
+) -> anyhow::Result<Option<ChunkReport>> {
     let table = format!(
         "{}.{}",
         quote(&chunk.chunk_schema),
@@ -288,48 +329,38 @@ async fn compact_chunk(pool: &PgPool, chunk: &Chunk) -> anyhow::Result<Option<Ch
     .bind(chunk.range_end)
     .fetch_one(&mut *tx)
     .await?;
+    // One row per influencer, its points as arrays: a row per point cost this process about
+    // twice as much (decoding 60,000,000 rows an hour at 1,000,000 influencers).
     let read = format!(
-        "select influencer_id, slot, fetched_at, follower_count, following_count from {table}
-         where influencer_id >= $1 order by influencer_id, slot desc limit $2"
+        "select influencer_id, array_agg(slot) as slots, array_agg(fetched_at) as fetched_at,
+                array_agg(follower_count) as followers, array_agg(following_count) as following
+         from {table} where influencer_id > $1
+         group by influencer_id order by influencer_id limit $2"
     );
     let mut total = MergeReport::default();
-    let mut from = i64::MIN;
-    let mut limit = ROWS_PER_READ;
+    let mut after = i64::MIN;
     loop {
-        let rows: Vec<RawRow> = sqlx::query_as(&read)
-            .bind(from)
-            .bind(limit)
+        let step = Instant::now();
+        let rows: Vec<InfluencerHour> = sqlx::query_as(&read)
+            .bind(after)
+            .bind(INFLUENCERS_PER_READ)
             .fetch_all(&mut *tx)
             .await?;
-        let full = rows.len() as i64 == limit;
-        // Rows come in the index's order (newest slot first per influencer): put each
-        // influencer's slots in ascending order.
-        let mut points: Vec<RawPoint> = rows.iter().map(RawPoint::from).collect();
-        points.sort_by_key(|p| (p.influencer_id, p.point.slot_ms));
-        if full {
-            // The last influencer may go on past this read: leave it for the next one.
-            let last = points
-                .last()
-                .map(|p| p.influencer_id)
-                .expect("a full read has rows");
-            if points.first().map(|p| p.influencer_id) == Some(last) {
-                limit *= 2; // one influencer filled the read: read more at once
-                continue;
-            }
-            points.retain(|p| p.influencer_id != last);
-            from = last;
-        }
-        let m = store::merge(&mut tx, &points, look_up).await?;
-        total += m;
+        let Some(last) = rows.last() else { break };
+        after = last.influencer_id;
+        let full = rows.len() as i64 == INFLUENCERS_PER_READ;
+        let points = InfluencerHour::points(rows)?;
+        total += store::merge(&mut tx, &points, look_up).await?;
         if !full {
             break;
         }
+        pace.rest(step.elapsed()).await;
     }
     // The late points of this hour join it now (they may repeat a slot of the chunk).
-    let late: Vec<RawRow> = sqlx::query_as(
-        "delete from late_points where slot >= $1 and slot < $2
-         returning influencer_id, slot, fetched_at, follower_count, following_count",
-    )
+    let late: Vec<RawRow> = sqlx::query_as(&format!(
+        "delete from late_points where slot >= $1 and slot < $2 returning {}",
+        RawRow::COLUMNS
+    ))
     .bind(chunk.range_start)
     .bind(chunk.range_end)
     .fetch_all(&mut *tx)
@@ -353,6 +384,49 @@ async fn compact_chunk(pool: &PgPool, chunk: &Chunk) -> anyhow::Result<Option<Ch
     Ok(Some(ChunkReport { hour: total, late }))
 }
 
+/// One influencer's points in a chunk, as arrays in the same order.
+#[derive(sqlx::FromRow)]
+struct InfluencerHour {
+    influencer_id: i64,
+    slots: Vec<DateTime<Utc>>,
+    fetched_at: Vec<DateTime<Utc>>,
+    followers: Vec<i32>,
+    following: Vec<i32>,
+}
+
+impl InfluencerHour {
+    /// Every influencer's points, by influencer then slot.
+    fn points(rows: Vec<Self>) -> anyhow::Result<Vec<RawPoint>> {
+        let mut points = Vec::with_capacity(rows.iter().map(|r| r.slots.len()).sum());
+        for row in rows {
+            let n = row.slots.len();
+            anyhow::ensure!(
+                row.fetched_at.len() == n && row.followers.len() == n && row.following.len() == n,
+                "influencer {}'s arrays differ in length",
+                row.influencer_id
+            );
+            let first = points.len();
+            for i in 0..n {
+                points.push(RawPoint::from(&RawRow {
+                    influencer_id: row.influencer_id,
+                    slot: row.slots[i],
+                    fetched_at: row.fetched_at[i],
+                    follower_count: row.followers[i],
+                    following_count: row.following[i],
+                }));
+            }
+            // array_agg keeps the scan's order (the index's: newest first), which SQL does not
+            // promise: sort each influencer's points (a reversal when it held).
+            let own = &mut points[first..];
+            own.reverse();
+            if !own.is_sorted_by_key(|p| p.point.slot_ms) {
+                own.sort_by_key(|p| p.point.slot_ms);
+            }
+        }
+        Ok(points)
+    }
+}
+
 /// SQLSTATE of a lock timeout.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
@@ -367,21 +441,23 @@ async fn merge_rows(
 }
 
 /// Merges late points whose hour has no chunk any more, a batch per transaction.
-async fn merge_late_points(pool: &PgPool) -> anyhow::Result<MergeReport> {
+async fn merge_late_points(pool: &PgPool, pace: Pace) -> anyhow::Result<MergeReport> {
     let remaining = chunks(pool, false).await?;
     let starts: Vec<DateTime<Utc>> = remaining.iter().map(|c| c.range_start).collect();
     let ends: Vec<DateTime<Utc>> = remaining.iter().map(|c| c.range_end).collect();
     let mut total = MergeReport::default();
     loop {
+        let step = Instant::now();
         let mut tx = pool.begin().await?;
-        let rows: Vec<RawRow> = sqlx::query_as(
+        let rows: Vec<RawRow> = sqlx::query_as(&format!(
             "delete from late_points where (influencer_id, slot) in (
                  select influencer_id, slot from late_points l
                  where not exists (select 1 from unnest($1::timestamptz[], $2::timestamptz[]) c(s, e)
                                    where l.slot >= c.s and l.slot < c.e)
                  order by influencer_id, slot limit $3)
-             returning influencer_id, slot, fetched_at, follower_count, following_count",
-        )
+             returning {}",
+            RawRow::COLUMNS
+        ))
         .bind(&starts)
         .bind(&ends)
         .bind(LATE_POINTS_PER_BATCH)
@@ -393,6 +469,7 @@ async fn merge_late_points(pool: &PgPool) -> anyhow::Result<MergeReport> {
         if (rows.len() as i64) < LATE_POINTS_PER_BATCH {
             return Ok(total);
         }
+        pace.rest(step.elapsed()).await;
     }
 }
 
@@ -412,12 +489,13 @@ async fn days_due(pool: &PgPool) -> sqlx::Result<Vec<DateTime<Utc>>> {
     .await
 }
 
-async fn merge_day(pool: &PgPool, day: DateTime<Utc>) -> anyhow::Result<MergeReport> {
+async fn merge_day(pool: &PgPool, day: DateTime<Utc>, pace: Pace) -> anyhow::Result<MergeReport> {
     let day_ms = day.timestamp_millis();
     debug_assert_eq!(day_ms % DAY_MS, 0);
     let mut total = MergeReport::default();
     let mut after = i64::MIN;
     loop {
+        let step = Instant::now();
         let mut tx = pool.begin().await?;
         let (last, m) = store::merge_day(&mut tx, day_ms, after, INFLUENCERS_PER_DAY_BATCH).await?;
         total += m;
@@ -442,6 +520,7 @@ async fn merge_day(pool: &PgPool, day: DateTime<Utc>) -> anyhow::Result<MergeRep
         if last.is_none() {
             return Ok(total);
         }
+        pace.rest(step.elapsed()).await;
     }
 }
 
@@ -449,12 +528,16 @@ async fn merge_day(pool: &PgPool, day: DateTime<Utc>) -> anyhow::Result<MergeRep
 /// up to `wait`). For `influencer-analytics compact`.
 pub async fn run_now(
     pool: &PgPool,
+    pace: Pace,
     wait: Duration,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<PassReport> {
     let deadline = Instant::now() + wait;
     loop {
-        match run(pool, progress).await.context("compaction failed")? {
+        match run(pool, pace, progress)
+            .await
+            .context("compaction failed")?
+        {
             Some(report) => return Ok(report),
             None if Instant::now() < deadline => {
                 progress("another process is compacting; waiting for it");
@@ -462,5 +545,24 @@ pub async fn run_now(
             }
             None => anyhow::bail!("another process kept compacting for {wait:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pace_rests_so_that_work_fills_its_share_of_the_time() {
+        let step = Duration::from_millis(400);
+        assert_eq!(Pace::FULL.rest_after(step), Duration::ZERO);
+        // 0.4 of the time working: 400 ms of work, then 600 ms of rest.
+        let rest = Pace::new(0.4).rest_after(step);
+        assert!((rest.as_secs_f64() - 0.6).abs() < 1e-9, "{rest:?}");
+        // Out of range is clamped, never a rest without end.
+        assert_eq!(Pace::new(0.0), Pace::new(0.05));
+        assert_eq!(Pace::new(7.0), Pace::FULL);
+        assert_eq!(Pace::new(f64::NAN), Pace::FULL);
+        assert!(Pace::new(0.0).rest_after(step) <= step * 19);
     }
 }

@@ -23,6 +23,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::StorageSettings;
+
 /// What asking a single-runner job to run came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobOutcome<T> {
@@ -49,7 +51,11 @@ pub(crate) async fn try_lock(
 /// Runs the minutely jobs until `shutdown`: at the start of each minute the average and the
 /// ranking, then compaction and retention in the background (they may take longer than a
 /// minute).
-pub async fn run_minutely(pool: PgPool, retention: Duration, shutdown: CancellationToken) {
+pub async fn run_minutely(pool: PgPool, storage: StorageSettings, shutdown: CancellationToken) {
+    let (retention, pace) = (
+        storage.retention,
+        compaction::Pace::new(storage.compaction_pace),
+    );
     let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
@@ -81,7 +87,7 @@ pub async fn run_minutely(pool: PgPool, retention: Duration, shutdown: Cancellat
         if maintenance.as_ref().is_none_or(|task| task.is_finished()) {
             let pool = pool.clone();
             maintenance = Some(tokio::spawn(async move {
-                if let Err(e) = compaction::run(&pool, &mut |_| {}).await {
+                if let Err(e) = compaction::run(&pool, pace, &mut |_| {}).await {
                     tracing::warn!(error = format!("{e:#}"), "cannot compact closed hours");
                 }
                 if let Err(e) = retention::apply(&pool, retention).await {

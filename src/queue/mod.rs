@@ -326,22 +326,25 @@ async fn connect(settings: &BrokerSettings) -> anyhow::Result<Connection> {
 
 /// The TLS settings of an `amqps://` connection: the system's roots, and AMQP_CA_FILE's CA.
 fn tls_config(settings: &BrokerSettings) -> anyhow::Result<OwnedTLSConfig> {
-    let Some(ca) = &settings.amqp_ca_file else {
+    let Some(ca) = settings.ca_file()? else {
         return Ok(OwnedTLSConfig::default());
     };
-    if settings.amqp_url.url().scheme() != "amqps" {
-        return Err(Misconfigured(format!(
-            "AMQP_CA_FILE={} is set, but AMQP_URL {} does not use TLS: use amqps:// (port 5671 by default), or unset AMQP_CA_FILE",
-            ca.path().display(),
-            settings.amqp_url
-        ))
-        .into());
-    }
     Ok(OwnedTLSConfig {
         identity: None,
         cert_chain: Some(ca.pem().to_string()),
     })
 }
+
+/// AMQP's reply code 406, PRECONDITION_FAILED: what a queue declared again with other
+/// arguments (another type, another delivery limit) is answered.
+pub fn is_precondition_failed(error: &lapin::Error) -> bool {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => amqp.get_id() == PRECONDITION_FAILED,
+        _ => false,
+    }
+}
+
+const PRECONDITION_FAILED: u16 = 406;
 
 async fn declare(
     channel: &Channel,
@@ -378,7 +381,7 @@ async fn declare(
             .await;
         if let Err(e) = declared {
             let reason = e.to_string();
-            if reason.contains("inequivalent arg") {
+            if is_precondition_failed(&e) {
                 return Err(Misconfigured(format!(
                     "queue {} exists with other arguments than QUEUE_TYPE={} and QUEUE_DELIVERY_LIMIT={} give ({reason}); \
                      a queue's type and arguments cannot change: drain and delete the queues of QUEUE_PREFIX={}, \
@@ -394,4 +397,35 @@ async fn declare(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
+    use super::*;
+
+    #[test]
+    fn a_queue_declared_with_other_arguments_is_known_by_its_reply_code() {
+        let refused = |kind, text: &str| {
+            lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
+                kind,
+                ShortString::from(text.to_string()),
+            )))
+        };
+        // The reply code decides, whatever words the broker's version uses.
+        let mismatch = refused(
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED),
+            "PRECONDITION_FAILED - worded otherwise",
+        );
+        assert!(is_precondition_failed(&mismatch));
+        let other = refused(
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
+            "inequivalent arg 'x-queue-type'",
+        );
+        assert!(!is_precondition_failed(&other));
+        assert!(!is_precondition_failed(&lapin::Error::from(
+            lapin::ErrorKind::ChannelsLimitReached
+        )));
+    }
 }

@@ -1,7 +1,10 @@
 //! What every scenario needs: the suite's own services, databases and queues of its own, the
 //! pipeline's roles as real child processes (so they can be killed), and their metrics.
 
-use influencer_analytics::testing::TestBroker;
+use influencer_analytics::{
+    bench::procs::{MetricsPage, counter_sum},
+    testing::TestBroker,
+};
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -20,22 +23,7 @@ pub const FAULTS_CONSUMER_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// `scripts/services faults <command>`, which must succeed.
 pub fn fault_services(command: &str) {
-    let started = Instant::now();
-    let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services"))
-        .args(["faults", command])
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "scripts/services faults {command}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!(
-        "scripts/services faults {command} ({:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
+    influencer_analytics::testing::services(&["faults", command]);
 }
 
 /// Starts the suite's own services once per run.
@@ -181,22 +169,11 @@ impl Role {
     /// The sum of the samples of `metric` whose labels contain `labels` (e.g. `role="sink"`),
     /// 0 when it has none yet.
     pub async fn metric(&self, metric: &str, labels: &str) -> f64 {
-        let text = influencer_analytics::tls::http_client()
-            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| {
-                let (series, value) = line.rsplit_once(' ')?;
-                let name = series.split('{').next()?;
-                (name == metric && series.contains(labels)).then(|| value.parse::<f64>().ok())?
-            })
-            .fold(0.0, |sum, value| sum + value)
+        let page = MetricsPage::new(format!("http://127.0.0.1:{}/metrics", self.metrics_port));
+        counter_sum(&page.read().await.unwrap(), metric, |line| {
+            line.contains(labels)
+        })
+        .unwrap()
     }
 }
 

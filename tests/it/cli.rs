@@ -491,20 +491,27 @@ fn bench_figures(
         .collect()
 }
 
-/// CI's smoke run of the benchmark harness: the quick sink and storage scenarios store every row
-/// they generate, and their reports say, figure by figure, what was measured against which goal.
+/// CI's smoke run of the benchmark harness: the quick sink, storage and compaction scenarios
+/// store every row they generate, and their reports say, figure by figure, what was measured
+/// against which goal.
 #[test]
-fn quick_sink_and_storage_benchmarks_write_reports_whose_goals_follow_their_values() {
+fn quick_sink_storage_and_compaction_benchmarks_write_reports_whose_goals_follow_their_values() {
     let scratch = Scratch::new();
     let out = tempfile::tempdir().unwrap();
     let _bench_databases = DropDatabasesOnExit(
-        ["sink", "storage"]
+        ["sink", "storage", "compaction"]
             .map(|s| format!("{}_bench_{s}", scratch.name))
             .to_vec(),
     );
     for scenario in ["sink", "storage"] {
         run_quick_bench(&scratch, out.path(), scenario, &[]);
     }
+    run_quick_bench(
+        &scratch,
+        out.path(),
+        "compaction",
+        &[("COMPACTION_PACE", "0.5")],
+    );
 
     let sink = bench_figures(out.path(), "sink");
     assert_eq!(sink["rows"]["value"], 200_000.0);
@@ -548,6 +555,29 @@ fn quick_sink_and_storage_benchmarks_write_reports_whose_goals_follow_their_valu
     );
     assert!(spike_raw > 0.0 && spike_days > 0.0);
     assert!((figure("spike scan: raw ÷ day segments") - spike_raw / spike_days).abs() < 0.01);
+
+    // Compaction: the bench fails unless every point of the hour was compacted and its chunk
+    // dropped; the cores are the CPU of both sides over the time, and the pace was applied.
+    let compaction = bench_figures(out.path(), "compaction");
+    let figure = |name: &str| compaction[name]["value"].as_f64().unwrap();
+    assert_eq!(figure("points compacted"), 1_200_000.0);
+    let minutes = "minutes for an hour of 1,000,000 influencers (scaled from 20,000)";
+    let scaled = figure(minutes);
+    let seconds = scaled * 60.0 / 50.0;
+    let cores = figure("cores used while compacting (compactor + database)");
+    let cpu = figure("compactor CPU") + figure("database CPU");
+    assert!(
+        (cores - cpu / seconds).abs() < 0.05 * cores.max(0.01),
+        "{cores} {cpu} {seconds}"
+    );
+    assert!(
+        (figure("points per second") * seconds / 1_200_000.0 - 1.0).abs() < 0.01,
+        "{seconds}"
+    );
+    // Working half the time (six reads, five rests) on two cores: at most 2 × 6/11 cores.
+    assert!(cores < 1.15, "{cores}");
+    assert_eq!(compaction[minutes]["met"], scaled <= 5.0);
+    assert!(figure("hour segment bytes a point (the encoded data only)") > 1.0);
 }
 
 /// The quick API scenario: the range is compared with its own SQL run through as many database

@@ -6,7 +6,10 @@ use std::time::Duration;
 use chrono::Utc;
 use influencer_analytics::{
     db::SessionLock,
-    jobs::{compaction, retention},
+    jobs::{
+        compaction::{self, Pace},
+        retention,
+    },
     model::Point,
     queue::points::Outcomes,
     schedule::SlotGrid,
@@ -83,7 +86,7 @@ impl Fixture {
     }
 
     async fn compact(&self) -> compaction::PassReport {
-        compaction::run(&self.db, &mut |_| {})
+        compaction::run(&self.db, Pace::FULL, &mut |_| {})
             .await
             .unwrap()
             .expect("no other compactor")
@@ -195,7 +198,7 @@ async fn range_answers_are_identical_before_and_after_compaction() {
     }
     let points_before = f.count("select count(*) from influencer_metrics").await;
 
-    let hours = compaction::run_stages(&f.db, false, &mut |_| {})
+    let hours = compaction::run_stages(&f.db, Pace::FULL, false, &mut |_| {})
         .await
         .unwrap()
         .unwrap();
@@ -369,12 +372,17 @@ async fn two_compactors_one_works_the_other_skips() {
         .await
         .unwrap()
         .unwrap();
-    assert!(compaction::run(&f.db, &mut |_| {}).await.unwrap().is_none());
+    assert!(
+        compaction::run(&f.db, Pace::FULL, &mut |_| {})
+            .await
+            .unwrap()
+            .is_none()
+    );
     held.release().await;
     let (mut quiet_a, mut quiet_b) = (|_: &str| {}, |_: &str| {});
     let (a, b) = tokio::join!(
-        compaction::run(&f.db, &mut quiet_a),
-        compaction::run(&f.db, &mut quiet_b),
+        compaction::run(&f.db, Pace::FULL, &mut quiet_a),
+        compaction::run(&f.db, Pace::FULL, &mut quiet_b),
     );
     let chunks: u64 = [a.unwrap(), b.unwrap()]
         .iter()

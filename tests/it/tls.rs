@@ -73,23 +73,7 @@ fn certificates() -> &'static Certificates {
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
         std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-        let started = Instant::now();
-        let out = Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services"))
-            .args(["tls", "up"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/services tls up: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        println!(
-            "scripts/services tls up ({:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
+        influencer_analytics::testing::services(&["tls".as_ref(), "up".as_ref(), dir.as_os_str()]);
         Certificates { dir }
     })
 }
