@@ -56,15 +56,27 @@ async fn pool_of(settings: &DatabaseSettings, options: PgConnectOptions) -> anyh
 
 /// The query API's pool: like [`open_pool`] (without migrating), but PostgreSQL cancels any
 /// statement of it that runs longer than `statement_timeout`, so no request holds a
-/// connection and a backend without bound.
+/// connection and a backend without bound; and its prepared statements keep one generic plan.
+///
+/// PostgreSQL plans a prepared statement again for each of its first five executions and
+/// then keeps doing so if that plan looks cheaper than the generic one, which over a
+/// hypertable it always does (a plan for one set of parameters names the one chunk they
+/// reach). So each read of a segment was planned anew: 1.3 ms of planning for 0.5 ms of
+/// execution, with pgbench at 16 clients 1,042 reads a second against 4,524 with the generic
+/// plan, whose chunks TimescaleDB excludes when it starts. The API's statements are short
+/// reads by key and bounded range, so a generic plan fits them all; the pipeline's other
+/// statements keep PostgreSQL's choice.
 pub async fn open_api_pool(
     settings: &DatabaseSettings,
     statement_timeout: Duration,
 ) -> anyhow::Result<PgPool> {
-    let options = connect_options(&settings.database_url)?.options([(
-        "statement_timeout",
-        format!("{}ms", statement_timeout.as_millis().max(1)),
-    )]);
+    let options = connect_options(&settings.database_url)?.options([
+        (
+            "statement_timeout",
+            format!("{}ms", statement_timeout.as_millis().max(1)),
+        ),
+        ("plan_cache_mode", "force_generic_plan".to_string()),
+    ]);
     pool_of(settings, options).await
 }
 

@@ -47,7 +47,8 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     let points = ensure_dataset(&pool, with_points).await?;
     // The dataset's day is long closed: compacted into day segments, as in production (a
     // no-op once done).
-    crate::jobs::compaction::run_now(&pool, Duration::from_secs(600), &mut |line| {
+    use crate::jobs::compaction::{Pace, run_now};
+    run_now(&pool, Pace::FULL, Duration::from_secs(600), &mut |line| {
         eprintln!("bench api: {line}")
     })
     .await?;
@@ -55,10 +56,13 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     // The API and the SQL it is compared with get the same number of connections (the pool
     // size the user configured), so the ratio measures the API, not a bigger pool.
     let connections = database.database_pool_size;
-    let sql_pool = db::open_pool(&DatabaseSettings {
-        database_url: bench.database_url.clone(),
-        database_pool_size: connections,
-    })
+    let sql_pool = db::open_api_pool(
+        &DatabaseSettings {
+            database_url: bench.database_url.clone(),
+            database_pool_size: connections,
+        },
+        Duration::from_secs(5),
+    )
     .await?;
 
     let port = free_port()?;

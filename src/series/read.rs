@@ -73,16 +73,37 @@ async fn hot(
 #[derive(sqlx::FromRow)]
 struct SegmentRow {
     influencer_id: i64,
+    period_start: DateTime<Utc>,
     data: Vec<u8>,
 }
 
+/// `select` over both cold tables (`influencer_segments`, then `influencer_hour_segments`),
+/// each with `condition`, as one `union all`. Written out rather than through the
+/// `all_segments` view: PostgreSQL planned a read through the view at about 6,000 a second
+/// (pgbench, 16 clients, the bench's 100,000,000 points) and the same union written out at
+/// about 15,000.
+macro_rules! over_both_cold_tables {
+    ($select:literal, $condition:literal) => {
+        concat!(
+            "select ",
+            $select,
+            " from influencer_segments where ",
+            $condition,
+            " union all select ",
+            $select,
+            " from influencer_hour_segments where ",
+            $condition
+        )
+    };
+}
+
 /// Segments of the influencers in `ids` overlapping `[start, end]` (a segment spans at most a
-/// day, which lets the planner skip older chunks).
-const COLD_SQL: &str = "select influencer_id, data
-     from all_segments
-     where influencer_id >= $1 and influencer_id <= $2
-       and period_start > $3 - interval '1 day' and period_start <= $4 and period_end > $3
-     order by influencer_id, period_start";
+/// day, which lets the chunks of other times be skipped).
+const COLD_SQL: &str = over_both_cold_tables!(
+    "influencer_id, period_start, data_head || data_tail as data",
+    "influencer_id >= $1 and influencer_id <= $2
+       and period_start > $3 - interval '1 day' and period_start <= $4 and period_end > $3"
+);
 
 /// Merges one influencer's hot points into its decoded segment points (both in slot order);
 /// a slot in both keeps the segment's value. Only points within `[start, end]` are kept.
@@ -132,13 +153,14 @@ pub async fn window(
     end_ms: i64,
 ) -> Result<Vec<(i64, Vec<SeriesPoint>)>, ReadError> {
     let hot_rows = hot(pool, ids, start_ms, end_ms).await?;
-    let cold_rows: Vec<SegmentRow> = sqlx::query_as(COLD_SQL)
+    let mut cold_rows: Vec<SegmentRow> = sqlx::query_as(COLD_SQL)
         .bind(ids.0)
         .bind(ids.1)
         .bind(at(start_ms))
         .bind(at(end_ms))
         .fetch_all(pool)
         .await?;
+    cold_rows.sort_unstable_by_key(|row| (row.influencer_id, row.period_start));
     let mut by_id: BTreeMap<i64, (Vec<SeriesPoint>, Vec<SeriesPoint>)> = BTreeMap::new();
     for row in &hot_rows {
         by_id
@@ -208,7 +230,8 @@ impl SummarizedRow {
 /// Segments overlapping the range, with their data only where the answer needs the points: a
 /// segment that lies whole inside one bucket and inside the range, with no hot point in its
 /// period (hours listed in $6), is answered from its summary.
-const BUCKETED_COLD_SQL: &str = "select period_start, period_end, first_slot, last_slot,
+const BUCKETED_COLD_SQL: &str = over_both_cold_tables!(
+    "period_start, period_end, first_slot, last_slot,
         follower_sum, following_sum, ratio_min, ratio_max, ratio_sum, points, ratio_points,
         follower_min, follower_max, follower_last, following_min, following_max, following_last,
         case when $5 and first_slot >= $2 and last_slot <= $3
@@ -216,11 +239,10 @@ const BUCKETED_COLD_SQL: &str = "select period_start, period_end, first_slot, la
                       = time_bucket(make_interval(secs => $4), last_slot)
                   and not exists (select 1 from unnest($6::timestamptz[]) h(hour)
                                   where h.hour >= period_start and h.hour < period_end)
-             then null else data end as data
-     from all_segments
-     where influencer_id = $1
-       and period_start > $2 - interval '1 day' and period_start <= $3 and period_end > $2
-     order by period_start";
+             then null else data_head || data_tail end as data",
+    "influencer_id = $1
+       and period_start > $2 - interval '1 day' and period_start <= $3 and period_end > $2"
+);
 
 /// One influencer's points over `[start_ms, end_ms]` in buckets of `step_ms` aligned as
 /// `time_bucket` aligns them; buckets without points are left out.
@@ -242,7 +264,7 @@ pub async fn buckets(
     // Summaries may stand in for segments; if one that came without its data turns out not
     // to fit one bucket after all, read again with every segment's data.
     for use_summaries in [true, false] {
-        let rows: Vec<SummarizedRow> = sqlx::query_as(BUCKETED_COLD_SQL)
+        let mut rows: Vec<SummarizedRow> = sqlx::query_as(BUCKETED_COLD_SQL)
             .bind(influencer_id)
             .bind(at(start_ms))
             .bind(at(end_ms))
@@ -251,6 +273,7 @@ pub async fn buckets(
             .bind(&hot_hours)
             .fetch_all(pool)
             .await?;
+        rows.sort_unstable_by_key(|row| row.period_start);
         if let Some(answer) = fold_buckets(rows, &hot_points, start_ms, end_ms, step_ms)? {
             return Ok(answer);
         }
