@@ -12,6 +12,9 @@
 //!    (a slot already stored keeps its stored value), a transaction per batch.
 //! 3. **Days**: once a UTC day has ended and none of its hours is raw, its hour segments are
 //!    merged into one day segment per influencer, a transaction per batch of influencers.
+//!
+//! Each step is followed by a rest ([`Pace`], `COMPACTION_PACE`), so that compaction takes
+//! only its share of the time from the pipeline it shares the cores with.
 
 use std::time::{Duration, Instant};
 
