@@ -18,10 +18,8 @@ pub struct RawPoint {
     pub lateness_ms: i32,
 }
 
-/// A raw row as `influencer_metrics` and `late_points` hold it, read from a query that selects
-/// [`RawRow::COLUMNS`] in that order (by position: compaction decodes 60,000,000 of them an hour
-/// at 1,000,000 influencers, and a lookup by name was a tenth of its time).
-#[derive(Debug)]
+/// A raw row as `influencer_metrics` and `late_points` hold it ([`RawRow::COLUMNS`]).
+#[derive(Debug, sqlx::FromRow)]
 pub struct RawRow {
     pub influencer_id: i64,
     pub slot: DateTime<Utc>,
@@ -33,19 +31,6 @@ pub struct RawRow {
 impl RawRow {
     pub const COLUMNS: &'static str =
         "influencer_id, slot, fetched_at, follower_count, following_count";
-}
-
-impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for RawRow {
-    fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
-        use sqlx::Row;
-        Ok(Self {
-            influencer_id: row.try_get(0)?,
-            slot: row.try_get(1)?,
-            fetched_at: row.try_get(2)?,
-            follower_count: row.try_get(3)?,
-            following_count: row.try_get(4)?,
-        })
-    }
 }
 
 impl From<&RawRow> for RawPoint {
@@ -192,50 +177,32 @@ pub async fn merge(
             },
         );
     }
-    if targets.is_empty() {
-        // No segment to merge into (the usual case: a closed hour compacted for the first
-        // time): one new hour segment per run of an influencer's points in one hour.
-        for run in points.chunk_by(|a, b| {
-            a.influencer_id == b.influencer_id
-                && a.point.slot_ms.div_euclid(HOUR_MS) == b.point.slot_ms.div_euclid(HOUR_MS)
-        }) {
-            let start_ms = run[0].point.slot_ms.div_euclid(HOUR_MS) * HOUR_MS;
-            let target = targets
-                .entry((run[0].influencer_id, start_ms))
-                .or_insert_with(|| Target {
-                    end_ms: start_ms + HOUR_MS,
-                    stored: Vec::new(),
-                    lateness_max: 0,
-                    lateness_p99: 0,
-                    new: Vec::new(),
-                    new_lateness: Vec::new(),
-                });
-            target.new.extend(run.iter().map(|p| p.point));
-            target
-                .new_lateness
-                .extend(run.iter().map(|p| p.lateness_ms));
-        }
-    } else {
-        for p in points {
-            let slot = p.point.slot_ms;
-            // The existing segment covering the slot: the latest one starting at or before it.
-            let covering = targets
-                .range((p.influencer_id, i64::MIN)..=(p.influencer_id, slot))
-                .next_back()
-                .filter(|(_, t)| t.end_ms > slot)
-                .map(|(k, _)| *k);
-            let key = covering.unwrap_or((p.influencer_id, slot.div_euclid(HOUR_MS) * HOUR_MS));
-            let target = targets.entry(key).or_insert_with(|| Target {
-                end_ms: key.1 + HOUR_MS,
-                stored: Vec::new(),
-                lateness_max: 0,
-                lateness_p99: 0,
-                new: Vec::new(),
-                new_lateness: Vec::new(),
-            });
-            target.new.push(p.point);
-            target.new_lateness.push(p.lateness_ms);
-        }
+    // Points go to their segment a run at a time: an influencer's points in one hour, which
+    // an existing segment (an hour or a day) covers whole or not at all.
+    for run in points.chunk_by(|a, b| {
+        a.influencer_id == b.influencer_id
+            && a.point.slot_ms.div_euclid(HOUR_MS) == b.point.slot_ms.div_euclid(HOUR_MS)
+    }) {
+        let (id, slot) = (run[0].influencer_id, run[0].point.slot_ms);
+        // The existing segment covering the hour: the latest one starting at or before it.
+        let covering = targets
+            .range((id, i64::MIN)..=(id, slot))
+            .next_back()
+            .filter(|(_, t)| t.end_ms > slot)
+            .map(|(k, _)| *k);
+        let key = covering.unwrap_or((id, slot.div_euclid(HOUR_MS) * HOUR_MS));
+        let target = targets.entry(key).or_insert_with(|| Target {
+            end_ms: key.1 + HOUR_MS,
+            stored: Vec::new(),
+            lateness_max: 0,
+            lateness_p99: 0,
+            new: Vec::new(),
+            new_lateness: Vec::new(),
+        });
+        target.new.extend(run.iter().map(|p| p.point));
+        target
+            .new_lateness
+            .extend(run.iter().map(|p| p.lateness_ms));
     }
     let mut report = MergeReport::default();
     let mut segments = Vec::new();
