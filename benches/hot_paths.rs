@@ -10,11 +10,11 @@ use std::time::Duration;
 use divan::{Bencher, black_box};
 use influencer_analytics::{
     classify::spike::{SpikeRule, judge},
+    db::copy,
     fetch::parse_profile,
     model::Point,
     queue::points::Outcomes,
     schedule::SlotGrid,
-    sink::writer::copy_binary,
 };
 
 fn main() {
@@ -79,7 +79,7 @@ fn decode_point_message_500(bencher: Bencher) {
 #[divan::bench]
 fn copy_buffer_5000(bencher: Bencher) {
     let batch = points(5000);
-    bencher.bench_local(|| copy_binary(black_box(&batch).iter().copied()));
+    bencher.bench_local(|| copy::encode(black_box(&batch).iter().copied()));
 }
 
 /// The spike detector on one influencer's day (1,440 points).

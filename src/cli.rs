@@ -282,7 +282,7 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         let report = jobs::compaction::run_now(
             &pool,
-            jobs::compaction::Pace::new(args.storage.compaction_pace),
+            jobs::compaction::Budget::of(&args.storage),
             args.wait,
             &mut |line| println!("{line}"),
         )

@@ -335,7 +335,15 @@ pub struct StorageSettings {
     /// without rest.
     #[arg(long, env = "COMPACTION_PACE", default_value = "0.4", value_parser = pace)]
     pub compaction_pace: f64,
+    /// Points of a closed hour compaction holds in memory at once, 32 bytes each (the default
+    /// is 128 MB); an hour is read in as many scans of it as this takes (15 for 1,000,000
+    /// influencers at the default), so less memory costs the database more reading.
+    #[arg(long, env = "COMPACTION_PASS_POINTS", default_value_t = DEFAULT_COMPACTION_PASS_POINTS, value_parser = positive_usize)]
+    pub compaction_pass_points: usize,
 }
+
+/// `COMPACTION_PASS_POINTS`' default.
+pub const DEFAULT_COMPACTION_PASS_POINTS: usize = 4_000_000;
 
 fn pace(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {

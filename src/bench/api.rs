@@ -47,8 +47,8 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     let points = ensure_dataset(&pool, with_points).await?;
     // The dataset's day is long closed: compacted into day segments, as in production (a
     // no-op once done).
-    use crate::jobs::compaction::{Pace, run_now};
-    run_now(&pool, Pace::FULL, Duration::from_secs(600), &mut |line| {
+    use crate::jobs::compaction::{Budget, run_now};
+    run_now(&pool, Budget::FULL, Duration::from_secs(600), &mut |line| {
         eprintln!("bench api: {line}")
     })
     .await?;

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     config::{DatabaseSettings, StorageSettings},
-    jobs::compaction::{self, Pace},
+    jobs::compaction::{self, Budget},
     mockstagram::FIRST_PK,
     series::HOUR_MS,
 };
@@ -48,13 +48,13 @@ pub async fn run(
     .await?;
     let write_secs = started.elapsed().as_secs_f64();
 
-    let pace = Pace::new(storage.compaction_pace);
+    let budget = Budget::of(storage);
     let this = vec![std::process::id()];
     let database_pids = pids_named("postgres");
     let mut mine = Watch::start(&this);
     let mut theirs = Watch::start(&database_pids);
     let started = Instant::now();
-    let pass = compaction::run_stages(&pool, pace, false, &mut |line| {
+    let pass = compaction::run_stages(&pool, budget, false, &mut |line| {
         eprintln!("bench compaction: {line}")
     })
     .await?
@@ -84,9 +84,11 @@ pub async fn run(
         quick,
         format!(
             "{influencers} influencers × the hour from {hour} ({points} points, written minute by minute in {write_secs:.0} s, then vacuumed and checkpointed), \
-             compacted into hour segments at COMPACTION_PACE={} (the share of the time compaction works). \
+             compacted into hour segments at COMPACTION_PACE={} (the share of the time compaction works), \
+             reading the hour {} points at a time (COMPACTION_PASS_POINTS). \
              CPU of this process (the compactor) and of every PostgreSQL process; TimescaleDB shares the box's 2 cores.",
-            storage.compaction_pace
+            storage.compaction_pace,
+            number(storage.compaction_pass_points as f64)
         ),
     );
     let mut minutes_name = format!("minutes for an hour of {} influencers", number(TARGET));
@@ -126,7 +128,12 @@ pub async fn run(
 /// Writes one closed hour of points for the influencers `FIRST_PK..FIRST_PK + influencers`:
 /// the hour that ended an hour ago (closed and settled), minute by minute as the sink writes
 /// it. Each value is hashed noise of about the walk's entropy; each slot lies on the
-/// influencer's own second of the minute; each point is fetched up to a second late.
+/// influencer's own second of the minute; each point is fetched up to a second late. Rows go
+/// in as the sink writes them: by slot, and within a slot in no order of influencer (a page
+/// holds about 130 influencers scattered over the whole range), which is what made reading a
+/// closed chunk influencer by influencer expensive; written in id order, neighbouring ids
+/// shared pages and that read looked four times cheaper than it was (PostgreSQL 34 s of CPU
+/// for the hour against 140).
 /// `written(minute)` hears of each minute done. Returns the hour's start, in ms.
 pub async fn write_closed_hour(
     pool: &PgPool,
@@ -144,7 +151,8 @@ pub async fn write_closed_hour(
                     100000 + (hashint8(id * 100000 + $3 / 60) & 65535),
                     1000 + ((hashint8(id * 100000 + $3 / 60) >> 16) & 255)
              from generate_series($1::bigint, $2::bigint) id,
-                  lateral (select to_timestamp($3 + (hashint8(id) & 65535) % 60) s) slot",
+                  lateral (select to_timestamp($3 + (hashint8(id) & 65535) % 60) s) slot
+             order by s, hashint8(id + $3 * 7)",
         )
         .bind(FIRST_PK)
         .bind(FIRST_PK + influencers - 1)

@@ -78,6 +78,10 @@ pub async fn run(
     sink_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
     if let Some(storage) = compaction {
         sink_env.push(("COMPACTION_PACE", storage.compaction_pace.to_string()));
+        sink_env.push((
+            "COMPACTION_PASS_POINTS",
+            storage.compaction_pass_points.to_string(),
+        ));
     }
     roles.spawn("sink", &["sink"], &sink_env)?;
     let mut poll_env = env.to_vec();

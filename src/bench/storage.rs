@@ -72,12 +72,12 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
 
     let started = Instant::now();
     let cpu = super::procs::cpu_seconds(std::process::id()).unwrap_or(0.0);
-    compaction::run_stages(&pool, compaction::Pace::FULL, false, &mut |_| {}).await?;
+    compaction::run_stages(&pool, compaction::Budget::FULL, false, &mut |_| {}).await?;
     let hours_secs = started.elapsed().as_secs_f64();
     let hours_cpu = super::procs::cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu;
     let hours = size(&pool, "influencer_hour_segments").await?;
     let started = Instant::now();
-    compaction::run_stages(&pool, compaction::Pace::FULL, true, &mut |_| {}).await?;
+    compaction::run_stages(&pool, compaction::Budget::FULL, true, &mut |_| {}).await?;
     let days_secs = started.elapsed().as_secs_f64();
     let days = size(&pool, "influencer_segments").await?;
     let (spike_days, judged_days) = spike_scan(&pool, day_ms + DAY_MS).await?;

@@ -2,9 +2,10 @@
 //! segments become day segments, late points join their segments (see [`crate::series`]).
 //!
 //! One pass, under a session advisory lock so one process at a time compacts:
-//! 1. **Hours**: each `influencer_metrics` chunk whose hour ended [`SETTLE_MS`] ago is read in
-//!    influencer order, written as hour segments (with the late points of that hour), and
-//!    dropped, in one transaction: a pass stopped at any moment (kill -9 included) leaves the
+//! 1. **Hours**: each `influencer_metrics` chunk whose hour ended [`SETTLE_MS`] ago is read
+//!    (in scans of its physical order, a share of its influencers each: `passes_for`),
+//!    written as hour segments (with the late points of that hour), and dropped, in one
+//!    transaction: a pass stopped at any moment (kill -9 included) leaves the
 //!    chunk as it was, and the next pass does it again. The chunk is locked only by the final
 //!    `DROP TABLE`, bounded by a lock timeout; the sink never writes into a closed chunk
 //!    (late points go to `late_points`), so nothing is dropped unread.
@@ -20,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use crate::db::SessionLock;
+use crate::db::{SessionLock, copy};
+use crate::model::Point;
 use crate::series::{
     DAY_MS, SETTLE_MS,
     store::{self, MergeReport, RawPoint, RawRow},
@@ -31,9 +33,12 @@ use crate::series::{
 /// Advisory lock key: "compact" in ASCII.
 pub const LOCK_KEY: i64 = 0x63_6f6d_7061_6374;
 
-/// Influencers read from a chunk per query (an hour of 3,000 is 180,000 points), and
-/// influencers merged into day segments per transaction.
-const INFLUENCERS_PER_READ: i64 = 3_000;
+/// What a row of `influencer_metrics` takes in its heap: 32 bytes of columns, a 24-byte tuple
+/// header and a 4-byte line pointer (migrations/0001_baseline.sql).
+const HEAP_BYTES_PER_ROW: i64 = 60;
+/// Points of a chunk merged into segments per step (an hour of 3,000 influencers).
+const POINTS_PER_MERGE: usize = 180_000;
+/// Influencers merged into day segments per transaction.
 const INFLUENCERS_PER_DAY_BATCH: i64 = 20_000;
 const LATE_POINTS_PER_BATCH: i64 = 50_000;
 
@@ -70,6 +75,32 @@ impl Pace {
         let rest = self.rest_after(worked);
         if !rest.is_zero() {
             tokio::time::sleep(rest).await;
+        }
+    }
+}
+
+/// What compaction may take: its share of the time, and the points of a closed chunk it holds
+/// in memory at once (`COMPACTION_PASS_POINTS`, 32 bytes each; a chunk is read in as many
+/// scans as it takes, see `passes_for`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub pace: Pace,
+    pub pass_points: usize,
+}
+
+impl Budget {
+    /// No rest, and the default memory: what `compact` and the tests use when nothing else
+    /// runs.
+    pub const FULL: Budget = Budget {
+        pace: Pace::FULL,
+        pass_points: crate::config::DEFAULT_COMPACTION_PASS_POINTS,
+    };
+
+    /// The operator's settings.
+    pub fn of(storage: &crate::config::StorageSettings) -> Self {
+        Self {
+            pace: Pace::new(storage.compaction_pace),
+            pass_points: storage.compaction_pass_points,
         }
     }
 }
@@ -155,23 +186,23 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Status> {
 /// each step done.
 pub async fn run(
     pool: &PgPool,
-    pace: Pace,
+    budget: Budget,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<Option<PassReport>> {
-    run_stages(pool, pace, true, progress).await
+    run_stages(pool, budget, true, progress).await
 }
 
 /// [`run`], merging days only if `days` (the storage benchmark measures hour segments first).
 pub async fn run_stages(
     pool: &PgPool,
-    pace: Pace,
+    budget: Budget,
     days: bool,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<Option<PassReport>> {
     let Some(lock) = SessionLock::try_take(pool, LOCK_KEY).await? else {
         return Ok(None);
     };
-    let result = pass(pool, pace, days, progress).await;
+    let result = pass(pool, budget, days, progress).await;
     lock.release().await;
     // The lag gauge is kept current whether the pass worked or not.
     if let Err(e) = lag_seconds(pool).await {
@@ -232,14 +263,14 @@ fn done(what: String, m: MergeReport, started: Instant) -> String {
 
 async fn pass(
     pool: &PgPool,
-    pace: Pace,
+    budget: Budget,
     days: bool,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<PassReport> {
     let mut report = PassReport::default();
     for chunk in chunks(pool, true).await? {
         let started = Instant::now();
-        let Some(ChunkReport { hour, late }) = compact_chunk(pool, &chunk, pace)
+        let Some(ChunkReport { hour, late }) = compact_chunk(pool, &chunk, budget)
             .await
             .with_context(|| format!("cannot compact chunk {}", chunk.chunk_name))?
         else {
@@ -270,7 +301,7 @@ async fn pass(
         let hour_start = chunk.range_start.format("%Y-%m-%d %H:00");
         progress(&done(format!("hour {hour_start} compacted"), hour, started));
     }
-    let late = merge_late_points(pool, pace).await?;
+    let late = merge_late_points(pool, budget.pace).await?;
     if late.points + late.duplicates > 0 {
         report.merged_late(late);
         progress(&format!(
@@ -285,7 +316,7 @@ async fn pass(
     };
     for day in due {
         let started = Instant::now();
-        let m = merge_day(pool, day, pace).await?;
+        let m = merge_day(pool, day, budget.pace).await?;
         report.days += 1;
         report.wrote("day", m);
         tracing::info!(day = %day.date_naive(), segments = m.segments, bytes = m.bytes, seconds = started.elapsed().as_secs_f64(), "day merged");
@@ -313,7 +344,7 @@ struct ChunkReport {
 async fn compact_chunk(
     pool: &PgPool,
     chunk: &Chunk,
-    pace: Pace,
+    budget: Budget,
 ) -> anyhow::Result<Option<ChunkReport>> {
     let table = format!(
         "{}.{}",
@@ -332,32 +363,24 @@ async fn compact_chunk(
     .bind(chunk.range_end)
     .fetch_one(&mut *tx)
     .await?;
-    // One row per influencer, its points as arrays: a row per point cost this process about
-    // twice as much (decoding 60,000,000 rows an hour at 1,000,000 influencers).
-    let read = format!(
-        "select influencer_id, array_agg(slot) as slots, array_agg(fetched_at) as fetched_at,
-                array_agg(follower_count) as followers, array_agg(following_count) as following
-         from {table} where influencer_id > $1
-         group by influencer_id order by influencer_id limit $2"
-    );
     let mut total = MergeReport::default();
-    let mut after = i64::MIN;
-    loop {
+    let bytes: i64 = sqlx::query_scalar("select pg_relation_size($1::regclass)")
+        .bind(&table)
+        .fetch_one(&mut *tx)
+        .await?;
+    let passes = passes_for(bytes, budget.pass_points);
+    let expected = (bytes / HEAP_BYTES_PER_ROW / passes) as usize;
+    for pass in 0..passes {
         let step = Instant::now();
-        let rows: Vec<InfluencerHour> = sqlx::query_as(&read)
-            .bind(after)
-            .bind(INFLUENCERS_PER_READ)
-            .fetch_all(&mut *tx)
-            .await?;
-        let Some(last) = rows.last() else { break };
-        after = last.influencer_id;
-        let full = rows.len() as i64 == INFLUENCERS_PER_READ;
-        let points = InfluencerHour::points(rows)?;
-        total += store::merge(&mut tx, &points, look_up).await?;
-        if !full {
-            break;
+        let mut points = read_pass(&mut tx, &table, (pass, passes), expected).await?;
+        points.sort_unstable_by_key(|p| (p.pk, p.slot_ms));
+        budget.pace.rest(step.elapsed()).await;
+        for batch in by_influencer(&points, POINTS_PER_MERGE) {
+            let step = Instant::now();
+            let batch: Vec<RawPoint> = batch.iter().map(RawPoint::from).collect();
+            total += store::merge(&mut tx, &batch, look_up).await?;
+            budget.pace.rest(step.elapsed()).await;
         }
-        pace.rest(step.elapsed()).await;
     }
     // The late points of this hour join it now (they may repeat a slot of the chunk).
     let late: Vec<RawRow> = sqlx::query_as(&format!(
@@ -387,47 +410,64 @@ async fn compact_chunk(
     Ok(Some(ChunkReport { hour: total, late }))
 }
 
-/// One influencer's points in a chunk, as arrays in the same order.
-#[derive(sqlx::FromRow)]
-struct InfluencerHour {
-    influencer_id: i64,
-    slots: Vec<DateTime<Utc>>,
-    fetched_at: Vec<DateTime<Utc>>,
-    followers: Vec<i32>,
-    following: Vec<i32>,
+/// How many passes a closed chunk of `bytes` is read in: a chunk is read a share of its
+/// influencers at a time, each share one scan of the chunk in its physical order, grouped by
+/// influencer here. The sink writes a chunk in slot order, so an influencer's 60 points of an
+/// hour lie on 60 pages among a million influencers' rows: read influencer by influencer
+/// through the index, every point cost PostgreSQL a page (bench compaction: 140 s of its CPU
+/// for an hour of 1,000,000 influencers). The shares are ids modulo the number of passes,
+/// which spreads any set of ids evenly, [`Budget::pass_points`] points a pass; the count comes from the chunk's size on disk (rows of
+/// fixed size, so always current, where the planner's row estimate may date from early in the
+/// hour).
+fn passes_for(bytes: i64, pass_points: usize) -> i64 {
+    let rows = bytes.max(0) as u64 / HEAP_BYTES_PER_ROW as u64;
+    rows.div_ceil(pass_points.max(1) as u64).max(1) as i64
 }
 
-impl InfluencerHour {
-    /// Every influencer's points, by influencer then slot.
-    fn points(rows: Vec<Self>) -> anyhow::Result<Vec<RawPoint>> {
-        let mut points = Vec::with_capacity(rows.iter().map(|r| r.slots.len()).sum());
-        for row in rows {
-            let n = row.slots.len();
-            anyhow::ensure!(
-                row.fetched_at.len() == n && row.followers.len() == n && row.following.len() == n,
-                "influencer {}'s arrays differ in length",
-                row.influencer_id
-            );
-            let first = points.len();
-            for i in 0..n {
-                points.push(RawPoint::from(&RawRow {
-                    influencer_id: row.influencer_id,
-                    slot: row.slots[i],
-                    fetched_at: row.fetched_at[i],
-                    follower_count: row.followers[i],
-                    following_count: row.following[i],
-                }));
-            }
-            // array_agg keeps the scan's order (the index's: newest first), which SQL does not
-            // promise: sort each influencer's points (a reversal when it held).
-            let own = &mut points[first..];
-            own.reverse();
-            if !own.is_sorted_by_key(|p| p.point.slot_ms) {
-                own.sort_by_key(|p| p.point.slot_ms);
-            }
-        }
-        Ok(points)
+/// The points of the influencers whose id modulo `passes` is `pass`, by a binary COPY of a
+/// scan of the chunk.
+async fn read_pass(
+    tx: &mut PgConnection,
+    table: &str,
+    (pass, passes): (i64, i64),
+    expected: usize,
+) -> anyhow::Result<Vec<Point>> {
+    use futures_util::TryStreamExt;
+    let share = if passes == 1 {
+        String::new()
+    } else {
+        format!("where abs(influencer_id % {passes}) = {pass}")
+    };
+    let mut out = tx
+        .copy_out_raw(&format!(
+            "copy (select {} from {table} {share}) to stdout (format binary)",
+            RawRow::COLUMNS
+        ))
+        .await?;
+    let mut decoder = copy::Decoder::default();
+    let mut points = Vec::with_capacity(expected);
+    while let Some(piece) = out.try_next().await? {
+        decoder.feed(&piece, &mut points)?;
     }
+    decoder.finish()?;
+    Ok(points)
+}
+
+/// `points` (sorted by influencer) in batches of about `size`, an influencer never split.
+fn by_influencer(points: &[Point], size: usize) -> impl Iterator<Item = &[Point]> {
+    let mut rest = points;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = size.clamp(1, rest.len());
+        while end < rest.len() && rest[end].pk == rest[end - 1].pk {
+            end += 1;
+        }
+        let (batch, tail) = rest.split_at(end);
+        rest = tail;
+        Some(batch)
+    })
 }
 
 /// SQLSTATE of a lock timeout.
@@ -531,13 +571,13 @@ async fn merge_day(pool: &PgPool, day: DateTime<Utc>, pace: Pace) -> anyhow::Res
 /// up to `wait`). For `influencer-analytics compact`.
 pub async fn run_now(
     pool: &PgPool,
-    pace: Pace,
+    budget: Budget,
     wait: Duration,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<PassReport> {
     let deadline = Instant::now() + wait;
     loop {
-        match run(pool, pace, progress)
+        match run(pool, budget, progress)
             .await
             .context("compaction failed")?
         {
@@ -567,5 +607,35 @@ mod tests {
         assert_eq!(Pace::new(7.0), Pace::FULL);
         assert_eq!(Pace::new(f64::NAN), Pace::FULL);
         assert!(Pace::new(0.0).rest_after(step) <= step * 19);
+    }
+
+    #[test]
+    fn a_chunk_is_read_in_as_many_passes_as_its_points_need() {
+        // An hour of 1,000,000 influencers: 60,000,000 rows, 3.6 GB of heap.
+        let default = crate::config::DEFAULT_COMPACTION_PASS_POINTS;
+        assert_eq!(passes_for(60_000_000 * HEAP_BYTES_PER_ROW, default), 15);
+        assert_eq!(passes_for(60_000_001 * HEAP_BYTES_PER_ROW, default), 16);
+        assert_eq!(passes_for(8192, default), 1);
+        assert_eq!(passes_for(0, default), 1);
+        assert_eq!(passes_for(600 * HEAP_BYTES_PER_ROW, 100), 6);
+        assert_eq!(passes_for(600 * HEAP_BYTES_PER_ROW, 0), 600);
+    }
+
+    #[test]
+    fn batches_hold_whole_influencers() {
+        let point = |pk| Point {
+            pk,
+            slot_ms: 0,
+            fetched_ms: 0,
+            follower_count: 1,
+            following_count: 1,
+        };
+        let points: Vec<Point> = [1, 1, 1, 2, 3, 3, 4].into_iter().map(point).collect();
+        let sizes: Vec<Vec<i64>> = by_influencer(&points, 2)
+            .map(|b| b.iter().map(|p| p.pk).collect())
+            .collect();
+        assert_eq!(sizes, vec![vec![1, 1, 1], vec![2, 3, 3], vec![4]]);
+        assert_eq!(by_influencer(&points, 100).count(), 1);
+        assert_eq!(by_influencer(&[], 10).count(), 0);
     }
 }

@@ -52,10 +52,7 @@ pub(crate) async fn try_lock(
 /// ranking, then compaction and retention in the background (they may take longer than a
 /// minute).
 pub async fn run_minutely(pool: PgPool, storage: StorageSettings, shutdown: CancellationToken) {
-    let (retention, pace) = (
-        storage.retention,
-        compaction::Pace::new(storage.compaction_pace),
-    );
+    let (retention, budget) = (storage.retention, compaction::Budget::of(&storage));
     let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
@@ -87,7 +84,7 @@ pub async fn run_minutely(pool: PgPool, storage: StorageSettings, shutdown: Canc
         if maintenance.as_ref().is_none_or(|task| task.is_finished()) {
             let pool = pool.clone();
             maintenance = Some(tokio::spawn(async move {
-                if let Err(e) = compaction::run(&pool, pace, &mut |_| {}).await {
+                if let Err(e) = compaction::run(&pool, budget, &mut |_| {}).await {
                     tracing::warn!(error = format!("{e:#}"), "cannot compact closed hours");
                 }
                 if let Err(e) = retention::apply(&pool, retention).await {

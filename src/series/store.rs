@@ -49,6 +49,20 @@ impl From<&RawRow> for RawPoint {
     }
 }
 
+impl From<&crate::model::Point> for RawPoint {
+    fn from(p: &crate::model::Point) -> Self {
+        Self {
+            influencer_id: p.pk,
+            point: SeriesPoint {
+                slot_ms: p.slot_ms,
+                follower_count: p.follower_count,
+                following_count: p.following_count,
+            },
+            lateness_ms: (p.fetched_ms - p.slot_ms).clamp(0, i32::MAX as i64) as i32,
+        }
+    }
+}
+
 /// A segment as written: its period, its points' summary and lateness, and its bytes.
 #[derive(Debug, Clone)]
 pub struct Segment {

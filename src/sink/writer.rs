@@ -172,7 +172,7 @@ async fn store_points(
     points: impl Iterator<Item = Point>,
     columns: &Columns,
 ) -> Result<u64, sqlx::Error> {
-    let copy = copy_binary(points);
+    let copy = crate::db::copy::encode(points);
     let mut savepoint = tx.begin().await?;
     let copied = async {
         let mut sink = savepoint
@@ -222,36 +222,6 @@ async fn store_points(
     }
 }
 
-/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-const POSTGRES_EPOCH_US: i64 = 946_684_800_000_000;
-
-/// Points in PostgreSQL's binary COPY format: a header, one tuple per point (five fields:
-/// int8, timestamptz, timestamptz, int4, int4, each preceded by its length), a trailer.
-pub fn copy_binary(points: impl Iterator<Item = Point>) -> Vec<u8> {
-    let (lower, _) = points.size_hint();
-    let mut out = Vec::with_capacity(19 + lower * 50 + 2);
-    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    out.extend_from_slice(&0i32.to_be_bytes()); // flags
-    out.extend_from_slice(&0i32.to_be_bytes()); // header extension length
-    for p in points {
-        out.extend_from_slice(&5i16.to_be_bytes());
-        for bytes in [
-            p.pk.to_be_bytes(),
-            (p.slot_ms * 1000 - POSTGRES_EPOCH_US).to_be_bytes(),
-            (p.fetched_ms * 1000 - POSTGRES_EPOCH_US).to_be_bytes(),
-        ] {
-            out.extend_from_slice(&8i32.to_be_bytes());
-            out.extend_from_slice(&bytes);
-        }
-        for count in [p.follower_count, p.following_count] {
-            out.extend_from_slice(&4i32.to_be_bytes());
-            out.extend_from_slice(&count.to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out
-}
-
 /// The SQLSTATE class sqlx has no error kind for that is about the data: a data exception (a
 /// value out of range, a malformed value).
 const DATA_EXCEPTION: &str = "22";
@@ -269,46 +239,5 @@ pub fn is_data_error(e: &sqlx::Error) -> bool {
         }
         sqlx::Error::Encode(_) | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => true,
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_binary_has_the_header_one_tuple_per_point_and_the_trailer() {
-        let point = Point {
-            pk: 1_000_001,
-            slot_ms: 946_684_800_000 + 1500, // 2000-01-01 00:00:01.5 UTC
-            fetched_ms: 946_684_800_000 + 1750,
-            follower_count: 57_166,
-            following_count: 1_328,
-        };
-        let bytes = copy_binary([point, point].into_iter());
-        assert_eq!(&bytes[..11], b"PGCOPY\n\xff\r\n\0");
-        assert_eq!(bytes.len(), 19 + 2 * (2 + 3 * 12 + 2 * 8) + 2);
-        let tuple = &bytes[19..19 + 54];
-        assert_eq!(i16::from_be_bytes([tuple[0], tuple[1]]), 5);
-        assert_eq!(i32::from_be_bytes(tuple[2..6].try_into().unwrap()), 8);
-        assert_eq!(
-            i64::from_be_bytes(tuple[6..14].try_into().unwrap()),
-            1_000_001
-        );
-        // Microseconds since 2000-01-01.
-        assert_eq!(
-            i64::from_be_bytes(tuple[18..26].try_into().unwrap()),
-            1_500_000
-        );
-        assert_eq!(
-            i64::from_be_bytes(tuple[30..38].try_into().unwrap()),
-            1_750_000
-        );
-        assert_eq!(
-            i32::from_be_bytes(tuple[42..46].try_into().unwrap()),
-            57_166
-        );
-        assert_eq!(i32::from_be_bytes(tuple[50..54].try_into().unwrap()), 1_328);
-        assert_eq!(&bytes[bytes.len() - 2..], &(-1i16).to_be_bytes());
     }
 }

@@ -15,6 +15,8 @@ use sqlx::{
 
 use crate::config::{DatabaseSettings, ServiceUrl};
 
+pub mod copy;
+
 /// The SQL files of `migrations/`, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
