@@ -82,6 +82,52 @@ fn copy_buffer_5000(bencher: Bencher) {
     bencher.bench_local(|| copy::encode(black_box(&batch).iter().copied()));
 }
 
+/// Compaction's read: 5,000 rows of a closed chunk out of PostgreSQL's binary COPY, a row per
+/// protocol message as sqlx hands them over (an hour of 1,000,000 influencers is 12,000 of
+/// these).
+#[divan::bench]
+fn copy_decode_5000(bencher: Bencher) {
+    let bytes = copy::encode(points(5000).into_iter());
+    let (header, rows) = bytes.split_at(19);
+    let messages: Vec<&[u8]> = std::iter::once(header).chain(rows.chunks(54)).collect();
+    bencher.bench_local(|| {
+        let mut decoder = copy::Decoder::default();
+        let mut out = Vec::with_capacity(5000);
+        for message in black_box(&messages) {
+            decoder.feed(message, &mut out).expect("valid rows");
+        }
+        decoder.finish().expect("a trailer");
+        out
+    });
+}
+
+/// The API's answer to one influencer's day of raw points (1,440), as JSON.
+#[divan::bench]
+fn range_answer_json_one_day(bencher: Bencher) {
+    use influencer_analytics::{
+        api::influencers::{Points, RangeAnswer, RawPoint},
+        series::SeriesPoint,
+    };
+    let day: Vec<RawPoint> = (0..1440)
+        .map(|i| {
+            RawPoint::from(SeriesPoint {
+                slot_ms: NOW_MS + i * 60_000,
+                follower_count: 5_000_000 + (i as i32 * 7919) % 20_000,
+                following_count: 1_000 + (i as i32 * 31) % 200,
+            })
+        })
+        .collect();
+    let answer = RangeAnswer {
+        influencer_id: 1_000_001,
+        username: "influencer-1000001".into(),
+        start_time: NOW_MS / 1000,
+        end_time: NOW_MS / 1000 + 86_340,
+        step: None,
+        points: Points::Raw(day),
+    };
+    bencher.bench_local(|| serde_json::to_vec(black_box(&answer)).expect("serializable"));
+}
+
 /// The spike detector on one influencer's day (1,440 points).
 #[divan::bench]
 fn spike_judge_one_day(bencher: Bencher) {

@@ -133,6 +133,31 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Whether `e`, or an error it wraps, is a TLS handshake that refused the peer's certificate
+/// (an issuer not trusted, a name that does not match, an expired one): what a client meets
+/// when a CA of the operator's own signed the server's certificate. Handshake errors come
+/// wrapped in I/O errors, whose `source` skips the error they hold, so those are opened too.
+pub fn is_refused_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if matches!(
+            err.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && is_refused_certificate(inner)
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +171,25 @@ mod tests {
     fn self_signed() -> (String, String) {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         (cert.cert.pem(), cert.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn a_refused_certificate_is_found_inside_the_errors_that_wrap_it() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connecting failed")]
+        struct Connecting(#[source] std::io::Error);
+        let refused = || rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = || std::io::Error::new(std::io::ErrorKind::InvalidData, refused());
+        assert!(is_refused_certificate(&refused()));
+        assert!(is_refused_certificate(&io()));
+        assert!(is_refused_certificate(&Connecting(io())));
+        let other = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::General("the word certificate is not enough".into()),
+        );
+        assert!(!is_refused_certificate(&Connecting(other)));
+        let refused_connection = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!is_refused_certificate(&refused_connection));
     }
 
     #[test]

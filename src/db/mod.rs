@@ -117,8 +117,7 @@ fn connect_options(url: &ServiceUrl) -> anyhow::Result<PgConnectOptions> {
 
 fn unreachable_database(url: &ServiceUrl, e: sqlx::Error) -> anyhow::Error {
     // A certificate the client does not trust comes as an I/O error from the handshake.
-    let tls_failed = matches!(e, sqlx::Error::Tls(_))
-        || matches!(&e, sqlx::Error::Io(io) if io.to_string().contains("certificate"));
+    let tls_failed = matches!(e, sqlx::Error::Tls(_)) || crate::tls::is_refused_certificate(&e);
     let hint = match &e {
         _ if tls_failed => {
             "the TLS handshake failed: if a CA of your own signed the server's certificate, name its PEM file with sslrootcert=<file> in DATABASE_URL"

@@ -310,7 +310,7 @@ async fn connect(settings: &BrokerSettings) -> anyhow::Result<Connection> {
     };
     match tokio::time::timeout(Duration::from_secs(10), connecting).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) if url.url().scheme() == "amqps" && e.to_string().contains("certificate") => {
+        Ok(Err(e)) if crate::tls::is_refused_certificate(&e) => {
             bail!(
                 "cannot reach RabbitMQ at {url} ({e}); if a CA of your own signed the broker's certificate, name its PEM file with AMQP_CA_FILE"
             )

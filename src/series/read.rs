@@ -281,12 +281,6 @@ pub async fn buckets(
     Err(ReadError::Changed(influencer_id))
 }
 
-/// Either a point or a whole segment's summary, in time order.
-enum Item {
-    Point(SeriesPoint),
-    Whole(i64, i64, Summary),
-}
-
 fn fold_buckets(
     rows: Vec<SummarizedRow>,
     hot_points: &[SeriesPoint],
@@ -295,7 +289,8 @@ fn fold_buckets(
     step_ms: i64,
 ) -> Result<Option<Vec<BucketStats>>, ReadError> {
     let mut decoded = Vec::new();
-    let mut items = Vec::new();
+    // Segments answered by their summary: (period start, span, summary), in time order.
+    let mut wholes = Vec::new();
     for row in rows {
         match &row.data {
             Some(data) => decoded.extend(codec::decode(data)?),
@@ -311,39 +306,38 @@ fn fold_buckets(
                     return Ok(None);
                 }
                 let start = row.period_start.timestamp_millis();
-                items.push(Item::Whole(
-                    start,
-                    row.period_end.timestamp_millis() - start,
-                    summary,
-                ));
+                wholes.push((start, row.period_end.timestamp_millis() - start, summary));
             }
         }
     }
     // Segments come in period order and never overlap, so their points are in slot order
-    // already; sort only if that ever stops holding. Then points and whole segments are merged
-    // by time (no sort of the whole list: a month at step=1h is 43,200 points).
+    // already; sort only if that ever stops holding. Then points and whole segments are folded
+    // into buckets in time order, taken from the two lists as they come (a month at step=1h
+    // is 43,200 points: no list of both is built).
     if !decoded.is_sorted_by_key(|p| p.slot_ms) {
         decoded.sort_by_key(|p| p.slot_ms);
     }
-    let points = merge(decoded, hot_points.to_vec(), start_ms, end_ms);
-    let time = |item: &Item| match item {
-        Item::Point(p) => p.slot_ms,
-        Item::Whole(_, _, s) => s.first_slot_ms,
-    };
-    let wholes = std::mem::take(&mut items);
-    items.reserve(wholes.len() + points.len());
+    let mut points = merge(decoded, hot_points.to_vec(), start_ms, end_ms)
+        .into_iter()
+        .peekable();
     let mut wholes = wholes.into_iter().peekable();
-    for p in points {
-        while let Some(w) = wholes.next_if(|w| time(w) < p.slot_ms) {
-            items.push(w);
-        }
-        items.push(Item::Point(p));
-    }
-    items.extend(wholes);
     let mut out = Vec::new();
     let mut current: Option<(i64, Aggregate)> = None;
-    for item in &items {
-        let bucket = bucket_of(time(item), step_ms);
+    loop {
+        // A whole segment goes before a point only if it starts before it.
+        let whole_first = match (wholes.peek(), points.peek()) {
+            (Some((_, _, s)), Some(p)) => s.first_slot_ms < p.slot_ms,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let time = if whole_first {
+            wholes.peek().map(|(_, _, s)| s.first_slot_ms)
+        } else {
+            points.peek().map(|p| p.slot_ms)
+        }
+        .expect("peeked above");
+        let bucket = bucket_of(time, step_ms);
         if current.as_ref().is_none_or(|(b, _)| *b != bucket) {
             if let Some((b, acc)) = current.take() {
                 out.extend(acc.bucket(b));
@@ -351,9 +345,11 @@ fn fold_buckets(
             current = Some((bucket, Aggregate::default()));
         }
         let acc = &mut current.as_mut().expect("set above").1;
-        match item {
-            Item::Point(p) => acc.add_point(p),
-            Item::Whole(start, span, s) => acc.add_summary(*start, *span, s),
+        if whole_first {
+            let (start, span, summary) = wholes.next().expect("peeked");
+            acc.add_summary(start, span, &summary);
+        } else {
+            acc.add_point(&points.next().expect("peeked"));
         }
     }
     if let Some((b, acc)) = current {
