@@ -105,13 +105,19 @@ impl From<series::BucketStats> for Bucket {
     }
 }
 
-/// The registry row of an influencer, or 404.
+/// The registry name of an influencer (kept once read: [`super::USERNAMES_KEPT`]), or 404.
 async fn username(state: &ApiState, id: i64) -> Result<String, ApiError> {
-    sqlx::query_scalar("select username from influencers where influencer_id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::never_tracked(id))
+    if let Some(name) = state.usernames.get(&id) {
+        return Ok(name.to_string());
+    }
+    let name: String =
+        sqlx::query_scalar("select username from influencers where influencer_id = $1")
+            .bind(id)
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or_else(|| ApiError::never_tracked(id))?;
+    state.usernames.insert(id, name.as_str().into());
+    Ok(name)
 }
 
 impl From<crate::series::SeriesPoint> for RawPoint {

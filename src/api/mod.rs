@@ -12,7 +12,7 @@ pub mod limits;
 pub mod params;
 pub mod population;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use sqlx::PgPool;
@@ -60,7 +60,15 @@ pub struct ApiState {
     /// Whether `/metrics` is served with the API; false when it listens on an address of its
     /// own (`serve`'s `METRICS_ADDR`).
     pub metrics_with_api: bool,
+    /// Usernames of registered influencers, kept once read ([`USERNAMES_KEPT`]).
+    pub usernames: moka::sync::Cache<i64, Arc<str>>,
 }
+
+/// How many usernames the API keeps, so that a range costs one statement fewer: an influencer
+/// is never renamed nor removed from the registry, so a name once read stays true. An id not
+/// registered is looked up again every time (a seed may register it at any moment). About
+/// 100 bytes a name: 10 MB.
+pub const USERNAMES_KEPT: u64 = 100_000;
 
 impl ApiState {
     /// The state of an API reading `pool`, whose points are `interval` apart.
@@ -72,6 +80,7 @@ impl ApiState {
             health: RoleHealth::default(),
             limits: limits::Limits::default(),
             metrics_with_api: true,
+            usernames: moka::sync::Cache::new(USERNAMES_KEPT),
         }
     }
 

@@ -115,6 +115,11 @@ pub async fn run(
             (cpu_mine + cpu_database) * 1e6 / points as f64,
             "s",
         )
+        .info(
+            "share of the time resting (the pace's rests ÷ the time)",
+            pass.rested.as_secs_f64() / seconds,
+            "ratio",
+        )
         .info("points compacted", pass.hour_points as f64, "points")
         .info("points per second", points as f64 / seconds, "points/s")
         .info(

@@ -71,8 +71,10 @@ impl Pace {
         worked.mul_f64((1.0 - self.0) / self.0)
     }
 
-    async fn rest(self, worked: Duration) {
+    /// Rests after a step that took `worked`, adding the rest to `rested`.
+    async fn rest(self, worked: Duration, rested: &mut Duration) {
         let rest = self.rest_after(worked);
+        *rested += rest;
         if !rest.is_zero() {
             tokio::time::sleep(rest).await;
         }
@@ -114,6 +116,8 @@ pub struct PassReport {
     pub days: u64,
     pub segments: u64,
     pub bytes: u64,
+    /// The rests the pace took between steps.
+    pub rested: Duration,
 }
 
 /// How compaction stands.
@@ -270,9 +274,10 @@ async fn pass(
     let mut report = PassReport::default();
     for chunk in chunks(pool, true).await? {
         let started = Instant::now();
-        let Some(ChunkReport { hour, late }) = compact_chunk(pool, &chunk, budget)
-            .await
-            .with_context(|| format!("cannot compact chunk {}", chunk.chunk_name))?
+        let Some(ChunkReport { hour, late }) =
+            compact_chunk(pool, &chunk, budget, &mut report.rested)
+                .await
+                .with_context(|| format!("cannot compact chunk {}", chunk.chunk_name))?
         else {
             tracing::info!(
                 chunk = chunk.chunk_name,
@@ -301,7 +306,7 @@ async fn pass(
         let hour_start = chunk.range_start.format("%Y-%m-%d %H:00");
         progress(&done(format!("hour {hour_start} compacted"), hour, started));
     }
-    let late = merge_late_points(pool, budget.pace).await?;
+    let late = merge_late_points(pool, budget.pace, &mut report.rested).await?;
     if late.points + late.duplicates > 0 {
         report.merged_late(late);
         progress(&format!(
@@ -316,7 +321,7 @@ async fn pass(
     };
     for day in due {
         let started = Instant::now();
-        let m = merge_day(pool, day, budget.pace).await?;
+        let m = merge_day(pool, day, budget.pace, &mut report.rested).await?;
         report.days += 1;
         report.wrote("day", m);
         tracing::info!(day = %day.date_naive(), segments = m.segments, bytes = m.bytes, seconds = started.elapsed().as_secs_f64(), "day merged");
@@ -345,6 +350,7 @@ async fn compact_chunk(
     pool: &PgPool,
     chunk: &Chunk,
     budget: Budget,
+    rested: &mut Duration,
 ) -> anyhow::Result<Option<ChunkReport>> {
     let table = format!(
         "{}.{}",
@@ -374,12 +380,12 @@ async fn compact_chunk(
         let step = Instant::now();
         let mut points = read_pass(&mut tx, &table, (pass, passes), expected).await?;
         points.sort_unstable_by_key(|p| (p.pk, p.slot_ms));
-        budget.pace.rest(step.elapsed()).await;
+        budget.pace.rest(step.elapsed(), rested).await;
         for batch in by_influencer(&points, POINTS_PER_MERGE) {
             let step = Instant::now();
             let batch: Vec<RawPoint> = batch.iter().map(RawPoint::from).collect();
             total += store::merge(&mut tx, &batch, look_up).await?;
-            budget.pace.rest(step.elapsed()).await;
+            budget.pace.rest(step.elapsed(), rested).await;
         }
     }
     // The late points of this hour join it now (they may repeat a slot of the chunk).
@@ -416,9 +422,9 @@ async fn compact_chunk(
 /// hour lie on 60 pages among a million influencers' rows: read influencer by influencer
 /// through the index, every point cost PostgreSQL a page (bench compaction: 140 s of its CPU
 /// for an hour of 1,000,000 influencers). The shares are ids modulo the number of passes,
-/// which spreads any set of ids evenly, [`Budget::pass_points`] points a pass; the count comes from the chunk's size on disk (rows of
-/// fixed size, so always current, where the planner's row estimate may date from early in the
-/// hour).
+/// which spreads any set of ids evenly, [`Budget::pass_points`] points a pass. The count comes
+/// from the chunk's size on disk (rows of fixed size, so always current, where the planner's
+/// row estimate may date from early in the hour).
 fn passes_for(bytes: i64, pass_points: usize) -> i64 {
     let rows = bytes.max(0) as u64 / HEAP_BYTES_PER_ROW as u64;
     rows.div_ceil(pass_points.max(1) as u64).max(1) as i64
@@ -484,7 +490,11 @@ async fn merge_rows(
 }
 
 /// Merges late points whose hour has no chunk any more, a batch per transaction.
-async fn merge_late_points(pool: &PgPool, pace: Pace) -> anyhow::Result<MergeReport> {
+async fn merge_late_points(
+    pool: &PgPool,
+    pace: Pace,
+    rested: &mut Duration,
+) -> anyhow::Result<MergeReport> {
     let remaining = chunks(pool, false).await?;
     let starts: Vec<DateTime<Utc>> = remaining.iter().map(|c| c.range_start).collect();
     let ends: Vec<DateTime<Utc>> = remaining.iter().map(|c| c.range_end).collect();
@@ -512,7 +522,7 @@ async fn merge_late_points(pool: &PgPool, pace: Pace) -> anyhow::Result<MergeRep
         if (rows.len() as i64) < LATE_POINTS_PER_BATCH {
             return Ok(total);
         }
-        pace.rest(step.elapsed()).await;
+        pace.rest(step.elapsed(), rested).await;
     }
 }
 
@@ -532,7 +542,12 @@ async fn days_due(pool: &PgPool) -> sqlx::Result<Vec<DateTime<Utc>>> {
     .await
 }
 
-async fn merge_day(pool: &PgPool, day: DateTime<Utc>, pace: Pace) -> anyhow::Result<MergeReport> {
+async fn merge_day(
+    pool: &PgPool,
+    day: DateTime<Utc>,
+    pace: Pace,
+    rested: &mut Duration,
+) -> anyhow::Result<MergeReport> {
     let day_ms = day.timestamp_millis();
     debug_assert_eq!(day_ms % DAY_MS, 0);
     let mut total = MergeReport::default();
@@ -563,7 +578,7 @@ async fn merge_day(pool: &PgPool, day: DateTime<Utc>, pace: Pace) -> anyhow::Res
         if last.is_none() {
             return Ok(total);
         }
-        pace.rest(step.elapsed()).await;
+        pace.rest(step.elapsed(), rested).await;
     }
 }
 

@@ -663,6 +663,21 @@ async fn a_range_without_times_always_answers_and_an_unknown_influencer_is_a_404
         .await;
 }
 
+/// The API keeps the names of registered influencers, never the absence of one: an
+/// influencer registered after a 404 is answered at once, and a kept name is the registry's.
+#[tokio::test]
+async fn an_influencer_registered_after_a_404_is_answered_at_once() {
+    let api = TestApi::start().await;
+    let range = "/influencer_analytics/1000009?start_time=0&end_time=60";
+    api.problem(range, StatusCode::NOT_FOUND).await;
+    api.register(1_000_009).await;
+    for _ in 0..2 {
+        let (status, _, body) = api.get(range).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["username"], "influencer-1000009", "{body}");
+    }
+}
+
 /// Issue 18: a rank cursor past i32 was truncated (`as i32`) and the list started again.
 #[tokio::test]
 async fn a_leaderboard_cursor_past_every_rank_is_an_empty_page() {

@@ -578,8 +578,12 @@ fn quick_sink_storage_and_compaction_benchmarks_write_reports_whose_goals_follow
         (figure("points per second") * seconds / 1_200_000.0 - 1.0).abs() < 0.01,
         "{seconds}"
     );
-    // Working half the time (six reads, five rests) on two cores: at most 2 × 6/11 cores.
-    assert!(cores < 1.15, "{cores}");
+    // The pace applied: at 0.5, the rests fill about half the time (a little less: a step
+    // is timed from its query, and the work between steps goes untimed). The cores figure
+    // counts every PostgreSQL process, so beside the other tests of this suite it measures
+    // their load too (1.28 cores in one CI run, against 0.43-0.45 alone): no bound on it here.
+    let resting = figure("share of the time resting (the pace's rests ÷ the time)");
+    assert!((0.35..=0.5).contains(&resting), "{resting}");
     assert_eq!(compaction[minutes]["met"], scaled <= 5.0);
     assert!(figure("hour segment bytes a point (the encoded data only)") > 1.0);
 }
