@@ -150,7 +150,13 @@ fn hostile_requests_never_get_a_500_and_always_a_problem_that_explains() {
         });
         let took = started.elapsed();
         *statuses.borrow_mut().entry(status.as_u16()).or_default() += 1;
-        let shown = &path[..path.len().min(200)];
+        // The first 200 bytes of the path, cut where a character ends (paths may hold
+        // multi-byte characters; a cut inside one panicked).
+        let mut end = path.len().min(200);
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        let shown = &path[..end];
         {
             let mut costliest = costliest.borrow_mut();
             costliest.0 = costliest.0.max(took);
