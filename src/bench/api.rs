@@ -1,9 +1,11 @@
 //! `bench api`: the query API under load, served by a `serve` process of its own.
 //!
 //! - Range: one influencer, one day at 1-minute points (1,440 points), with 100,000,000 points
-//!   stored (1,000,000 with `--quick`), at 50 concurrent clients: p50/p99, and the ratio to the
-//!   same SQL run directly at the same concurrency (the SQL's own time, with the same pool
-//!   size). Goals: p99 ≤ 20 ms, ratio ≤ 1.5.
+//!   stored (1,000,000 with `--quick`), 50 concurrent clients. At a fixed load of
+//!   [`FIXED_RATE`] requests a second (the issue's "≥ 2,000 requests/s"): p99 ≤ 20 ms, latency
+//!   counted from when each request was due. At full speed (each client's next request as
+//!   soon as its answer is in): the most the box answers, and the ratio of its p50/p99 to the
+//!   same read run directly at the same concurrency with the same pool size (goal ≤ 1.5).
 //! - Rank (`/latest`) and `/average` at 1,000,000 ranked influencers: p99 ≤ 5 ms.
 //!
 //! The data is generated with `generate_series` (minutes, not the pipeline's hours) once, and
@@ -27,6 +29,9 @@ const DAY_START: i64 = 1_767_225_600; // 2026-01-01 00:00 UTC
 const MINUTES: i64 = 1440;
 const RANKED: i64 = 1_000_000;
 const RANGE_CLIENTS: usize = 50;
+/// The fixed load the day range is measured at, in requests a second: the goal's 2,000 and a
+/// margin, so that a run that keeps it shows ≥ 2,000 answered (`--quick`: a tenth).
+const FIXED_RATE: f64 = 2_100.0;
 const POINT_CLIENTS: usize = 4;
 /// The range and its SQL alternate this many times, each for 1/ROUNDS of the duration.
 const ROUNDS: u32 = 4;
@@ -106,6 +111,24 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         }
     }
     sql_pool.close().await;
+
+    // The same range at a fixed load, fresh ids again.
+    let fixed_rate = if quick { FIXED_RATE / 10.0 } else { FIXED_RATE };
+    let base = server_base.clone();
+    let mut fixed = load::run_at_rate(
+        RANGE_CLIENTS,
+        fixed_rate,
+        duration / 2,
+        move |client, i| {
+            format!(
+                "{base}/influencer_analytics/{}?start_time={DAY_START}&end_time={}",
+                range_id(u64::from(ROUNDS) * 2, client, i, with_points),
+                DAY_START + MINUTES * 60 - 60
+            )
+        },
+        load::success,
+    )
+    .await?;
     let (api_p50, api_p99) = (
         quantile(&mut api.latencies, 0.5),
         quantile(&mut api.latencies, 0.99),
@@ -168,7 +191,8 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     .await?;
     server.stop();
     pool.close().await;
-    let errors = api.errors + latest.errors + average.errors;
+    let half = seconds as f64 / 2.0;
+    let errors = api.errors + fixed.errors + latest.errors + average.errors;
     if errors > 0 {
         bail!("{errors} requests failed during the benchmark");
     }
@@ -178,19 +202,31 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         quick,
         format!(
             "{points} points stored ({with_points} influencers × {MINUTES} minutes, 1-hour chunks); {RANKED} influencers ranked; the day compacted into day segments (the cold tier) before the run. \
-             Range: GET /influencer_analytics/{{random id}} for one whole day (1,440 points, raw), {RANGE_CLIENTS} clients for {seconds} s, \
-             and the same read without HTTP (the username, then series::read::points: the hot tables and the segments, decoded) at the same concurrency, in {ROUNDS} alternating rounds with fresh ids each, both through {connections} database connections (DATABASE_POOL_SIZE). Rank (/latest) and /average: {POINT_CLIENTS} clients. \
+             Range: GET /influencer_analytics/{{random id}} for one whole day (1,440 points, raw), {RANGE_CLIENTS} clients: for {half} s at a fixed {fixed_rate} requests/s (latency from when each was due), and for {seconds} s at full speed, \
+             alternating with the same read without HTTP (series::read::points: both tiers, decoded; the API keeps usernames it has read) at the same concurrency, in {ROUNDS} rounds with fresh ids each, both through {connections} database connections (DATABASE_POOL_SIZE). Rank (/latest) and /average: {POINT_CLIENTS} clients. \
              The load generator, the API and PostgreSQL share the box's 2 cores."
         ),
     );
     report
         .goal(
-            "range p99 (50 clients)",
-            ms(api_p99),
+            "range p99 at a fixed load (50 clients)",
+            ms(quantile(&mut fixed.latencies, 0.99)),
             "ms",
             Goal::AtMost(20.0),
         )
-        .info("range p50 (50 clients)", ms(api_p50), "ms")
+        .info(
+            "range p50 at a fixed load",
+            ms(quantile(&mut fixed.latencies, 0.5)),
+            "ms",
+        )
+        .goal(
+            "range requests/s answered at the fixed load",
+            fixed.rate(),
+            "req/s",
+            Goal::AtLeast(if quick { 200.0 } else { 2_000.0 }),
+        )
+        .info("range p99 at full speed (50 clients)", ms(api_p99), "ms")
+        .info("range p50 at full speed (50 clients)", ms(api_p50), "ms")
         .ratio(
             "range p99 ÷ direct read p99",
             ms(api_p99) / ms(sql_p99),
@@ -203,7 +239,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             ms(sql_p50),
             Goal::AtMost(1.5),
         )
-        .info("range requests/s", api.rate(), "req/s");
+        .info("range requests/s at full speed", api.rate(), "req/s");
     for (days, step, p50, p99, rate) in &long {
         report
             .goal(
@@ -241,7 +277,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     Ok(report)
 }
 
-/// The API's two statements for a range request, run directly by `RANGE_CLIENTS` tasks.
+/// The API's read for a range request, run directly by `RANGE_CLIENTS` tasks.
 async fn sql_load(
     pool: &PgPool,
     seed: u64,
@@ -259,11 +295,6 @@ async fn sql_load(
                 let id = range_id(seed, client, i, with_points);
                 i += 1;
                 let sent = Instant::now();
-                let _: Option<String> =
-                    sqlx::query_scalar("select username from influencers where influencer_id = $1")
-                        .bind(id)
-                        .fetch_optional(&pool)
-                        .await?;
                 let rows = crate::series::read::points(&pool, id, start, end).await?;
                 std::hint::black_box(rows);
                 latencies.push(sent.elapsed());

@@ -1,5 +1,7 @@
-//! A small HTTP load generator: `clients` keep-alive clients, each sending its next request as
-//! soon as the previous answer is read, for a fixed time. Latencies are measured per request.
+//! A small HTTP load generator: `clients` keep-alive clients for a fixed time, either each
+//! sending its next request as soon as the previous answer is read ([`run`]: the most the
+//! server can answer, where latency is only queueing, clients ÷ rate), or together at a fixed
+//! rate ([`run_at_rate`]: the latency a given load meets). Latencies are measured per request.
 
 use std::{
     sync::Arc,
@@ -27,11 +29,54 @@ impl Load {
     }
 }
 
-/// Sends GETs to the URLs `url(i)` gives (i counts requests per client) for `duration`.
-/// A non-2xx answer counts as an error unless `ok_status` accepts it.
+/// Sends GETs to the URLs `url(i)` gives (i counts requests per client) for `duration`, each
+/// client its next as soon as it has read the previous answer. A non-2xx answer counts as an
+/// error unless `ok_status` accepts it.
 pub async fn run<F>(
     clients: usize,
     duration: Duration,
+    url: F,
+    ok_status: fn(u16) -> bool,
+) -> anyhow::Result<Load>
+where
+    F: Fn(usize, u64) -> String + Send + Sync + 'static,
+{
+    drive(clients, duration, None, url, ok_status).await
+}
+
+/// Like [`run`], but the clients together send `rate` requests a second: client c sends its
+/// i-th request at `(i × clients + c) ÷ rate` seconds from the start, or as soon as its previous
+/// answer is in if that is later. A request's latency counts from the time it was due, not from
+/// when it could be sent, so a server that falls behind is charged the wait it caused (what
+/// wrk2 calls correcting for coordinated omission); the achieved rate ([`Load::rate`]) shows
+/// whether the load was kept.
+pub async fn run_at_rate<F>(
+    clients: usize,
+    rate: f64,
+    duration: Duration,
+    url: F,
+    ok_status: fn(u16) -> bool,
+) -> anyhow::Result<Load>
+where
+    F: Fn(usize, u64) -> String + Send + Sync + 'static,
+{
+    anyhow::ensure!(
+        rate > 0.0,
+        "a fixed-rate load needs a positive rate, not {rate}"
+    );
+    drive(clients, duration, Some(rate), url, ok_status).await
+}
+
+/// When client `client` of `clients` is due to send its `i`-th request at `rate` a second in
+/// all, from the start.
+fn due_after(client: usize, clients: usize, i: u64, rate: f64) -> Duration {
+    Duration::from_secs_f64((i as f64 * clients as f64 + client as f64) / rate)
+}
+
+async fn drive<F>(
+    clients: usize,
+    duration: Duration,
+    rate: Option<f64>,
     url: F,
     ok_status: fn(u16) -> bool,
 ) -> anyhow::Result<Load>
@@ -51,10 +96,21 @@ where
         tasks.push(tokio::spawn(async move {
             let mut load = Load::default();
             let mut i = 0u64;
-            while Instant::now() < deadline {
+            loop {
+                let sent = match rate {
+                    Some(rate) => {
+                        let due = started + due_after(client_no, clients, i, rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
+                // Requests still due when the time is up are not sent (nor counted).
+                if sent >= deadline || Instant::now() >= deadline {
+                    break;
+                }
                 let target = url(client_no, i);
                 i += 1;
-                let sent = Instant::now();
                 match http.get(&target).send().await {
                     Ok(answer) => {
                         let status = answer.status().as_u16();
@@ -91,6 +147,56 @@ pub fn success(status: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_rate_clients_take_turns_at_even_intervals() {
+        // 4 clients at 100 a second: one request every 10 ms, client by client.
+        let dues: Vec<Duration> = (0..2u64)
+            .flat_map(|i| (0..4).map(move |c| due_after(c, 4, i, 100.0)))
+            .collect();
+        let ms: Vec<u128> = dues.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![0, 10, 20, 30, 40, 50, 60, 70]);
+    }
+
+    /// A stand-in server that answers every request after `delay`.
+    async fn slow_server(delay: Duration) -> String {
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || async move {
+                tokio::time::sleep(delay).await;
+                "ok"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn a_server_behind_a_fixed_rate_is_charged_the_wait_it_caused() {
+        // One client due every 10 ms against a server that takes 40 ms: request k is due at
+        // 10k ms but cannot be sent before the k answers ahead of it, at 40k ms or later, so
+        // its latency is at least 30k + 40 ms (sending as soon as possible would measure each
+        // at about 40 ms). None is sent once the time is up.
+        let url = slow_server(Duration::from_millis(40)).await;
+        let at_rate = run_at_rate(
+            1,
+            100.0,
+            Duration::from_millis(400),
+            move |_, _| url.clone(),
+            success,
+        )
+        .await
+        .unwrap();
+        assert_eq!(at_rate.errors, 0);
+        let n = at_rate.latencies.len();
+        assert!((3..=11).contains(&n), "{n} requests");
+        for (k, latency) in at_rate.latencies.iter().enumerate() {
+            let floor = Duration::from_millis(30 * k as u64 + 40);
+            assert!(*latency >= floor, "request {k}: {latency:?} < {floor:?}");
+        }
+    }
 
     #[test]
     fn rounds_absorbed_into_one_load_give_the_rate_over_their_summed_time() {

@@ -48,13 +48,21 @@ pub async fn open_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 
 /// A pool of `settings.database_pool_size` connections made with `options`.
 async fn pool_of(settings: &DatabaseSettings, options: PgConnectOptions) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(settings.database_pool_size as u32)
-        .acquire_timeout(Duration::from_secs(10))
+    pool_options(settings)
         .connect_with(options)
         .await
         .map_err(|e| unreachable_database(&settings.database_url, e))
 }
+
+fn pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.database_pool_size as u32)
+        .acquire_timeout(Duration::from_secs(10))
+}
+
+/// How long an API connection may have been idle before it is checked (a round trip) on its
+/// way out of the pool.
+pub const API_CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// The query API's pool: like [`open_pool`] (without migrating), but PostgreSQL cancels any
 /// statement of it that runs longer than `statement_timeout`, so no request holds a
@@ -68,6 +76,11 @@ async fn pool_of(settings: &DatabaseSettings, options: PgConnectOptions) -> anyh
 /// plan, whose chunks TimescaleDB excludes when it starts. The API's statements are short
 /// reads by key and bounded range, so a generic plan fits them all; the pipeline's other
 /// statements keep PostgreSQL's choice.
+///
+/// A connection is checked on its way out of the pool only if it sat idle for longer than
+/// [`API_CHECK_AFTER_IDLE`] (one that broke while idle, a database restart say, is replaced
+/// then): a connection in steady use answered a moment ago, and checking it anyway cost a round
+/// trip to PostgreSQL for every statement.
 pub async fn open_api_pool(
     settings: &DatabaseSettings,
     statement_timeout: Duration,
@@ -79,7 +92,19 @@ pub async fn open_api_pool(
         ),
         ("plan_cache_mode", "force_generic_plan".to_string()),
     ]);
-    pool_of(settings, options).await
+    pool_options(settings)
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for > API_CHECK_AFTER_IDLE {
+                    sqlx::Connection::ping(connection).await?;
+                }
+                Ok(true)
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(|e| unreachable_database(&settings.database_url, e))
 }
 
 enum ProbeError {

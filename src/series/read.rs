@@ -1,16 +1,18 @@
 //! The one read path: an influencer's points over a range, raw or in buckets, its gaps, and
 //! many influencers' points over a window, from both tiers.
 //!
-//! The hot tier is read first, then the cold one. A compaction that commits between the two
-//! reads moves points the first read saw into segments the second one sees: the same slots
-//! twice, answered once. The other order would miss them.
+//! Raw ranges read both tiers in one statement, so in one snapshot. Bucketed ranges read the
+//! hot tier first (the cold read needs to know which hours have hot points), then the cold
+//! one: a compaction that commits between the two reads moves points the first read saw into
+//! segments the second one sees, the same slots twice, answered once. The other order would
+//! miss them.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{Aggregate, BucketStats, HOUR_MS, SeriesPoint, Summary, bucket_of, codec};
+use super::{Aggregate, BucketStats, DAY_MS, HOUR_MS, SeriesPoint, Summary, bucket_of, codec};
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +31,6 @@ fn at(ms: i64) -> DateTime<Utc> {
 
 #[derive(sqlx::FromRow)]
 struct HotRow {
-    influencer_id: i64,
     slot: DateTime<Utc>,
     follower_count: i32,
     following_count: i32,
@@ -45,43 +46,28 @@ impl HotRow {
     }
 }
 
-/// Raw points of the influencers in `ids` (inclusive bounds) over `[start, end]`, both hot
-/// tables.
-const HOT_SQL: &str = "select influencer_id, slot, follower_count, following_count
-     from influencer_metrics
-     where influencer_id >= $1 and influencer_id <= $2 and slot >= $3 and slot <= $4
-     union all
-     select influencer_id, slot, follower_count, following_count
-     from late_points
-     where influencer_id >= $1 and influencer_id <= $2 and slot >= $3 and slot <= $4";
-
-async fn hot(
-    pool: &PgPool,
-    ids: (i64, i64),
-    start_ms: i64,
-    end_ms: i64,
-) -> sqlx::Result<Vec<HotRow>> {
-    sqlx::query_as(HOT_SQL)
-        .bind(ids.0)
-        .bind(ids.1)
-        .bind(at(start_ms))
-        .bind(at(end_ms))
-        .fetch_all(pool)
-        .await
-}
-
-#[derive(sqlx::FromRow)]
-struct SegmentRow {
-    influencer_id: i64,
-    period_start: DateTime<Utc>,
-    data: Vec<u8>,
+/// `select` over both hot tables (`influencer_metrics`, then `late_points`), each with
+/// `condition`, as one `union all`.
+macro_rules! over_both_hot_tables {
+    ($select:literal, $condition:literal) => {
+        concat!(
+            "select ",
+            $select,
+            " from influencer_metrics where ",
+            $condition,
+            " union all select ",
+            $select,
+            " from late_points where ",
+            $condition
+        )
+    };
 }
 
 /// `select` over both cold tables (`influencer_segments`, then `influencer_hour_segments`),
-/// each with `condition`, as one `union all`. Written out rather than through the
-/// `all_segments` view: PostgreSQL planned a read through the view at about 6,000 a second
-/// (pgbench, 16 clients, the bench's 100,000,000 points) and the same union written out at
-/// about 15,000.
+/// each with `condition` and the [`WINDOW`] to be filled in by [`with_window`], as one
+/// `union all`. Written out rather than through the `all_segments` view: PostgreSQL planned a
+/// read through the view at about 6,000 a second (pgbench, 16 clients, the bench's
+/// 100,000,000 points) and the same union written out at about 15,000.
 macro_rules! over_both_cold_tables {
     ($select:literal, $condition:literal) => {
         concat!(
@@ -89,20 +75,88 @@ macro_rules! over_both_cold_tables {
             $select,
             " from influencer_segments where ",
             $condition,
-            " union all select ",
+            " and __WINDOW__ union all select ",
             $select,
             " from influencer_hour_segments where ",
-            $condition
+            $condition,
+            " and __WINDOW__"
         )
     };
 }
 
-/// Segments of the influencers in `ids` overlapping `[start, end]` (a segment spans at most a
-/// day, which lets the chunks of other times be skipped).
-const COLD_SQL: &str = over_both_cold_tables!(
-    "influencer_id, period_start, data_head || data_tail as data",
-    "influencer_id >= $1 and influencer_id <= $2
-       and period_start > $3 - interval '1 day' and period_start <= $4 and period_end > $3"
+/// Where a cold statement's window of period starts goes.
+const WINDOW: &str = "__WINDOW__";
+
+/// The grid the window's bounds are aligned to: `influencer_segments`' chunk interval.
+const WINDOW_GRID_MS: i64 = 28 * DAY_MS;
+
+/// The window of `[start_ms, end_ms]`, epoch ms: from a grid line at or before a day before
+/// the start, to the first grid line after the end (exclusive).
+fn window_bounds(start_ms: i64, end_ms: i64) -> (i64, i64) {
+    (
+        (start_ms - DAY_MS).div_euclid(WINDOW_GRID_MS) * WINDOW_GRID_MS,
+        (end_ms.div_euclid(WINDOW_GRID_MS) + 1) * WINDOW_GRID_MS,
+    )
+}
+
+/// A cold statement with its window: the period starts its range can reach (those after a day
+/// before `start_ms`, up to `end_ms`) widened to the chunk grid and written as constants.
+///
+/// The range's own bounds are parameters, so PostgreSQL cannot tell which chunks they reach
+/// when it plans: every chunk of `influencer_segments` was in the (generic) plan and
+/// TimescaleDB excluded them one by one each time a read started, about 10 µs a chunk (with
+/// 14 chunks, a year's segments, that was most of a day's read: pgbench of it at 16 clients,
+/// 10,000 a second, against 21,000 with 4 chunks and 44,000 on a plain table). Constants it can
+/// use when it plans, so the plan holds the one or two chunks of the window (a year's range,
+/// its fourteen). Aligned to the grid, there are few distinct windows, so few statements to
+/// prepare.
+fn with_window(sql: &str, start_ms: i64, end_ms: i64) -> String {
+    let (low, high) = window_bounds(start_ms, end_ms);
+    sql.replace(
+        WINDOW,
+        &format!(
+            "period_start >= '{}' and period_start < '{}'",
+            at(low).to_rfc3339(),
+            at(high).to_rfc3339()
+        ),
+    )
+}
+
+/// Raw points of one influencer over `[$2, $3]`, both hot tables.
+const HOT_SQL: &str = over_both_hot_tables!(
+    "slot, follower_count, following_count",
+    "influencer_id = $1 and slot >= $2 and slot <= $3"
+);
+
+/// A row of [`RANGE_SQL`]: a hot point, or a segment with its encoded points.
+#[derive(sqlx::FromRow)]
+struct RangeRow {
+    influencer_id: i64,
+    /// The point's slot, or the segment's period start.
+    at: DateTime<Utc>,
+    /// A point's counts (0 for a segment).
+    follower_count: i32,
+    following_count: i32,
+    /// A segment's encoded points; none for a point.
+    data: Option<Vec<u8>>,
+}
+
+/// Everything of the influencers in `ids` (inclusive bounds) over `[start, end]`, both tiers in
+/// one statement, so in one snapshot: a compaction has committed either before it (its
+/// segments are seen, its points are gone) or after it (the other way round), never half, and
+/// the range costs one round trip. Segments overlapping the range are found by their period
+/// start (a segment spans at most a day, which lets the chunks of other times be skipped).
+const RANGE_SQL: &str = concat!(
+    over_both_hot_tables!(
+        "influencer_id, slot as at, follower_count, following_count, null::bytea as data",
+        "influencer_id >= $1 and influencer_id <= $2 and slot >= $3 and slot <= $4"
+    ),
+    " union all ",
+    over_both_cold_tables!(
+        "influencer_id, period_start, 0, 0, data_head || data_tail",
+        "influencer_id >= $1 and influencer_id <= $2
+           and period_start > $3 - interval '1 day' and period_start <= $4 and period_end > $3"
+    )
 );
 
 /// Merges one influencer's hot points into its decoded segment points (both in slot order);
@@ -152,29 +206,27 @@ pub async fn window(
     start_ms: i64,
     end_ms: i64,
 ) -> Result<Vec<(i64, Vec<SeriesPoint>)>, ReadError> {
-    let hot_rows = hot(pool, ids, start_ms, end_ms).await?;
-    let mut cold_rows: Vec<SegmentRow> = sqlx::query_as(COLD_SQL)
+    let sql = with_window(RANGE_SQL, start_ms, end_ms);
+    let mut rows: Vec<RangeRow> = sqlx::query_as(&sql)
         .bind(ids.0)
         .bind(ids.1)
         .bind(at(start_ms))
         .bind(at(end_ms))
         .fetch_all(pool)
         .await?;
-    cold_rows.sort_unstable_by_key(|row| (row.influencer_id, row.period_start));
+    // Segments in period order per influencer (points are sorted in `merge`).
+    rows.sort_unstable_by_key(|row| (row.influencer_id, row.data.is_none(), row.at));
     let mut by_id: BTreeMap<i64, (Vec<SeriesPoint>, Vec<SeriesPoint>)> = BTreeMap::new();
-    for row in &hot_rows {
-        by_id
-            .entry(row.influencer_id)
-            .or_default()
-            .1
-            .push(row.point());
-    }
-    for row in cold_rows {
-        by_id
-            .entry(row.influencer_id)
-            .or_default()
-            .0
-            .extend(codec::decode(&row.data)?);
+    for row in rows {
+        let (cold, hot) = by_id.entry(row.influencer_id).or_default();
+        match &row.data {
+            Some(data) => cold.extend(codec::decode(data)?),
+            None => hot.push(SeriesPoint {
+                slot_ms: row.at.timestamp_millis(),
+                follower_count: row.follower_count,
+                following_count: row.following_count,
+            }),
+        }
     }
     Ok(by_id
         .into_iter()
@@ -253,7 +305,14 @@ pub async fn buckets(
     end_ms: i64,
     step_ms: i64,
 ) -> Result<Vec<BucketStats>, ReadError> {
-    let hot_rows = hot(pool, (influencer_id, influencer_id), start_ms, end_ms).await?;
+    // Both statements on one connection: one acquisition (and its round trips) for the range.
+    let mut connection = pool.acquire().await?;
+    let hot_rows: Vec<HotRow> = sqlx::query_as(HOT_SQL)
+        .bind(influencer_id)
+        .bind(at(start_ms))
+        .bind(at(end_ms))
+        .fetch_all(&mut *connection)
+        .await?;
     let hot_points: Vec<SeriesPoint> = hot_rows.iter().map(HotRow::point).collect();
     let mut hot_hours: Vec<DateTime<Utc>> = hot_points
         .iter()
@@ -263,15 +322,16 @@ pub async fn buckets(
     hot_hours.dedup();
     // Summaries may stand in for segments; if one that came without its data turns out not
     // to fit one bucket after all, read again with every segment's data.
+    let sql = with_window(BUCKETED_COLD_SQL, start_ms, end_ms);
     for use_summaries in [true, false] {
-        let mut rows: Vec<SummarizedRow> = sqlx::query_as(BUCKETED_COLD_SQL)
+        let mut rows: Vec<SummarizedRow> = sqlx::query_as(&sql)
             .bind(influencer_id)
             .bind(at(start_ms))
             .bind(at(end_ms))
             .bind((step_ms / 1000) as f64)
             .bind(use_summaries)
             .bind(&hot_hours)
-            .fetch_all(pool)
+            .fetch_all(&mut *connection)
             .await?;
         rows.sort_unstable_by_key(|row| row.period_start);
         if let Some(answer) = fold_buckets(rows, &hot_points, start_ms, end_ms, step_ms)? {
@@ -442,6 +502,40 @@ mod tests {
             slot_ms,
             follower_count: f,
             following_count: 1,
+        }
+    }
+
+    #[test]
+    fn a_window_holds_every_period_start_its_range_can_reach_on_the_chunk_grid() {
+        let day = DAY_MS;
+        let sql = with_window(
+            RANGE_SQL,
+            1_767_225_600_000,
+            1_767_225_600_000 + day - 60_000,
+        );
+        assert!(!sql.contains(WINDOW));
+        // 2026-01-01: a day before it, 2025-12-31, is in the 28-day window from 2025-12-18 (the
+        // grid counts from 1970-01-01), and the range ends before 2026-01-15.
+        assert_eq!(
+            sql.matches(
+                "period_start >= '2025-12-18T00:00:00+00:00' and period_start < '2026-01-15T00:00:00+00:00'"
+            )
+            .count(),
+            2
+        );
+        for (start, end) in [
+            (0, 0),
+            (WINDOW_GRID_MS, WINDOW_GRID_MS),
+            (WINDOW_GRID_MS + day, WINDOW_GRID_MS + day),
+            (5 * day + 1, 400 * day),
+            (-3 * day, -day),
+        ] {
+            let (low, high) = window_bounds(start, end);
+            // from the earliest period start the range reaches (a segment starting a day
+            // before the start, plus 1 ms) to its end, within a few grid cells
+            assert!(low <= start - day + 1 && end < high, "{start} {end}");
+            assert!(start - day - low < WINDOW_GRID_MS && high - end <= WINDOW_GRID_MS);
+            assert_eq!((low % WINDOW_GRID_MS, high % WINDOW_GRID_MS), (0, 0));
         }
     }
 

@@ -950,3 +950,32 @@ async fn cors_lets_only_the_configured_origins_read_the_api() {
             .contains_key("access-control-allow-origin")
     );
 }
+
+#[tokio::test]
+async fn an_api_connection_broken_while_idle_is_replaced_before_a_request_uses_it() {
+    use influencer_analytics::{config::DatabaseSettings, db};
+    let test_db = TestDb::new().await;
+    let settings = DatabaseSettings {
+        database_pool_size: 1,
+        ..test_db.settings.clone()
+    };
+    let pool = db::open_api_pool(&settings, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let backend = "select pg_backend_pid()";
+    let pid: i32 = sqlx::query_scalar(backend).fetch_one(&pool).await.unwrap();
+    // The connection is back in the pool (its release checks it) before it is killed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&test_db.pool)
+        .await
+        .unwrap();
+    assert!(killed);
+    tokio::time::sleep(db::API_CHECK_AFTER_IDLE + Duration::from_millis(300)).await;
+    let replaced: i32 = sqlx::query_scalar(backend)
+        .fetch_one(&pool)
+        .await
+        .expect("a connection that broke while idle is checked and replaced, not handed out");
+    assert_ne!(replaced, pid);
+}

@@ -605,7 +605,7 @@ fn the_quick_api_benchmark_compares_the_api_with_its_sql_through_the_same_pool()
         6.0
     );
     for quantile in ["p50", "p99"] {
-        let api_ms = api[format!("range {quantile} (50 clients)").as_str()]["value"]
+        let api_ms = api[format!("range {quantile} at full speed (50 clients)").as_str()]["value"]
             .as_f64()
             .unwrap();
         let ratio = &api[format!("range {quantile} ÷ direct read {quantile}").as_str()];
@@ -621,7 +621,20 @@ fn the_quick_api_benchmark_compares_the_api_with_its_sql_through_the_same_pool()
     }
     let rank = &api["rank (/latest) p99"];
     assert_eq!(rank["met"], rank["value"].as_f64().unwrap() <= 5.0);
-    assert!(api["range requests/s"]["value"].as_f64().unwrap() > 0.0);
+    assert!(
+        api["range requests/s at full speed"]["value"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    // The fixed load: its p99 is judged against 20 ms, and it answered about the rate it was
+    // offered (a tenth of 2,100 a second when quick) unless the box fell behind.
+    let fixed = &api["range p99 at a fixed load (50 clients)"];
+    assert_eq!(fixed["met"], fixed["value"].as_f64().unwrap() <= 20.0);
+    let answered = api["range requests/s answered at the fixed load"]["value"]
+        .as_f64()
+        .unwrap();
+    assert!(answered > 0.0 && answered <= 210.0 * 1.05, "{answered}");
 }
 
 /// A TCP port nothing listens on (bound, then released).
