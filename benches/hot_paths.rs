@@ -101,9 +101,7 @@ fn copy_decode_5000(bencher: Bencher) {
     });
 }
 
-/// The API's answer to one influencer's day of raw points (1,440), as JSON.
-#[divan::bench]
-fn range_answer_json_one_day(bencher: Bencher) {
+fn day_answer() -> influencer_analytics::api::influencers::RangeAnswer {
     use influencer_analytics::{
         api::influencers::{Points, RangeAnswer, RawPoint},
         series::SeriesPoint,
@@ -117,14 +115,27 @@ fn range_answer_json_one_day(bencher: Bencher) {
             })
         })
         .collect();
-    let answer = RangeAnswer {
+    RangeAnswer {
         influencer_id: 1_000_001,
         username: "influencer-1000001".into(),
         start_time: NOW_MS / 1000,
         end_time: NOW_MS / 1000 + 86_340,
         step: None,
         points: Points::Raw(day),
-    };
+    }
+}
+
+/// The API's answer to one influencer's day of raw points (1,440), as JSON: as the API writes
+/// it (`RangeAnswer::to_json`), and through serde_json (the same bytes), for the ratio.
+#[divan::bench]
+fn range_answer_json_one_day(bencher: Bencher) {
+    let answer = day_answer();
+    bencher.bench_local(|| black_box(&answer).to_json());
+}
+
+#[divan::bench]
+fn range_answer_json_one_day_through_serde(bencher: Bencher) {
+    let answer = day_answer();
     bencher.bench_local(|| serde_json::to_vec(black_box(&answer)).expect("serializable"));
 }
 
