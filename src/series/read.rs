@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{Aggregate, BucketStats, DAY_MS, HOUR_MS, SeriesPoint, Summary, bucket_of, codec};
+use super::{Aggregate, BucketStats, DAY_MS, SeriesPoint, Summary, bucket_of, codec};
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ macro_rules! over_both_hot_tables {
 /// read through the view at about 6,000 a second (pgbench, 16 clients, the bench's
 /// 100,000,000 points) and the same union written out at about 15,000.
 macro_rules! over_both_cold_tables {
-    ($select:literal, $condition:literal) => {
+    ($select:expr, $condition:expr) => {
         concat!(
             "select ",
             $select,
@@ -235,69 +235,82 @@ pub async fn window(
         .collect())
 }
 
-#[derive(sqlx::FromRow)]
-struct SummarizedRow {
-    period_start: DateTime<Utc>,
-    period_end: DateTime<Utc>,
-    first_slot: DateTime<Utc>,
-    last_slot: DateTime<Utc>,
-    follower_sum: i64,
-    following_sum: i64,
-    ratio_min: Option<f64>,
-    ratio_max: Option<f64>,
-    ratio_sum: Option<f64>,
-    points: i32,
-    ratio_points: i32,
-    follower_min: i32,
-    follower_max: i32,
-    follower_last: i32,
-    following_min: i32,
-    following_max: i32,
-    following_last: i32,
-    data: Option<Vec<u8>>,
+/// The summary columns of a cold statement, in the order [`summary_row`] reads them.
+macro_rules! summary_columns {
+    () => {
+        "period_start, period_end, first_slot, last_slot, follower_sum, following_sum,
+         ratio_min, ratio_max, ratio_sum, points, ratio_points, follower_min, follower_max,
+         follower_last, following_min, following_max, following_last"
+    };
 }
 
-impl SummarizedRow {
-    fn summary(&self) -> Summary {
-        Summary {
-            points: self.points,
-            first_slot_ms: self.first_slot.timestamp_millis(),
-            last_slot_ms: self.last_slot.timestamp_millis(),
-            follower_sum: self.follower_sum,
-            follower_min: self.follower_min,
-            follower_max: self.follower_max,
-            follower_last: self.follower_last,
-            following_sum: self.following_sum,
-            following_min: self.following_min,
-            following_max: self.following_max,
-            following_last: self.following_last,
-            ratio_points: self.ratio_points,
-            ratio_min: self.ratio_min,
-            ratio_max: self.ratio_max,
-            ratio_sum: self.ratio_sum,
-        }
-    }
+/// The segments overlapping `[$2, $3]`: found by their period start (a segment spans at most a
+/// day, which lets the chunks of other times be skipped).
+macro_rules! overlapping_segments {
+    () => {
+        "influencer_id = $1
+           and period_start > $2 - interval '1 day' and period_start <= $3 and period_end > $2"
+    };
 }
 
-/// Segments overlapping the range, with their data only where the answer needs the points: a
-/// segment that lies whole inside one bucket and inside the range, with no hot point in its
-/// period (hours listed in $6), is answered from its summary.
-const BUCKETED_COLD_SQL: &str = over_both_cold_tables!(
-    "period_start, period_end, first_slot, last_slot,
-        follower_sum, following_sum, ratio_min, ratio_max, ratio_sum, points, ratio_points,
-        follower_min, follower_max, follower_last, following_min, following_max, following_last,
-        case when $5 and first_slot >= $2 and last_slot <= $3
-                  and time_bucket(make_interval(secs => $4), first_slot)
-                      = time_bucket(make_interval(secs => $4), last_slot)
-                  and not exists (select 1 from unnest($6::timestamptz[]) h(hour)
-                                  where h.hour >= period_start and h.hour < period_end)
-             then null else data_head || data_tail end as data",
-    "influencer_id = $1
-       and period_start > $2 - interval '1 day' and period_start <= $3 and period_end > $2"
+/// The summaries of one influencer's segments overlapping the range, without their points.
+const SUMMARIES_SQL: &str = over_both_cold_tables!(summary_columns!(), overlapping_segments!());
+
+/// The encoded points of one influencer's segments overlapping the range: all of them when $4
+/// is null, else those whose period starts it lists.
+const SEGMENT_DATA_SQL: &str = over_both_cold_tables!(
+    "period_start, period_end, data_head || data_tail",
+    concat!(
+        overlapping_segments!(),
+        " and ($4::timestamptz[] is null or period_start = any($4))"
+    )
 );
+
+/// A segment's period, epoch ms: `(start, end)`, end exclusive.
+type Period = (i64, i64);
+
+/// A row of [`SUMMARIES_SQL`], read by position (by name, sqlx compares every column's name
+/// with each one asked for: for a year's 365 rows of 17 columns, a tenth of the request).
+fn summary_row(row: &sqlx::postgres::PgRow) -> Result<(Period, Summary), sqlx::Error> {
+    use sqlx::Row;
+    let ms = |i: usize| {
+        row.try_get::<DateTime<Utc>, _>(i)
+            .map(|t| t.timestamp_millis())
+    };
+    Ok((
+        (ms(0)?, ms(1)?),
+        Summary {
+            first_slot_ms: ms(2)?,
+            last_slot_ms: ms(3)?,
+            follower_sum: row.try_get(4)?,
+            following_sum: row.try_get(5)?,
+            ratio_min: row.try_get(6)?,
+            ratio_max: row.try_get(7)?,
+            ratio_sum: row.try_get(8)?,
+            points: row.try_get(9)?,
+            ratio_points: row.try_get(10)?,
+            follower_min: row.try_get(11)?,
+            follower_max: row.try_get(12)?,
+            follower_last: row.try_get(13)?,
+            following_min: row.try_get(14)?,
+            following_max: row.try_get(15)?,
+            following_last: row.try_get(16)?,
+        },
+    ))
+}
+
+/// How many times a bucketed read starts again when the segments it summarised changed before
+/// it read the points of the others.
+const BUCKET_READ_ATTEMPTS: usize = 3;
 
 /// One influencer's points over `[start_ms, end_ms]` in buckets of `step_ms` aligned as
 /// `time_bucket` aligns them; buckets without points are left out.
+///
+/// With a step of a day or more, a segment that lies whole inside one bucket and inside the
+/// range, with no hot point in its period, is answered from its summary: the segments'
+/// summaries are read first, then the points of only those that do not fit (at most the two at
+/// the range's ends, usually). A finer step reads every segment's points (an hour segment is
+/// 60 points; a day segment never fits an hour bucket).
 pub async fn buckets(
     pool: &PgPool,
     influencer_id: i64,
@@ -305,7 +318,7 @@ pub async fn buckets(
     end_ms: i64,
     step_ms: i64,
 ) -> Result<Vec<BucketStats>, ReadError> {
-    // Both statements on one connection: one acquisition (and its round trips) for the range.
+    // All statements on one connection: one acquisition (and its round trips) for the range.
     let mut connection = pool.acquire().await?;
     let hot_rows: Vec<HotRow> = sqlx::query_as(HOT_SQL)
         .bind(influencer_id)
@@ -313,70 +326,156 @@ pub async fn buckets(
         .bind(at(end_ms))
         .fetch_all(&mut *connection)
         .await?;
-    let hot_points: Vec<SeriesPoint> = hot_rows.iter().map(HotRow::point).collect();
-    let mut hot_hours: Vec<DateTime<Utc>> = hot_points
-        .iter()
-        .map(|p| at(p.slot_ms.div_euclid(HOUR_MS) * HOUR_MS))
-        .collect();
-    hot_hours.sort_unstable();
-    hot_hours.dedup();
-    // Summaries may stand in for segments; if one that came without its data turns out not
-    // to fit one bucket after all, read again with every segment's data.
-    let sql = with_window(BUCKETED_COLD_SQL, start_ms, end_ms);
-    for use_summaries in [true, false] {
-        let mut rows: Vec<SummarizedRow> = sqlx::query_as(&sql)
+    let mut hot_points: Vec<SeriesPoint> = hot_rows.iter().map(HotRow::point).collect();
+    hot_points.sort_by_key(|p| p.slot_ms);
+    let data_sql = with_window(SEGMENT_DATA_SQL, start_ms, end_ms);
+    if step_ms < DAY_MS {
+        let data = segment_data(
+            &mut connection,
+            &data_sql,
+            influencer_id,
+            start_ms,
+            end_ms,
+            None,
+        )
+        .await?;
+        let decoded = decode_all(data)?;
+        return Ok(fold_buckets(
+            decoded,
+            Vec::new(),
+            &hot_points,
+            start_ms,
+            end_ms,
+            step_ms,
+        ));
+    }
+    let summaries_sql = with_window(SUMMARIES_SQL, start_ms, end_ms);
+    for _ in 0..BUCKET_READ_ATTEMPTS {
+        let rows = sqlx::query(&summaries_sql)
             .bind(influencer_id)
             .bind(at(start_ms))
             .bind(at(end_ms))
-            .bind((step_ms / 1000) as f64)
-            .bind(use_summaries)
-            .bind(&hot_hours)
             .fetch_all(&mut *connection)
             .await?;
-        rows.sort_unstable_by_key(|row| row.period_start);
-        if let Some(answer) = fold_buckets(rows, &hot_points, start_ms, end_ms, step_ms)? {
-            return Ok(answer);
+        let mut wholes = Vec::with_capacity(rows.len());
+        let mut needed: Vec<Period> = Vec::new();
+        for row in &rows {
+            let (period, summary) = summary_row(row)?;
+            let fits = summary.first_slot_ms >= start_ms
+                && summary.last_slot_ms <= end_ms
+                && bucket_of(summary.first_slot_ms, step_ms)
+                    == bucket_of(summary.last_slot_ms, step_ms)
+                && !has_point_in(&hot_points, period);
+            if fits {
+                wholes.push((period, summary));
+            } else {
+                needed.push(period);
+            }
+        }
+        wholes.sort_unstable_by_key(|(period, _)| *period);
+        if needed.is_empty() {
+            return Ok(fold_buckets(
+                Vec::new(),
+                wholes,
+                &hot_points,
+                start_ms,
+                end_ms,
+                step_ms,
+            ));
+        }
+        let starts: Vec<DateTime<Utc>> = needed.iter().map(|(start, _)| at(*start)).collect();
+        let data = segment_data(
+            &mut connection,
+            &data_sql,
+            influencer_id,
+            start_ms,
+            end_ms,
+            Some(&starts),
+        )
+        .await?;
+        // The points must be those of the very segments the summaries named: a day merge or a
+        // compaction between the two reads replaces segments, and then the read starts again.
+        let mut got: Vec<Period> = data.iter().map(|(period, _)| *period).collect();
+        got.sort_unstable();
+        needed.sort_unstable();
+        if got == needed {
+            let decoded = decode_all(data)?;
+            return Ok(fold_buckets(
+                decoded,
+                wholes,
+                &hot_points,
+                start_ms,
+                end_ms,
+                step_ms,
+            ));
         }
     }
     Err(ReadError::Changed(influencer_id))
 }
 
+/// Whether any of `points` (in slot order) lies in `period`.
+fn has_point_in(points: &[SeriesPoint], (start, end): Period) -> bool {
+    let first_at_or_after = points.partition_point(|p| p.slot_ms < start);
+    points
+        .get(first_at_or_after)
+        .is_some_and(|p| p.slot_ms < end)
+}
+
+/// The encoded points of the segments [`SEGMENT_DATA_SQL`] (with its window) finds.
+async fn segment_data(
+    connection: &mut sqlx::PgConnection,
+    sql: &str,
+    influencer_id: i64,
+    start_ms: i64,
+    end_ms: i64,
+    only_starts: Option<&[DateTime<Utc>]>,
+) -> Result<Vec<(Period, Vec<u8>)>, ReadError> {
+    use sqlx::Row;
+    let rows = sqlx::query(sql)
+        .bind(influencer_id)
+        .bind(at(start_ms))
+        .bind(at(end_ms))
+        .bind(only_starts)
+        .fetch_all(connection)
+        .await?;
+    let mut data = Vec::with_capacity(rows.len());
+    for row in rows {
+        let start: DateTime<Utc> = row.try_get(0)?;
+        let end: DateTime<Utc> = row.try_get(1)?;
+        data.push((
+            (start.timestamp_millis(), end.timestamp_millis()),
+            row.try_get(2)?,
+        ));
+    }
+    Ok(data)
+}
+
+/// The points of segments, decoded in period order.
+fn decode_all(mut data: Vec<(Period, Vec<u8>)>) -> Result<Vec<SeriesPoint>, ReadError> {
+    data.sort_unstable_by_key(|(period, _)| *period);
+    let mut decoded = Vec::new();
+    for (_, bytes) in &data {
+        decoded.extend(codec::decode(bytes)?);
+    }
+    // Segments never overlap, so their points are in slot order already; sort only if that
+    // ever stops holding.
+    if !decoded.is_sorted_by_key(|p| p.slot_ms) {
+        decoded.sort_by_key(|p| p.slot_ms);
+    }
+    Ok(decoded)
+}
+
+/// Folds decoded points, hot points and whole segments (by their summaries, in period order)
+/// into buckets, in time order, taking from the lists as they come (a month at step=1h is
+/// 43,200 points: no list of all of them is built).
 fn fold_buckets(
-    rows: Vec<SummarizedRow>,
+    decoded: Vec<SeriesPoint>,
+    wholes: Vec<(Period, Summary)>,
     hot_points: &[SeriesPoint],
     start_ms: i64,
     end_ms: i64,
     step_ms: i64,
-) -> Result<Option<Vec<BucketStats>>, ReadError> {
-    let mut decoded = Vec::new();
-    // Segments answered by their summary: (period start, span, summary), in time order.
-    let mut wholes = Vec::new();
-    for row in rows {
-        match &row.data {
-            Some(data) => decoded.extend(codec::decode(data)?),
-            None => {
-                let summary = row.summary();
-                if bucket_of(summary.first_slot_ms, step_ms)
-                    != bucket_of(summary.last_slot_ms, step_ms)
-                    || hot_points.iter().any(|p| {
-                        p.slot_ms >= row.period_start.timestamp_millis()
-                            && p.slot_ms < row.period_end.timestamp_millis()
-                    })
-                {
-                    return Ok(None);
-                }
-                let start = row.period_start.timestamp_millis();
-                wholes.push((start, row.period_end.timestamp_millis() - start, summary));
-            }
-        }
-    }
-    // Segments come in period order and never overlap, so their points are in slot order
-    // already; sort only if that ever stops holding. Then points and whole segments are folded
-    // into buckets in time order, taken from the two lists as they come (a month at step=1h
-    // is 43,200 points: no list of both is built).
-    if !decoded.is_sorted_by_key(|p| p.slot_ms) {
-        decoded.sort_by_key(|p| p.slot_ms);
-    }
+) -> Vec<BucketStats> {
     let mut points = merge(decoded, hot_points.to_vec(), start_ms, end_ms)
         .into_iter()
         .peekable();
@@ -386,13 +485,13 @@ fn fold_buckets(
     loop {
         // A whole segment goes before a point only if it starts before it.
         let whole_first = match (wholes.peek(), points.peek()) {
-            (Some((_, _, s)), Some(p)) => s.first_slot_ms < p.slot_ms,
+            (Some((_, s)), Some(p)) => s.first_slot_ms < p.slot_ms,
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (None, None) => break,
         };
         let time = if whole_first {
-            wholes.peek().map(|(_, _, s)| s.first_slot_ms)
+            wholes.peek().map(|(_, s)| s.first_slot_ms)
         } else {
             points.peek().map(|p| p.slot_ms)
         }
@@ -406,8 +505,8 @@ fn fold_buckets(
         }
         let acc = &mut current.as_mut().expect("set above").1;
         if whole_first {
-            let (start, span, summary) = wholes.next().expect("peeked");
-            acc.add_summary(start, span, &summary);
+            let ((start, end), summary) = wholes.next().expect("peeked");
+            acc.add_summary(start, end - start, &summary);
         } else {
             acc.add_point(&points.next().expect("peeked"));
         }
@@ -415,7 +514,7 @@ fn fold_buckets(
     if let Some((b, acc)) = current {
         out.extend(acc.bucket(b));
     }
-    Ok(Some(out))
+    out
 }
 
 /// The completeness of one influencer's series over a range: the slots its grid expected,
@@ -537,6 +636,19 @@ mod tests {
             assert!(start - day - low < WINDOW_GRID_MS && high - end <= WINDOW_GRID_MS);
             assert_eq!((low % WINDOW_GRID_MS, high % WINDOW_GRID_MS), (0, 0));
         }
+    }
+
+    #[test]
+    fn a_hot_point_in_a_segments_period_is_found_from_either_side() {
+        let hot = vec![p(10, 1), p(20, 2), p(30, 3)];
+        assert!(has_point_in(&hot, (20, 21)));
+        assert!(has_point_in(&hot, (0, 11)));
+        assert!(has_point_in(&hot, (25, 100)));
+        // the end is exclusive; nothing before the first or after the last
+        assert!(!has_point_in(&hot, (0, 10)));
+        assert!(!has_point_in(&hot, (11, 20)));
+        assert!(!has_point_in(&hot, (31, 100)));
+        assert!(!has_point_in(&[], (0, 100)));
     }
 
     #[test]

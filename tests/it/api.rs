@@ -979,3 +979,61 @@ async fn an_api_connection_broken_while_idle_is_replaced_before_a_request_uses_i
         .expect("a connection that broke while idle is checked and replaced, not handed out");
     assert_ne!(replaced, pid);
 }
+
+#[tokio::test]
+async fn api_connections_choose_chunks_when_planning_not_at_every_start() {
+    use influencer_analytics::{config::DatabaseSettings, db};
+    let test_db = TestDb::new().await;
+    let settings = DatabaseSettings {
+        database_pool_size: 1,
+        ..test_db.settings.clone()
+    };
+    let pool = db::open_api_pool(&settings, Duration::from_secs(5))
+        .await
+        .unwrap();
+    for (setting, expected) in [
+        ("plan_cache_mode", "force_generic_plan"),
+        ("timescaledb.enable_chunk_append", "off"),
+        ("timescaledb.enable_constraint_aware_append", "off"),
+    ] {
+        let value: String = sqlx::query_scalar(&format!("show {setting}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(value, expected, "{setting}");
+    }
+    // A generic plan over the day segments, bounded by constants besides its parameters, holds
+    // only the chunks the constants reach: none of the three created here for other months.
+    for month in ["2025-01-05", "2025-03-05", "2025-06-05"] {
+        sqlx::query(
+            "insert into influencer_segments (influencer_id, period_start, period_end, first_slot,
+                last_slot, follower_sum, following_sum, points, ratio_points, follower_min,
+                follower_max, follower_last, following_min, following_max, following_last,
+                lateness_max_ms, lateness_p99_ms, data_head, data_tail)
+             values (1, $1::timestamptz, $1::timestamptz + interval '1 day', $1::timestamptz,
+                $1::timestamptz, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 0, '', '\\x00')",
+        )
+        .bind(month)
+        .execute(&test_db.pool)
+        .await
+        .unwrap();
+    }
+    let mut connection = pool.acquire().await.unwrap();
+    sqlx::query(
+        "prepare window_read(bigint, timestamptz) as
+         select period_start from influencer_segments
+         where influencer_id = $1 and period_start >= $2
+           and period_start >= '2025-02-20' and period_start < '2025-04-01'",
+    )
+    .execute(&mut *connection)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("explain execute window_read(1, '2025-03-01')")
+        .fetch_all(&mut *connection)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    let chunks = plan.matches(" on _hyper_").count();
+    assert_eq!(chunks, 1, "one chunk in the plan:\n{plan}");
+    assert!(!plan.contains("ChunkAppend"), "{plan}");
+}
