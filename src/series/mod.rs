@@ -90,12 +90,11 @@ impl NestedSum {
     }
 
     pub fn add_point(&mut self, slot_ms: i64, value: f64) {
-        let hour = slot_ms.div_euclid(HOUR_MS) * HOUR_MS;
         match &mut self.hour {
-            Some((h, sum)) if *h == hour => *sum += value,
+            Some((h, sum)) if slot_ms >= *h && slot_ms < *h + HOUR_MS => *sum += value,
             _ => {
                 self.flush_hour();
-                self.hour = Some((hour, value));
+                self.hour = Some((slot_ms.div_euclid(HOUR_MS) * HOUR_MS, value));
             }
         }
     }

@@ -167,9 +167,15 @@ fn merge(
     start_ms: i64,
     end_ms: i64,
 ) -> Vec<SeriesPoint> {
+    let in_range = |p: &SeriesPoint| p.slot_ms >= start_ms && p.slot_ms <= end_ms;
+    if hot.is_empty() {
+        // Most long ranges: all of it is in segments, kept in place.
+        let mut cold = cold;
+        cold.retain(in_range);
+        return cold;
+    }
     hot.sort_by_key(|p| p.slot_ms);
     hot.dedup_by_key(|p| p.slot_ms);
-    let in_range = |p: &SeriesPoint| p.slot_ms >= start_ms && p.slot_ms <= end_ms;
     let mut out = Vec::with_capacity(cold.len() + hot.len());
     let mut cold = cold.into_iter().filter(in_range).peekable();
     let mut hot = hot.into_iter().filter(in_range).peekable();
@@ -453,7 +459,12 @@ async fn segment_data(
 /// The points of segments, decoded in period order.
 fn decode_all(mut data: Vec<(Period, Vec<u8>)>) -> Result<Vec<SeriesPoint>, ReadError> {
     data.sort_unstable_by_key(|(period, _)| *period);
-    let mut decoded = Vec::new();
+    // Room for a point a minute over the periods: the list rarely grows by copying.
+    let slots: i64 = data
+        .iter()
+        .map(|((start, end), _)| (end - start) / 60_000)
+        .sum();
+    let mut decoded = Vec::with_capacity(slots.clamp(0, 1 << 20) as usize);
     for (_, bytes) in &data {
         decoded.extend(codec::decode(bytes)?);
     }
@@ -496,12 +507,15 @@ fn fold_buckets(
             points.peek().map(|p| p.slot_ms)
         }
         .expect("peeked above");
-        let bucket = bucket_of(time, step_ms);
-        if current.as_ref().is_none_or(|(b, _)| *b != bucket) {
+        // Still in the current bucket (checked without dividing: most points are)?
+        if current
+            .as_ref()
+            .is_none_or(|(b, _)| time < *b || time >= *b + step_ms)
+        {
             if let Some((b, acc)) = current.take() {
                 out.extend(acc.bucket(b));
             }
-            current = Some((bucket, Aggregate::default()));
+            current = Some((bucket_of(time, step_ms), Aggregate::default()));
         }
         let acc = &mut current.as_mut().expect("set above").1;
         if whole_first {
