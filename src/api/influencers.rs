@@ -69,7 +69,7 @@ impl Bucket {
         });
         out.extend_from_slice(b",\"follower_ratio\":");
         match &self.follower_ratio {
-            Some(stats) => stats.write_json(out, |out, v| write_float(out, v)),
+            Some(stats) => stats.write_json(out, write_float),
             None => out.extend_from_slice(b"null"),
         }
         out.push(b'}');
