@@ -144,9 +144,133 @@ pub fn success(status: u16) -> bool {
     (200..300).contains(&status)
 }
 
+/// The cumulative buckets `(le, count)` of one series of a Prometheus histogram in a text
+/// exposition: the `{metric}_bucket` lines whose labels hold `label` (e.g.
+/// `route="/influencer_analytics/{id}"`), in the order of their bounds (`+Inf` last).
+pub fn histogram_buckets(exposition: &str, metric: &str, label: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{metric}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = exposition
+        .lines()
+        .filter_map(|line| {
+            let labels_and_value = line.strip_prefix(&prefix)?;
+            let (labels, value) = labels_and_value.rsplit_once("} ")?;
+            if !labels.split(',').any(|l| l == label) {
+                return None;
+            }
+            let le = labels.split(',').find_map(|l| l.strip_prefix("le=\""))?;
+            let le = le.trim_end_matches('"');
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, value.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// What was observed between two scrapes of the same histogram: `after`'s counts less
+/// `before`'s, bucket by bucket (a bucket missing before counts from zero).
+pub fn histogram_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    after
+        .iter()
+        .map(|&(le, count)| {
+            let earlier = before
+                .iter()
+                .find(|(l, _)| *l == le)
+                .map_or(0.0, |(_, c)| *c);
+            (le, count - earlier)
+        })
+        .collect()
+}
+
+/// The `q` quantile of cumulative buckets, interpolated within its bucket as Prometheus'
+/// `histogram_quantile` does (a quantile in the `+Inf` bucket is the highest finite bound);
+/// none without observations.
+pub fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let within = count - lower.1;
+            let share = if within > 0.0 {
+                (rank - lower.1) / within
+            } else {
+                1.0
+            };
+            return Some(lower.0 + (le - lower.0) * share);
+        }
+        lower = (le, count);
+    }
+    Some(lower.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_histograms_quantile_is_read_from_its_buckets_between_two_scrapes() {
+        let route = r#"route="/influencer_analytics/{id}""#;
+        let scrape = |counts: [u32; 4]| {
+            format!(
+                "# TYPE http_request_duration_seconds histogram\n\
+                 http_request_duration_seconds_bucket{{route=\"/other\",le=\"0.01\"}} 999\n\
+                 http_request_duration_seconds_bucket{{{route},le=\"0.01\"}} {}\n\
+                 http_request_duration_seconds_bucket{{{route},le=\"+Inf\"}} {}\n\
+                 http_request_duration_seconds_bucket{{{route},le=\"0.001\"}} {}\n\
+                 http_request_duration_seconds_bucket{{{route},le=\"0.1\"}} {}\n\
+                 http_request_duration_seconds_sum{{{route}}} 1.5\n",
+                counts[1], counts[3], counts[0], counts[2]
+            )
+        };
+        let metric = "http_request_duration_seconds";
+        let before = histogram_buckets(&scrape([10, 20, 20, 20]), metric, route);
+        assert_eq!(
+            before,
+            vec![
+                (0.001, 10.0),
+                (0.01, 20.0),
+                (0.1, 20.0),
+                (f64::INFINITY, 20.0)
+            ]
+        );
+        // 100 more: 50 under 1 ms, 30 in 1-10 ms, 20 in 10-100 ms
+        let after = histogram_buckets(&scrape([60, 100, 120, 120]), metric, route);
+        let delta = histogram_delta(&before, &after);
+        assert_eq!(
+            delta,
+            vec![
+                (0.001, 50.0),
+                (0.01, 80.0),
+                (0.1, 100.0),
+                (f64::INFINITY, 100.0)
+            ]
+        );
+        let near = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-12;
+        assert!(near(histogram_quantile(&delta, 0.25), 0.0005));
+        // rank 65: 15 of the 30 in (1 ms, 10 ms]
+        assert!(near(histogram_quantile(&delta, 0.65), 0.0055));
+        // rank 99: 19 of the 20 in (10 ms, 100 ms]
+        assert!(near(histogram_quantile(&delta, 0.99), 0.0955));
+        // beyond the last finite bound: that bound
+        let slow = [(0.1, 0.0), (f64::INFINITY, 5.0)];
+        assert!(near(histogram_quantile(&slow, 0.99), 0.1));
+        assert_eq!(
+            histogram_quantile(&[(0.1, 0.0), (f64::INFINITY, 0.0)], 0.5),
+            None
+        );
+        assert_eq!(histogram_quantile(&[], 0.5), None);
+    }
 
     #[test]
     fn fixed_rate_clients_take_turns_at_even_intervals() {

@@ -635,6 +635,25 @@ fn the_quick_api_benchmark_compares_the_api_with_its_sql_through_the_same_pool()
         .as_f64()
         .unwrap();
     assert!(answered > 0.0 && answered <= 210.0 * 1.05, "{answered}");
+    // The time inside the API at the fixed load, from its own histogram: read, not invented.
+    let inside = |q: &str| {
+        api[format!(
+            "range {q} inside the API at the fixed load{}",
+            if q == "p99" {
+                " (its histogram, interpolated)"
+            } else {
+                ""
+            }
+        )
+        .as_str()]["value"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("the API's {q} at the fixed load is a number"))
+    };
+    let (inside_p50, inside_p99) = (inside("p50"), inside("p99"));
+    assert!(
+        0.0 < inside_p50 && inside_p50 <= inside_p99,
+        "{inside_p50} {inside_p99}"
+    );
 }
 
 /// A TCP port nothing listens on (bound, then released).
