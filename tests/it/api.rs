@@ -951,17 +951,23 @@ async fn cors_lets_only_the_configured_origins_read_the_api() {
     );
 }
 
-#[tokio::test]
-async fn an_api_connection_broken_while_idle_is_replaced_before_a_request_uses_it() {
+/// The API's pool (`db::open_api_pool`) over `test_db`, with one connection.
+async fn api_pool_of_one(test_db: &TestDb) -> sqlx::PgPool {
     use influencer_analytics::{config::DatabaseSettings, db};
-    let test_db = TestDb::new().await;
     let settings = DatabaseSettings {
         database_pool_size: 1,
         ..test_db.settings.clone()
     };
-    let pool = db::open_api_pool(&settings, Duration::from_secs(5))
+    db::open_api_pool(&settings, Duration::from_secs(5))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_api_connection_broken_while_idle_is_replaced_before_a_request_uses_it() {
+    use influencer_analytics::db;
+    let test_db = TestDb::new().await;
+    let pool = api_pool_of_one(&test_db).await;
     let backend = "select pg_backend_pid()";
     let pid: i32 = sqlx::query_scalar(backend).fetch_one(&pool).await.unwrap();
     // The connection is back in the pool (its release checks it) before it is killed.
@@ -982,15 +988,8 @@ async fn an_api_connection_broken_while_idle_is_replaced_before_a_request_uses_i
 
 #[tokio::test]
 async fn api_connections_choose_chunks_when_planning_not_at_every_start() {
-    use influencer_analytics::{config::DatabaseSettings, db};
     let test_db = TestDb::new().await;
-    let settings = DatabaseSettings {
-        database_pool_size: 1,
-        ..test_db.settings.clone()
-    };
-    let pool = db::open_api_pool(&settings, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let pool = api_pool_of_one(&test_db).await;
     for (setting, expected) in [
         ("plan_cache_mode", "force_generic_plan"),
         ("timescaledb.enable_chunk_append", "off"),
