@@ -275,8 +275,8 @@ const SEGMENT_DATA_SQL: &str = over_both_cold_tables!(
 /// A segment's period, epoch ms: `(start, end)`, end exclusive.
 type Period = (i64, i64);
 
-/// A row of [`SUMMARIES_SQL`], read by position (by name, sqlx compares every column's name
-/// with each one asked for: for a year's 365 rows of 17 columns, a tenth of the request).
+/// A row of [`SUMMARIES_SQL`], read by position: the columns' order is [`summary_columns`]'
+/// (a year is 365 rows of 17 columns, no name looked up for any of them).
 fn summary_row(row: &sqlx::postgres::PgRow) -> Result<(Period, Summary), sqlx::Error> {
     use sqlx::Row;
     let ms = |i: usize| {
