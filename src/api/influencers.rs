@@ -121,38 +121,44 @@ impl RangeAnswer {
             out.extend_from_slice(number.format(step).as_bytes());
         }
         out.extend_from_slice(b",\"points\":[");
-        let points = match &self.points {
-            Points::Raw(points) => points,
+        match &self.points {
+            Points::Raw(points) => {
+                write_list(&mut out, points, |out, p| p.write_json(out, &mut number))
+            }
             Points::Buckets(buckets) => {
-                for (i, bucket) in buckets.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    bucket.write_json(&mut out, &mut number);
-                }
-                out.extend_from_slice(b"]}");
-                return out;
+                write_list(&mut out, buckets, |out, b| b.write_json(out, &mut number))
             }
-        };
-        for (i, point) in points.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"time\":");
-            out.extend_from_slice(number.format(point.time).as_bytes());
-            out.extend_from_slice(b",\"follower_count\":");
-            out.extend_from_slice(number.format(point.follower_count).as_bytes());
-            out.extend_from_slice(b",\"following_count\":");
-            out.extend_from_slice(number.format(point.following_count).as_bytes());
-            out.extend_from_slice(b",\"follower_ratio\":");
-            match point.follower_ratio {
-                Some(ratio) => write_float(&mut out, ratio),
-                None => out.extend_from_slice(b"null"),
-            }
-            out.push(b'}');
         }
         out.extend_from_slice(b"]}");
         out
+    }
+}
+
+/// `items` separated by commas, each written by `write`.
+fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+}
+
+impl RawPoint {
+    /// The point as serde_json writes it (`RangeAnswer::to_json`).
+    fn write_json(&self, out: &mut Vec<u8>, number: &mut itoa::Buffer) {
+        out.extend_from_slice(b"{\"time\":");
+        out.extend_from_slice(number.format(self.time).as_bytes());
+        out.extend_from_slice(b",\"follower_count\":");
+        out.extend_from_slice(number.format(self.follower_count).as_bytes());
+        out.extend_from_slice(b",\"following_count\":");
+        out.extend_from_slice(number.format(self.following_count).as_bytes());
+        out.extend_from_slice(b",\"follower_ratio\":");
+        match self.follower_ratio {
+            Some(ratio) => write_float(out, ratio),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
     }
 }
 
