@@ -186,6 +186,15 @@ fn column<T: pco::data_types::Number>(
 
 /// Decodes what [`encode`] wrote.
 pub fn decode(bytes: &[u8]) -> Result<Vec<SeriesPoint>, CodecError> {
+    let mut points = Vec::new();
+    decode_into(bytes, &mut points)?;
+    Ok(points)
+}
+
+/// Decodes what [`encode`] wrote, appending the points to `out` (a range decodes its segments
+/// one after the other into one list, with no list per segment copied into it). On an error
+/// `out` is left as it was.
+pub fn decode_into(bytes: &[u8], out: &mut Vec<SeriesPoint>) -> Result<(), CodecError> {
     let [format, layout, rest @ ..] = bytes else {
         return Err(CodecError::Truncated);
     };
@@ -220,30 +229,43 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<SeriesPoint>, CodecError> {
         }
         Err(_) => return Err(CodecError::Truncated),
     }
-    let slots = match (grid, listed) {
-        (_, Some(listed)) => listed,
-        (Some((first, step)), None) => (0..followers.len() as i64)
-            .map(|i| first.saturating_add(step.saturating_mul(i)))
-            .collect(),
-        (None, None) => unreachable!("a segment's slots are a grid or listed"),
-    };
-    if slots.len() != followers.len() || slots.len() != following.len() {
+    let slots = listed.as_ref().map_or(followers.len(), Vec::len);
+    if slots != followers.len() || slots != following.len() {
         return Err(CodecError::Ragged {
-            slots: slots.len(),
+            slots,
             followers: followers.len(),
             following: following.len(),
         });
     }
-    Ok(slots
-        .into_iter()
-        .zip(followers)
-        .zip(following)
-        .map(|((slot_ms, follower_count), following_count)| SeriesPoint {
-            slot_ms,
-            follower_count,
-            following_count,
-        })
-        .collect())
+    let counts = followers.iter().zip(&following);
+    match (grid, listed) {
+        (_, Some(listed)) => {
+            out.extend(
+                listed
+                    .iter()
+                    .zip(counts)
+                    .map(|(&slot_ms, (&f, &g))| SeriesPoint {
+                        slot_ms,
+                        follower_count: f,
+                        following_count: g,
+                    }),
+            )
+        }
+        (Some((first, step)), None) => {
+            let mut slot_ms = first;
+            out.extend(counts.map(|(&f, &g)| {
+                let point = SeriesPoint {
+                    slot_ms,
+                    follower_count: f,
+                    following_count: g,
+                };
+                slot_ms = slot_ms.saturating_add(step);
+                point
+            }))
+        }
+        (None, None) => unreachable!("a segment's slots are a grid or listed"),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -141,9 +141,7 @@ impl Summary {
     /// The summary of points in slot order (at least one).
     pub fn of(points: &[SeriesPoint]) -> Self {
         let mut acc = Aggregate::default();
-        for p in points {
-            acc.add_point(p);
-        }
+        acc.add_points(points);
         acc.summary().expect("a segment has at least one point")
     }
 }
@@ -242,6 +240,40 @@ impl Aggregate {
         if let Some(r) = ratio(p) {
             self.add_ratio(r, r, 1);
             self.ratio_sum.add_point(p.slot_ms, r);
+        }
+    }
+
+    /// Adds points in slot order, all after those added so far: the same as [`Self::add_point`]
+    /// for each, with the counts folded in one pass the compiler can vectorise (a month at
+    /// step=1h folds 43,200 points).
+    pub fn add_points(&mut self, points: &[SeriesPoint]) {
+        let (Some(first), Some(last)) = (points.first(), points.last()) else {
+            return;
+        };
+        let (mut f, mut g) = (
+            CountAcc::new(first.follower_count),
+            CountAcc::new(first.following_count),
+        );
+        for p in &points[1..] {
+            f.sum += i64::from(p.follower_count);
+            f.min = f.min.min(p.follower_count);
+            f.max = f.max.max(p.follower_count);
+            g.sum += i64::from(p.following_count);
+            g.min = g.min.min(p.following_count);
+            g.max = g.max.max(p.following_count);
+        }
+        (f.last, g.last) = (last.follower_count, last.following_count);
+        self.add_counts(f, g, first.slot_ms, last.slot_ms);
+        self.samples += points.len() as i64;
+        let (mut min, mut max, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0);
+        for p in points {
+            if let Some(r) = ratio(p) {
+                (min, max, n) = (min.min(r), max.max(r), n + 1);
+                self.ratio_sum.add_point(p.slot_ms, r);
+            }
+        }
+        if n > 0 {
+            self.add_ratio(min, max, n);
         }
     }
 
@@ -409,5 +441,39 @@ mod tests {
         acc.add_point(&point(120_000, 9, 3));
         let r = acc.bucket(0).unwrap().follower_ratio.unwrap();
         assert_eq!((r.min, r.max, r.last, r.avg), (2.0, 3.0, 3.0, 2.5));
+    }
+
+    proptest::proptest! {
+        /// Points added in runs (as a bucket's run is folded) give the same summary and
+        /// bucket, bit for bit, as the same points added one by one; following counts of 0
+        /// (no ratio) and hours crossed included.
+        #[test]
+        fn points_added_in_runs_fold_as_one_by_one(
+            steps in proptest::collection::vec(
+                (1i64..=180_000, 0i32..=2_000_000, 0i32..=3, 0usize..=4),
+                1..300,
+            ),
+        ) {
+            let mut slot = 1_699_918_000_000;
+            let mut points = Vec::new();
+            let mut cuts = Vec::new();
+            for (i, &(gap, followers, following, cut)) in steps.iter().enumerate() {
+                slot += gap;
+                points.push(point(slot, followers, following * 517));
+                if cut == 0 {
+                    cuts.push(i + 1);
+                }
+            }
+            let mut one_by_one = Aggregate::default();
+            points.iter().for_each(|p| one_by_one.add_point(p));
+            let mut in_runs = Aggregate::default();
+            let mut from = 0;
+            for to in cuts.into_iter().chain([points.len()]) {
+                in_runs.add_points(&points[from..to]);
+                from = to;
+            }
+            proptest::prop_assert_eq!(in_runs.summary(), one_by_one.summary());
+            proptest::prop_assert_eq!(in_runs.bucket(0), one_by_one.bucket(0));
+        }
     }
 }

@@ -416,7 +416,7 @@ pub async fn merge_day(
     let mut by_influencer: BTreeMap<i64, (Vec<SeriesPoint>, i32, i32)> = BTreeMap::new();
     for row in rows {
         let entry = by_influencer.entry(row.influencer_id).or_default();
-        entry.0.extend(codec::decode(&row.data)?);
+        codec::decode_into(&row.data, &mut entry.0)?;
         entry.1 = entry.1.max(row.lateness_max_ms);
         entry.2 = entry.2.max(row.lateness_p99_ms);
     }

@@ -93,6 +93,45 @@ impl Fixture {
     }
 }
 
+/// The read path decodes `timestamptz` as epoch milliseconds from PostgreSQL's binary form
+/// itself (`series::read::EpochMs`): the same milliseconds chrono gives, before and after
+/// PostgreSQL's epoch (2000), with microseconds rounded down, and in text form too.
+#[tokio::test]
+async fn timestamps_are_read_as_the_milliseconds_chrono_reads() {
+    use series::read::EpochMs;
+    let fixture = Fixture::start().await;
+    let sql = "select t from unnest(array[
+                   '2026-01-01 00:00:00+00', '2026-11-30 23:59:59.9999+00',
+                   '2000-01-01 00:00:00+00', '1999-12-31 23:59:59.9996+00',
+                   '1970-01-01 00:00:00.0005+00', '1969-12-31 23:59:59.9995+00',
+                   '2262-04-11 23:47:16.854775+00']::timestamptz[]) t";
+    let as_chrono: Vec<chrono::DateTime<Utc>> = sqlx::query_scalar(sql)
+        .fetch_all(&fixture.db)
+        .await
+        .unwrap();
+    let binary: Vec<EpochMs> = sqlx::query_scalar(sql)
+        .fetch_all(&fixture.db)
+        .await
+        .unwrap();
+    let want: Vec<EpochMs> = as_chrono
+        .iter()
+        .map(|t| EpochMs(t.timestamp_millis()))
+        .collect();
+    assert_eq!(binary, want);
+    assert_eq!(want[3], EpochMs(946_684_799_999));
+    // A query without parameters sent as one string is answered in text form.
+    use sqlx::Executor;
+    let text: Vec<EpochMs> = fixture
+        .db
+        .fetch_all(sql)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| sqlx::Row::get(row, 0))
+        .collect();
+    assert_eq!(text, want);
+}
+
 /// Random walks on each influencer's 1-minute grid from `from_ms` to `to_ms`, with a few slots
 /// missing and some minutes following nobody (no ratio).
 fn walks(from_ms: i64, to_ms: i64, seed: u64) -> Vec<(i64, i64, i32, i32)> {
