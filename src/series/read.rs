@@ -362,18 +362,14 @@ pub async fn buckets(
         .await?;
     let mut hot_points: Vec<SeriesPoint> = hot_rows.iter().map(HotRow::point).collect();
     hot_points.sort_by_key(|p| p.slot_ms);
-    let data_sql = with_window(SEGMENT_DATA_SQL, start_ms, end_ms);
+    let mut cold = DatabaseSegments {
+        connection: &mut connection,
+        influencer_id,
+        start_ms,
+        end_ms,
+    };
     if step_ms < DAY_MS {
-        let data = segment_data(
-            &mut connection,
-            &data_sql,
-            influencer_id,
-            start_ms,
-            end_ms,
-            None,
-        )
-        .await?;
-        let decoded = decode_all(data)?;
+        let decoded = decode_all(cold.data(None).await?)?;
         return Ok(fold_buckets(
             decoded,
             Vec::new(),
@@ -383,23 +379,90 @@ pub async fn buckets(
             step_ms,
         ));
     }
-    let summaries_sql = with_window(SUMMARIES_SQL, start_ms, end_ms);
-    for _ in 0..BUCKET_READ_ATTEMPTS {
-        let rows = sqlx::query(&summaries_sql)
-            .bind(influencer_id)
-            .bind(at(start_ms))
-            .bind(at(end_ms))
-            .fetch_all(&mut *connection)
+    buckets_from_summaries(&mut cold, &hot_points, start_ms, end_ms, step_ms)
+        .await?
+        .ok_or(ReadError::Changed(influencer_id))
+}
+
+/// The cold tier of one influencer over one range, as a bucketed read takes it: the summaries
+/// of the segments overlapping the range, then the encoded points of some or all of them. Two
+/// reads, each its own snapshot: a compaction may replace segments between them.
+trait ColdSegments {
+    /// The summaries of the segments overlapping the range, by period.
+    async fn summaries(&mut self) -> Result<Vec<(Period, Summary)>, ReadError>;
+    /// The encoded points of the segments overlapping the range whose periods start at one of
+    /// `only_starts` (all of them if none), by period.
+    async fn data(
+        &mut self,
+        only_starts: Option<&[i64]>,
+    ) -> Result<Vec<(Period, Vec<u8>)>, ReadError>;
+}
+
+/// [`ColdSegments`] in the database: both cold tables, over the window of chunks the range can
+/// reach.
+struct DatabaseSegments<'c> {
+    connection: &'c mut sqlx::PgConnection,
+    influencer_id: i64,
+    start_ms: i64,
+    end_ms: i64,
+}
+
+impl ColdSegments for DatabaseSegments<'_> {
+    async fn summaries(&mut self) -> Result<Vec<(Period, Summary)>, ReadError> {
+        let sql = with_window(SUMMARIES_SQL, self.start_ms, self.end_ms);
+        let rows = sqlx::query(&sql)
+            .bind(self.influencer_id)
+            .bind(at(self.start_ms))
+            .bind(at(self.end_ms))
+            .fetch_all(&mut *self.connection)
             .await?;
-        let mut wholes = Vec::with_capacity(rows.len());
+        Ok(rows.iter().map(summary_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn data(
+        &mut self,
+        only_starts: Option<&[i64]>,
+    ) -> Result<Vec<(Period, Vec<u8>)>, ReadError> {
+        use sqlx::Row;
+        let starts: Option<Vec<DateTime<Utc>>> =
+            only_starts.map(|starts| starts.iter().map(|&start| at(start)).collect());
+        let sql = with_window(SEGMENT_DATA_SQL, self.start_ms, self.end_ms);
+        let rows = sqlx::query(&sql)
+            .bind(self.influencer_id)
+            .bind(at(self.start_ms))
+            .bind(at(self.end_ms))
+            .bind(starts)
+            .fetch_all(&mut *self.connection)
+            .await?;
+        let mut data = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (start, end): (EpochMs, EpochMs) = (row.try_get(0)?, row.try_get(1)?);
+            data.push(((start.0, end.0), row.try_get(2)?));
+        }
+        Ok(data)
+    }
+}
+
+/// The buckets of a step of a day or more: whole segments from their summaries, the others
+/// from their points. If the segments the summaries named are not those whose points come
+/// back (a day merge or a compaction committed between the two reads), the read starts again,
+/// up to [`BUCKET_READ_ATTEMPTS`] times; none if they never agreed.
+async fn buckets_from_summaries(
+    cold: &mut impl ColdSegments,
+    hot_points: &[SeriesPoint],
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+) -> Result<Option<Vec<BucketStats>>, ReadError> {
+    for _ in 0..BUCKET_READ_ATTEMPTS {
+        let mut wholes = Vec::new();
         let mut needed: Vec<Period> = Vec::new();
-        for row in &rows {
-            let (period, summary) = summary_row(row)?;
+        for (period, summary) in cold.summaries().await? {
             let fits = summary.first_slot_ms >= start_ms
                 && summary.last_slot_ms <= end_ms
                 && bucket_of(summary.first_slot_ms, step_ms)
                     == bucket_of(summary.last_slot_ms, step_ms)
-                && !has_point_in(&hot_points, period);
+                && !has_point_in(hot_points, period);
             if fits {
                 wholes.push((period, summary));
             } else {
@@ -407,44 +470,24 @@ pub async fn buckets(
             }
         }
         wholes.sort_unstable_by_key(|(period, _)| *period);
-        if needed.is_empty() {
-            return Ok(fold_buckets(
-                Vec::new(),
-                wholes,
-                &hot_points,
-                start_ms,
-                end_ms,
-                step_ms,
-            ));
-        }
-        let starts: Vec<DateTime<Utc>> = needed.iter().map(|(start, _)| at(*start)).collect();
-        let data = segment_data(
-            &mut connection,
-            &data_sql,
-            influencer_id,
-            start_ms,
-            end_ms,
-            Some(&starts),
-        )
-        .await?;
-        // The points must be those of the very segments the summaries named: a day merge or a
-        // compaction between the two reads replaces segments, and then the read starts again.
+        let data = if needed.is_empty() {
+            Vec::new()
+        } else {
+            let starts: Vec<i64> = needed.iter().map(|(start, _)| *start).collect();
+            cold.data(Some(&starts)).await?
+        };
+        // The points must be those of the very segments the summaries named.
         let mut got: Vec<Period> = data.iter().map(|(period, _)| *period).collect();
         got.sort_unstable();
         needed.sort_unstable();
         if got == needed {
             let decoded = decode_all(data)?;
-            return Ok(fold_buckets(
-                decoded,
-                wholes,
-                &hot_points,
-                start_ms,
-                end_ms,
-                step_ms,
-            ));
+            return Ok(Some(fold_buckets(
+                decoded, wholes, hot_points, start_ms, end_ms, step_ms,
+            )));
         }
     }
-    Err(ReadError::Changed(influencer_id))
+    Ok(None)
 }
 
 /// Whether any of `points` (in slot order) lies in `period`.
@@ -453,31 +496,6 @@ fn has_point_in(points: &[SeriesPoint], (start, end): Period) -> bool {
     points
         .get(first_at_or_after)
         .is_some_and(|p| p.slot_ms < end)
-}
-
-/// The encoded points of the segments [`SEGMENT_DATA_SQL`] (with its window) finds.
-async fn segment_data(
-    connection: &mut sqlx::PgConnection,
-    sql: &str,
-    influencer_id: i64,
-    start_ms: i64,
-    end_ms: i64,
-    only_starts: Option<&[DateTime<Utc>]>,
-) -> Result<Vec<(Period, Vec<u8>)>, ReadError> {
-    use sqlx::Row;
-    let rows = sqlx::query(sql)
-        .bind(influencer_id)
-        .bind(at(start_ms))
-        .bind(at(end_ms))
-        .bind(only_starts)
-        .fetch_all(connection)
-        .await?;
-    let mut data = Vec::with_capacity(rows.len());
-    for row in rows {
-        let (start, end): (EpochMs, EpochMs) = (row.try_get(0)?, row.try_get(1)?);
-        data.push(((start.0, end.0), row.try_get(2)?));
-    }
-    Ok(data)
 }
 
 /// The points of segments, decoded in period order.
@@ -641,6 +659,7 @@ pub fn find_gaps(
 mod tests {
     use super::*;
     use crate::schedule::SlotGrid;
+    use crate::series::HOUR_MS;
     use std::time::Duration;
 
     fn p(slot_ms: i64, f: i32) -> SeriesPoint {
@@ -728,6 +747,113 @@ mod tests {
         assert_eq!(
             find_gaps(&off, id, (slots[0], slots[1]), grid, 10).stored,
             0
+        );
+    }
+
+    /// Segments, each its period and its points.
+    type Segments = Vec<(Period, Vec<SeriesPoint>)>;
+
+    /// A cold tier that a compaction changes between a bucketed read's two reads: the
+    /// summaries come from `states[state]`, and every read of points first moves to the next
+    /// state, if any (as if its compaction had committed just before).
+    struct Compacting {
+        states: Vec<Segments>,
+        state: usize,
+    }
+
+    impl ColdSegments for Compacting {
+        async fn summaries(&mut self) -> Result<Vec<(Period, Summary)>, ReadError> {
+            Ok(self.states[self.state]
+                .iter()
+                .map(|(period, points)| (*period, Summary::of(points)))
+                .collect())
+        }
+
+        async fn data(
+            &mut self,
+            only_starts: Option<&[i64]>,
+        ) -> Result<Vec<(Period, Vec<u8>)>, ReadError> {
+            self.state = (self.state + 1).min(self.states.len() - 1);
+            Ok(self.states[self.state]
+                .iter()
+                .filter(|((start, _), _)| only_starts.is_none_or(|s| s.contains(start)))
+                .map(|(period, points)| (*period, codec::encode(points)))
+                .collect())
+        }
+    }
+
+    /// Two days of points a minute from midnight, as the hour segments of both days, or as the
+    /// first day's day segment and the second day's hour segments (once the first is merged).
+    fn two_days() -> (Vec<SeriesPoint>, Segments, Segments) {
+        let day = 1_767_225_600_000;
+        let points: Vec<SeriesPoint> = (0..2 * 1440)
+            .map(|i| SeriesPoint {
+                slot_ms: day + i * 60_000,
+                follower_count: 1_000_000 + (i as i32 * 7919) % 50_000,
+                following_count: (i as i32 * 31) % 7,
+            })
+            .collect();
+        let segment = |start: i64, span: i64| {
+            let of: Vec<SeriesPoint> = points
+                .iter()
+                .filter(|p| p.slot_ms >= start && p.slot_ms < start + span)
+                .copied()
+                .collect();
+            ((start, start + span), of)
+        };
+        let hours: Vec<_> = (0..48)
+            .map(|h| segment(day + h * HOUR_MS, HOUR_MS))
+            .collect();
+        let merged: Vec<_> = std::iter::once(segment(day, DAY_MS))
+            .chain(hours[24..].iter().cloned())
+            .collect();
+        (points, hours, merged)
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    /// The first day is merged between the summaries (its hours; the first one needs its
+    /// points, the range starting within it) and the read of points (which finds the day
+    /// segment instead): the read starts again and answers as from the points themselves.
+    #[test]
+    fn a_bucketed_read_starts_again_when_a_merge_replaces_its_segments_between_reads() {
+        let (points, hours, merged) = two_days();
+        let (start, end) = (points[30].slot_ms, points[2 * 1440 - 2].slot_ms);
+        let mut cold = Compacting {
+            states: vec![hours, merged],
+            state: 0,
+        };
+        let answer = block_on(buckets_from_summaries(&mut cold, &[], start, end, DAY_MS))
+            .unwrap()
+            .expect("the second attempt sees one state");
+        assert_eq!(cold.state, 1, "the merge was seen");
+        assert_eq!(
+            answer,
+            fold_buckets(points, Vec::new(), &[], start, end, DAY_MS)
+        );
+        assert_eq!(answer.len(), 2);
+        assert_eq!(answer[0].samples, 1440 - 30);
+    }
+
+    /// Segments that change between every two reads: after its attempts the read gives up.
+    #[test]
+    fn a_bucketed_read_gives_up_when_the_segments_keep_changing() {
+        let (points, hours, merged) = two_days();
+        let (start, end) = (points[30].slot_ms, points[2 * 1440 - 2].slot_ms);
+        let mut cold = Compacting {
+            states: [hours, merged].into_iter().cycle().take(8).collect(),
+            state: 0,
+        };
+        let answer = block_on(buckets_from_summaries(&mut cold, &[], start, end, DAY_MS));
+        assert!(answer.unwrap().is_none());
+        assert_eq!(
+            cold.state, BUCKET_READ_ATTEMPTS,
+            "one read of points per attempt"
         );
     }
 }
