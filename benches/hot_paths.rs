@@ -149,3 +149,43 @@ fn spike_judge_one_day(bencher: Bencher) {
     let rule = SpikeRule::default();
     bencher.bench_local(|| judge(black_box(&slots), black_box(&followers), 60, &rule));
 }
+
+/// Thirty days of one influencer (43,200 points a minute) in the cold tier's segments.
+fn thirty_days() -> (Vec<influencer_analytics::series::SeriesPoint>, Vec<Vec<u8>>) {
+    use influencer_analytics::series::{DAY_MS, SeriesPoint, codec};
+    let start = NOW_MS - NOW_MS.rem_euclid(DAY_MS);
+    let points: Vec<SeriesPoint> = (0..30 * 1440)
+        .map(|i| SeriesPoint {
+            slot_ms: start + i * 60_000,
+            follower_count: 5_000_000 + ((i as i32).wrapping_mul(7919) % 20_000),
+            following_count: 1_000 + ((i as i32).wrapping_mul(31) % 200),
+        })
+        .collect();
+    let segments = points.chunks(1440).map(codec::encode).collect();
+    (points, segments)
+}
+
+/// A month at step=1h reads thirty day segments: decoding them into one list...
+#[divan::bench]
+fn decode_thirty_day_segments(bencher: Bencher) {
+    let (_, segments) = thirty_days();
+    bencher.bench_local(|| {
+        let mut points = Vec::with_capacity(30 * 1440);
+        for segment in black_box(&segments) {
+            influencer_analytics::series::codec::decode_into(segment, &mut points)
+                .expect("valid segment");
+        }
+        points
+    });
+}
+
+/// ...and folding their 43,200 points into 720 hour buckets.
+#[divan::bench]
+fn fold_thirty_days_into_hours(bencher: Bencher) {
+    use influencer_analytics::series::{HOUR_MS, read::fold_buckets};
+    let (points, _) = thirty_days();
+    let (start, end) = (points[0].slot_ms, points[points.len() - 1].slot_ms);
+    bencher
+        .with_inputs(|| points.clone())
+        .bench_local_values(|points| fold_buckets(points, Vec::new(), &[], start, end, HOUR_MS));
+}
