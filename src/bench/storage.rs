@@ -32,8 +32,8 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     sink::register(&pool, influencers).await?;
     let simulator = Simulator::new(&crate::testing::simulator_settings(influencers as u64, 17));
     let grid = crate::schedule::SlotGrid::new(std::time::Duration::from_secs(60));
-    // Yesterday (UTC): a closed day.
-    let day_ms = (chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS) - 1) * DAY_MS;
+    // The latest closed day that compaction merges now (yesterday, once it has settled).
+    let day_ms = compaction::latest_settled_day_ms(chrono::Utc::now().timestamp_millis());
     let mut pks: Vec<i64> = (0..influencers as i64).map(|i| 1_000_000 + i).collect();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
     let started = Instant::now();
@@ -86,11 +86,12 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             "the spike detector judged {judged_raw} influencers on raw points and {judged_days} on day segments, of {influencers}"
         );
     }
-    let data: i64 = sqlx::query_scalar(
+    let data: i64 = sqlx::query_scalar::<_, Option<i64>>(
         "select sum(length(data_head) + length(data_tail))::bigint from influencer_segments",
     )
     .fetch_one(&pool)
-    .await?;
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("compaction merged no day segments for the day written"))?;
     pool.close().await;
 
     let per = |bytes: i64| bytes as f64 / points;

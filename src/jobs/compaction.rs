@@ -526,6 +526,12 @@ async fn merge_late_points(
     }
 }
 
+/// The start (epoch ms) of the latest UTC day a compaction at `now_ms` may merge into day
+/// segments: one that ended a settle time ago (as [`days_due`] asks).
+pub fn latest_settled_day_ms(now_ms: i64) -> i64 {
+    ((now_ms - SETTLE_MS).div_euclid(DAY_MS) - 1) * DAY_MS
+}
+
 /// Days with hour segments to merge: ended a settle time ago, none of their hours still raw.
 async fn days_due(pool: &PgPool) -> sqlx::Result<Vec<DateTime<Utc>>> {
     sqlx::query_scalar(
@@ -609,6 +615,38 @@ pub async fn run_now(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Yesterday is not settled in the first minutes after midnight (`bench storage`, which
+    /// took yesterday, failed then: its day was never merged).
+    #[test]
+    fn the_latest_settled_day_ended_a_settle_time_ago() {
+        let midnight = 1_764_547_200_000; // 2025-12-01 00:00 UTC
+        for after in [
+            1,
+            5 * 60_000,
+            SETTLE_MS - 1,
+            SETTLE_MS,
+            SETTLE_MS + 1,
+            DAY_MS / 2,
+        ] {
+            let now = midnight + after;
+            let day = latest_settled_day_ms(now);
+            assert_eq!(day.rem_euclid(DAY_MS), 0, "{after}: a UTC day");
+            assert!(day + DAY_MS + SETTLE_MS <= now, "{after}: settled");
+            assert!(
+                day + 2 * DAY_MS + SETTLE_MS > now,
+                "{after}: the latest such day"
+            );
+        }
+        assert_eq!(
+            latest_settled_day_ms(midnight + 5 * 60_000),
+            midnight - 2 * DAY_MS
+        );
+        assert_eq!(
+            latest_settled_day_ms(midnight + SETTLE_MS),
+            midnight - DAY_MS
+        );
+    }
 
     #[test]
     fn a_pace_rests_so_that_work_fills_its_share_of_the_time() {

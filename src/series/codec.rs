@@ -27,8 +27,12 @@ pub struct SeriesPoint {
 /// The layout version written first; a reader refuses any other.
 pub const FORMAT: u8 = 1;
 
-/// pco's compression level: 8 is its default; higher levels gained under 1% here.
-const LEVEL: usize = 8;
+/// pco's compression level. Its default, 8, builds bigger tables for each column, which a
+/// reader rebuilds for every segment it decodes: on the simulator's walk, 30 days decoded in
+/// 521 µs at level 8 and 328 µs at level 5, for 3.095 and 3.109 bytes a point (levels 0-4 were
+/// no faster and up to 8% bigger; higher levels than 8 gained under 1%). A month at step=1h
+/// decodes 30 day segments per request.
+const LEVEL: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
