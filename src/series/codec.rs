@@ -4,15 +4,22 @@
 //! Three columns, each compressed on its own by pco (pcodec), which picks a delta order and
 //! entropy-codes what is left: the slots (epoch milliseconds; on a regular grid their deltas are
 //! all equal and cost almost nothing), the followerCount and the followingCount. On the
-//! simulator's random walk a day costs about 3.1 bytes a point and an hour about 4 (the walk's
+//! simulator's random walk a day costs about 3.1 bytes a point and an hour about 3.75 (the walk's
 //! entropy is 3.0; `bench storage` measures it).
 //!
-//! Layout: a format byte ([`FORMAT`]); the slots' layout: a regular grid (every poll of the
-//! period stored, the usual case) as its first slot and step, which costs 10 bytes where pco's
-//! metadata for the column would cost 44, or else a pco column; then one pco standalone file
-//! holding the columns (slots if listed, followers, following) under one header.
+//! Layout (format 2, written since 2026-12-01): a format byte ([`FORMAT`]); the slots' layout;
+//! the number of points (varint); for a regular grid (every poll of the period stored, the usual
+//! case) its first slot (zigzag varint) and step (varint), which cost 9 bytes where pco's
+//! metadata for the column would cost 40; then each pco column (the slots if listed, the
+//! followers, the following) as pco's "wrapped" form: the column's metadata and its one page,
+//! with none of the standalone form's file header, per-column counts and footer, which are
+//! known here (19 bytes of an hour's 232, 8% of it). The pco format version, which the wrapped
+//! form writes once per file, is fixed by the format byte ([`PCO_HEADER`]).
+//!
+//! Format 1 (the standalone form: first slot as 8 bytes, then one pco standalone file) is still
+//! read: segments written before are not rewritten.
 
-use pco::{ChunkConfig, DeltaSpec, standalone};
+use pco::{ChunkConfig, DeltaSpec, PagingSpec, standalone, wrapped};
 
 /// A stored point: the slot and both counts (what the API answers; `fetched_at` is not kept in
 /// the cold tier).
@@ -24,8 +31,20 @@ pub struct SeriesPoint {
     pub following_count: i32,
 }
 
-/// The layout version written first; a reader refuses any other.
-pub const FORMAT: u8 = 1;
+/// The layout version written first; a reader refuses any but this and [`FORMAT_STANDALONE`].
+pub const FORMAT: u8 = 2;
+
+/// The first layout (pco's standalone form), still read.
+const FORMAT_STANDALONE: u8 = 1;
+
+/// The header pco's wrapped form writes for its format version 4.1 (pco 1.1), which every
+/// format-2 segment was written in. A pco release that writes another version needs a new
+/// [`FORMAT`] (a unit test compares this with what pco writes).
+const PCO_HEADER: [u8; 2] = [4, 1];
+
+/// The most points a segment may claim (a day at one poll a second is 86,400): a damaged count
+/// is an error, not an allocation of gigabytes.
+const MAX_POINTS: u64 = 1 << 20;
 
 /// pco's compression level. Its default, 8, builds bigger tables for each column, which a
 /// reader rebuilds for every segment it decodes: on the simulator's walk, 30 days decoded in
@@ -36,7 +55,9 @@ const LEVEL: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("segment format {0} is not known (this build reads format {FORMAT})")]
+    #[error(
+        "segment format {0} is not known (this build reads formats {FORMAT_STANDALONE} and {FORMAT})"
+    )]
     UnknownFormat(u8),
     #[error("segment is truncated")]
     Truncated,
@@ -101,47 +122,62 @@ fn spread(values: &[i64]) -> f64 {
     values.iter().map(|&v| (v as f64 - mean).abs()).sum::<f64>() / n
 }
 
-fn config(order: usize) -> ChunkConfig {
+/// One page for the whole column (a segment is read whole).
+fn config(order: usize, n: usize) -> ChunkConfig {
     ChunkConfig::default()
         .with_compression_level(LEVEL)
         .with_delta_spec(DeltaSpec::TryConsecutive(order))
+        .with_paging_spec(PagingSpec::EqualPagesUpTo(n.max(1)))
 }
 
-/// Encodes points (in slot order, at least one).
+/// Encodes points (in slot order, at least one), in format 2.
 pub fn encode(points: &[SeriesPoint]) -> Vec<u8> {
+    let n = points.len();
     let slots: Vec<i64> = points.iter().map(|p| p.slot_ms).collect();
     let followers: Vec<i32> = points.iter().map(|p| p.follower_count).collect();
     let following: Vec<i32> = points.iter().map(|p| p.following_count).collect();
-    let mut out = Vec::with_capacity(32 + points.len() * 4);
+    let mut out = Vec::with_capacity(32 + n * 4);
     out.push(FORMAT);
     let grid = grid_step(&slots);
-    match grid {
-        Some(step) => {
-            out.push(GRID);
-            out.extend_from_slice(&slots[0].to_le_bytes());
-            varint(&mut out, step as u64);
-        }
-        None => out.push(LISTED),
+    out.push(if grid.is_some() { GRID } else { LISTED });
+    varint(&mut out, n as u64);
+    if let Some(step) = grid {
+        varint(&mut out, zigzag(slots[0]));
+        varint(&mut out, step as u64);
+    }
+    fn write_column<T: pco::data_types::Number>(
+        out: &mut Vec<u8>,
+        file: &wrapped::FileCompressor,
+        values: &[T],
+        order: usize,
+    ) -> pco::errors::PcoResult<()> {
+        let mut chunk = file.chunk_compressor(values, &config(order, values.len()))?;
+        chunk.write_meta(&mut *out)?;
+        chunk.write_page(0, &mut *out)?;
+        Ok(())
     }
     // Writing to a Vec cannot fail, and this configuration is valid: pco has no other error.
     let written = (|| -> pco::errors::PcoResult<()> {
-        let file = standalone::FileCompressor::default().with_n_hint(points.len());
-        file.write_header(&mut out)?;
+        let file = wrapped::FileCompressor::default();
         if grid.is_none() {
-            let order = delta_order(slots.iter().copied());
-            file.chunk_compressor(&slots, &config(order))?
-                .write(&mut out)?;
+            write_column(&mut out, &file, &slots, delta_order(slots.iter().copied()))?;
         }
         for column in [&followers, &following] {
             let order = delta_order(column.iter().map(|&v| i64::from(v)));
-            file.chunk_compressor(column, &config(order))?
-                .write(&mut out)?;
+            write_column(&mut out, &file, column, order)?;
         }
-        file.write_footer(&mut out)?;
         Ok(())
     })();
     written.expect("pco writes a valid configuration to memory");
     out
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
 fn varint(out: &mut Vec<u8>, mut value: u64) {
@@ -166,10 +202,11 @@ fn read_varint(src: &mut &[u8]) -> Result<u64, CodecError> {
             return Ok(value);
         }
     }
-    Err(CodecError::Corrupt("slot step is too long".into()))
+    Err(CodecError::Corrupt("a varint is too long".into()))
 }
 
-fn column<T: pco::data_types::Number>(
+/// A column of a format-1 segment (a chunk of a standalone file).
+fn standalone_column<T: pco::data_types::Number>(
     file: &standalone::FileDecompressor,
     src: &mut &[u8],
 ) -> Result<Vec<T>, CodecError> {
@@ -202,60 +239,44 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<SeriesPoint>) -> Result<(), Codec
     let [format, layout, rest @ ..] = bytes else {
         return Err(CodecError::Truncated);
     };
-    if *format != FORMAT {
+    if *format != FORMAT && *format != FORMAT_STANDALONE {
         return Err(CodecError::UnknownFormat(*format));
     }
-    let mut src = rest;
     let grid = match *layout {
-        GRID => {
-            let (first, rest) = src.split_first_chunk::<8>().ok_or(CodecError::Truncated)?;
-            src = rest;
-            let first = i64::from_le_bytes(*first);
-            Some((first, read_varint(&mut src)? as i64))
-        }
-        LISTED => None,
+        GRID => true,
+        LISTED => false,
         other => return Err(CodecError::Corrupt(format!("unknown slot layout {other}"))),
     };
-    let (file, mut src) =
-        standalone::FileDecompressor::new(src).map_err(|e| CodecError::Corrupt(e.to_string()))?;
-    let listed: Option<Vec<i64>> = match grid {
-        None => Some(column(&file, &mut src)?),
-        Some(_) => None,
+    let columns = match *format {
+        FORMAT => wrapped_columns(rest, grid)?,
+        _ => standalone_columns(rest, grid)?,
     };
-    let followers: Vec<i32> = column(&file, &mut src)?;
-    let following: Vec<i32> = column(&file, &mut src)?;
-    match file.chunk_decompressor::<i32, _>(src) {
-        Ok(standalone::DecompressorItem::EndOfData(_)) => {}
-        Ok(standalone::DecompressorItem::Chunk(_)) => {
-            return Err(CodecError::Corrupt(
-                "more columns than a segment has".into(),
-            ));
-        }
-        Err(_) => return Err(CodecError::Truncated),
-    }
-    let slots = listed.as_ref().map_or(followers.len(), Vec::len);
-    if slots != followers.len() || slots != following.len() {
+    let Columns {
+        slots,
+        followers,
+        following,
+    } = columns;
+    let n = match &slots {
+        Slots::Listed(listed) => listed.len(),
+        Slots::Grid { .. } => followers.len(),
+    };
+    if n != followers.len() || n != following.len() {
         return Err(CodecError::Ragged {
-            slots,
+            slots: n,
             followers: followers.len(),
             following: following.len(),
         });
     }
     let counts = followers.iter().zip(&following);
-    match (grid, listed) {
-        (_, Some(listed)) => {
-            out.extend(
-                listed
-                    .iter()
-                    .zip(counts)
-                    .map(|(&slot_ms, (&f, &g))| SeriesPoint {
-                        slot_ms,
-                        follower_count: f,
-                        following_count: g,
-                    }),
-            )
-        }
-        (Some((first, step)), None) => {
+    match slots {
+        Slots::Listed(listed) => out.extend(listed.iter().zip(counts).map(
+            |(&slot_ms, (&f, &g))| SeriesPoint {
+                slot_ms,
+                follower_count: f,
+                following_count: g,
+            },
+        )),
+        Slots::Grid { first, step } => {
             let mut slot_ms = first;
             out.extend(counts.map(|(&f, &g)| {
                 let point = SeriesPoint {
@@ -267,9 +288,108 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<SeriesPoint>) -> Result<(), Codec
                 point
             }))
         }
-        (None, None) => unreachable!("a segment's slots are a grid or listed"),
     }
     Ok(())
+}
+
+/// A segment's columns as decoded, before they are zipped into points.
+struct Columns {
+    slots: Slots,
+    followers: Vec<i32>,
+    following: Vec<i32>,
+}
+
+enum Slots {
+    Grid { first: i64, step: i64 },
+    Listed(Vec<i64>),
+}
+
+/// The columns of a format-2 segment (after its format and layout bytes).
+fn wrapped_columns(mut src: &[u8], grid: bool) -> Result<Columns, CodecError> {
+    let n = read_varint(&mut src)?;
+    if n == 0 || n > MAX_POINTS {
+        return Err(CodecError::Corrupt(format!("segment claims {n} points")));
+    }
+    let n = n as usize;
+    let grid = match grid {
+        true => {
+            let first = unzigzag(read_varint(&mut src)?);
+            Some((first, read_varint(&mut src)? as i64))
+        }
+        false => None,
+    };
+    let (file, _) = wrapped::FileDecompressor::new(&PCO_HEADER[..])
+        .map_err(|e| CodecError::Corrupt(e.to_string()))?;
+    let slots = match grid {
+        Some((first, step)) => Slots::Grid { first, step },
+        None => Slots::Listed(wrapped_column(&file, &mut src, n)?),
+    };
+    let followers = wrapped_column(&file, &mut src, n)?;
+    let following = wrapped_column(&file, &mut src, n)?;
+    if !src.is_empty() {
+        return Err(CodecError::Corrupt(format!(
+            "{} bytes after the last column",
+            src.len()
+        )));
+    }
+    Ok(Columns {
+        slots,
+        followers,
+        following,
+    })
+}
+
+/// A column of a format-2 segment: pco's chunk metadata and one page of `n` values.
+fn wrapped_column<T: pco::data_types::Number>(
+    file: &wrapped::FileDecompressor,
+    src: &mut &[u8],
+    n: usize,
+) -> Result<Vec<T>, CodecError> {
+    let corrupt = |e: pco::errors::PcoError| CodecError::Corrupt(e.to_string());
+    let (mut chunk, rest) = file.chunk_decompressor::<T, _>(*src).map_err(corrupt)?;
+    let mut page = chunk.page_decompressor(rest, n).map_err(corrupt)?;
+    let mut values = vec![T::default(); n];
+    let progress = page.read(&mut values).map_err(corrupt)?;
+    if !progress.finished {
+        return Err(CodecError::Truncated);
+    }
+    *src = page.into_src();
+    Ok(values)
+}
+
+/// The columns of a format-1 segment (after its format and layout bytes).
+fn standalone_columns(mut src: &[u8], grid: bool) -> Result<Columns, CodecError> {
+    let grid = match grid {
+        true => {
+            let (first, rest) = src.split_first_chunk::<8>().ok_or(CodecError::Truncated)?;
+            src = rest;
+            let first = i64::from_le_bytes(*first);
+            Some((first, read_varint(&mut src)? as i64))
+        }
+        false => None,
+    };
+    let (file, mut src) =
+        standalone::FileDecompressor::new(src).map_err(|e| CodecError::Corrupt(e.to_string()))?;
+    let slots = match grid {
+        Some((first, step)) => Slots::Grid { first, step },
+        None => Slots::Listed(standalone_column(&file, &mut src)?),
+    };
+    let followers: Vec<i32> = standalone_column(&file, &mut src)?;
+    let following: Vec<i32> = standalone_column(&file, &mut src)?;
+    match file.chunk_decompressor::<i32, _>(src) {
+        Ok(standalone::DecompressorItem::EndOfData(_)) => {}
+        Ok(standalone::DecompressorItem::Chunk(_)) => {
+            return Err(CodecError::Corrupt(
+                "more columns than a segment has".into(),
+            ));
+        }
+        Err(_) => return Err(CodecError::Truncated),
+    }
+    Ok(Columns {
+        slots,
+        followers,
+        following,
+    })
 }
 
 #[cfg(test)]
@@ -350,7 +470,145 @@ mod tests {
         let (day, hour) = (day as f64 / 28_800.0, hour as f64 / 28_800.0);
         eprintln!("bytes per point: day {day:.2}, hour {hour:.2}");
         assert!(day < 3.3, "a day costs {day:.2} bytes a point");
-        assert!(hour < 4.2, "an hour costs {hour:.2} bytes a point");
+        assert!(hour < 3.8, "an hour costs {hour:.2} bytes a point");
+    }
+
+    /// Segments written in format 1 (pco's standalone form) before format 2, byte for byte as
+    /// that encoder wrote them: a grid and listed slots.
+    #[test]
+    fn format_one_segments_still_decode() {
+        let grid = hex(
+            "010068c635d79a010000e0d40370636f2103004201040103040000100201000bfcff3f00\
+            40420f80fa1a00000304000010010180feffff3f008813008000",
+        );
+        let expected: Vec<SeriesPoint> = [
+            (1_000_000, 5_000),
+            (1_006_906, 4_997),
+            (1_011_786, 4_994),
+            (1_014_640, 4_991),
+            (1_015_468, 4_988),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &(f, g))| SeriesPoint {
+            slot_ms: 1_764_547_217_000 + i as i64 * 60_000,
+            follower_count: f,
+            following_count: g,
+        })
+        .collect();
+        assert_eq!(decode(&grid).unwrap(), expected);
+        let listed = hex(
+            "010170636f210300c104010402000010020180fe2d93020000004000000000000000008001\
+            000000000000000302000010020180040000400000000080ffffff7f030200001002010003000000\
+            00ffffffff0100008000",
+        );
+        let expected = vec![
+            SeriesPoint {
+                slot_ms: 0,
+                follower_count: 0,
+                following_count: i32::MAX,
+            },
+            SeriesPoint {
+                slot_ms: 1,
+                follower_count: i32::MAX,
+                following_count: 0,
+            },
+            SeriesPoint {
+                slot_ms: 86_399_999,
+                follower_count: 7,
+                following_count: 7,
+            },
+        ];
+        assert_eq!(decode(&listed).unwrap(), expected);
+        // What is written now is format 2, and smaller.
+        assert_eq!(encode(&expected)[0], FORMAT);
+        assert!(encode(&expected).len() < listed.len());
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    /// Format 2 does not store pco's header: it assumes the version pco wrote when the format
+    /// was made. A pco that writes another needs a new format byte.
+    #[test]
+    fn pco_still_writes_the_format_version_format_two_assumes() {
+        let header = wrapped::FileCompressor::default()
+            .write_header(Vec::new())
+            .unwrap();
+        assert_eq!(header, PCO_HEADER);
+    }
+
+    #[test]
+    fn grids_before_1970_and_at_any_step_round_trip() {
+        for (first, step) in [(-86_400_000i64, 60_000i64), (0, 1), (-1, 3_600_000), (5, 0)] {
+            let n = if step == 0 { 1 } else { 61 };
+            let points: Vec<SeriesPoint> = walk(n, 4)
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| SeriesPoint {
+                    slot_ms: first + i as i64 * step,
+                    ..p
+                })
+                .collect();
+            let bytes = encode(&points);
+            assert_eq!(bytes[1], GRID, "{first} {step}");
+            assert_eq!(decode(&bytes).unwrap(), points, "{first} {step}");
+        }
+    }
+
+    /// Random damage anywhere in a segment (either format, either layout) is an error or other
+    /// numbers, never a panic.
+    #[test]
+    fn random_damage_never_panics() {
+        let mut gap = walk(60, 8);
+        gap.remove(30);
+        let grid_v1 = hex(
+            "010068c635d79a010000e0d40370636f2103004201040103040000100201000bfcff3f00\
+            40420f80fa1a00000304000010010180feffff3f008813008000",
+        );
+        let mut rng = SmallRng::seed_from_u64(11);
+        for original in [
+            encode(&walk(60, 7)),
+            encode(&gap),
+            encode(&walk(1440, 9)),
+            grid_v1,
+        ] {
+            for _ in 0..500 {
+                let mut bytes = original.clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let at = rng.random_range(0..bytes.len());
+                    bytes[at] = rng.random();
+                }
+                if rng.random_bool(0.2) {
+                    bytes.truncate(rng.random_range(0..bytes.len()));
+                }
+                let _ = decode(&bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_point_count_is_an_error() {
+        let mut bytes = encode(&walk(60, 2));
+        assert_eq!(bytes[2], 60);
+        bytes[2] = 0;
+        assert!(matches!(decode(&bytes), Err(CodecError::Corrupt(_))));
+        for claimed in [1u8, 59, 61, 127] {
+            bytes[2] = claimed;
+            let _ = decode(&bytes); // may misread the columns, must not panic
+        }
+        // A count beyond any segment is refused before anything is allocated for it.
+        let mut huge = vec![FORMAT, GRID];
+        varint(&mut huge, u64::MAX >> 1);
+        assert!(matches!(decode(&huge), Err(CodecError::Corrupt(_))));
+        let mut trailing = encode(&walk(60, 2));
+        trailing.push(0);
+        assert!(matches!(decode(&trailing), Err(CodecError::Corrupt(_))));
     }
 
     #[test]
