@@ -52,13 +52,25 @@ fn write_float(out: &mut Vec<u8>, value: f64) {
     serde_json::to_writer(out, &value).expect("a float serializes");
 }
 
+/// `key` (the JSON text before the value: `{"name":` or `,"name":`), then an integer.
+fn write_int(out: &mut Vec<u8>, number: &mut itoa::Buffer, key: &[u8], value: impl itoa::Integer) {
+    out.extend_from_slice(key);
+    out.extend_from_slice(number.format(value).as_bytes());
+}
+
+/// `value` written by `write`, or `null`.
+fn write_or_null<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+    match value {
+        Some(value) => write(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 impl Bucket {
     /// The bucket as serde_json writes it (`RangeAnswer::to_json`).
     fn write_json(&self, out: &mut Vec<u8>, number: &mut itoa::Buffer) {
-        out.extend_from_slice(b"{\"time\":");
-        out.extend_from_slice(number.format(self.time).as_bytes());
-        out.extend_from_slice(b",\"samples\":");
-        out.extend_from_slice(number.format(self.samples).as_bytes());
+        write_int(out, number, b"{\"time\":", self.time);
+        write_int(out, number, b",\"samples\":", self.samples);
         out.extend_from_slice(b",\"follower_count\":");
         self.follower_count.write_json(out, |out, v| {
             out.extend_from_slice(number.format(v).as_bytes())
@@ -68,10 +80,9 @@ impl Bucket {
             out.extend_from_slice(number.format(v).as_bytes())
         });
         out.extend_from_slice(b",\"follower_ratio\":");
-        match &self.follower_ratio {
-            Some(stats) => stats.write_json(out, write_float),
-            None => out.extend_from_slice(b"null"),
-        }
+        write_or_null(out, self.follower_ratio.as_ref(), |out, stats| {
+            stats.write_json(out, write_float)
+        });
         out.push(b'}');
     }
 }
@@ -108,17 +119,18 @@ impl RangeAnswer {
         };
         let mut out = Vec::with_capacity(192 + capacity);
         let mut number = itoa::Buffer::new();
-        out.extend_from_slice(b"{\"influencer_id\":");
-        out.extend_from_slice(number.format(self.influencer_id).as_bytes());
+        write_int(
+            &mut out,
+            &mut number,
+            b"{\"influencer_id\":",
+            self.influencer_id,
+        );
         out.extend_from_slice(b",\"username\":");
         serde_json::to_writer(&mut out, &self.username).expect("a string serializes");
-        out.extend_from_slice(b",\"start_time\":");
-        out.extend_from_slice(number.format(self.start_time).as_bytes());
-        out.extend_from_slice(b",\"end_time\":");
-        out.extend_from_slice(number.format(self.end_time).as_bytes());
+        write_int(&mut out, &mut number, b",\"start_time\":", self.start_time);
+        write_int(&mut out, &mut number, b",\"end_time\":", self.end_time);
         if let Some(step) = self.step {
-            out.extend_from_slice(b",\"step\":");
-            out.extend_from_slice(number.format(step).as_bytes());
+            write_int(&mut out, &mut number, b",\"step\":", step);
         }
         out.extend_from_slice(b",\"points\":[");
         match &self.points {
@@ -147,17 +159,11 @@ fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&mut Vec<
 impl RawPoint {
     /// The point as serde_json writes it (`RangeAnswer::to_json`).
     fn write_json(&self, out: &mut Vec<u8>, number: &mut itoa::Buffer) {
-        out.extend_from_slice(b"{\"time\":");
-        out.extend_from_slice(number.format(self.time).as_bytes());
-        out.extend_from_slice(b",\"follower_count\":");
-        out.extend_from_slice(number.format(self.follower_count).as_bytes());
-        out.extend_from_slice(b",\"following_count\":");
-        out.extend_from_slice(number.format(self.following_count).as_bytes());
+        write_int(out, number, b"{\"time\":", self.time);
+        write_int(out, number, b",\"follower_count\":", self.follower_count);
+        write_int(out, number, b",\"following_count\":", self.following_count);
         out.extend_from_slice(b",\"follower_ratio\":");
-        match self.follower_ratio {
-            Some(ratio) => write_float(out, ratio),
-            None => out.extend_from_slice(b"null"),
-        }
+        write_or_null(out, self.follower_ratio, write_float);
         out.push(b'}');
     }
 }
