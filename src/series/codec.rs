@@ -437,9 +437,9 @@ mod tests {
         assert_eq!(encode(&walk(60, 3))[1], GRID);
     }
 
-    #[test]
-    fn irregular_slots_and_extreme_counts_round_trip() {
-        let points = vec![
+    /// Irregular slots and the counts' extremes.
+    fn extremes() -> Vec<SeriesPoint> {
+        vec![
             SeriesPoint {
                 slot_ms: 0,
                 follower_count: 0,
@@ -455,7 +455,12 @@ mod tests {
                 follower_count: 7,
                 following_count: 7,
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn irregular_slots_and_extreme_counts_round_trip() {
+        let points = extremes();
         assert_eq!(decode(&encode(&points)).unwrap(), points);
     }
 
@@ -473,14 +478,15 @@ mod tests {
         assert!(hour < 3.8, "an hour costs {hour:.2} bytes a point");
     }
 
+    /// Five points on a grid as the format-1 encoder wrote them.
+    const GRID_FORMAT_ONE: &str = "010068c635d79a010000e0d40370636f2103004201040103040000100201\
+        000bfcff3f0040420f80fa1a00000304000010010180feffff3f008813008000";
+
     /// Segments written in format 1 (pco's standalone form) before format 2, byte for byte as
     /// that encoder wrote them: a grid and listed slots.
     #[test]
     fn format_one_segments_still_decode() {
-        let grid = hex(
-            "010068c635d79a010000e0d40370636f2103004201040103040000100201000bfcff3f00\
-            40420f80fa1a00000304000010010180feffff3f008813008000",
-        );
+        let grid = hex(GRID_FORMAT_ONE);
         let expected: Vec<SeriesPoint> = [
             (1_000_000, 5_000),
             (1_006_906, 4_997),
@@ -502,23 +508,7 @@ mod tests {
             000000000000000302000010020180040000400000000080ffffff7f030200001002010003000000\
             00ffffffff0100008000",
         );
-        let expected = vec![
-            SeriesPoint {
-                slot_ms: 0,
-                follower_count: 0,
-                following_count: i32::MAX,
-            },
-            SeriesPoint {
-                slot_ms: 1,
-                follower_count: i32::MAX,
-                following_count: 0,
-            },
-            SeriesPoint {
-                slot_ms: 86_399_999,
-                follower_count: 7,
-                following_count: 7,
-            },
-        ];
+        let expected = extremes();
         assert_eq!(decode(&listed).unwrap(), expected);
         // What is written now is format 2, and smaller.
         assert_eq!(encode(&expected)[0], FORMAT);
@@ -567,10 +557,7 @@ mod tests {
     fn random_damage_never_panics() {
         let mut gap = walk(60, 8);
         gap.remove(30);
-        let grid_v1 = hex(
-            "010068c635d79a010000e0d40370636f2103004201040103040000100201000bfcff3f00\
-            40420f80fa1a00000304000010010180feffff3f008813008000",
-        );
+        let grid_v1 = hex(GRID_FORMAT_ONE);
         let mut rng = SmallRng::seed_from_u64(11);
         for original in [
             encode(&walk(60, 7)),
