@@ -94,24 +94,35 @@ macro_rules! over_both_hot_tables {
     };
 }
 
-/// `select` over both cold tables (`influencer_segments`, then `influencer_hour_segments`),
-/// each with `condition` and the [`WINDOW`] to be filled in by [`with_window`], as one
-/// `union all`. Written out rather than through the `all_segments` view: PostgreSQL planned a
-/// read through the view at about 6,000 a second (pgbench, 16 clients, the bench's
-/// 100,000,000 points) and the same union written out at about 15,000.
+/// `select` over both cold tables (`influencer_segments` with `$day_select`, then
+/// `influencer_hour_segments` with `$hour_select`), each with its condition and the [`WINDOW`]
+/// to be filled in by [`with_window`], as one `union all`. `$condition` is a macro that writes
+/// the condition given how the table's period end is written: the day table stores it, an
+/// hour segment's ends an hour after its start (an hour has no `period_end` column). Written
+/// out rather than through the `all_segments` view: PostgreSQL planned a read through the view
+/// at about 6,000 a second (pgbench, 16 clients, the bench's 100,000,000 points) and the same
+/// union written out at about 15,000.
 macro_rules! over_both_cold_tables {
-    ($select:expr, $condition:expr) => {
+    ($day_select:expr, $hour_select:expr, $condition:ident) => {
         concat!(
             "select ",
-            $select,
+            $day_select,
             " from influencer_segments where ",
-            $condition,
+            $condition!("period_end"),
             " and __WINDOW__ union all select ",
-            $select,
+            $hour_select,
             " from influencer_hour_segments where ",
-            $condition,
+            $condition!("(period_start + interval '1 hour')"),
             " and __WINDOW__"
         )
+    };
+}
+
+/// A day segment's encoded points (the view `all_segments` and migration 0003 say why in two
+/// parts).
+macro_rules! day_data {
+    () => {
+        "data_head || data_tail"
     };
 }
 
@@ -172,6 +183,19 @@ struct RangeRow {
     data: Option<Vec<u8>>,
 }
 
+/// The segments of the influencers in `[$1, $2]` overlapping `[$3, $4]`, given how the
+/// period's end is written: found by their period start (a segment spans at most a day, which
+/// lets the chunks of other times be skipped).
+macro_rules! window_segments {
+    ($end:literal) => {
+        concat!(
+            "influencer_id >= $1 and influencer_id <= $2
+               and period_start > $3 - interval '1 day' and period_start <= $4 and ",
+            $end,
+            " > $3"
+        )
+    };
+}
 /// Everything of the influencers in `ids` (inclusive bounds) over `[start, end]`, both tiers in
 /// one statement, so in one snapshot: a compaction has committed either before it (its
 /// segments are seen, its points are gone) or after it (the other way round), never half, and
@@ -184,9 +208,9 @@ const RANGE_SQL: &str = concat!(
     ),
     " union all ",
     over_both_cold_tables!(
-        "influencer_id, period_start, 0, 0, data_head || data_tail",
-        "influencer_id >= $1 and influencer_id <= $2
-           and period_start > $3 - interval '1 day' and period_start <= $4 and period_end > $3"
+        concat!("influencer_id, period_start, 0, 0, ", day_data!()),
+        "influencer_id, period_start, 0, 0, data",
+        window_segments
     )
 );
 
@@ -281,40 +305,64 @@ macro_rules! summary_columns {
     };
 }
 
-/// The segments overlapping `[$2, $3]`: found by their period start (a segment spans at most a
-/// day, which lets the chunks of other times be skipped).
+/// The segments of influencer $1 overlapping `[$2, $3]`, given how the period's end is
+/// written: found by their period start (a segment spans at most a day, which lets the chunks
+/// of other times be skipped).
 macro_rules! overlapping_segments {
-    () => {
-        "influencer_id = $1
-           and period_start > $2 - interval '1 day' and period_start <= $3 and period_end > $2"
+    ($end:literal) => {
+        concat!(
+            "influencer_id = $1 and period_start > $2 - interval '1 day' and period_start <= $3
+               and ",
+            $end,
+            " > $2"
+        )
     };
 }
 
-/// The summaries of one influencer's segments overlapping the range, without their points.
-const SUMMARIES_SQL: &str = over_both_cold_tables!(summary_columns!(), overlapping_segments!());
+/// [`overlapping_segments`] whose periods start at one of $4 (all of them when it is null).
+macro_rules! listed_segments {
+    ($end:literal) => {
+        concat!(
+            overlapping_segments!($end),
+            " and ($4::timestamptz[] is null or period_start = any($4))"
+        )
+    };
+}
+
+/// The summaries of one influencer's segments overlapping the range, without their points. An
+/// hour segment has none (migration 0004): its row is its period and nulls.
+const SUMMARIES_SQL: &str = over_both_cold_tables!(
+    summary_columns!(),
+    "period_start, period_start + interval '1 hour', null, null, null, null, null, null, null,
+     points, null, null, null, null, null, null, null",
+    overlapping_segments
+);
 
 /// The encoded points of one influencer's segments overlapping the range: all of them when $4
 /// is null, else those whose period starts it lists.
 const SEGMENT_DATA_SQL: &str = over_both_cold_tables!(
-    "period_start, period_end, data_head || data_tail",
-    concat!(
-        overlapping_segments!(),
-        " and ($4::timestamptz[] is null or period_start = any($4))"
-    )
+    concat!("period_start, period_end, ", day_data!()),
+    "period_start, period_start + interval '1 hour', data",
+    listed_segments
 );
 
 /// A segment's period, epoch ms: `(start, end)`, end exclusive.
 pub type Period = (i64, i64);
 
 /// A row of [`SUMMARIES_SQL`], read by position: the columns' order is [`summary_columns`]'
-/// (a year is 365 rows of 17 columns, no name looked up for any of them).
-fn summary_row(row: &sqlx::postgres::PgRow) -> Result<(Period, Summary), sqlx::Error> {
+/// (a year is 365 rows of 17 columns, no name looked up for any of them). An hour segment's
+/// row has no summary.
+fn summary_row(row: &sqlx::postgres::PgRow) -> Result<(Period, Option<Summary>), sqlx::Error> {
     use sqlx::Row;
     let ms = |i: usize| row.try_get::<EpochMs, _>(i).map(|t| t.0);
+    let period = (ms(0)?, ms(1)?);
+    let Some(EpochMs(first_slot_ms)) = row.try_get::<Option<EpochMs>, _>(2)? else {
+        return Ok((period, None));
+    };
     Ok((
-        (ms(0)?, ms(1)?),
-        Summary {
-            first_slot_ms: ms(2)?,
+        period,
+        Some(Summary {
+            first_slot_ms,
             last_slot_ms: ms(3)?,
             follower_sum: row.try_get(4)?,
             following_sum: row.try_get(5)?,
@@ -329,7 +377,7 @@ fn summary_row(row: &sqlx::postgres::PgRow) -> Result<(Period, Summary), sqlx::E
             following_min: row.try_get(14)?,
             following_max: row.try_get(15)?,
             following_last: row.try_get(16)?,
-        },
+        }),
     ))
 }
 
@@ -340,11 +388,12 @@ const BUCKET_READ_ATTEMPTS: usize = 3;
 /// One influencer's points over `[start_ms, end_ms]` in buckets of `step_ms` aligned as
 /// `time_bucket` aligns them; buckets without points are left out.
 ///
-/// With a step of a day or more, a segment that lies whole inside one bucket and inside the
+/// With a step of a day or more, a day segment that lies whole inside one bucket and inside the
 /// range, with no hot point in its period, is answered from its summary: the segments'
 /// summaries are read first, then the points of only those that do not fit (at most the two at
-/// the range's ends, usually). A finer step reads every segment's points (an hour segment is
-/// 60 points; a day segment never fits an hour bucket).
+/// the range's ends, usually) and of the hour segments, which have no summary (at most the
+/// current day's 24). A finer step reads every segment's points (a day segment never fits an
+/// hour bucket).
 pub async fn buckets(
     pool: &PgPool,
     influencer_id: i64,
@@ -388,8 +437,9 @@ pub async fn buckets(
 /// of the segments overlapping the range, then the encoded points of some or all of them. Two
 /// reads, each its own snapshot: a compaction may replace segments between them.
 trait ColdSegments {
-    /// The summaries of the segments overlapping the range, by period.
-    async fn summaries(&mut self) -> Result<Vec<(Period, Summary)>, ReadError>;
+    /// The summaries of the segments overlapping the range, by period (none for a segment
+    /// stored without one: an hour segment).
+    async fn summaries(&mut self) -> Result<Vec<(Period, Option<Summary>)>, ReadError>;
     /// The encoded points of the segments overlapping the range whose periods start at one of
     /// `only_starts` (all of them if none), by period.
     async fn data(
@@ -408,7 +458,7 @@ struct DatabaseSegments<'c> {
 }
 
 impl ColdSegments for DatabaseSegments<'_> {
-    async fn summaries(&mut self) -> Result<Vec<(Period, Summary)>, ReadError> {
+    async fn summaries(&mut self) -> Result<Vec<(Period, Option<Summary>)>, ReadError> {
         let sql = with_window(SUMMARIES_SQL, self.start_ms, self.end_ms);
         let rows = sqlx::query(&sql)
             .bind(self.influencer_id)
@@ -458,15 +508,16 @@ async fn buckets_from_summaries(
         let mut wholes = Vec::new();
         let mut needed: Vec<Period> = Vec::new();
         for (period, summary) in cold.summaries().await? {
-            let fits = summary.first_slot_ms >= start_ms
-                && summary.last_slot_ms <= end_ms
-                && bucket_of(summary.first_slot_ms, step_ms)
-                    == bucket_of(summary.last_slot_ms, step_ms)
-                && !has_point_in(hot_points, period);
-            if fits {
-                wholes.push((period, summary));
-            } else {
-                needed.push(period);
+            let whole = summary.filter(|summary| {
+                summary.first_slot_ms >= start_ms
+                    && summary.last_slot_ms <= end_ms
+                    && bucket_of(summary.first_slot_ms, step_ms)
+                        == bucket_of(summary.last_slot_ms, step_ms)
+                    && !has_point_in(hot_points, period)
+            });
+            match whole {
+                Some(summary) => wholes.push((period, summary)),
+                None => needed.push(period),
             }
         }
         wholes.sort_unstable_by_key(|(period, _)| *period);
@@ -759,13 +810,19 @@ mod tests {
     struct Compacting {
         states: Vec<Segments>,
         state: usize,
+        /// The period starts the last read of points asked for (`None`: all).
+        asked: Option<Vec<i64>>,
     }
 
     impl ColdSegments for Compacting {
-        async fn summaries(&mut self) -> Result<Vec<(Period, Summary)>, ReadError> {
+        /// As the database answers them: a day segment's summary, none for an hour segment.
+        async fn summaries(&mut self) -> Result<Vec<(Period, Option<Summary>)>, ReadError> {
             Ok(self.states[self.state]
                 .iter()
-                .map(|(period, points)| (*period, Summary::of(points)))
+                .map(|(period, points)| {
+                    let day = period.1 - period.0 >= DAY_MS;
+                    (*period, day.then(|| Summary::of(points)))
+                })
                 .collect())
         }
 
@@ -774,6 +831,7 @@ mod tests {
             only_starts: Option<&[i64]>,
         ) -> Result<Vec<(Period, Vec<u8>)>, ReadError> {
             self.state = (self.state + 1).min(self.states.len() - 1);
+            self.asked = only_starts.map(<[i64]>::to_vec);
             Ok(self.states[self.state]
                 .iter()
                 .filter(|((start, _), _)| only_starts.is_none_or(|s| s.contains(start)))
@@ -827,6 +885,7 @@ mod tests {
         let mut cold = Compacting {
             states: vec![hours, merged],
             state: 0,
+            asked: None,
         };
         let answer = block_on(buckets_from_summaries(&mut cold, &[], start, end, DAY_MS))
             .unwrap()
@@ -840,6 +899,34 @@ mod tests {
         assert_eq!(answer[0].samples, 1440 - 30);
     }
 
+    /// Whole days from the day segment's summary and from hour segments, which have none: the
+    /// hours are decoded (and only they), and the answer is the points' own.
+    #[test]
+    fn hour_segments_without_a_summary_are_answered_from_their_points() {
+        let (points, _, merged) = two_days();
+        let (start, end) = (points[0].slot_ms, points[2 * 1440 - 1].slot_ms);
+        let hours: Vec<i64> = (24..48).map(|h| start + h * HOUR_MS).collect();
+        let mut cold = Compacting {
+            states: vec![merged],
+            state: 0,
+            asked: None,
+        };
+        let answer = block_on(buckets_from_summaries(&mut cold, &[], start, end, DAY_MS))
+            .unwrap()
+            .expect("the segments did not change");
+        assert_eq!(
+            answer,
+            fold_buckets(points, Vec::new(), &[], start, end, DAY_MS)
+        );
+        assert_eq!(answer.len(), 2);
+        assert!(answer.iter().all(|bucket| bucket.samples == 1440));
+        assert_eq!(
+            cold.asked,
+            Some(hours),
+            "the 24 hours' points, not the day's"
+        );
+    }
+
     /// Segments that change between every two reads: after its attempts the read gives up.
     #[test]
     fn a_bucketed_read_gives_up_when_the_segments_keep_changing() {
@@ -848,6 +935,7 @@ mod tests {
         let mut cold = Compacting {
             states: [hours, merged].into_iter().cycle().take(8).collect(),
             state: 0,
+            asked: None,
         };
         let answer = block_on(buckets_from_summaries(&mut cold, &[], start, end, DAY_MS));
         assert!(answer.unwrap().is_none());

@@ -176,3 +176,113 @@ async fn a_database_with_the_pre_baseline_history_is_refused_with_what_to_do() {
     assert!(message.contains("folded into one baseline"), "{message}");
     assert!(message.contains("drop it"), "{message}");
 }
+
+/// Hour segments stored before migration 0004 (with a summary, the points in two parts) are
+/// carried into the table without a summary: the same points, read through the one read path.
+#[tokio::test]
+async fn hour_segments_stored_before_migration_0004_are_carried_over() {
+    use influencer_analytics::series::{self, SeriesPoint, Summary, codec};
+    use sqlx::Connection;
+    let server = influencer_analytics::testing::shared_db_server();
+    let name = format!("ia_test_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&format!("{server}/{name}"))
+        .await
+        .unwrap();
+    // The migrations up to 0003, as a database last migrated by an older release has them.
+    let older = tempfile::tempdir().unwrap();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for file in [
+        "0001_baseline.sql",
+        "0002_segments.sql",
+        "0003_segment_data_split.sql",
+    ] {
+        std::fs::copy(migrations.join(file), older.path().join(file)).unwrap();
+    }
+    sqlx::migrate::Migrator::new(older.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let hour = 1_764_547_200_000i64; // 2025-12-01 00:00 UTC
+    let points: Vec<SeriesPoint> = (0..60)
+        .map(|i| SeriesPoint {
+            slot_ms: hour + 17_000 + i * 60_000,
+            follower_count: 1_000_000 + (i as i32 * 7_919) % 5_000,
+            following_count: 300 + i as i32 % 7,
+        })
+        .collect();
+    let s = Summary::of(&points);
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    sqlx::query(
+        "insert into influencer_hour_segments (influencer_id, period_start, period_end,
+             first_slot, last_slot, follower_sum, following_sum, ratio_min, ratio_max, ratio_sum,
+             points, ratio_points, follower_min, follower_max, follower_last, following_min,
+             following_max, following_last, lateness_max_ms, lateness_p99_ms, data_head,
+             data_tail)
+         values (42, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                 $17, 900, 800, '', $18)",
+    )
+    .bind(at(hour))
+    .bind(at(hour + 3_600_000))
+    .bind(at(s.first_slot_ms))
+    .bind(at(s.last_slot_ms))
+    .bind(s.follower_sum)
+    .bind(s.following_sum)
+    .bind(s.ratio_min)
+    .bind(s.ratio_max)
+    .bind(s.ratio_sum)
+    .bind(s.points)
+    .bind(s.ratio_points)
+    .bind(s.follower_min)
+    .bind(s.follower_max)
+    .bind(s.follower_last)
+    .bind(s.following_min)
+    .bind(s.following_max)
+    .bind(s.following_last)
+    .bind(codec::encode(&points))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    influencer_analytics::db::MIGRATOR.run(&pool).await.unwrap();
+    let carried: (i32, i32, i32) = sqlx::query_as(
+        "select points, lateness_max_ms, lateness_p99_ms from influencer_hour_segments
+         where influencer_id = 42",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(carried, (60, 900, 800));
+    let read = series::read::points(&pool, 42, hour, hour + 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(read, points);
+    let buckets =
+        series::read::buckets(&pool, 42, hour - 86_400_000, hour + 86_400_000, 86_400_000)
+            .await
+            .unwrap();
+    assert_eq!(
+        buckets,
+        series::read::fold_buckets(
+            points,
+            Vec::new(),
+            &[],
+            hour - 86_400_000,
+            hour + 86_400_000,
+            86_400_000
+        )
+    );
+    pool.close().await;
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
