@@ -196,6 +196,7 @@ macro_rules! window_segments {
         )
     };
 }
+
 /// Everything of the influencers in `ids` (inclusive bounds) over `[start, end]`, both tiers in
 /// one statement, so in one snapshot: a compaction has committed either before it (its
 /// segments are seen, its points are gone) or after it (the other way round), never half, and
@@ -334,7 +335,7 @@ macro_rules! listed_segments {
 const SUMMARIES_SQL: &str = over_both_cold_tables!(
     summary_columns!(),
     "period_start, period_start + interval '1 hour', null, null, null, null, null, null, null,
-     points, null, null, null, null, null, null, null",
+     null, null, null, null, null, null, null, null",
     overlapping_segments
 );
 
