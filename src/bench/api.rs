@@ -383,7 +383,7 @@ async fn record_generated(
 async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
     use crate::series::{
         DAY_MS, SeriesPoint,
-        store::{self, Segment, Table},
+        store::{self, Segment},
     };
     use rand::{SeedableRng, rngs::SmallRng};
     use rand_distr::{Distribution, Normal};
@@ -422,7 +422,7 @@ async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
             ));
         }
         let mut tx = pool.begin().await?;
-        store::upsert(&mut tx, Table::Days, &segments).await?;
+        store::upsert(&mut tx, &segments).await?;
         tx.commit().await?;
     }
     sqlx::query("vacuum analyze influencer_segments")

@@ -239,23 +239,21 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<SeriesPoint>) -> Result<(), Codec
     let [format, layout, rest @ ..] = bytes else {
         return Err(CodecError::Truncated);
     };
-    if *format != FORMAT && *format != FORMAT_STANDALONE {
-        return Err(CodecError::UnknownFormat(*format));
-    }
+    let columns = match *format {
+        FORMAT => wrapped_columns,
+        FORMAT_STANDALONE => standalone_columns,
+        other => return Err(CodecError::UnknownFormat(other)),
+    };
     let grid = match *layout {
         GRID => true,
         LISTED => false,
         other => return Err(CodecError::Corrupt(format!("unknown slot layout {other}"))),
     };
-    let columns = match *format {
-        FORMAT => wrapped_columns(rest, grid)?,
-        _ => standalone_columns(rest, grid)?,
-    };
     let Columns {
         slots,
         followers,
         following,
-    } = columns;
+    } = columns(rest, grid)?;
     let n = match &slots {
         Slots::Listed(listed) => listed.len(),
         Slots::Grid { .. } => followers.len(),

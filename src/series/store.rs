@@ -63,13 +63,17 @@ impl From<&crate::model::Point> for RawPoint {
     }
 }
 
-/// A segment as written: its period, its points' summary and lateness, and its bytes.
+/// A segment as written: its period, its points' count (and summary, for a day) and lateness,
+/// and its bytes.
 #[derive(Debug, Clone)]
 pub struct Segment {
     pub influencer_id: i64,
     pub period_start_ms: i64,
     pub period_end_ms: i64,
-    pub summary: Summary,
+    pub points: i32,
+    /// The summary of its points, for a day segment; an hour segment is stored without one
+    /// (migration 0004), so none is computed for it.
+    pub summary: Option<Summary>,
     pub lateness_max_ms: i32,
     pub lateness_p99_ms: i32,
     pub data: Vec<u8>,
@@ -88,11 +92,17 @@ impl Segment {
             influencer_id,
             period_start_ms: period.0,
             period_end_ms: period.1,
-            summary: Summary::of(points),
+            points: points.len() as i32,
+            summary: (Table::of_period(period) == Table::Days).then(|| Summary::of(points)),
             lateness_max_ms,
             lateness_p99_ms,
             data: codec::encode(points),
         }
+    }
+
+    /// The table the segment is stored in.
+    pub fn table(&self) -> Table {
+        Table::of_period((self.period_start_ms, self.period_end_ms))
     }
 }
 
@@ -266,11 +276,7 @@ pub async fn merge(
     }
     report.segments = segments.len() as u64;
     report.bytes = segments.iter().map(|s| s.data.len() as u64).sum();
-    let (days, hours): (Vec<Segment>, Vec<Segment>) = segments
-        .into_iter()
-        .partition(|s| s.period_end_ms - s.period_start_ms >= DAY_MS);
-    upsert(tx, Table::Days, &days).await?;
-    upsert(tx, Table::Hours, &hours).await?;
+    upsert(tx, &segments).await?;
     new_days.sort();
     new_days.dedup();
     if !new_days.is_empty() {
@@ -289,7 +295,7 @@ fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
-/// The two cold tables.
+/// The two cold tables: `influencer_hour_segments` and `influencer_segments`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
     Hours,
@@ -297,10 +303,13 @@ pub enum Table {
 }
 
 impl Table {
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Hours => "influencer_hour_segments",
-            Table::Days => "influencer_segments",
+    /// The table of a segment over `period`: a day's in the day table, an hour's in the hour
+    /// table.
+    pub fn of_period((start, end): (i64, i64)) -> Self {
+        if end - start >= DAY_MS {
+            Table::Days
+        } else {
+            Table::Hours
         }
     }
 }
@@ -317,43 +326,65 @@ pub fn split_for_toast(data: &[u8]) -> (&[u8], &[u8]) {
     data.split_at(data.len() / TOAST_CHUNK_BYTES * TOAST_CHUNK_BYTES)
 }
 
-/// Writes segments into `table`, replacing any stored under the same (influencer, period
-/// start).
-pub async fn upsert(tx: &mut PgConnection, table: Table, segments: &[Segment]) -> sqlx::Result<()> {
+/// Writes segments, each into its table, replacing any stored under the same (influencer,
+/// period start).
+pub async fn upsert(tx: &mut PgConnection, segments: &[Segment]) -> sqlx::Result<()> {
+    let (days, hours): (Vec<&Segment>, Vec<&Segment>) =
+        segments.iter().partition(|s| s.table() == Table::Days);
+    upsert_days(tx, &days).await?;
+    upsert_hours(tx, &hours).await
+}
+
+/// One column of `$rows` as an array: `$f` applied to each row.
+macro_rules! column {
+    ($rows:expr, $f:expr) => {
+        $rows.iter().map($f).collect::<Vec<_>>()
+    };
+}
+
+/// Hour segments: no summary (migration 0004), and the encoded points whole (an hour is far
+/// under a TOAST chunk).
+async fn upsert_hours(tx: &mut PgConnection, segments: &[&Segment]) -> sqlx::Result<()> {
     if segments.is_empty() {
         return Ok(());
     }
-    macro_rules! column {
-        ($f:expr) => {
-            segments.iter().map($f).collect::<Vec<_>>()
-        };
-    }
-    if table == Table::Hours {
-        // No summary (migration 0004), and the encoded points whole: an hour is far under a
-        // TOAST chunk.
-        sqlx::query(
-            "insert into influencer_hour_segments
-                 (influencer_id, period_start, points, lateness_max_ms, lateness_p99_ms, data)
-             select * from unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[],
-                                  $5::int[], $6::bytea[])
-             on conflict (influencer_id, period_start) do update set
-                 points = excluded.points, lateness_max_ms = excluded.lateness_max_ms,
-                 lateness_p99_ms = excluded.lateness_p99_ms, data = excluded.data",
-        )
-        .bind(column!(|s| s.influencer_id))
-        .bind(column!(|s| at(s.period_start_ms)))
-        .bind(column!(|s| s.summary.points))
-        .bind(column!(|s| s.lateness_max_ms))
-        .bind(column!(|s| s.lateness_p99_ms))
-        .bind(column!(|s| s.data.as_slice()))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "insert into influencer_hour_segments
+             (influencer_id, period_start, points, lateness_max_ms, lateness_p99_ms, data)
+         select * from unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[],
+                              $5::int[], $6::bytea[])
+         on conflict (influencer_id, period_start) do update set
+             points = excluded.points, lateness_max_ms = excluded.lateness_max_ms,
+             lateness_p99_ms = excluded.lateness_p99_ms, data = excluded.data",
+    )
+    .bind(column!(segments, |s| s.influencer_id))
+    .bind(column!(segments, |s| at(s.period_start_ms)))
+    .bind(column!(segments, |s| s.points))
+    .bind(column!(segments, |s| s.lateness_max_ms))
+    .bind(column!(segments, |s| s.lateness_p99_ms))
+    .bind(column!(segments, |s| s.data.as_slice()))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Day segments: with their summary, the encoded points split for TOAST.
+async fn upsert_days(tx: &mut PgConnection, segments: &[&Segment]) -> sqlx::Result<()> {
+    if segments.is_empty() {
         return Ok(());
     }
+    let summaries: Vec<&Summary> = segments
+        .iter()
+        .map(|s| {
+            s.summary
+                .as_ref()
+                .expect("a day segment is built with its summary")
+        })
+        .collect();
     let (heads, tails): (Vec<&[u8]>, Vec<&[u8]>) =
         segments.iter().map(|s| split_for_toast(&s.data)).unzip();
-    sqlx::query(&format!(
-        "insert into {} (influencer_id, period_start, period_end, first_slot,
+    sqlx::query(
+        "insert into influencer_segments (influencer_id, period_start, period_end, first_slot,
              last_slot, follower_sum, following_sum, ratio_min, ratio_max, ratio_sum, points,
              ratio_points, follower_min, follower_max, follower_last, following_min,
              following_max, following_last, lateness_max_ms, lateness_p99_ms, data_head, data_tail)
@@ -374,28 +405,27 @@ pub async fn upsert(tx: &mut PgConnection, table: Table, segments: &[Segment]) -
              lateness_max_ms = excluded.lateness_max_ms,
              lateness_p99_ms = excluded.lateness_p99_ms, data_head = excluded.data_head,
              data_tail = excluded.data_tail",
-        table.name()
-    ))
-    .bind(column!(|s| s.influencer_id))
-    .bind(column!(|s| at(s.period_start_ms)))
-    .bind(column!(|s| at(s.period_end_ms)))
-    .bind(column!(|s| at(s.summary.first_slot_ms)))
-    .bind(column!(|s| at(s.summary.last_slot_ms)))
-    .bind(column!(|s| s.summary.follower_sum))
-    .bind(column!(|s| s.summary.following_sum))
-    .bind(column!(|s| s.summary.ratio_min))
-    .bind(column!(|s| s.summary.ratio_max))
-    .bind(column!(|s| s.summary.ratio_sum))
-    .bind(column!(|s| s.summary.points))
-    .bind(column!(|s| s.summary.ratio_points))
-    .bind(column!(|s| s.summary.follower_min))
-    .bind(column!(|s| s.summary.follower_max))
-    .bind(column!(|s| s.summary.follower_last))
-    .bind(column!(|s| s.summary.following_min))
-    .bind(column!(|s| s.summary.following_max))
-    .bind(column!(|s| s.summary.following_last))
-    .bind(column!(|s| s.lateness_max_ms))
-    .bind(column!(|s| s.lateness_p99_ms))
+    )
+    .bind(column!(segments, |s| s.influencer_id))
+    .bind(column!(segments, |s| at(s.period_start_ms)))
+    .bind(column!(segments, |s| at(s.period_end_ms)))
+    .bind(column!(summaries, |s| at(s.first_slot_ms)))
+    .bind(column!(summaries, |s| at(s.last_slot_ms)))
+    .bind(column!(summaries, |s| s.follower_sum))
+    .bind(column!(summaries, |s| s.following_sum))
+    .bind(column!(summaries, |s| s.ratio_min))
+    .bind(column!(summaries, |s| s.ratio_max))
+    .bind(column!(summaries, |s| s.ratio_sum))
+    .bind(column!(summaries, |s| s.points))
+    .bind(column!(summaries, |s| s.ratio_points))
+    .bind(column!(summaries, |s| s.follower_min))
+    .bind(column!(summaries, |s| s.follower_max))
+    .bind(column!(summaries, |s| s.follower_last))
+    .bind(column!(summaries, |s| s.following_min))
+    .bind(column!(summaries, |s| s.following_max))
+    .bind(column!(summaries, |s| s.following_last))
+    .bind(column!(segments, |s| s.lateness_max_ms))
+    .bind(column!(segments, |s| s.lateness_p99_ms))
     .bind(&heads)
     .bind(&tails)
     .execute(&mut *tx)
@@ -458,7 +488,7 @@ pub async fn merge_day(
     report.segments = segments.len() as u64;
     report.bytes = segments.iter().map(|s| s.data.len() as u64).sum();
     let last = segments.last().map(|s| s.influencer_id);
-    upsert(tx, Table::Days, &segments).await?;
+    upsert(tx, &segments).await?;
     Ok((last, report))
 }
 
