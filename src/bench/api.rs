@@ -466,7 +466,7 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
     for table in [
         DATASET,
         "influencer_segments",
-        "influencer_hour_segments",
+        "influencer_hour_blocks",
         "late_points",
         "compaction_days",
         "influencer_ranks",

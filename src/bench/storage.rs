@@ -75,7 +75,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     compaction::run_stages(&pool, compaction::Budget::FULL, false, &mut |_| {}).await?;
     let hours_secs = started.elapsed().as_secs_f64();
     let hours_cpu = super::procs::cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu;
-    let hours = size(&pool, "influencer_hour_segments").await?;
+    let hours = size(&pool, "influencer_hour_blocks").await?;
     let started = Instant::now();
     compaction::run_stages(&pool, compaction::Budget::FULL, true, &mut |_| {}).await?;
     let days_secs = started.elapsed().as_secs_f64();

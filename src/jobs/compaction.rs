@@ -4,7 +4,8 @@
 //! One pass, under a session advisory lock so one process at a time compacts:
 //! 1. **Hours**: each `influencer_metrics` chunk whose hour ended [`SETTLE_MS`] ago is read
 //!    (in scans of its physical order, a share of its influencers each: `passes_for`),
-//!    written as hour segments (with the late points of that hour), and dropped, in one
+//!    written as hour segments (in block rows of 64 influencers, with the late points of
+//!    that hour), and dropped, in one
 //!    transaction: a pass stopped at any moment (kill -9 included) leaves the
 //!    chunk as it was, and the next pass does it again. The chunk is locked only by the final
 //!    `DROP TABLE`, bounded by a lock timeout; the sink never writes into a closed chunk
@@ -26,7 +27,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use crate::db::{SessionLock, copy};
 use crate::model::Point;
 use crate::series::{
-    DAY_MS, SETTLE_MS,
+    DAY_MS, SETTLE_MS, block_of,
     store::{self, MergeReport, RawPoint, RawRow},
 };
 
@@ -38,8 +39,9 @@ pub const LOCK_KEY: i64 = 0x63_6f6d_7061_6374;
 const HEAP_BYTES_PER_ROW: i64 = 60;
 /// Points of a chunk merged into segments per step (an hour of 3,000 influencers).
 const POINTS_PER_MERGE: usize = 180_000;
-/// Influencers merged into day segments per transaction.
-const INFLUENCERS_PER_DAY_BATCH: i64 = 20_000;
+/// Hour blocks (of 64 influencers) merged into day segments per transaction: about 20,000
+/// influencers.
+const HOUR_BLOCKS_PER_DAY_BATCH: i64 = 312;
 const LATE_POINTS_PER_BATCH: i64 = 50_000;
 
 /// How long the final `DROP TABLE` of a chunk may wait for readers to let go of it.
@@ -163,12 +165,12 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Status> {
                 count(c.*) filter (where c.range_end <= now() - make_interval(secs => $1)),
                 (select count(*) from late_points),
                 (select count(*) from compaction_days where merged_at is null),
-                (select count(*) from influencer_hour_segments),
+                (select count(*) from influencer_hour_blocks b, unnest(b.points) p where p > 0),
                 (select count(*) from influencer_segments),
                 (select sum(total_bytes)::bigint from (
                      select total_bytes from hypertable_detailed_size('influencer_segments')
                      union all
-                     select total_bytes from hypertable_detailed_size('influencer_hour_segments')) s)
+                     select total_bytes from hypertable_detailed_size('influencer_hour_blocks')) s)
          from timescaledb_information.chunks c where c.hypertable_name = 'influencer_metrics'",
     )
     .bind((SETTLE_MS / 1000) as f64)
@@ -381,7 +383,7 @@ async fn compact_chunk(
         let mut points = read_pass(&mut tx, &table, (pass, passes), expected).await?;
         points.sort_unstable_by_key(|p| (p.pk, p.slot_ms));
         budget.pace.rest(step.elapsed(), rested).await;
-        for batch in by_influencer(&points, POINTS_PER_MERGE) {
+        for batch in by_block(&points, POINTS_PER_MERGE) {
             let step = Instant::now();
             let batch: Vec<RawPoint> = batch.iter().map(RawPoint::from).collect();
             total += store::merge(&mut tx, &batch, look_up).await?;
@@ -421,8 +423,10 @@ async fn compact_chunk(
 /// influencer here. The sink writes a chunk in slot order, so an influencer's 60 points of an
 /// hour lie on 60 pages among a million influencers' rows: read influencer by influencer
 /// through the index, every point cost PostgreSQL a page (bench compaction: 140 s of its CPU
-/// for an hour of 1,000,000 influencers). The shares are ids modulo the number of passes,
-/// which spreads any set of ids evenly, [`Budget::pass_points`] points a pass. The count comes
+/// for an hour of 1,000,000 influencers). The shares are hour blocks (`influencer_id >> 6`:
+/// 64 consecutive ids, one row of `influencer_hour_blocks`, so each block row is written once)
+/// modulo the number of passes, which spreads any set of ids about evenly,
+/// [`Budget::pass_points`] points a pass. The count comes
 /// from the chunk's size on disk (rows of fixed size, so always current, where the planner's
 /// row estimate may date from early in the hour).
 fn passes_for(bytes: i64, pass_points: usize) -> i64 {
@@ -430,8 +434,8 @@ fn passes_for(bytes: i64, pass_points: usize) -> i64 {
     rows.div_ceil(pass_points.max(1) as u64).max(1) as i64
 }
 
-/// The points of the influencers whose id modulo `passes` is `pass`, by a binary COPY of a
-/// scan of the chunk.
+/// The points of the influencers whose hour block modulo `passes` is `pass`, by a binary COPY
+/// of a scan of the chunk.
 async fn read_pass(
     tx: &mut PgConnection,
     table: &str,
@@ -442,7 +446,7 @@ async fn read_pass(
     let share = if passes == 1 {
         String::new()
     } else {
-        format!("where abs(influencer_id % {passes}) = {pass}")
+        format!("where abs((influencer_id >> 6) % {passes}) = {pass}")
     };
     let mut out = tx
         .copy_out_raw(&format!(
@@ -459,15 +463,17 @@ async fn read_pass(
     Ok(points)
 }
 
-/// `points` (sorted by influencer) in batches of about `size`, an influencer never split.
-fn by_influencer(points: &[Point], size: usize) -> impl Iterator<Item = &[Point]> {
+/// `points` (sorted by influencer) in batches of about `size`, an hour block (64 consecutive
+/// influencers, one row of `influencer_hour_blocks`) never split: each block row is written
+/// once.
+fn by_block(points: &[Point], size: usize) -> impl Iterator<Item = &[Point]> {
     let mut rest = points;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
         let mut end = size.clamp(1, rest.len());
-        while end < rest.len() && rest[end].pk == rest[end - 1].pk {
+        while end < rest.len() && block_of(rest[end].pk).0 == block_of(rest[end - 1].pk).0 {
             end += 1;
         }
         let (batch, tail) = rest.split_at(end);
@@ -561,7 +567,7 @@ async fn merge_day(
     loop {
         let step = Instant::now();
         let mut tx = pool.begin().await?;
-        let (last, m) = store::merge_day(&mut tx, day_ms, after, INFLUENCERS_PER_DAY_BATCH).await?;
+        let (last, m) = store::merge_day(&mut tx, day_ms, after, HOUR_BLOCKS_PER_DAY_BATCH).await?;
         total += m;
         match last {
             Some(last) => after = last,
@@ -572,7 +578,7 @@ async fn merge_day(
                     .await?;
                 // The day's hour segments are all merged: its chunk goes whole.
                 sqlx::query(
-                    "select drop_chunks('influencer_hour_segments',
+                    "select drop_chunks('influencer_hour_blocks',
                                         older_than => $1 + interval '1 day', newer_than => $1)",
                 )
                 .bind(day)
@@ -675,7 +681,7 @@ mod tests {
     }
 
     #[test]
-    fn batches_hold_whole_influencers() {
+    fn batches_hold_whole_hour_blocks() {
         let point = |pk| Point {
             pk,
             slot_ms: 0,
@@ -683,12 +689,18 @@ mod tests {
             follower_count: 1,
             following_count: 1,
         };
-        let points: Vec<Point> = [1, 1, 1, 2, 3, 3, 4].into_iter().map(point).collect();
-        let sizes: Vec<Vec<i64>> = by_influencer(&points, 2)
+        let points: Vec<Point> = [1, 1, 1, 63, 64, 64, 127, 128, 200]
+            .into_iter()
+            .map(point)
+            .collect();
+        let sizes: Vec<Vec<i64>> = by_block(&points, 2)
             .map(|b| b.iter().map(|p| p.pk).collect())
             .collect();
-        assert_eq!(sizes, vec![vec![1, 1, 1], vec![2, 3, 3], vec![4]]);
-        assert_eq!(by_influencer(&points, 100).count(), 1);
-        assert_eq!(by_influencer(&[], 10).count(), 0);
+        assert_eq!(
+            sizes,
+            vec![vec![1, 1, 1, 63], vec![64, 64, 127], vec![128, 200]]
+        );
+        assert_eq!(by_block(&points, 100).count(), 1);
+        assert_eq!(by_block(&[], 10).count(), 0);
     }
 }

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 /// The hypertables retention drops chunks of.
 pub const HYPERTABLES: [&str; 6] = [
     "influencer_segments",
-    "influencer_hour_segments",
+    "influencer_hour_blocks",
     "influencer_metrics",
     "average_followers",
     "suspicious_classifications",

@@ -2,8 +2,10 @@
 //!
 //! - **Hot**: `influencer_metrics`, the raw points the sink writes (one row a point, in hour
 //!   chunks), and `late_points`, points that reached the sink after their hour had closed.
-//! - **Cold**: `influencer_segments`, one row per influencer per closed hour, then per closed
-//!   UTC day, with the points encoded ([`codec`]) and a [`Summary`].
+//! - **Cold**: `influencer_hour_blocks`, the closed hours: one row per hour and block of
+//!   [`BLOCK_MEMBERS`] consecutive influencers, each member's points encoded ([`codec`]); then
+//!   `influencer_segments`, one row per influencer per closed UTC day, its points encoded and
+//!   a [`Summary`].
 //!
 //! Compaction (`jobs::compaction`) moves points from hot to cold through [`store`]; every reader
 //! (the range API, the dashboard, the gaps endpoint, the spike detector, the benchmarks) goes
@@ -11,6 +13,51 @@
 //!
 //! A slot stored in both tiers (a point delivered again after its hour was compacted) is
 //! answered once, with the value stored first: the segment's.
+
+/// Influencers per row of `influencer_hour_blocks` (migration 0005): member `i` of block `b`
+/// is influencer `b * 64 + i`, so `influencer_id >> 6` and `influencer_id & 63` in SQL.
+pub const BLOCK_MEMBERS: usize = 64;
+
+/// The block and member index of an influencer (as SQL's `>> 6` and `& 63`: negative ids too).
+pub fn block_of(influencer_id: i64) -> (i64, usize) {
+    (influencer_id >> 6, (influencer_id & 63) as usize)
+}
+
+/// The influencer of member `member` of block `block`.
+pub fn member_of(block: i64, member: usize) -> i64 {
+    (block << 6) + member as i64
+}
+
+/// SQL: element `$column` of the block row `$b` for member `$m` (0-based, an SQL expression).
+macro_rules! hour_member {
+    ($b:literal, $m:literal, $column:literal) => {
+        concat!($b, ".", $column, "[", $m, " + 1]")
+    };
+}
+
+/// SQL: the encoded points of member `$m` of the block row `$b` (`substring` of its byte range
+/// only: PostgreSQL fetches the TOAST chunks that hold it, not the whole row).
+macro_rules! hour_member_data {
+    ($b:literal, $m:literal) => {
+        concat!(
+            "substring(",
+            $b,
+            ".data from ",
+            $b,
+            ".offsets[",
+            $m,
+            " + 1] + 1 for ",
+            $b,
+            ".offsets[",
+            $m,
+            " + 2] - ",
+            $b,
+            ".offsets[",
+            $m,
+            " + 1])"
+        )
+    };
+}
 
 pub mod codec;
 pub mod read;

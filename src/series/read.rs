@@ -94,16 +94,16 @@ macro_rules! over_both_hot_tables {
     };
 }
 
-/// `select` over both cold tables (`influencer_segments` with `$day_select`, then
-/// `influencer_hour_segments` with `$hour_select`), each with its condition and the [`WINDOW`]
-/// to be filled in by [`with_window`], as one `union all`. `$condition` is a macro that writes
-/// the condition given how the table's period end is written: the day table stores it, an
-/// hour segment's ends an hour after its start (an hour has no `period_end` column). Written
-/// out rather than through the `all_segments` view: PostgreSQL planned a read through the view
-/// at about 6,000 a second (pgbench, 16 clients, the bench's 100,000,000 points) and the same
-/// union written out at about 15,000.
+/// `select` over both cold tables (`influencer_segments` with `$day_select`, then the hour
+/// segments of the influencers in `[$lo, $hi]` ([`hour_segments`]) with `$hour_select`), each
+/// with its condition and the [`WINDOW`] to be filled in by [`with_window`], as one
+/// `union all`. `$condition` is a macro that writes the condition given how the table's
+/// period end is written: the day table stores it, an hour segment's ends an hour after its
+/// start. Written out rather than through the `all_segments` view: PostgreSQL planned a read
+/// through the view at about 6,000 a second (pgbench, 16 clients, the bench's 100,000,000
+/// points) and the same union written out at about 15,000.
 macro_rules! over_both_cold_tables {
-    ($day_select:expr, $hour_select:expr, $condition:ident) => {
+    ($day_select:expr, $hour_select:expr, $condition:ident, $lo:literal, $hi:literal) => {
         concat!(
             "select ",
             $day_select,
@@ -111,9 +111,35 @@ macro_rules! over_both_cold_tables {
             $condition!("period_end"),
             " and __WINDOW__ union all select ",
             $hour_select,
-            " from influencer_hour_segments where ",
+            " from ",
+            hour_segments!($lo, $hi),
+            " where ",
             $condition!("(period_start + interval '1 hour')"),
             " and __WINDOW__"
+        )
+    };
+}
+
+/// The hour segments of the influencers in `[$lo, $hi]` (SQL expressions) as a table of
+/// `influencer_id, period_start, data`: the members with points of the block rows of
+/// `influencer_hour_blocks` that hold them, each member's bytes cut out of its row's
+/// (migration 0005).
+macro_rules! hour_segments {
+    ($lo:literal, $hi:literal) => {
+        concat!(
+            "(select (b.block << 6) + m as influencer_id, b.period_start, ",
+            hour_member_data!("b", "m"),
+            " as data from influencer_hour_blocks b cross join lateral generate_series(greatest(",
+            $lo,
+            " - (b.block << 6), 0), least(",
+            $hi,
+            " - (b.block << 6), 63)) m where b.block >= (",
+            $lo,
+            " >> 6) and b.block <= (",
+            $hi,
+            " >> 6) and ",
+            hour_member!("b", "m", "points"),
+            " > 0) hour_segments"
         )
     };
 }
@@ -211,7 +237,9 @@ const RANGE_SQL: &str = concat!(
     over_both_cold_tables!(
         concat!("influencer_id, period_start, 0, 0, ", day_data!()),
         "influencer_id, period_start, 0, 0, data",
-        window_segments
+        window_segments,
+        "$1::bigint",
+        "$2::bigint"
     )
 );
 
@@ -336,7 +364,9 @@ const SUMMARIES_SQL: &str = over_both_cold_tables!(
     summary_columns!(),
     "period_start, period_start + interval '1 hour', null, null, null, null, null, null, null,
      null, null, null, null, null, null, null, null",
-    overlapping_segments
+    overlapping_segments,
+    "$1::bigint",
+    "$1::bigint"
 );
 
 /// The encoded points of one influencer's segments overlapping the range: all of them when $4
@@ -344,7 +374,9 @@ const SUMMARIES_SQL: &str = over_both_cold_tables!(
 const SEGMENT_DATA_SQL: &str = over_both_cold_tables!(
     concat!("period_start, period_end, ", day_data!()),
     "period_start, period_start + interval '1 hour', data",
-    listed_segments
+    listed_segments,
+    "$1::bigint",
+    "$1::bigint"
 );
 
 /// A segment's period, epoch ms: `(start, end)`, end exclusive.

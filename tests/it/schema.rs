@@ -15,7 +15,7 @@ async fn migrations_create_the_hypertables() {
         [
             "average_followers",
             "fetch_failures",
-            "influencer_hour_segments",
+            "influencer_hour_blocks",
             "influencer_metrics",
             "influencer_segments",
             "suspicious_classifications"
@@ -177,11 +177,9 @@ async fn a_database_with_the_pre_baseline_history_is_refused_with_what_to_do() {
     assert!(message.contains("drop it"), "{message}");
 }
 
-/// Hour segments stored before migration 0004 (with a summary, the points in two parts) are
-/// carried into the table without a summary: the same points, read through the one read path.
-#[tokio::test]
-async fn hour_segments_stored_before_migration_0004_are_carried_over() {
-    use influencer_analytics::series::{self, SeriesPoint, Summary, codec};
+/// A new database migrated by a runtime migrator over copies of `files` only, as a database
+/// last migrated by an older release has them: (a connection to `postgres`, its name, a pool).
+async fn database_migrated_to(files: &[&str]) -> (sqlx::PgConnection, String, sqlx::PgPool) {
     use sqlx::Connection;
     let server = influencer_analytics::testing::shared_db_server();
     let name = format!("ia_test_{:016x}", rand::random::<u64>());
@@ -195,14 +193,9 @@ async fn hour_segments_stored_before_migration_0004_are_carried_over() {
     let pool = sqlx::PgPool::connect(&format!("{server}/{name}"))
         .await
         .unwrap();
-    // The migrations up to 0003, as a database last migrated by an older release has them.
     let older = tempfile::tempdir().unwrap();
     let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    for file in [
-        "0001_baseline.sql",
-        "0002_segments.sql",
-        "0003_segment_data_split.sql",
-    ] {
+    for file in files {
         std::fs::copy(migrations.join(file), older.path().join(file)).unwrap();
     }
     sqlx::migrate::Migrator::new(older.path())
@@ -211,6 +204,113 @@ async fn hour_segments_stored_before_migration_0004_are_carried_over() {
         .run(&pool)
         .await
         .unwrap();
+    (admin, name, pool)
+}
+
+/// Hour segments stored one row per influencer and hour (migration 0004) are carried into
+/// block rows of 64 influencers (0005): each member at its place, with its lateness, in blocks
+/// with members missing, an influencer missing from one hour, and a negative id.
+#[tokio::test]
+async fn hour_segments_stored_before_migration_0005_are_carried_into_blocks() {
+    use influencer_analytics::series::{self, SeriesPoint, codec};
+    let (mut admin, name, pool) = database_migrated_to(&[
+        "0001_baseline.sql",
+        "0002_segments.sql",
+        "0003_segment_data_split.sql",
+        "0004_hour_segments_without_summary.sql",
+    ])
+    .await;
+    let hour = 1_764_547_200_000i64; // 2025-12-01 00:00 UTC
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let ids = [1i64, 2, 63, 64, 130, -3];
+    let points_of = |id: i64, h: i64| -> Vec<SeriesPoint> {
+        let start = hour + h * 3_600_000;
+        (0..60 - id.rem_euclid(5))
+            .map(|i| SeriesPoint {
+                slot_ms: start + 17_000 + i * 60_000,
+                follower_count: (1_000_000 + id * 1_000 + (i * 7_919) % 5_000) as i32,
+                following_count: (300 + h + i % 7) as i32,
+            })
+            .collect()
+    };
+    let stored = |id: i64, h: i64| !(id == 2 && h == 1);
+    for id in ids {
+        for h in 0..2 {
+            if !stored(id, h) {
+                continue;
+            }
+            let points = points_of(id, h);
+            sqlx::query(
+                "insert into influencer_hour_segments (influencer_id, period_start, points,
+                     lateness_max_ms, lateness_p99_ms, data)
+                 values ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(at(hour + h * 3_600_000))
+            .bind(points.len() as i32)
+            .bind((id * 10 + h) as i32)
+            .bind((id + h) as i32)
+            .bind(codec::encode(&points))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+
+    influencer_analytics::db::MIGRATOR.run(&pool).await.unwrap();
+    // Blocks -1, 0, 1 and 2, in each of the two hours.
+    let rows: i64 = sqlx::query_scalar("select count(*) from influencer_hour_blocks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 8);
+    for id in ids {
+        let lateness: Vec<(i32, i32, i32)> = sqlx::query_as(
+            "select points, lateness_max_ms, lateness_p99_ms from all_segments
+             where influencer_id = $1 order by period_start",
+        )
+        .bind(id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let want: Vec<(i32, i32, i32)> = (0..2)
+            .filter(|&h| stored(id, h))
+            .map(|h| {
+                (
+                    points_of(id, h).len() as i32,
+                    (id * 10 + h) as i32,
+                    (id + h) as i32,
+                )
+            })
+            .collect();
+        assert_eq!(lateness, want, "influencer {id}");
+        let read = series::read::points(&pool, id, hour, hour + 2 * 3_600_000)
+            .await
+            .unwrap();
+        let want: Vec<SeriesPoint> = (0..2)
+            .filter(|&h| stored(id, h))
+            .flat_map(|h| points_of(id, h))
+            .collect();
+        assert_eq!(read, want, "influencer {id}");
+    }
+    pool.close().await;
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// Hour segments stored before migration 0004 (with a summary, the points in two parts) are
+/// carried into the table without a summary: the same points, read through the one read path.
+#[tokio::test]
+async fn hour_segments_stored_before_migration_0004_are_carried_over() {
+    use influencer_analytics::series::{self, SeriesPoint, Summary, codec};
+    let (mut admin, name, pool) = database_migrated_to(&[
+        "0001_baseline.sql",
+        "0002_segments.sql",
+        "0003_segment_data_split.sql",
+    ])
+    .await;
     let hour = 1_764_547_200_000i64; // 2025-12-01 00:00 UTC
     let points: Vec<SeriesPoint> = (0..60)
         .map(|i| SeriesPoint {
@@ -254,7 +354,7 @@ async fn hour_segments_stored_before_migration_0004_are_carried_over() {
 
     influencer_analytics::db::MIGRATOR.run(&pool).await.unwrap();
     let carried: (i32, i32, i32) = sqlx::query_as(
-        "select points, lateness_max_ms, lateness_p99_ms from influencer_hour_segments
+        "select points, lateness_max_ms, lateness_p99_ms from all_segments
          where influencer_id = 42",
     )
     .fetch_one(&pool)

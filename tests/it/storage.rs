@@ -318,11 +318,11 @@ async fn range_answers_are_identical_before_and_after_compaction() {
     );
     // The merged days' hour segments are gone, chunks and all.
     assert_eq!(
-        f.count("select count(*) from influencer_hour_segments where period_start < now() - interval '2 days'").await,
+        f.count("select count(*) from influencer_hour_blocks where period_start < now() - interval '2 days'").await,
         0
     );
     assert_eq!(
-        f.count("select count(*) from timescaledb_information.chunks where hypertable_name = 'influencer_hour_segments' and range_end <= now() - interval '2 days'").await,
+        f.count("select count(*) from timescaledb_information.chunks where hypertable_name = 'influencer_hour_blocks' and range_end <= now() - interval '2 days'").await,
         0
     );
     for (path, want) in paths.iter().zip(&before) {
