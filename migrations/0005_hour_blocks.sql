@@ -9,10 +9,14 @@
 -- point count, lateness figures and byte range are element i + 1 of the arrays. A member with
 -- no segment that hour has 0 points and an empty byte range.
 --
--- `data` is the members' encoded points one after the other (about 14 kB at one poll a
--- minute), stored out of line and uncompressed (`external`): a reader of one influencer takes
--- `substring` of its byte range, which PostgreSQL fetches from the one or two TOAST chunks
--- holding it, not the whole row (src/series/read.rs).
+-- The members' encoded points one after the other (about 14 kB at one poll a minute) are
+-- split as a day segment's are (migration 0003): `data_head`, the leading whole TOAST chunks
+-- (1,996 bytes each), out of line and uncompressed (`external`), so that four fill a page;
+-- stored whole, each block's last short chunk left most of a page's end empty (bench storage:
+-- 0.4 bytes a point). `data_tail`, the rest, stays in the row. A reader of one influencer
+-- takes `substring` of its byte range, which PostgreSQL fetches from the one or two TOAST
+-- chunks holding it, not the whole row (src/series/read.rs). The arrays are compressed in
+-- the row if it grows past 2 kB, never moved out of it (`main`): every reader looks at them.
 --
 -- The hour tier only holds recent hours, so its rows are copied into blocks here.
 
@@ -29,38 +33,48 @@ create table influencer_hour_blocks (
     -- 65 elements: member i's bytes are data[offsets[i + 1], offsets[i + 2]) (0-based,
     -- end exclusive).
     offsets          integer[] not null,
-    data             bytea not null,
+    -- The members' bytes are data_head || data_tail.
+    data_head        bytea not null,
+    data_tail        bytea not null,
     check (cardinality(points) = 64 and cardinality(lateness_max_ms) = 64
            and cardinality(lateness_p99_ms) = 64 and cardinality(offsets) = 65)
 );
-alter table influencer_hour_blocks alter column data set storage external;
+alter table influencer_hour_blocks alter column data_head set storage external,
+                                   alter column data_tail set storage plain,
+                                   alter column points set storage main,
+                                   alter column lateness_max_ms set storage main,
+                                   alter column lateness_p99_ms set storage main,
+                                   alter column offsets set storage main;
 select create_hypertable('influencer_hour_blocks', by_range('period_start', interval '1 day'),
                          create_default_indexes => false);
 create unique index influencer_hour_blocks_block_period
     on influencer_hour_blocks (block, period_start desc);
 
 insert into influencer_hour_blocks
-    select block, period_start,
-           array_agg(points order by member),
-           array_agg(lateness_max_ms order by member),
-           array_agg(lateness_p99_ms order by member),
-           array[0] || array_agg(data_end order by member),
-           string_agg(data, ''::bytea order by member)
-    from (select k.block, k.period_start, m.member,
-                 coalesce(s.points, 0) as points,
-                 coalesce(s.lateness_max_ms, 0) as lateness_max_ms,
-                 coalesce(s.lateness_p99_ms, 0) as lateness_p99_ms,
-                 coalesce(s.data, ''::bytea) as data,
-                 (sum(coalesce(octet_length(s.data), 0))
-                      over (partition by k.block, k.period_start order by m.member))::integer
-                     as data_end
-          from (select distinct influencer_id >> 6 as block, period_start
-                from influencer_hour_segments) k
-          cross join generate_series(0, 63) m(member)
-          left join influencer_hour_segments s
-                 on s.influencer_id = (k.block << 6) + m.member
-                and s.period_start = k.period_start) members
-    group by block, period_start;
+    select block, period_start, points, lateness_max_ms, lateness_p99_ms, offsets,
+           substring(data for octet_length(data) / 1996 * 1996),
+           substring(data from octet_length(data) / 1996 * 1996 + 1)
+    from (select block, period_start,
+                 array_agg(points order by member) as points,
+                 array_agg(lateness_max_ms order by member) as lateness_max_ms,
+                 array_agg(lateness_p99_ms order by member) as lateness_p99_ms,
+                 array[0] || array_agg(data_end order by member) as offsets,
+                 string_agg(data, ''::bytea order by member) as data
+          from (select k.block, k.period_start, m.member,
+                       coalesce(s.points, 0) as points,
+                       coalesce(s.lateness_max_ms, 0) as lateness_max_ms,
+                       coalesce(s.lateness_p99_ms, 0) as lateness_p99_ms,
+                       coalesce(s.data, ''::bytea) as data,
+                       (sum(coalesce(octet_length(s.data), 0))
+                            over (partition by k.block, k.period_start order by m.member))::integer
+                           as data_end
+                from (select distinct influencer_id >> 6 as block, period_start
+                      from influencer_hour_segments) k
+                cross join generate_series(0, 63) m(member)
+                left join influencer_hour_segments s
+                       on s.influencer_id = (k.block << 6) + m.member
+                      and s.period_start = k.period_start) members
+          group by block, period_start) blocks;
 drop table influencer_hour_segments;
 
 -- Both cold tables as one: an hour block's members with a segment, one row each (no
@@ -75,6 +89,7 @@ create view all_segments as
     select (b.block << 6) + m, b.period_start, b.period_start + interval '1 hour', null, null,
            null, null, null, null, null, b.points[m + 1], null, null, null, null, null, null,
            null, b.lateness_max_ms[m + 1], b.lateness_p99_ms[m + 1],
-           substring(b.data from b.offsets[m + 1] + 1 for b.offsets[m + 2] - b.offsets[m + 1])
+           substring(b.data_head || b.data_tail from b.offsets[m + 1] + 1
+                     for b.offsets[m + 2] - b.offsets[m + 1])
     from influencer_hour_blocks b cross join generate_series(0, 63) m
     where b.points[m + 1] > 0;

@@ -35,14 +35,23 @@ macro_rules! hour_member {
     };
 }
 
-/// SQL: the encoded points of member `$m` of the block row `$b` (`substring` of its byte range
-/// only: PostgreSQL fetches the TOAST chunks that hold it, not the whole row).
+/// SQL: the encoded points of member `$m` of the block row `$b`, cut out of its bytes
+/// (`data_head || data_tail`) without joining them: `substring` of the part or parts its range
+/// lies in, so PostgreSQL fetches only the TOAST chunks holding it, not the whole head.
+/// (`octet_length` of an out-of-line value reads its size from the TOAST pointer.)
 macro_rules! hour_member_data {
     ($b:literal, $m:literal) => {
         concat!(
-            "substring(",
+            "(case when ",
             $b,
-            ".data from ",
+            ".offsets[",
+            $m,
+            " + 2] <= octet_length(",
+            $b,
+            ".data_head)",
+            " then substring(",
+            $b,
+            ".data_head from ",
             $b,
             ".offsets[",
             $m,
@@ -54,7 +63,47 @@ macro_rules! hour_member_data {
             $b,
             ".offsets[",
             $m,
-            " + 1])"
+            " + 1])",
+            " when ",
+            $b,
+            ".offsets[",
+            $m,
+            " + 1] >= octet_length(",
+            $b,
+            ".data_head)",
+            " then substring(",
+            $b,
+            ".data_tail from ",
+            $b,
+            ".offsets[",
+            $m,
+            " + 1] - octet_length(",
+            $b,
+            ".data_head) + 1 for ",
+            $b,
+            ".offsets[",
+            $m,
+            " + 2] - ",
+            $b,
+            ".offsets[",
+            $m,
+            " + 1])",
+            " else substring(",
+            $b,
+            ".data_head from ",
+            $b,
+            ".offsets[",
+            $m,
+            " + 1] + 1)",
+            " || substring(",
+            $b,
+            ".data_tail for ",
+            $b,
+            ".offsets[",
+            $m,
+            " + 2] - octet_length(",
+            $b,
+            ".data_head)) end)"
         )
     };
 }

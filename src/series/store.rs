@@ -366,12 +366,13 @@ struct HourBlockRow {
     lateness_max_ms: Vec<i32>,
     lateness_p99_ms: Vec<i32>,
     offsets: Vec<i32>,
-    data: Vec<u8>,
+    data_head: Vec<u8>,
+    data_tail: Vec<u8>,
 }
 
 impl HourBlockRow {
-    const COLUMNS: &'static str =
-        "block, period_start, points, lateness_max_ms, lateness_p99_ms, offsets, data";
+    const COLUMNS: &'static str = "block, period_start, points, lateness_max_ms, lateness_p99_ms, offsets, data_head, \
+         data_tail";
 
     /// Its members' segments (those with points), in member order; a row whose arrays do not
     /// describe its bytes is corrupt.
@@ -390,13 +391,14 @@ impl HourBlockRow {
             return Err(corrupt("arrays of the wrong length"));
         }
         let start_ms = self.period_start.timestamp_millis();
+        let data = [self.data_head.as_slice(), &self.data_tail].concat();
         let mut segments = Vec::new();
         for member in 0..BLOCK_MEMBERS {
             let (from, to) = (self.offsets[member], self.offsets[member + 1]);
             let bytes = usize::try_from(from)
                 .ok()
                 .zip(usize::try_from(to).ok())
-                .and_then(|(from, to)| self.data.get(from..to))
+                .and_then(|(from, to)| data.get(from..to))
                 .ok_or_else(|| corrupt("a byte range outside its data"))?;
             if self.points[member] <= 0 {
                 if !bytes.is_empty() {
@@ -429,7 +431,8 @@ struct HourBlockColumns {
     lateness_max_ms: Vec<i32>,
     lateness_p99_ms: Vec<i32>,
     offsets: Vec<i32>,
-    data: Vec<Vec<u8>>,
+    data_heads: Vec<Vec<u8>>,
+    data_tails: Vec<Vec<u8>>,
 }
 
 impl HourBlockColumns {
@@ -450,26 +453,29 @@ impl HourBlockColumns {
             }
             self.offsets.push(data.len() as i32);
         }
-        self.data.push(data);
+        let (head, tail) = split_for_toast(&data);
+        self.data_tails.push(tail.to_vec());
+        data.truncate(head.len());
+        self.data_heads.push(data);
     }
 }
 
 /// Writes block rows given as [`HourBlockColumns`] (`$3` to `$6` hold 64 or 65 elements a
 /// row), replacing any stored under the same (block, period start).
 const UPSERT_HOUR_BLOCKS: &str = "
-    insert into influencer_hour_blocks
-        (block, period_start, points, lateness_max_ms, lateness_p99_ms, offsets, data)
+    insert into influencer_hour_blocks (block, period_start, points, lateness_max_ms,
+                                        lateness_p99_ms, offsets, data_head, data_tail)
     select a.blocks[i], a.starts[i], a.points[(i - 1) * 64 + 1 : i * 64],
            a.late_max[(i - 1) * 64 + 1 : i * 64], a.late_p99[(i - 1) * 64 + 1 : i * 64],
-           a.offsets[(i - 1) * 65 + 1 : i * 65], a.data[i]
+           a.offsets[(i - 1) * 65 + 1 : i * 65], a.heads[i], a.tails[i]
     from (select $1::bigint[] as blocks, $2::timestamptz[] as starts, $3::int[] as points,
                  $4::int[] as late_max, $5::int[] as late_p99, $6::int[] as offsets,
-                 $7::bytea[] as data) a,
+                 $7::bytea[] as heads, $8::bytea[] as tails) a,
          generate_subscripts(a.blocks, 1) i
     on conflict (block, period_start) do update set
         points = excluded.points, lateness_max_ms = excluded.lateness_max_ms,
         lateness_p99_ms = excluded.lateness_p99_ms, offsets = excluded.offsets,
-        data = excluded.data";
+        data_head = excluded.data_head, data_tail = excluded.data_tail";
 
 /// Hour segments: into their block rows (migration 0005). A block row already stored for the
 /// hour keeps its other members; a segment replaces its influencer's.
@@ -518,7 +524,8 @@ async fn upsert_hours(tx: &mut PgConnection, segments: &[&Segment]) -> anyhow::R
         .bind(&columns.lateness_max_ms)
         .bind(&columns.lateness_p99_ms)
         .bind(&columns.offsets)
-        .bind(&columns.data)
+        .bind(&columns.data_heads)
+        .bind(&columns.data_tails)
         .execute(&mut *tx)
         .await?;
     Ok(())
@@ -663,15 +670,16 @@ mod tests {
         assert_eq!(split_for_toast(&exact), (&exact[..], &[][..]));
     }
 
-    /// Segments of members 0, 5 and 63 of block 2 for one hour.
+    /// Segments of every member of block 2 but 1, 2 and 3, for one hour: about 13 kB, more than
+    /// a TOAST chunk.
     fn block_segments() -> Vec<Segment> {
-        [0usize, 5, 63]
-            .into_iter()
+        (0..BLOCK_MEMBERS)
+            .filter(|m| !(1..=3).contains(m))
             .map(|member| {
                 let points: Vec<SeriesPoint> = (0..60 - member as i64 / 5)
                     .map(|i| SeriesPoint {
                         slot_ms: 7 * HOUR_MS + i * 60_000,
-                        follower_count: 1_000 * member as i32 + i as i32,
+                        follower_count: 1_000 * member as i32 + (i as i32 * 7_919) % 3_000,
                         following_count: 3,
                     })
                     .collect();
@@ -701,7 +709,8 @@ mod tests {
             lateness_max_ms: columns.lateness_max_ms,
             lateness_p99_ms: columns.lateness_p99_ms,
             offsets: columns.offsets,
-            data: columns.data.remove(0),
+            data_head: columns.data_heads.remove(0),
+            data_tail: columns.data_tails.remove(0),
         }
     }
 
@@ -711,8 +720,10 @@ mod tests {
         let row = block_row(&segments);
         assert_eq!(row.points.len(), BLOCK_MEMBERS);
         assert_eq!(row.offsets.len(), BLOCK_MEMBERS + 1);
+        assert!(!row.data_head.is_empty() && row.data_head.len() % TOAST_CHUNK_BYTES == 0);
+        assert!(row.data_tail.len() < TOAST_CHUNK_BYTES);
         let read = row.segments().unwrap();
-        assert_eq!(read.len(), 3);
+        assert_eq!(read.len(), segments.len());
         for (read, written) in read.iter().zip(&segments) {
             assert_eq!(read.influencer_id, written.influencer_id);
             assert_eq!(

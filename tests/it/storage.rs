@@ -605,3 +605,104 @@ async fn gaps_lists_the_missing_slots_across_both_tiers() {
         (Some(0), true)
     );
 }
+
+/// A full hour block (64 influencers, about 14 kB of points, so its head holds whole TOAST
+/// chunks and its tail the rest): every member is read back exactly, one at a time and as a
+/// window, whether its bytes lie in the head, in the tail or across both; a late point merged
+/// into one member keeps the other 63 as they were.
+#[tokio::test]
+async fn every_member_of_an_hour_block_reads_back_across_its_head_and_tail() {
+    use series::{SeriesPoint, store};
+    let db = influencer_analytics::testing::TestDb::new().await;
+    let hour = (Utc::now().timestamp_millis().div_euclid(HOUR_MS) - 30) * HOUR_MS;
+    let block = 15_625i64; // influencers 1,000,000 to 1,000,063
+    let mut rng = SmallRng::seed_from_u64(64);
+    let members: Vec<(i64, Vec<SeriesPoint>)> = (0..64)
+        .filter(|m| m % 17 != 3) // a few members without a segment
+        .map(|m| {
+            let mut followers = rng.random_range(1_000..50_000_000i32);
+            let points = (0..60)
+                .map(|i| {
+                    followers = followers
+                        .saturating_add(rng.random_range(-20_000..20_000))
+                        .max(0);
+                    SeriesPoint {
+                        slot_ms: hour + 5_000 + i * 60_000,
+                        follower_count: followers,
+                        following_count: rng.random_range(0..5_000),
+                    }
+                })
+                .collect();
+            ((block << 6) + m, points)
+        })
+        .collect();
+    let segments: Vec<store::Segment> = members
+        .iter()
+        .map(|(id, points)| store::Segment::new(*id, (hour, hour + HOUR_MS), points, 900, 300))
+        .collect();
+    let mut tx = db.pool.begin().await.unwrap();
+    store::upsert(&mut tx, &segments).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let (head, offsets): (i32, Vec<i32>) = sqlx::query_as(
+        "select octet_length(data_head), offsets from influencer_hour_blocks where block = $1",
+    )
+    .bind(block)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        head > 0 && head as usize % store::TOAST_CHUNK_BYTES == 0,
+        "head {head}"
+    );
+    assert!(
+        offsets.windows(2).any(|w| w[0] < head && w[1] > head),
+        "a member's bytes cross from the head into the tail"
+    );
+    let read_all =
+        |lo: i64, hi: i64| series::read::window(&db.pool, (lo, hi), hour, hour + HOUR_MS);
+    for (id, points) in &members {
+        let read = series::read::points(&db.pool, *id, hour, hour + HOUR_MS)
+            .await
+            .unwrap();
+        assert_eq!(&read, points, "influencer {id}");
+    }
+    let window = read_all((block << 6) + 10, (block << 6) + 50)
+        .await
+        .unwrap();
+    let want: Vec<(i64, Vec<SeriesPoint>)> = members
+        .iter()
+        .filter(|(id, _)| (10..=50).contains(&(id - (block << 6))))
+        .cloned()
+        .collect();
+    assert_eq!(window, want);
+
+    // A late point for the member whose bytes cross into the tail.
+    let crossing = offsets
+        .windows(2)
+        .position(|w| w[0] < head && w[1] > head)
+        .unwrap() as i64;
+    let late_id = (block << 6) + crossing;
+    let late = store::RawPoint {
+        influencer_id: late_id,
+        point: SeriesPoint {
+            slot_ms: hour + 5_000 + 59 * 60_000 + 30_000, // off the grid, after the last slot
+            follower_count: 7,
+            following_count: 7,
+        },
+        lateness_ms: 5_000,
+    };
+    let mut tx = db.pool.begin().await.unwrap();
+    let report = store::merge(&mut tx, &[late], true).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((report.points, report.segments), (1, 1));
+    let after = read_all(block << 6, (block << 6) + 63).await.unwrap();
+    let mut want = members.clone();
+    for (id, points) in &mut want {
+        if *id == late_id {
+            points.push(late.point);
+            points.sort_by_key(|p| p.slot_ms);
+        }
+    }
+    assert_eq!(after, want);
+}
