@@ -720,7 +720,7 @@ mod tests {
         let row = block_row(&segments);
         assert_eq!(row.points.len(), BLOCK_MEMBERS);
         assert_eq!(row.offsets.len(), BLOCK_MEMBERS + 1);
-        assert!(!row.data_head.is_empty() && row.data_head.len() % TOAST_CHUNK_BYTES == 0);
+        assert!(!row.data_head.is_empty() && row.data_head.len().is_multiple_of(TOAST_CHUNK_BYTES));
         assert!(row.data_tail.len() < TOAST_CHUNK_BYTES);
         let read = row.segments().unwrap();
         assert_eq!(read.len(), segments.len());

@@ -652,7 +652,7 @@ async fn every_member_of_an_hour_block_reads_back_across_its_head_and_tail() {
     .await
     .unwrap();
     assert!(
-        head > 0 && head as usize % store::TOAST_CHUNK_BYTES == 0,
+        head > 0 && (head as usize).is_multiple_of(store::TOAST_CHUNK_BYTES),
         "head {head}"
     );
     assert!(
