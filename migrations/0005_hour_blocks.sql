@@ -77,6 +77,21 @@ insert into influencer_hour_blocks
           group by block, period_start) blocks;
 drop table influencer_hour_segments;
 
+-- The bytes of a member whose range is [from_byte, to_byte) in head || tail, cut from the
+-- part or parts it lies in without joining them: PostgreSQL then fetches only the TOAST
+-- chunks of the head that hold it (`octet_length` of an out-of-line value reads the TOAST
+-- pointer). A one-statement SQL function: the planner writes it inline.
+create function hour_member_bytes(head bytea, tail bytea, from_byte integer, to_byte integer)
+    returns bytea language sql immutable parallel safe as $$
+    select case
+        when to_byte <= octet_length(head)
+            then substring(head from from_byte + 1 for to_byte - from_byte)
+        when from_byte >= octet_length(head)
+            then substring(tail from from_byte - octet_length(head) + 1 for to_byte - from_byte)
+        else substring(head from from_byte + 1) || substring(tail for to_byte - octet_length(head))
+    end
+$$;
+
 -- Both cold tables as one: an hour block's members with a segment, one row each (no
 -- summary: nulls).
 create view all_segments as
@@ -89,7 +104,6 @@ create view all_segments as
     select (b.block << 6) + m, b.period_start, b.period_start + interval '1 hour', null, null,
            null, null, null, null, null, b.points[m + 1], null, null, null, null, null, null,
            null, b.lateness_max_ms[m + 1], b.lateness_p99_ms[m + 1],
-           substring(b.data_head || b.data_tail from b.offsets[m + 1] + 1
-                     for b.offsets[m + 2] - b.offsets[m + 1])
+           hour_member_bytes(b.data_head, b.data_tail, b.offsets[m + 1], b.offsets[m + 2])
     from influencer_hour_blocks b cross join generate_series(0, 63) m
     where b.points[m + 1] > 0;

@@ -35,75 +35,23 @@ macro_rules! hour_member {
     };
 }
 
-/// SQL: the encoded points of member `$m` of the block row `$b`, cut out of its bytes
-/// (`data_head || data_tail`) without joining them: `substring` of the part or parts its range
-/// lies in, so PostgreSQL fetches only the TOAST chunks holding it, not the whole head.
-/// (`octet_length` of an out-of-line value reads its size from the TOAST pointer.)
+/// SQL: the encoded points of member `$m` of the block row `$b`, by the function
+/// `hour_member_bytes` (migration 0005), which cuts them from `data_head`, `data_tail` or both
+/// without joining them, so PostgreSQL fetches only the TOAST chunks holding them.
 macro_rules! hour_member_data {
     ($b:literal, $m:literal) => {
         concat!(
-            "(case when ",
+            "hour_member_bytes(",
+            $b,
+            ".data_head, ",
+            $b,
+            ".data_tail, ",
+            hour_member!($b, $m, "offsets"),
+            ", ",
             $b,
             ".offsets[",
             $m,
-            " + 2] <= octet_length(",
-            $b,
-            ".data_head)",
-            " then substring(",
-            $b,
-            ".data_head from ",
-            $b,
-            ".offsets[",
-            $m,
-            " + 1] + 1 for ",
-            $b,
-            ".offsets[",
-            $m,
-            " + 2] - ",
-            $b,
-            ".offsets[",
-            $m,
-            " + 1])",
-            " when ",
-            $b,
-            ".offsets[",
-            $m,
-            " + 1] >= octet_length(",
-            $b,
-            ".data_head)",
-            " then substring(",
-            $b,
-            ".data_tail from ",
-            $b,
-            ".offsets[",
-            $m,
-            " + 1] - octet_length(",
-            $b,
-            ".data_head) + 1 for ",
-            $b,
-            ".offsets[",
-            $m,
-            " + 2] - ",
-            $b,
-            ".offsets[",
-            $m,
-            " + 1])",
-            " else substring(",
-            $b,
-            ".data_head from ",
-            $b,
-            ".offsets[",
-            $m,
-            " + 1] + 1)",
-            " || substring(",
-            $b,
-            ".data_tail for ",
-            $b,
-            ".offsets[",
-            $m,
-            " + 2] - octet_length(",
-            $b,
-            ".data_head)) end)"
+            " + 2])"
         )
     };
 }
