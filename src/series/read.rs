@@ -120,7 +120,8 @@ macro_rules! over_both_cold_tables {
     };
 }
 
-/// The hour segments of the influencers in `[$lo, $hi]` (SQL expressions) as a table of
+/// The hour segments of the influencers in `[$lo, $hi]` (SQL expressions, any bigint: the
+/// members are clamped to the block before subtracting, so no bound overflows) as a table of
 /// `influencer_id, period_start, data`: the members with points of the block rows of
 /// `influencer_hour_blocks` that hold them, each member's bytes cut out of its row's
 /// (migration 0005).
@@ -131,9 +132,9 @@ macro_rules! hour_segments {
             hour_member_data!("b", "m"),
             " as data from influencer_hour_blocks b cross join lateral generate_series(greatest(",
             $lo,
-            " - (b.block << 6), 0), least(",
+            ", b.block << 6) - (b.block << 6), least(",
             $hi,
-            " - (b.block << 6), 63)) m where b.block >= (",
+            ", (b.block << 6) + 63) - (b.block << 6)) m where b.block >= (",
             $lo,
             " >> 6) and b.block <= (",
             $hi,

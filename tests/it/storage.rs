@@ -676,6 +676,8 @@ async fn every_member_of_an_hour_block_reads_back_across_its_head_and_tail() {
         .cloned()
         .collect();
     assert_eq!(window, want);
+    // The widest window (the fault suite reads everything so): no bound overflows.
+    assert_eq!(read_all(i64::MIN, i64::MAX).await.unwrap(), members);
 
     // A late point for the member whose bytes cross into the tail.
     let crossing = offsets
