@@ -33,8 +33,19 @@ const RANGE_CLIENTS: usize = 50;
 /// margin, so that a run that keeps it shows ≥ 2,000 answered (`--quick`: a tenth).
 const FIXED_RATE: f64 = 2_100.0;
 const POINT_CLIENTS: usize = 4;
+/// The influencers of the recent day ("the last 24 hours", relative to now): whole hour blocks
+/// (64 × 29,688 onward), registered and ranked like the rest but without the dataset's day.
+const RECENT_FIRST: i64 = 1_900_032;
 /// The range and its SQL alternate this many times, each for 1/ROUNDS of the duration.
 const ROUNDS: u32 = 4;
+
+/// The range of the dataset's whole day for influencer `id`.
+fn day_url(base: &str, id: i64) -> String {
+    format!(
+        "{base}/influencer_analytics/{id}?start_time={DAY_START}&end_time={}",
+        DAY_START + MINUTES * 60 - 60
+    )
+}
 
 /// The influencer a range client asks for: spread over all influencers with points, a
 /// different sequence for every `seed` (round and side).
@@ -58,6 +69,8 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     })
     .await?;
     ensure_history(&pool, with_history).await?;
+    let recent_influencers = if quick { 640 } else { 10_048 };
+    let recent = prepare_recent(&pool, recent_influencers).await?;
     // The API and the SQL it is compared with get the same number of connections (the pool
     // size the user configured), so the ratio measures the API, not a bigger pool.
     let connections = database.database_pool_size;
@@ -95,22 +108,18 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         let api_seed = u64::from(round) * 2;
         let sql_seed = api_seed + 1;
         let base = server_base.clone();
-        let range_url = move |client: usize, i: u64| {
-            format!(
-                "{base}/influencer_analytics/{}?start_time={DAY_START}&end_time={}",
-                range_id(api_seed, client, i, with_points),
-                DAY_START + MINUTES * 60 - 60
-            )
-        };
+        let range_url =
+            move |client: usize, i: u64| day_url(&base, range_id(api_seed, client, i, with_points));
+        let day = (DAY_START * 1000, (DAY_START + MINUTES * 60 - 60) * 1000);
+        let sql_id = move |client, i| range_id(sql_seed, client, i, with_points);
         if round % 2 == 1 {
-            sql.extend(sql_load(&sql_pool, sql_seed, with_points, round_length).await?);
+            sql.extend(sql_load(&sql_pool, day, sql_id, round_length).await?);
         }
         api.absorb(load::run(RANGE_CLIENTS, round_length, range_url, load::success).await?);
         if round % 2 == 0 {
-            sql.extend(sql_load(&sql_pool, sql_seed, with_points, round_length).await?);
+            sql.extend(sql_load(&sql_pool, day, sql_id, round_length).await?);
         }
     }
-    sql_pool.close().await;
 
     // The same range at a fixed load, fresh ids again; the API's own histogram of the time it
     // took (from the request read to the answer handed to hyper) is scraped around it, to tell
@@ -123,10 +132,9 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         fixed_rate,
         duration / 2,
         move |client, i| {
-            format!(
-                "{base}/influencer_analytics/{}?start_time={DAY_START}&end_time={}",
+            day_url(
+                &base,
                 range_id(u64::from(ROUNDS) * 2, client, i, with_points),
-                DAY_START + MINUTES * 60 - 60
             )
         },
         load::success,
@@ -140,6 +148,34 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         quantile(&mut api.latencies, 0.99),
     );
     let (sql_p50, sql_p99) = (quantile(&mut sql, 0.5), quantile(&mut sql, 0.99));
+
+    // The last 24 hours of the recent influencers, across the tiers as they stand: at the
+    // fixed load, at full speed, and read directly.
+    let base = server_base.clone();
+    let mut recent_fixed = load::run_at_rate(
+        RANGE_CLIENTS,
+        fixed_rate,
+        duration / 2,
+        move |client, i| recent.url(&base, recent.id(20, client, i)),
+        load::success,
+    )
+    .await?;
+    let base = server_base.clone();
+    let mut recent_full = load::run(
+        RANGE_CLIENTS,
+        duration / 2,
+        move |client, i| recent.url(&base, recent.id(21, client, i)),
+        load::success,
+    )
+    .await?;
+    let mut recent_direct = sql_load(
+        &sql_pool,
+        (recent.start_s * 1000, recent.end_s * 1000),
+        move |client, i| recent.id(22, client, i),
+        duration / 2,
+    )
+    .await?;
+    sql_pool.close().await;
 
     // Long ranges ending with the dataset's day: 30 days at step=1h, a year at step=1d.
     let mut long = Vec::new();
@@ -198,7 +234,12 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     server.stop();
     pool.close().await;
     let half = seconds as f64 / 2.0;
-    let errors = api.errors + fixed.errors + latest.errors + average.errors;
+    let errors = api.errors
+        + fixed.errors
+        + recent_fixed.errors
+        + recent_full.errors
+        + latest.errors
+        + average.errors;
     if errors > 0 {
         bail!("{errors} requests failed during the benchmark");
     }
@@ -210,6 +251,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             "{points} points stored ({with_points} influencers × {MINUTES} minutes, 1-hour chunks); {RANKED} influencers ranked; the day compacted into day segments (the cold tier) before the run. \
              Range: GET /influencer_analytics/{{random id}} for one whole day (1,440 points, raw), {RANGE_CLIENTS} clients: for {half} s at a fixed {fixed_rate} requests/s (latency from when each was due), and for {seconds} s at full speed, \
              alternating with the same read without HTTP (series::read::points: both tiers, decoded; the API keeps usernames it has read) at the same concurrency, in {ROUNDS} rounds with fresh ids each, both through {connections} database connections (DATABASE_POOL_SIZE). Rank (/latest) and /average: {POINT_CLIENTS} clients. \
+             The last 24 hours: {recent_influencers} other influencers written up to the minute before the run, minute by minute across all of them, and compacted as the jobs would have (what each range reads is reported), for {half} s at the fixed rate, at full speed, and read directly. \
              The load generator, the API and PostgreSQL share the box's 2 cores."
         ),
     );
@@ -256,6 +298,66 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             Goal::AtMost(1.5),
         )
         .info("range requests/s at full speed", api.rate(), "req/s");
+    let (recent_p50, recent_p99) = (
+        quantile(&mut recent_full.latencies, 0.5),
+        quantile(&mut recent_full.latencies, 0.99),
+    );
+    let (direct_p50, direct_p99) = (
+        quantile(&mut recent_direct, 0.5),
+        quantile(&mut recent_direct, 0.99),
+    );
+    report
+        .info(
+            "last 24 hours: day segments read a range",
+            recent.day_segments,
+            "segments",
+        )
+        .info(
+            "last 24 hours: hour segments (hour block members) read a range",
+            recent.hour_segments,
+            "segments",
+        )
+        .info(
+            "last 24 hours: raw points read a range",
+            recent.raw_points,
+            "points",
+        )
+        .goal(
+            "last 24 hours p99 at a fixed load (50 clients)",
+            ms(quantile(&mut recent_fixed.latencies, 0.99)),
+            "ms",
+            Goal::AtMost(20.0),
+        )
+        .info(
+            "last 24 hours p50 at a fixed load",
+            ms(quantile(&mut recent_fixed.latencies, 0.5)),
+            "ms",
+        )
+        .goal(
+            "last 24 hours requests/s answered at the fixed load",
+            recent_fixed.rate(),
+            "req/s",
+            Goal::AtLeast(if quick { 200.0 } else { 2_000.0 }),
+        )
+        .info("last 24 hours p99 at full speed", ms(recent_p99), "ms")
+        .info("last 24 hours p50 at full speed", ms(recent_p50), "ms")
+        .ratio(
+            "last 24 hours p99 ÷ direct read p99",
+            ms(recent_p99) / ms(direct_p99),
+            ms(direct_p99),
+            Goal::AtMost(1.5),
+        )
+        .ratio(
+            "last 24 hours p50 ÷ direct read p50",
+            ms(recent_p50) / ms(direct_p50),
+            ms(direct_p50),
+            Goal::AtMost(1.5),
+        )
+        .info(
+            "last 24 hours requests/s at full speed",
+            recent_full.rate(),
+            "req/s",
+        );
     for (days, step, p50, p99, rate) in &long {
         report
             .goal(
@@ -315,25 +417,25 @@ async fn range_durations(server_base: &str) -> anyhow::Result<Vec<(f64, f64)>> {
     Ok(buckets)
 }
 
-/// The API's read for a range request, run directly by `RANGE_CLIENTS` tasks.
+/// The API's read for a range request over `[start_ms, end_ms]`, run directly by
+/// `RANGE_CLIENTS` tasks, client c's i-th read for influencer `id(c, i)`.
 async fn sql_load(
     pool: &PgPool,
-    seed: u64,
-    with_points: i64,
+    (start_ms, end_ms): (i64, i64),
+    id: impl Fn(usize, u64) -> i64 + Clone,
     duration: Duration,
 ) -> anyhow::Result<Vec<Duration>> {
     let deadline = Instant::now() + duration;
-    let (start, end) = (DAY_START * 1000, (DAY_START + MINUTES * 60 - 60) * 1000);
     let tasks = (0..RANGE_CLIENTS).map(|client| {
-        let pool = pool.clone();
+        let (pool, id) = (pool.clone(), id.clone());
         async move {
             let mut latencies = Vec::new();
             let mut i = 0u64;
             while Instant::now() < deadline {
-                let id = range_id(seed, client, i, with_points);
+                let id = id(client, i);
                 i += 1;
                 let sent = Instant::now();
-                let rows = crate::series::read::points(&pool, id, start, end).await?;
+                let rows = crate::series::read::points(&pool, id, start_ms, end_ms).await?;
                 std::hint::black_box(rows);
                 latencies.push(sent.elapsed());
             }
@@ -345,6 +447,132 @@ async fn sql_load(
         all.extend(latencies?);
     }
     Ok(all)
+}
+
+/// The recent day: `influencers` influencers from [`RECENT_FIRST`] with points up to the minute
+/// before the benchmark started, and where the range of their last 24 hours lies.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    influencers: i64,
+    /// The range's first and last slot, epoch seconds (1,440 slots).
+    start_s: i64,
+    end_s: i64,
+    /// What one influencer's range reads, on average: day segments, hour segments (members
+    /// of hour blocks) and raw points.
+    day_segments: f64,
+    hour_segments: f64,
+    raw_points: f64,
+}
+
+impl Recent {
+    fn id(&self, seed: u64, client: usize, i: u64) -> i64 {
+        RECENT_FIRST
+            + (splitmix(seed << 48 | (client as u64) << 32 | i) % self.influencers as u64) as i64
+    }
+
+    fn url(&self, base: &str, id: i64) -> String {
+        format!(
+            "{base}/influencer_analytics/{id}?start_time={}&end_time={}",
+            self.start_s, self.end_s
+        )
+    }
+}
+
+/// Writes the last day of `influencers` influencers from [`RECENT_FIRST`], up to the minute
+/// before now, minute by minute across all of them as the sink writes, and compacts what has
+/// closed and settled, as the jobs would have: the range of the last 24 hours then reads what
+/// production reads at this time of day (yesterday's part from its day segment, or from hour
+/// blocks in the first minutes after midnight; today's closed hours from hour blocks; the last
+/// hour or so raw). The data is relative to when it was written, so an earlier run's is dropped
+/// first (every chunk after the dataset's day holds only this).
+async fn prepare_recent(pool: &PgPool, influencers: i64) -> anyhow::Result<Recent> {
+    use crate::jobs::compaction::{Budget, run_now};
+    let started = Instant::now();
+    let last = RECENT_FIRST + influencers - 1;
+    let after_dataset = (DAY_START + MINUTES * 60) as f64;
+    for table in [
+        "influencer_metrics",
+        "influencer_hour_blocks",
+        "influencer_segments",
+    ] {
+        sqlx::query(&format!(
+            "select drop_chunks('{table}', newer_than => to_timestamp($1))"
+        ))
+        .bind(after_dataset)
+        .execute(pool)
+        .await?;
+    }
+    sqlx::query("delete from compaction_days where day >= to_timestamp($1)")
+        .bind(after_dataset)
+        .execute(pool)
+        .await?;
+    sqlx::query("delete from late_points where influencer_id between $1 and $2")
+        .bind(RECENT_FIRST)
+        .bind(last)
+        .execute(pool)
+        .await?;
+    let now_s = chrono::Utc::now().timestamp();
+    let end_s = now_s - now_s.rem_euclid(60) - 60;
+    let start_s = end_s - MINUTES * 60 + 60;
+    // An hour (one chunk) a statement, from the hour the range starts in.
+    let mut from = start_s - start_s.rem_euclid(3600);
+    while from <= end_s {
+        sqlx::query(
+            "insert into influencer_metrics
+             select id, to_timestamp(t), to_timestamp(t) + interval '150 ms',
+                    100000 + (hashint8(id * 100000 + t / 60) & 65535),
+                    1000 + ((hashint8(id * 100000 + t / 60) >> 16) & 255)
+             from generate_series($1::bigint, $2, 60) t, generate_series($3::bigint, $4) id
+             order by t, id",
+        )
+        .bind(from)
+        .bind((from + 3540).min(end_s))
+        .bind(RECENT_FIRST)
+        .bind(last)
+        .execute(pool)
+        .await?;
+        from += 3600;
+    }
+    run_now(pool, Budget::FULL, Duration::from_secs(600), &mut |line| {
+        eprintln!("bench api (recent day): {line}")
+    })
+    .await?;
+    sqlx::query("analyze influencer_metrics")
+        .execute(pool)
+        .await?;
+    let (day_segments, hour_segments, raw_points): (i64, i64, i64) = sqlx::query_as(
+        "select
+           (select count(*) from influencer_segments
+            where influencer_id between $1 and $2
+              and period_end > to_timestamp($3) and period_start <= to_timestamp($4)),
+           (select count(*) from influencer_hour_blocks b, generate_series(0, 63) m
+            where b.block between $1 >> 6 and $2 >> 6 and b.points[m + 1] > 0
+              and b.period_start > to_timestamp($3) - interval '1 hour'
+              and b.period_start <= to_timestamp($4)),
+           (select count(*) from influencer_metrics
+            where influencer_id between $1 and $2
+              and slot between to_timestamp($3) and to_timestamp($4))",
+    )
+    .bind(RECENT_FIRST)
+    .bind(last)
+    .bind(start_s as f64)
+    .bind(end_s as f64)
+    .fetch_one(pool)
+    .await?;
+    let per_influencer = |n: i64| n as f64 / influencers as f64;
+    let recent = Recent {
+        influencers,
+        start_s,
+        end_s,
+        day_segments: per_influencer(day_segments),
+        hour_segments: per_influencer(hour_segments),
+        raw_points: per_influencer(raw_points),
+    };
+    eprintln!(
+        "bench api: the last 24 hours of {influencers} influencers written and compacted in {:.0} s: {recent:?}",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(recent)
 }
 
 /// How many points a generated part of the dataset (`table`: its marker table) holds for

@@ -674,6 +674,45 @@ fn the_quick_api_benchmark_compares_the_api_with_its_sql_through_the_same_pool()
         0.0 < inside_p50 && inside_p50 <= inside_p99,
         "{inside_p50} {inside_p99}"
     );
+
+    // The last 24 hours, written up to the minute before the run and compacted as the jobs
+    // would have: the range reads the minutes since the last settled hour raw (at least one,
+    // at most the 70 of an hour not yet settled and the one after it), the closed hours of
+    // today from hour blocks, and yesterday's part from one day segment (or, in the first
+    // minutes after midnight, from hour blocks too).
+    let per_range = |what: &str| {
+        api[format!("last 24 hours: {what} read a range").as_str()]["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let (days, hours, raw) = (
+        per_range("day segments"),
+        per_range("hour segments (hour block members)"),
+        per_range("raw points"),
+    );
+    assert!((1.0..=130.0).contains(&raw), "{raw} raw points");
+    assert!(hours <= 25.0 && days <= 1.0, "{hours} hours, {days} days");
+    assert!(
+        days == 1.0 || hours >= 22.0,
+        "24 hours less what is raw come from segments: {days} days, {hours} hours"
+    );
+    for quantile in ["p50", "p99"] {
+        let ratio = &api[format!("last 24 hours {quantile} ÷ direct read {quantile}").as_str()];
+        let api_ms = api[format!("last 24 hours {quantile} at full speed").as_str()]["value"]
+            .as_f64()
+            .unwrap();
+        let value = ratio["value"].as_f64().unwrap();
+        let direct_ms = ratio["ceiling"].as_f64().unwrap();
+        assert!(
+            (value - api_ms / direct_ms).abs() <= 0.001 + 0.011 * value,
+            "{ratio}"
+        );
+    }
+    let recent_fixed = &api["last 24 hours p99 at a fixed load (50 clients)"];
+    assert_eq!(
+        recent_fixed["met"],
+        recent_fixed["value"].as_f64().unwrap() <= 20.0
+    );
 }
 
 /// A TCP port nothing listens on (bound, then released).
