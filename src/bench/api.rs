@@ -143,11 +143,6 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     let inside = load::histogram_delta(&inside_before, &range_durations(&server_base).await?);
     let inside_quantile =
         |q: f64| load::histogram_quantile(&inside, q).map_or(f64::NAN, |s| s * 1e3);
-    let (api_p50, api_p99) = (
-        quantile(&mut api.latencies, 0.5),
-        quantile(&mut api.latencies, 0.99),
-    );
-    let (sql_p50, sql_p99) = (quantile(&mut sql, 0.5), quantile(&mut sql, 0.99));
 
     // The last 24 hours of the recent influencers, across the tiers as they stand: at the
     // fixed load, at full speed, and read directly.
@@ -255,18 +250,16 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
              The load generator, the API and PostgreSQL share the box's 2 cores."
         ),
     );
+    let answered_goal = Goal::AtLeast(if quick { 200.0 } else { 2_000.0 });
+    range_figures(
+        &mut report,
+        "range",
+        answered_goal,
+        &mut fixed,
+        &mut api,
+        &mut sql,
+    );
     report
-        .goal(
-            "range p99 at a fixed load (50 clients)",
-            ms(quantile(&mut fixed.latencies, 0.99)),
-            "ms",
-            Goal::AtMost(20.0),
-        )
-        .info(
-            "range p50 at a fixed load",
-            ms(quantile(&mut fixed.latencies, 0.5)),
-            "ms",
-        )
         .info(
             "range p99 inside the API at the fixed load (its histogram, interpolated)",
             inside_quantile(0.99),
@@ -277,36 +270,6 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             inside_quantile(0.5),
             "ms",
         )
-        .goal(
-            "range requests/s answered at the fixed load",
-            fixed.rate(),
-            "req/s",
-            Goal::AtLeast(if quick { 200.0 } else { 2_000.0 }),
-        )
-        .info("range p99 at full speed (50 clients)", ms(api_p99), "ms")
-        .info("range p50 at full speed (50 clients)", ms(api_p50), "ms")
-        .ratio(
-            "range p99 ÷ direct read p99",
-            ms(api_p99) / ms(sql_p99),
-            ms(sql_p99),
-            Goal::AtMost(1.5),
-        )
-        .ratio(
-            "range p50 ÷ direct read p50",
-            ms(api_p50) / ms(sql_p50),
-            ms(sql_p50),
-            Goal::AtMost(1.5),
-        )
-        .info("range requests/s at full speed", api.rate(), "req/s");
-    let (recent_p50, recent_p99) = (
-        quantile(&mut recent_full.latencies, 0.5),
-        quantile(&mut recent_full.latencies, 0.99),
-    );
-    let (direct_p50, direct_p99) = (
-        quantile(&mut recent_direct, 0.5),
-        quantile(&mut recent_direct, 0.99),
-    );
-    report
         .info(
             "last 24 hours: day segments read a range",
             recent.day_segments,
@@ -321,43 +284,15 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             "last 24 hours: raw points read a range",
             recent.raw_points,
             "points",
-        )
-        .goal(
-            "last 24 hours p99 at a fixed load (50 clients)",
-            ms(quantile(&mut recent_fixed.latencies, 0.99)),
-            "ms",
-            Goal::AtMost(20.0),
-        )
-        .info(
-            "last 24 hours p50 at a fixed load",
-            ms(quantile(&mut recent_fixed.latencies, 0.5)),
-            "ms",
-        )
-        .goal(
-            "last 24 hours requests/s answered at the fixed load",
-            recent_fixed.rate(),
-            "req/s",
-            Goal::AtLeast(if quick { 200.0 } else { 2_000.0 }),
-        )
-        .info("last 24 hours p99 at full speed", ms(recent_p99), "ms")
-        .info("last 24 hours p50 at full speed", ms(recent_p50), "ms")
-        .ratio(
-            "last 24 hours p99 ÷ direct read p99",
-            ms(recent_p99) / ms(direct_p99),
-            ms(direct_p99),
-            Goal::AtMost(1.5),
-        )
-        .ratio(
-            "last 24 hours p50 ÷ direct read p50",
-            ms(recent_p50) / ms(direct_p50),
-            ms(direct_p50),
-            Goal::AtMost(1.5),
-        )
-        .info(
-            "last 24 hours requests/s at full speed",
-            recent_full.rate(),
-            "req/s",
         );
+    range_figures(
+        &mut report,
+        "last 24 hours",
+        answered_goal,
+        &mut recent_fixed,
+        &mut recent_full,
+        &mut recent_direct,
+    );
     for (days, step, p50, p99, rate) in &long {
         report
             .goal(
@@ -393,6 +328,61 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         )
         .info("points stored", points as f64, "points");
     Ok(report)
+}
+
+/// The figures of one range measured at the fixed load, at full speed and read directly
+/// (`direct`), each named after `what`: the fixed load's p99 against the goal's 20 ms, its p50
+/// and the rate it answered (against `answered_goal`); full speed's p99, p50 and rate; and the
+/// ratio of each full-speed quantile to the direct read's (goal ≤ 1.5).
+fn range_figures(
+    report: &mut Report,
+    what: &str,
+    answered_goal: Goal,
+    fixed: &mut load::Load,
+    full: &mut load::Load,
+    direct: &mut [Duration],
+) {
+    report
+        .goal(
+            &format!("{what} p99 at a fixed load (50 clients)"),
+            ms(quantile(&mut fixed.latencies, 0.99)),
+            "ms",
+            Goal::AtMost(20.0),
+        )
+        .info(
+            &format!("{what} p50 at a fixed load"),
+            ms(quantile(&mut fixed.latencies, 0.5)),
+            "ms",
+        )
+        .goal(
+            &format!("{what} requests/s answered at the fixed load"),
+            fixed.rate(),
+            "req/s",
+            answered_goal,
+        );
+    for (q, name) in [(0.99, "p99"), (0.5, "p50")] {
+        let (at_full_speed, read_directly) = (
+            ms(quantile(&mut full.latencies, q)),
+            ms(quantile(direct, q)),
+        );
+        report
+            .info(
+                &format!("{what} {name} at full speed (50 clients)"),
+                at_full_speed,
+                "ms",
+            )
+            .ratio(
+                &format!("{what} {name} ÷ direct read {name}"),
+                at_full_speed / read_directly,
+                read_directly,
+                Goal::AtMost(1.5),
+            );
+    }
+    report.info(
+        &format!("{what} requests/s at full speed"),
+        full.rate(),
+        "req/s",
+    );
 }
 
 /// The cumulative buckets of the API's `http_request_duration_seconds` for the range route.
