@@ -39,18 +39,25 @@ const RECENT_FIRST: i64 = 1_900_032;
 /// The range and its SQL alternate this many times, each for 1/ROUNDS of the duration.
 const ROUNDS: u32 = 4;
 
-/// The range of the dataset's whole day for influencer `id`.
-fn day_url(base: &str, id: i64) -> String {
-    format!(
-        "{base}/influencer_analytics/{id}?start_time={DAY_START}&end_time={}",
-        DAY_START + MINUTES * 60 - 60
-    )
+/// The range of influencer `id` over `[start_s, end_s]` (epoch seconds), raw points.
+fn range_url(base: &str, id: i64, (start_s, end_s): (i64, i64)) -> String {
+    format!("{base}/influencer_analytics/{id}?start_time={start_s}&end_time={end_s}")
 }
 
-/// The influencer a range client asks for: spread over all influencers with points, a
-/// different sequence for every `seed` (round and side).
+/// The range of the dataset's whole day for influencer `id`.
+fn day_url(base: &str, id: i64) -> String {
+    range_url(base, id, (DAY_START, DAY_START + MINUTES * 60 - 60))
+}
+
+/// The influencer client `client` asks for in its `i`-th request: spread over the `count`
+/// influencers from `first`, a different sequence for every `seed` (round and side).
+fn spread_id(first: i64, count: i64, seed: u64, client: usize, i: u64) -> i64 {
+    first + (splitmix(seed << 48 | (client as u64) << 32 | i) % count as u64) as i64
+}
+
+/// The influencer a range client asks for among all influencers with the dataset's day.
 fn range_id(seed: u64, client: usize, i: u64, with_points: i64) -> i64 {
-    1_000_000 + (splitmix(seed << 48 | (client as u64) << 32 | i) % with_points as u64) as i64
+    spread_id(1_000_000, with_points, seed, client, i)
 }
 
 pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Report> {
@@ -456,15 +463,11 @@ struct Recent {
 
 impl Recent {
     fn id(&self, seed: u64, client: usize, i: u64) -> i64 {
-        RECENT_FIRST
-            + (splitmix(seed << 48 | (client as u64) << 32 | i) % self.influencers as u64) as i64
+        spread_id(RECENT_FIRST, self.influencers, seed, client, i)
     }
 
     fn url(&self, base: &str, id: i64) -> String {
-        format!(
-            "{base}/influencer_analytics/{id}?start_time={}&end_time={}",
-            self.start_s, self.end_s
-        )
+        range_url(base, id, (self.start_s, self.end_s))
     }
 }
 
@@ -507,20 +510,7 @@ async fn prepare_recent(pool: &PgPool, influencers: i64) -> anyhow::Result<Recen
     // An hour (one chunk) a statement, from the hour the range starts in.
     let mut from = start_s - start_s.rem_euclid(3600);
     while from <= end_s {
-        sqlx::query(
-            "insert into influencer_metrics
-             select id, to_timestamp(t), to_timestamp(t) + interval '150 ms',
-                    100000 + (hashint8(id * 100000 + t / 60) & 65535),
-                    1000 + ((hashint8(id * 100000 + t / 60) >> 16) & 255)
-             from generate_series($1::bigint, $2, 60) t, generate_series($3::bigint, $4) id
-             order by t, id",
-        )
-        .bind(from)
-        .bind((from + 3540).min(end_s))
-        .bind(RECENT_FIRST)
-        .bind(last)
-        .execute(pool)
-        .await?;
+        insert_noise(pool, (RECENT_FIRST, last), (from, (from + 3540).min(end_s))).await?;
         from += 3600;
     }
     run_now(pool, Budget::FULL, Duration::from_secs(600), &mut |line| {
@@ -660,6 +650,34 @@ async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stores a point a minute for the influencers `ids` over the slots `[from_s, to_s]` (epoch
+/// seconds, inclusive; one statement, so best within one hour chunk), minute by minute across
+/// all of them as the sink writes, fetched 150 ms after their slot. The counts are hashed noise
+/// of about 3 bytes of entropy a point, like the simulator's walk, so a compacted segment is as
+/// big as a real one: a formula pco could see through made 200-byte day segments that cost a
+/// read nothing.
+async fn insert_noise(
+    pool: &PgPool,
+    (first_id, last_id): (i64, i64),
+    (from_s, to_s): (i64, i64),
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into influencer_metrics
+         select id, to_timestamp(t), to_timestamp(t) + interval '150 ms',
+                100000 + (hashint8(id * 100000 + t / 60) & 65535),
+                1000 + ((hashint8(id * 100000 + t / 60) >> 16) & 255)
+         from generate_series($1::bigint, $2, 60) t, generate_series($3::bigint, $4) id
+         order by t, id",
+    )
+    .bind(from_s)
+    .bind(to_s)
+    .bind(first_id)
+    .bind(last_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Makes sure the database holds `with_points` influencers × one day of points and 1,000,000
 /// ranked influencers; generates what is missing. Returns the number of points.
 /// The marker of the generated day of points (its name changes with what is generated, so
@@ -708,23 +726,15 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
     .bind(RANKED)
     .execute(pool)
     .await?;
-    // One hour at a time (one chunk per statement), each influencer's minutes together. The
-    // counts are hashed noise of about 3 bytes of entropy a point, like the simulator's walk,
-    // so a day segment is as big as a real one (about 4.3 kB, two TOAST chunks and a tail):
-    // a formula pco could see through made 200-byte segments that cost a read nothing.
+    // One hour at a time (one chunk per statement); compacted before it is read, so a day
+    // segment of noise is as big as a real one (about 4.3 kB, two TOAST chunks and a tail).
     for hour in 0..24 {
         let from = DAY_START + hour * 3600;
-        sqlx::query(
-            "insert into influencer_metrics
-             select id, to_timestamp(t), to_timestamp(t) + interval '150 ms',
-                    100000 + (hashint8(id * 100000 + t / 60) & 65535),
-                    1000 + ((hashint8(id * 100000 + t / 60) >> 16) & 255)
-             from generate_series(1000000::bigint, 1000000 + $1 - 1) id,
-                  generate_series($2::bigint, $2 + 3540, 60) t",
+        insert_noise(
+            pool,
+            (1_000_000, 1_000_000 + with_points - 1),
+            (from, from + 3540),
         )
-        .bind(with_points)
-        .bind(from)
-        .execute(pool)
         .await?;
         eprintln!(
             "bench api: hour {} of 24 stored ({:.0} s)",
