@@ -1,9 +1,9 @@
 //! The one read path: an influencer's points over a range, raw or in buckets, its gaps, and
 //! many influencers' points over a window, from both tiers.
 //!
-//! Raw ranges read both tiers in one statement, so in one snapshot. Bucketed ranges read the
-//! hot tier first (the cold read needs to know which hours have hot points), then the cold
-//! one: a compaction that commits between the two reads moves points the first read saw into
+//! Raw ranges, and bucketed ranges with a step under a day, read both tiers in one statement,
+//! so in one snapshot. Bucketed ranges with a step of a day or more read the hot tier first
+//! (the cold read needs to know which days have hot points), then the cold one: a compaction that commits between the two reads moves points the first read saw into
 //! segments the second one sees, the same slots twice, answered once. The other order would
 //! miss them.
 
@@ -349,13 +349,10 @@ macro_rules! overlapping_segments {
     };
 }
 
-/// [`overlapping_segments`] whose periods start at one of $4 (all of them when it is null).
+/// [`overlapping_segments`] whose periods start at one of $4.
 macro_rules! listed_segments {
     ($end:literal) => {
-        concat!(
-            overlapping_segments!($end),
-            " and ($4::timestamptz[] is null or period_start = any($4))"
-        )
+        concat!(overlapping_segments!($end), " and period_start = any($4)")
     };
 }
 
@@ -370,8 +367,8 @@ const SUMMARIES_SQL: &str = over_both_cold_tables!(
     "$1::bigint"
 );
 
-/// The encoded points of one influencer's segments overlapping the range: all of them when $4
-/// is null, else those whose period starts it lists.
+/// The encoded points of one influencer's segments overlapping the range whose period starts
+/// $4 lists.
 const SEGMENT_DATA_SQL: &str = over_both_cold_tables!(
     concat!("period_start, period_end, ", day_data!()),
     "period_start, period_start + interval '1 hour', data",
@@ -427,7 +424,7 @@ const BUCKET_READ_ATTEMPTS: usize = 3;
 /// summaries are read first, then the points of only those that do not fit (at most the two at
 /// the range's ends, usually) and of the hour segments, which have no summary (at most the
 /// current day's 24). A finer step reads every segment's points (a day segment never fits an
-/// hour bucket).
+/// hour bucket) with the hot points, in one statement as a raw range does.
 pub async fn buckets(
     pool: &PgPool,
     influencer_id: i64,
@@ -435,6 +432,19 @@ pub async fn buckets(
     end_ms: i64,
     step_ms: i64,
 ) -> Result<Vec<BucketStats>, ReadError> {
+    if step_ms < DAY_MS {
+        // No bucket covers a day segment whole, so every segment's points are folded: both
+        // tiers in one statement, as a raw range reads them (one round trip, one snapshot).
+        let merged = points(pool, influencer_id, start_ms, end_ms).await?;
+        return Ok(fold_buckets(
+            merged,
+            Vec::new(),
+            &[],
+            start_ms,
+            end_ms,
+            step_ms,
+        ));
+    }
     // All statements on one connection: one acquisition (and its round trips) for the range.
     let mut connection = pool.acquire().await?;
     let hot_rows: Vec<HotRow> = sqlx::query_as(HOT_SQL)
@@ -451,17 +461,6 @@ pub async fn buckets(
         start_ms,
         end_ms,
     };
-    if step_ms < DAY_MS {
-        let decoded = decode_all(cold.data(None).await?)?;
-        return Ok(fold_buckets(
-            decoded,
-            Vec::new(),
-            &hot_points,
-            start_ms,
-            end_ms,
-            step_ms,
-        ));
-    }
     buckets_from_summaries(&mut cold, &hot_points, start_ms, end_ms, step_ms)
         .await?
         .ok_or(ReadError::Changed(influencer_id))
@@ -475,11 +474,8 @@ trait ColdSegments {
     /// stored without one: an hour segment).
     async fn summaries(&mut self) -> Result<Vec<(Period, Option<Summary>)>, ReadError>;
     /// The encoded points of the segments overlapping the range whose periods start at one of
-    /// `only_starts` (all of them if none), by period.
-    async fn data(
-        &mut self,
-        only_starts: Option<&[i64]>,
-    ) -> Result<Vec<(Period, Vec<u8>)>, ReadError>;
+    /// `starts`, by period.
+    async fn data(&mut self, starts: &[i64]) -> Result<Vec<(Period, Vec<u8>)>, ReadError>;
 }
 
 /// [`ColdSegments`] in the database: both cold tables, over the window of chunks the range can
@@ -503,13 +499,9 @@ impl ColdSegments for DatabaseSegments<'_> {
         Ok(rows.iter().map(summary_row).collect::<Result<_, _>>()?)
     }
 
-    async fn data(
-        &mut self,
-        only_starts: Option<&[i64]>,
-    ) -> Result<Vec<(Period, Vec<u8>)>, ReadError> {
+    async fn data(&mut self, starts: &[i64]) -> Result<Vec<(Period, Vec<u8>)>, ReadError> {
         use sqlx::Row;
-        let starts: Option<Vec<DateTime<Utc>>> =
-            only_starts.map(|starts| starts.iter().map(|&start| at(start)).collect());
+        let starts: Vec<DateTime<Utc>> = starts.iter().map(|&start| at(start)).collect();
         let sql = with_window(SEGMENT_DATA_SQL, self.start_ms, self.end_ms);
         let rows = sqlx::query(&sql)
             .bind(self.influencer_id)
@@ -559,7 +551,7 @@ async fn buckets_from_summaries(
             Vec::new()
         } else {
             let starts: Vec<i64> = needed.iter().map(|(start, _)| *start).collect();
-            cold.data(Some(&starts)).await?
+            cold.data(&starts).await?
         };
         // The points must be those of the very segments the summaries named.
         let mut got: Vec<Period> = data.iter().map(|(period, _)| *period).collect();
@@ -844,7 +836,7 @@ mod tests {
     struct Compacting {
         states: Vec<Segments>,
         state: usize,
-        /// The period starts the last read of points asked for (`None`: all).
+        /// The period starts the last read of points asked for (`None`: no read yet).
         asked: Option<Vec<i64>>,
     }
 
@@ -860,15 +852,12 @@ mod tests {
                 .collect())
         }
 
-        async fn data(
-            &mut self,
-            only_starts: Option<&[i64]>,
-        ) -> Result<Vec<(Period, Vec<u8>)>, ReadError> {
+        async fn data(&mut self, starts: &[i64]) -> Result<Vec<(Period, Vec<u8>)>, ReadError> {
             self.state = (self.state + 1).min(self.states.len() - 1);
-            self.asked = only_starts.map(<[i64]>::to_vec);
+            self.asked = Some(starts.to_vec());
             Ok(self.states[self.state]
                 .iter()
-                .filter(|((start, _), _)| only_starts.is_none_or(|s| s.contains(start)))
+                .filter(|((start, _), _)| starts.contains(start))
                 .map(|(period, points)| (*period, codec::encode(points)))
                 .collect())
         }
