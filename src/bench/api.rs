@@ -487,6 +487,7 @@ async fn prepare_recent(pool: &PgPool, influencers: i64) -> anyhow::Result<Recen
         "influencer_metrics",
         "influencer_hour_blocks",
         "influencer_segments",
+        "influencer_summary_packs",
     ] {
         sqlx::query(&format!(
             "select drop_chunks('{table}', newer_than => to_timestamp($1))"
@@ -702,6 +703,7 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
     for table in [
         DATASET,
         "influencer_segments",
+        "influencer_summary_packs",
         "influencer_hour_blocks",
         "late_points",
         "compaction_days",

@@ -170,6 +170,8 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Status> {
                 (select sum(total_bytes)::bigint from (
                      select total_bytes from hypertable_detailed_size('influencer_segments')
                      union all
+                     select total_bytes from hypertable_detailed_size('influencer_summary_packs')
+                     union all
                      select total_bytes from hypertable_detailed_size('influencer_hour_blocks')) s)
          from timescaledb_information.chunks c where c.hypertable_name = 'influencer_metrics'",
     )

@@ -11,8 +11,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 /// The hypertables retention drops chunks of.
-pub const HYPERTABLES: [&str; 6] = [
+pub const HYPERTABLES: [&str; 7] = [
     "influencer_segments",
+    // On the same 28-day grid: a span's days and its pack go together.
+    "influencer_summary_packs",
     "influencer_hour_blocks",
     "influencer_metrics",
     "average_followers",
@@ -31,20 +33,28 @@ pub struct RetentionReport {
 pub async fn apply(pool: &PgPool, retention: Duration) -> anyhow::Result<RetentionReport> {
     let secs = retention.as_secs_f64();
     let mut report = RetentionReport::default();
+    // One transaction, so one cutoff (now() is the transaction's start) for every table, and
+    // no reader sees a span's day segments gone and its summary pack still there.
+    let mut tx = pool.begin().await?;
+    let mut dropped_by_table = Vec::new();
     for table in HYPERTABLES {
         let dropped: Vec<String> = sqlx::query_scalar(
             "select drop_chunks($1::regclass, older_than => now() - make_interval(secs => $2))::text",
         )
         .bind(table)
         .bind(secs)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
-        if !dropped.is_empty() {
-            tracing::info!(table, chunks = dropped.len(), "retention dropped chunks");
+        dropped_by_table.push((table, dropped.len() as u64));
+    }
+    tx.commit().await?;
+    for (table, dropped) in dropped_by_table {
+        if dropped > 0 {
+            tracing::info!(table, chunks = dropped, "retention dropped chunks");
             metrics::counter!("retention_chunks_dropped_total", "table" => table)
-                .increment(dropped.len() as u64);
+                .increment(dropped);
         }
-        report.chunks += dropped.len() as u64;
+        report.chunks += dropped;
     }
     for statement in [
         "delete from late_points where slot < now() - make_interval(secs => $1)",

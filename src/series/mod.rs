@@ -4,8 +4,9 @@
 //!   chunks), and `late_points`, points that reached the sink after their hour had closed.
 //! - **Cold**: `influencer_hour_blocks`, the closed hours: one row per hour and block of
 //!   [`BLOCK_MEMBERS`] consecutive influencers, each member's points encoded ([`codec`]); then
-//!   `influencer_segments`, one row per influencer per closed UTC day, its points encoded and
-//!   a [`Summary`].
+//!   `influencer_segments`, one row per influencer per closed UTC day, its points encoded, and
+//!   its [`Summary`] in `influencer_summary_packs`, one row per influencer and 28 days
+//!   ([`pack`]).
 //!
 //! Compaction (`jobs::compaction`) moves points from hot to cold through [`store`]; every reader
 //! (the range API, the dashboard, the gaps endpoint, the spike detector, the benchmarks) goes
@@ -57,6 +58,7 @@ macro_rules! hour_member_data {
 }
 
 pub mod codec;
+pub mod pack;
 pub mod read;
 pub mod store;
 
@@ -161,8 +163,9 @@ impl NestedSum {
     }
 }
 
-/// What a segment's row says about its points besides the points themselves.
-#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+/// What a day segment's summary (in its summary pack, [`pack`]) says about its points besides
+/// the points themselves.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Summary {
     pub points: i32,
     pub first_slot_ms: i64,

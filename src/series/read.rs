@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{Aggregate, BucketStats, DAY_MS, SeriesPoint, Summary, bucket_of, codec};
+use super::{
+    Aggregate, BucketStats, DAY_MS, HOUR_MS, SeriesPoint, Summary, bucket_of, codec, pack,
+};
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,8 @@ pub enum ReadError {
     Database(#[from] sqlx::Error),
     #[error("a stored segment cannot be decoded: {0}")]
     Corrupt(#[from] codec::CodecError),
+    #[error(transparent)]
+    Pack(#[from] pack::PackError),
     #[error("the segments of influencer {0} changed during two reads in a row")]
     Changed(i64),
 }
@@ -156,8 +160,9 @@ macro_rules! day_data {
 /// Where a cold statement's window of period starts goes.
 const WINDOW: &str = "__WINDOW__";
 
-/// The grid the window's bounds are aligned to: `influencer_segments`' chunk interval.
-const WINDOW_GRID_MS: i64 = 28 * DAY_MS;
+/// The grid the window's bounds are aligned to: `influencer_segments`' chunk interval (a
+/// summary pack's span).
+const WINDOW_GRID_MS: i64 = pack::SPAN_MS;
 
 /// The window of `[start_ms, end_ms]`, epoch ms: from a grid line at or before a day before
 /// the start, to the first grid line after the end (exclusive).
@@ -326,15 +331,6 @@ pub async fn window(
         .collect())
 }
 
-/// The summary columns of a cold statement, in the order [`summary_row`] reads them.
-macro_rules! summary_columns {
-    () => {
-        "period_start, period_end, first_slot, last_slot, follower_sum, following_sum,
-         ratio_min, ratio_max, ratio_sum, points, ratio_points, follower_min, follower_max,
-         follower_last, following_min, following_max, following_last"
-    };
-}
-
 /// The segments of influencer $1 overlapping `[$2, $3]`, given how the period's end is
 /// written: found by their period start (a segment spans at most a day, which lets the chunks
 /// of other times be skipped).
@@ -356,15 +352,19 @@ macro_rules! listed_segments {
     };
 }
 
-/// The summaries of one influencer's segments overlapping the range, without their points. An
-/// hour segment has none (migration 0004): its row is its period and nulls.
-const SUMMARIES_SQL: &str = over_both_cold_tables!(
-    summary_columns!(),
-    "period_start, period_start + interval '1 hour', null, null, null, null, null, null, null,
-     null, null, null, null, null, null, null, null",
-    overlapping_segments,
-    "$1::bigint",
-    "$1::bigint"
+/// The summary packs of influencer $1 that can hold a day segment overlapping `[$2, $3]` (a
+/// pack holds the days starting in the 28 days from its period start, and a day overlapping
+/// the range starts after a day before it), then its hour segments overlapping the range,
+/// which have no summary (migration 0004): their period start and no pack.
+const SUMMARIES_SQL: &str = concat!(
+    "select period_start, days from influencer_summary_packs
+     where influencer_id = $1 and period_start > $2 - interval '29 days' and period_start <= $3
+       and __WINDOW__
+     union all select period_start, null::bytea from ",
+    hour_segments!("$1::bigint", "$1::bigint"),
+    " where ",
+    overlapping_segments!("(period_start + interval '1 hour')"),
+    " and __WINDOW__"
 );
 
 /// The encoded points of one influencer's segments overlapping the range whose period starts
@@ -379,38 +379,6 @@ const SEGMENT_DATA_SQL: &str = over_both_cold_tables!(
 
 /// A segment's period, epoch ms: `(start, end)`, end exclusive.
 pub type Period = (i64, i64);
-
-/// A row of [`SUMMARIES_SQL`], read by position: the columns' order is [`summary_columns`]'
-/// (a year is 365 rows of 17 columns, no name looked up for any of them). An hour segment's
-/// row has no summary.
-fn summary_row(row: &sqlx::postgres::PgRow) -> Result<(Period, Option<Summary>), sqlx::Error> {
-    use sqlx::Row;
-    let ms = |i: usize| row.try_get::<EpochMs, _>(i).map(|t| t.0);
-    let period = (ms(0)?, ms(1)?);
-    let Some(EpochMs(first_slot_ms)) = row.try_get::<Option<EpochMs>, _>(2)? else {
-        return Ok((period, None));
-    };
-    Ok((
-        period,
-        Some(Summary {
-            first_slot_ms,
-            last_slot_ms: ms(3)?,
-            follower_sum: row.try_get(4)?,
-            following_sum: row.try_get(5)?,
-            ratio_min: row.try_get(6)?,
-            ratio_max: row.try_get(7)?,
-            ratio_sum: row.try_get(8)?,
-            points: row.try_get(9)?,
-            ratio_points: row.try_get(10)?,
-            follower_min: row.try_get(11)?,
-            follower_max: row.try_get(12)?,
-            follower_last: row.try_get(13)?,
-            following_min: row.try_get(14)?,
-            following_max: row.try_get(15)?,
-            following_last: row.try_get(16)?,
-        }),
-    ))
-}
 
 /// How many times a bucketed read starts again when the segments it summarised changed before
 /// it read the points of the others.
@@ -489,6 +457,7 @@ struct DatabaseSegments<'c> {
 
 impl ColdSegments for DatabaseSegments<'_> {
     async fn summaries(&mut self) -> Result<Vec<(Period, Option<Summary>)>, ReadError> {
+        use sqlx::Row;
         let sql = with_window(SUMMARIES_SQL, self.start_ms, self.end_ms);
         let rows = sqlx::query(&sql)
             .bind(self.influencer_id)
@@ -496,7 +465,25 @@ impl ColdSegments for DatabaseSegments<'_> {
             .bind(at(self.end_ms))
             .fetch_all(&mut *self.connection)
             .await?;
-        Ok(rows.iter().map(summary_row).collect::<Result<_, _>>()?)
+        let mut summaries = Vec::new();
+        for row in &rows {
+            let EpochMs(start) = row.try_get(0)?;
+            match row.try_get::<Option<&[u8]>, _>(1)? {
+                // The pack's days overlapping the range, as the day rows are found.
+                Some(days) => summaries.extend(
+                    pack::decode(start, days)?
+                        .into_iter()
+                        .filter(|&((start, end), _)| {
+                            start > self.start_ms - DAY_MS
+                                && start <= self.end_ms
+                                && end > self.start_ms
+                        })
+                        .map(|(period, summary)| (period, Some(summary))),
+                ),
+                None => summaries.push(((start, start + HOUR_MS), None)),
+            }
+        }
+        Ok(summaries)
     }
 
     async fn data(&mut self, starts: &[i64]) -> Result<Vec<(Period, Vec<u8>)>, ReadError> {

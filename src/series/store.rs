@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{BLOCK_MEMBERS, DAY_MS, HOUR_MS, SeriesPoint, Summary, block_of, codec, member_of};
+use super::{
+    BLOCK_MEMBERS, DAY_MS, HOUR_MS, SeriesPoint, Summary, block_of, codec, member_of, pack,
+};
 
 /// A raw point on its way to a segment: whose it is and how late its poll ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -531,40 +533,20 @@ async fn upsert_hours(tx: &mut PgConnection, segments: &[&Segment]) -> anyhow::R
     Ok(())
 }
 
-/// Day segments: with their summary, the encoded points split for TOAST.
+/// Day segments: the encoded points split for TOAST, and their summaries into their packs.
 async fn upsert_days(tx: &mut PgConnection, segments: &[&Segment]) -> sqlx::Result<()> {
     if segments.is_empty() {
         return Ok(());
     }
-    let summaries: Vec<&Summary> = segments
-        .iter()
-        .map(|s| {
-            s.summary
-                .as_ref()
-                .expect("a day segment is built with its summary")
-        })
-        .collect();
     let (heads, tails): (Vec<&[u8]>, Vec<&[u8]>) =
         segments.iter().map(|s| split_for_toast(&s.data)).unzip();
     sqlx::query(
-        "insert into influencer_segments (influencer_id, period_start, period_end, first_slot,
-             last_slot, follower_sum, following_sum, ratio_min, ratio_max, ratio_sum, points,
-             ratio_points, follower_min, follower_max, follower_last, following_min,
-             following_max, following_last, lateness_max_ms, lateness_p99_ms, data_head, data_tail)
-         select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[],
-             $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::bigint[], $8::float8[],
-             $9::float8[], $10::float8[], $11::int[], $12::int[], $13::int[], $14::int[],
-             $15::int[], $16::int[], $17::int[], $18::int[], $19::int[], $20::int[], $21::bytea[],
-             $22::bytea[])
+        "insert into influencer_segments (influencer_id, period_start, period_end, points,
+             lateness_max_ms, lateness_p99_ms, data_head, data_tail)
+         select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[],
+             $5::int[], $6::int[], $7::bytea[], $8::bytea[])
          on conflict (influencer_id, period_start) do update set
-             period_end = excluded.period_end, first_slot = excluded.first_slot,
-             last_slot = excluded.last_slot, follower_sum = excluded.follower_sum,
-             following_sum = excluded.following_sum, ratio_min = excluded.ratio_min,
-             ratio_max = excluded.ratio_max, ratio_sum = excluded.ratio_sum,
-             points = excluded.points, ratio_points = excluded.ratio_points,
-             follower_min = excluded.follower_min, follower_max = excluded.follower_max,
-             follower_last = excluded.follower_last, following_min = excluded.following_min,
-             following_max = excluded.following_max, following_last = excluded.following_last,
+             period_end = excluded.period_end, points = excluded.points,
              lateness_max_ms = excluded.lateness_max_ms,
              lateness_p99_ms = excluded.lateness_p99_ms, data_head = excluded.data_head,
              data_tail = excluded.data_tail",
@@ -572,28 +554,28 @@ async fn upsert_days(tx: &mut PgConnection, segments: &[&Segment]) -> sqlx::Resu
     .bind(column!(segments, |s| s.influencer_id))
     .bind(column!(segments, |s| at(s.period_start_ms)))
     .bind(column!(segments, |s| at(s.period_end_ms)))
-    .bind(column!(summaries, |s| at(s.first_slot_ms)))
-    .bind(column!(summaries, |s| at(s.last_slot_ms)))
-    .bind(column!(summaries, |s| s.follower_sum))
-    .bind(column!(summaries, |s| s.following_sum))
-    .bind(column!(summaries, |s| s.ratio_min))
-    .bind(column!(summaries, |s| s.ratio_max))
-    .bind(column!(summaries, |s| s.ratio_sum))
-    .bind(column!(summaries, |s| s.points))
-    .bind(column!(summaries, |s| s.ratio_points))
-    .bind(column!(summaries, |s| s.follower_min))
-    .bind(column!(summaries, |s| s.follower_max))
-    .bind(column!(summaries, |s| s.follower_last))
-    .bind(column!(summaries, |s| s.following_min))
-    .bind(column!(summaries, |s| s.following_max))
-    .bind(column!(summaries, |s| s.following_last))
+    .bind(column!(segments, |s| s.points))
     .bind(column!(segments, |s| s.lateness_max_ms))
     .bind(column!(segments, |s| s.lateness_p99_ms))
     .bind(&heads)
     .bind(&tails)
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    let summaries: Vec<pack::DaySummary> = segments
+        .iter()
+        .map(|s| {
+            let summary = s
+                .summary
+                .as_ref()
+                .expect("a day segment is built with its summary");
+            (
+                s.influencer_id,
+                (s.period_start_ms, s.period_end_ms),
+                summary,
+            )
+        })
+        .collect();
+    pack::update(tx, &summaries).await
 }
 
 /// Merges the hour segments of one UTC day into day segments, for the influencers of up to

@@ -542,9 +542,9 @@ fn quick_sink_storage_and_compaction_benchmarks_write_reports_whose_goals_follow
     let storage = bench_figures(out.path(), "storage");
     assert_eq!(storage["points"]["value"], 1_440_000.0);
     let figure = |name: &str| storage[name]["value"].as_f64().unwrap();
-    let day = &storage["bytes per point, closed days (day segments)"];
+    let day = &storage["bytes per point, closed days (day segments and their summary packs)"];
     let (day_bytes, hour_bytes) = (
-        figure("bytes per point, closed days (day segments)"),
+        figure("bytes per point, closed days (day segments and their summary packs)"),
         figure("bytes per point, closed hours not yet merged (hour segments)"),
     );
     let (data, entropy) = (

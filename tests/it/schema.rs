@@ -18,6 +18,7 @@ async fn migrations_create_the_hypertables() {
             "influencer_hour_blocks",
             "influencer_metrics",
             "influencer_segments",
+            "influencer_summary_packs",
             "suspicious_classifications"
         ]
     );
@@ -162,9 +163,11 @@ async fn migrating_twice_is_harmless() {
 #[tokio::test]
 async fn a_database_with_the_pre_baseline_history_is_refused_with_what_to_do() {
     let db = TestDb::new().await;
+    // The old history's migration 6 (this release has its own 6, so the versions agree and
+    // the checksum does not).
     sqlx::query(
-        "insert into _sqlx_migrations (version, description, success, checksum, execution_time)
-         values (6, 'sink speed and storage', true, '\\x00', 0)",
+        "update _sqlx_migrations set description = 'sink speed and storage', checksum = '\\x00'
+         where version = 6",
     )
     .execute(&db.pool)
     .await
@@ -379,6 +382,104 @@ async fn hour_segments_stored_before_migration_0004_are_carried_over() {
             hour + 86_400_000,
             86_400_000
         )
+    );
+    pool.close().await;
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// Day segments stored before migration 0006 (their summaries in their rows) are carried into
+/// summary packs, one per influencer and 28-day span: a long bucketed range answers as from
+/// their points, and the packs hold each day's summary.
+#[tokio::test]
+async fn day_summaries_stored_before_migration_0006_move_into_packs() {
+    use influencer_analytics::series::{self, DAY_MS, SeriesPoint, Summary, codec, pack};
+    let (mut admin, name, pool) = database_migrated_to(&[
+        "0001_baseline.sql",
+        "0002_segments.sql",
+        "0003_segment_data_split.sql",
+        "0004_hour_segments_without_summary.sql",
+        "0005_hour_blocks.sql",
+    ])
+    .await;
+    // Three days across a span's bound (2025-01-16 starts a 28-day chunk).
+    let first_day = 1_736_899_200_000i64; // 2025-01-15 00:00 UTC
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let mut all = Vec::new();
+    for d in 0..3 {
+        let day = first_day + d * DAY_MS;
+        let points: Vec<SeriesPoint> = (0..1440)
+            .map(|i| SeriesPoint {
+                slot_ms: day + 17_000 + i * 60_000,
+                follower_count: 1_000_000 + ((d * 1440 + i) as i32 * 7_919) % 5_000,
+                following_count: (300 + i as i32 % 7) * i32::from(d != 1),
+            })
+            .collect();
+        let s = Summary::of(&points);
+        sqlx::query(
+            "insert into influencer_segments (influencer_id, period_start, period_end,
+                 first_slot, last_slot, follower_sum, following_sum, ratio_min, ratio_max,
+                 ratio_sum, points, ratio_points, follower_min, follower_max, follower_last,
+                 following_min, following_max, following_last, lateness_max_ms,
+                 lateness_p99_ms, data_head, data_tail)
+             values (42, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                     $17, 900, 800, '', $18)",
+        )
+        .bind(at(day))
+        .bind(at(day + DAY_MS))
+        .bind(at(s.first_slot_ms))
+        .bind(at(s.last_slot_ms))
+        .bind(s.follower_sum)
+        .bind(s.following_sum)
+        .bind(s.ratio_min)
+        .bind(s.ratio_max)
+        .bind(s.ratio_sum)
+        .bind(s.points)
+        .bind(s.ratio_points)
+        .bind(s.follower_min)
+        .bind(s.follower_max)
+        .bind(s.follower_last)
+        .bind(s.following_min)
+        .bind(s.following_max)
+        .bind(s.following_last)
+        .bind(codec::encode(&points))
+        .execute(&pool)
+        .await
+        .unwrap();
+        all.push(((day, day + DAY_MS), s, points));
+    }
+
+    influencer_analytics::db::MIGRATOR.run(&pool).await.unwrap();
+    let packs: Vec<(chrono::DateTime<chrono::Utc>, Vec<u8>)> = sqlx::query_as(
+        "select period_start, days from influencer_summary_packs where influencer_id = 42
+         order by period_start",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(packs.len(), 2, "the first day's span and the next one's");
+    let mut carried = Vec::new();
+    for (start, bytes) in &packs {
+        carried.extend(pack::decode(start.timestamp_millis(), bytes).unwrap());
+    }
+    let want: Vec<_> = all.iter().map(|(period, s, _)| (*period, *s)).collect();
+    assert_eq!(carried, want);
+    assert_eq!(
+        want[1].1.ratio_points, 0,
+        "a day without a ratio is carried too"
+    );
+    // The whole days are answered from the packs, as from the points.
+    let points: Vec<SeriesPoint> = all.into_iter().flat_map(|(_, _, p)| p).collect();
+    let (start, end) = (first_day, first_day + 3 * DAY_MS - 1);
+    let buckets = series::read::buckets(&pool, 42, start, end, DAY_MS)
+        .await
+        .unwrap();
+    assert_eq!(buckets.len(), 3);
+    assert_eq!(
+        buckets,
+        series::read::fold_buckets(points, Vec::new(), &[], start, end, DAY_MS)
     );
     pool.close().await;
     sqlx::query(&format!("drop database {name} with (force)"))

@@ -85,6 +85,49 @@ impl Fixture {
         sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
     }
 
+    /// Every day row's summary is in the pack of its span, and is the summary of its own points;
+    /// no pack holds a day that has no row (migration 0006).
+    async fn assert_packs_agree_with_days(&self, when: &str) {
+        use influencer_analytics::series::{Summary, codec, pack};
+        let ms = |t: chrono::DateTime<Utc>| t.timestamp_millis();
+        let days: Vec<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
+            "select influencer_id, (extract(epoch from period_start) * 1000)::bigint,
+                    (extract(epoch from period_end) * 1000)::bigint, data_head || data_tail
+             from influencer_segments order by 1, 2",
+        )
+        .fetch_all(&self.db)
+        .await
+        .unwrap();
+        let from_days: Vec<(i64, (i64, i64), Summary)> = days
+            .iter()
+            .map(|(id, start, end, data)| {
+                let points = codec::decode(data).unwrap();
+                (*id, (*start, *end), Summary::of(&points))
+            })
+            .collect();
+        let packs: Vec<(i64, chrono::DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
+            "select influencer_id, period_start, days from influencer_summary_packs order by 1, 2",
+        )
+        .fetch_all(&self.db)
+        .await
+        .unwrap();
+        let mut from_packs = Vec::new();
+        for (id, start, bytes) in &packs {
+            for (period, summary) in pack::decode(ms(*start), bytes).unwrap() {
+                assert_eq!(
+                    pack::start_of(period.0),
+                    ms(*start),
+                    "{when}: a day in another span's pack"
+                );
+                from_packs.push((*id, period, summary));
+            }
+        }
+        assert_eq!(
+            from_packs, from_days,
+            "summary packs against the day rows {when}"
+        );
+    }
+
     async fn compact(&self) -> compaction::PassReport {
         compaction::run(&self.db, Budget::FULL, &mut |_| {})
             .await
@@ -325,6 +368,13 @@ async fn range_answers_are_identical_before_and_after_compaction() {
         f.count("select count(*) from timescaledb_information.chunks where hypertable_name = 'influencer_hour_blocks' and range_end <= now() - interval '2 days'").await,
         0
     );
+    f.assert_packs_agree_with_days("after the days were merged")
+        .await;
+    assert!(
+        f.count("select count(*) from influencer_summary_packs")
+            .await
+            >= IDS.len() as i64
+    );
     for (path, want) in paths.iter().zip(&before) {
         assert_eq!(
             &f.get(path).await,
@@ -384,7 +434,17 @@ async fn a_late_point_is_stored_once_and_shows_in_the_range() {
     let report = writer::write(&f.db, &[&late]).await.unwrap();
     assert_eq!(report.points_stored, 2, "both land in late_points");
     assert_eq!(f.count("select count(*) from late_points").await, 2);
+    // The whole day at step=1d: from the late points and the segment's points before the
+    // merge, from the day's summary (its pack) after it.
+    let day_path = format!(
+        "/influencer_analytics/{id}?start_time={}&end_time={}&step=1d",
+        day / 1000,
+        (day + DAY_MS) / 1000 - 1
+    );
     for stage in ["before the merge", "after the merge"] {
+        let bucket = f.get(&day_path).await["points"][0].clone();
+        assert_eq!(bucket["samples"], 60, "{stage}: {bucket}");
+        assert_eq!(bucket["follower_count"]["max"], 7_777, "{stage}: {bucket}");
         let points = f.get(&path).await["points"].as_array().unwrap().clone();
         assert_eq!(points.len(), 60, "{stage}");
         assert_eq!(points[30]["follower_count"], 7_777, "{stage}");
@@ -408,6 +468,8 @@ async fn a_late_point_is_stored_once_and_shows_in_the_range() {
         1,
         "one day segment"
     );
+    f.assert_packs_agree_with_days("after the late point's merge")
+        .await;
 }
 
 /// While one process compacts (holds the lock), another skips; two started together compact
@@ -479,8 +541,19 @@ async fn retention_drops_only_what_is_older_than_retention() {
     .fetch_all(&f.db)
     .await
     .unwrap();
+    let packs_before = f
+        .count("select count(*) from influencer_summary_packs")
+        .await;
     let keep = Duration::from_secs(15 * 86_400);
     let report = retention::apply(&f.db, keep).await.unwrap();
+    // A span's days and its pack go together.
+    f.assert_packs_agree_with_days("after retention").await;
+    assert!(
+        f.count("select count(*) from influencer_summary_packs")
+            .await
+            < packs_before,
+        "the oldest spans' packs were dropped"
+    );
     assert!(report.chunks >= 2, "{report:?}");
     let cutoff = Utc::now().timestamp_millis() - 15 * DAY_MS;
     let after: Vec<(i64, i64)> = sqlx::query_as(
