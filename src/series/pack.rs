@@ -36,6 +36,8 @@ pub struct PackError {
 pub fn encode(pack_start_ms: i64, days: &[(Period, Summary)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(days.len() * ENTRY_BYTES);
     for ((start, end), s) in days {
+        // A day segment's offsets always fit: under 28 days in seconds, under a day in
+        // milliseconds.
         let int4 = |v: i64| i32::try_from(v).unwrap_or(i32::MAX).to_be_bytes();
         out.extend(int4((start - pack_start_ms) / 1000));
         out.extend(int4((end - start) / 1000));
@@ -115,7 +117,9 @@ pub type DaySummary<'a> = (i64, Period, &'a Summary);
 
 /// Writes day segments' summaries into their packs, replacing a day's earlier summary: the
 /// packs they fall in are read, changed and written back whole, in the caller's transaction
-/// (the one writing the day rows).
+/// (the one writing the day rows). Two writers of one pack at once would each write back what
+/// it read and lose the other's day: every writer of day segments is compaction, one process
+/// at a time under its advisory lock (`jobs::compaction`).
 pub async fn update(tx: &mut PgConnection, days: &[DaySummary<'_>]) -> sqlx::Result<()> {
     // Each pack touched, with its days by period start.
     let mut packs: BTreeMap<(i64, i64), BTreeMap<i64, (Period, Summary)>> = BTreeMap::new();

@@ -180,9 +180,10 @@ async fn a_database_with_the_pre_baseline_history_is_refused_with_what_to_do() {
     assert!(message.contains("drop it"), "{message}");
 }
 
-/// A new database migrated by a runtime migrator over copies of `files` only, as a database
-/// last migrated by an older release has them: (a connection to `postgres`, its name, a pool).
-async fn database_migrated_to(files: &[&str]) -> (sqlx::PgConnection, String, sqlx::PgPool) {
+/// A new database migrated by a runtime migrator over copies of the migrations numbered below
+/// `before` only, as a database last migrated by an older release has them: (a connection to
+/// `postgres`, its name, a pool).
+async fn database_migrated_before(before: u32) -> (sqlx::PgConnection, String, sqlx::PgPool) {
     use sqlx::Connection;
     let server = influencer_analytics::testing::shared_db_server();
     let name = format!("ia_test_{:016x}", rand::random::<u64>());
@@ -198,9 +199,16 @@ async fn database_migrated_to(files: &[&str]) -> (sqlx::PgConnection, String, sq
         .unwrap();
     let older = tempfile::tempdir().unwrap();
     let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    for file in files {
-        std::fs::copy(migrations.join(file), older.path().join(file)).unwrap();
+    let mut copied = 0;
+    for entry in std::fs::read_dir(&migrations).unwrap() {
+        let file = entry.unwrap().file_name();
+        let number: u32 = file.to_str().unwrap()[..4].parse().unwrap();
+        if number < before {
+            std::fs::copy(migrations.join(&file), older.path().join(&file)).unwrap();
+            copied += 1;
+        }
     }
+    assert_eq!(copied, before - 1, "migrations 1 to {} exist", before - 1);
     sqlx::migrate::Migrator::new(older.path())
         .await
         .unwrap()
@@ -216,13 +224,7 @@ async fn database_migrated_to(files: &[&str]) -> (sqlx::PgConnection, String, sq
 #[tokio::test]
 async fn hour_segments_stored_before_migration_0005_are_carried_into_blocks() {
     use influencer_analytics::series::{self, SeriesPoint, codec};
-    let (mut admin, name, pool) = database_migrated_to(&[
-        "0001_baseline.sql",
-        "0002_segments.sql",
-        "0003_segment_data_split.sql",
-        "0004_hour_segments_without_summary.sql",
-    ])
-    .await;
+    let (mut admin, name, pool) = database_migrated_before(5).await;
     let hour = 1_764_547_200_000i64; // 2025-12-01 00:00 UTC
     let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
     let ids = [1i64, 2, 63, 64, 130, -3];
@@ -307,13 +309,8 @@ async fn hour_segments_stored_before_migration_0005_are_carried_into_blocks() {
 /// carried into the table without a summary: the same points, read through the one read path.
 #[tokio::test]
 async fn hour_segments_stored_before_migration_0004_are_carried_over() {
-    use influencer_analytics::series::{self, SeriesPoint, Summary, codec};
-    let (mut admin, name, pool) = database_migrated_to(&[
-        "0001_baseline.sql",
-        "0002_segments.sql",
-        "0003_segment_data_split.sql",
-    ])
-    .await;
+    use influencer_analytics::series::{self, SeriesPoint};
+    let (mut admin, name, pool) = database_migrated_before(4).await;
     let hour = 1_764_547_200_000i64; // 2025-12-01 00:00 UTC
     let points: Vec<SeriesPoint> = (0..60)
         .map(|i| SeriesPoint {
@@ -322,38 +319,14 @@ async fn hour_segments_stored_before_migration_0004_are_carried_over() {
             following_count: 300 + i as i32 % 7,
         })
         .collect();
-    let s = Summary::of(&points);
-    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
-    sqlx::query(
-        "insert into influencer_hour_segments (influencer_id, period_start, period_end,
-             first_slot, last_slot, follower_sum, following_sum, ratio_min, ratio_max, ratio_sum,
-             points, ratio_points, follower_min, follower_max, follower_last, following_min,
-             following_max, following_last, lateness_max_ms, lateness_p99_ms, data_head,
-             data_tail)
-         values (42, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                 $17, 900, 800, '', $18)",
+    insert_segment_with_summary(
+        &pool,
+        "influencer_hour_segments",
+        42,
+        (hour, hour + 3_600_000),
+        &points,
     )
-    .bind(at(hour))
-    .bind(at(hour + 3_600_000))
-    .bind(at(s.first_slot_ms))
-    .bind(at(s.last_slot_ms))
-    .bind(s.follower_sum)
-    .bind(s.following_sum)
-    .bind(s.ratio_min)
-    .bind(s.ratio_max)
-    .bind(s.ratio_sum)
-    .bind(s.points)
-    .bind(s.ratio_points)
-    .bind(s.follower_min)
-    .bind(s.follower_max)
-    .bind(s.follower_last)
-    .bind(s.following_min)
-    .bind(s.following_max)
-    .bind(s.following_last)
-    .bind(codec::encode(&points))
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
 
     influencer_analytics::db::MIGRATOR.run(&pool).await.unwrap();
     let carried: (i32, i32, i32) = sqlx::query_as(
@@ -395,18 +368,10 @@ async fn hour_segments_stored_before_migration_0004_are_carried_over() {
 /// their points, and the packs hold each day's summary.
 #[tokio::test]
 async fn day_summaries_stored_before_migration_0006_move_into_packs() {
-    use influencer_analytics::series::{self, DAY_MS, SeriesPoint, Summary, codec, pack};
-    let (mut admin, name, pool) = database_migrated_to(&[
-        "0001_baseline.sql",
-        "0002_segments.sql",
-        "0003_segment_data_split.sql",
-        "0004_hour_segments_without_summary.sql",
-        "0005_hour_blocks.sql",
-    ])
-    .await;
+    use influencer_analytics::series::{self, DAY_MS, SeriesPoint, Summary, pack};
+    let (mut admin, name, pool) = database_migrated_before(6).await;
     // Three days across a span's bound (2025-01-16 starts a 28-day chunk).
     let first_day = 1_736_899_200_000i64; // 2025-01-15 00:00 UTC
-    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
     let mut all = Vec::new();
     for d in 0..3 {
         let day = first_day + d * DAY_MS;
@@ -418,36 +383,14 @@ async fn day_summaries_stored_before_migration_0006_move_into_packs() {
             })
             .collect();
         let s = Summary::of(&points);
-        sqlx::query(
-            "insert into influencer_segments (influencer_id, period_start, period_end,
-                 first_slot, last_slot, follower_sum, following_sum, ratio_min, ratio_max,
-                 ratio_sum, points, ratio_points, follower_min, follower_max, follower_last,
-                 following_min, following_max, following_last, lateness_max_ms,
-                 lateness_p99_ms, data_head, data_tail)
-             values (42, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                     $17, 900, 800, '', $18)",
+        insert_segment_with_summary(
+            &pool,
+            "influencer_segments",
+            42,
+            (day, day + DAY_MS),
+            &points,
         )
-        .bind(at(day))
-        .bind(at(day + DAY_MS))
-        .bind(at(s.first_slot_ms))
-        .bind(at(s.last_slot_ms))
-        .bind(s.follower_sum)
-        .bind(s.following_sum)
-        .bind(s.ratio_min)
-        .bind(s.ratio_max)
-        .bind(s.ratio_sum)
-        .bind(s.points)
-        .bind(s.ratio_points)
-        .bind(s.follower_min)
-        .bind(s.follower_max)
-        .bind(s.follower_last)
-        .bind(s.following_min)
-        .bind(s.following_max)
-        .bind(s.following_last)
-        .bind(codec::encode(&points))
-        .execute(&pool)
-        .await
-        .unwrap();
+        .await;
         all.push(((day, day + DAY_MS), s, points));
     }
 
@@ -486,4 +429,49 @@ async fn day_summaries_stored_before_migration_0006_move_into_packs() {
         .execute(&mut admin)
         .await
         .unwrap();
+}
+
+/// Stores a segment of `points` as releases before migrations 0004 (hour segments) and 0006
+/// (day segments) stored one: its summary in its row, its encoded points in `data_tail`,
+/// lateness 900 and 800 ms.
+async fn insert_segment_with_summary(
+    pool: &sqlx::PgPool,
+    table: &str,
+    influencer_id: i64,
+    (start_ms, end_ms): (i64, i64),
+    points: &[influencer_analytics::series::SeriesPoint],
+) {
+    use influencer_analytics::series::{Summary, codec};
+    let s = Summary::of(points);
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    sqlx::query(&format!(
+        "insert into {table} (influencer_id, period_start, period_end, first_slot, last_slot,
+             follower_sum, following_sum, ratio_min, ratio_max, ratio_sum, points, ratio_points,
+             follower_min, follower_max, follower_last, following_min, following_max,
+             following_last, lateness_max_ms, lateness_p99_ms, data_head, data_tail)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, 900, 800, '', $19)"
+    ))
+    .bind(influencer_id)
+    .bind(at(start_ms))
+    .bind(at(end_ms))
+    .bind(at(s.first_slot_ms))
+    .bind(at(s.last_slot_ms))
+    .bind(s.follower_sum)
+    .bind(s.following_sum)
+    .bind(s.ratio_min)
+    .bind(s.ratio_max)
+    .bind(s.ratio_sum)
+    .bind(s.points)
+    .bind(s.ratio_points)
+    .bind(s.follower_min)
+    .bind(s.follower_max)
+    .bind(s.follower_last)
+    .bind(s.following_min)
+    .bind(s.following_max)
+    .bind(s.following_last)
+    .bind(codec::encode(points))
+    .execute(pool)
+    .await
+    .unwrap();
 }
