@@ -57,6 +57,12 @@ macro_rules! hour_member_data {
     };
 }
 
+/// Epoch milliseconds as a `timestamptz` to bind (the epoch itself past chrono's range, which
+/// no slot reaches).
+pub fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or(chrono::DateTime::UNIX_EPOCH)
+}
+
 pub mod codec;
 pub mod pack;
 pub mod read;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{DAY_MS, Summary, read::Period};
+use super::{DAY_MS, Summary, at, read::Period};
 
 /// The span of a pack: `influencer_segments`' chunk interval (migration 0002), on the Unix
 /// epoch's grid as TimescaleDB lays chunks out.
@@ -106,10 +106,6 @@ fn decode_entry(pack_start_ms: i64, entry: &[u8]) -> (Period, Summary) {
             following_last: int4(84),
         },
     )
-}
-
-fn at(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// A day segment's summary as [`update`] takes it: whose, its period, its summary.

@@ -3,9 +3,9 @@
 //!
 //! Raw ranges, and bucketed ranges with a step under a day, read both tiers in one statement,
 //! so in one snapshot. Bucketed ranges with a step of a day or more read the hot tier first
-//! (the cold read needs to know which days have hot points), then the cold one: a compaction that commits between the two reads moves points the first read saw into
-//! segments the second one sees, the same slots twice, answered once. The other order would
-//! miss them.
+//! (the cold read needs to know which days have hot points), then the cold one: a compaction
+//! that commits between the two reads moves points the first read saw into segments the
+//! second one sees, the same slots twice, answered once. The other order would miss them.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::{
-    Aggregate, BucketStats, DAY_MS, HOUR_MS, SeriesPoint, Summary, bucket_of, codec, pack,
+    Aggregate, BucketStats, DAY_MS, HOUR_MS, SeriesPoint, Summary, at, bucket_of, codec, pack,
 };
 
 /// Why a read failed.
@@ -27,10 +27,6 @@ pub enum ReadError {
     Pack(#[from] pack::PackError),
     #[error("the segments of influencer {0} changed during two reads in a row")]
     Changed(i64),
-}
-
-fn at(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// A `timestamptz` read as epoch milliseconds, straight from PostgreSQL's binary form (an i64 of

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::{
-    BLOCK_MEMBERS, DAY_MS, HOUR_MS, SeriesPoint, Summary, block_of, codec, member_of, pack,
+    BLOCK_MEMBERS, DAY_MS, HOUR_MS, SeriesPoint, Summary, at, block_of, codec, member_of, pack,
 };
 
 /// A raw point on its way to a segment: whose it is and how late its poll ran.
@@ -305,10 +305,6 @@ pub async fn merge(
         .await?;
     }
     Ok(report)
-}
-
-fn at(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// The two cold tables: `influencer_hour_blocks` and `influencer_segments`.

@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::{model::Point, queue::points::Outcomes};
+use crate::{model::Point, queue::points::Outcomes, series::at};
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,10 +22,6 @@ pub struct WriteReport {
     pub points_stored: u64,
     pub failures_stored: u64,
     pub influencers_gone: u64,
-}
-
-fn at(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// Writes a batch of messages in one transaction. The messages are read in place: their rows
