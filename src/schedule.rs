@@ -144,6 +144,9 @@ impl ScheduleBatch {
 /// What to do with a batch that arrived at `now_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arrival {
+    /// Out of a delay queue before its time (one hop of a longer delay): to be published
+    /// again to wait `wait_ms` more.
+    Early { batch: ScheduleBatch, wait_ms: i64 },
     /// Due (or due within the hold): poll these slots, waiting until each is reached.
     Poll(ScheduleBatch),
     /// Arrived so late that its slots are gone: every member moved on by `intervals` whole
@@ -154,13 +157,25 @@ pub enum Arrival {
     },
 }
 
-/// Decides what a late batch becomes. A batch more than half an interval late is not polled to
-/// catch up: every member moves on by the same whole number of intervals to its first slot at
-/// or after now, and the slots passed over are counted.
-pub fn on_arrival(batch: ScheduleBatch, grid: &SlotGrid, now_ms: i64) -> Arrival {
+/// Decides what a batch that arrived at `now_ms` becomes. A batch is released `lead_ms` before
+/// its earliest slot; one that arrives earlier than that by `hold_ms` or more goes back to wait
+/// for the rest. A batch more than half an interval late is not polled to catch up: every
+/// member moves on by the same whole number of intervals to its first slot at or after now, and
+/// the slots passed over are counted.
+pub fn on_arrival(
+    batch: ScheduleBatch,
+    grid: &SlotGrid,
+    now_ms: i64,
+    lead_ms: i64,
+    hold_ms: i64,
+) -> Arrival {
     let Some(earliest) = batch.earliest_slot_ms() else {
         return Arrival::Poll(batch);
     };
+    let wait_ms = earliest - lead_ms - now_ms;
+    if wait_ms >= hold_ms {
+        return Arrival::Early { batch, wait_ms };
+    }
     let late = now_ms - earliest;
     if late <= grid.interval_ms / 2 {
         return Arrival::Poll(batch);
@@ -179,6 +194,18 @@ pub fn on_arrival(batch: ScheduleBatch, grid: &SlotGrid, now_ms: i64) -> Arrival
         batch: ScheduleBatch { entries },
         intervals: k,
     }
+}
+
+/// Whether a re-enqueue that waits `delay_ms` may go through the wait queue, where messages
+/// expire only in the order they were published. The steady flow publishes each batch as it is
+/// released, `lead_ms` before its slot, for its next slot: a delay of `interval - lead`, so
+/// every batch queued before it expires no later than it does. A batch released up to `lead_ms`
+/// late waits less (down to `interval - 2·lead`): the batches before it hold it back to at most
+/// its slot, which the lead absorbs. Any shorter delay (a batch polled later than that, or moved
+/// on to its next slots) would be held back a whole lead or more, interval after interval, and
+/// a longer one would hold back the batches after it: those go through the delay queues.
+pub fn keeps_wait_order(delay_ms: i64, grid: &SlotGrid, lead_ms: i64) -> bool {
+    (grid.interval_ms - 2 * lead_ms..=grid.interval_ms).contains(&delay_ms)
 }
 
 /// Which slots this process polled or passed over, per influencer: the latest one and the 63
@@ -333,7 +360,7 @@ impl SlotsHandled {
 }
 
 /// Groups influencers into schedule messages by the window of their next slot at or after
-/// `now_ms`, in order of slot (so their delays in the wait queue come in order).
+/// `now_ms`, in order of slot.
 pub fn plan_batches(pks: &[i64], grid: &SlotGrid, now_ms: i64) -> Vec<ScheduleBatch> {
     let mut entries: Vec<Entry> = pks
         .iter()
@@ -463,11 +490,11 @@ mod tests {
             ],
         };
         assert_eq!(
-            on_arrival(batch.clone(), &grid, 125_000),
+            on_arrival(batch.clone(), &grid, 125_000, LEAD, HOLD),
             Arrival::Poll(batch.clone())
         );
         // 10.5 minutes late: 11 intervals pass by, for each of 2 members.
-        match on_arrival(batch, &grid, 730_000) {
+        match on_arrival(batch, &grid, 730_000, LEAD, HOLD) {
             Arrival::Skip { batch, intervals } => {
                 assert_eq!(intervals, 11);
                 assert_eq!(batch.entries[0].slot_ms, 100_000 + 11 * 60_000);
@@ -476,6 +503,55 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A minute's lead, and the shortest delay queue's TTL.
+    const LEAD: i64 = 1_000;
+    const HOLD: i64 = 250;
+
+    #[test]
+    fn a_batch_out_of_a_delay_queue_early_waits_again_and_one_within_the_hold_is_polled() {
+        let grid = SlotGrid::new(MINUTE);
+        let batch = one(1, 100_000);
+        // Released at its slot less the lead, or a little before: held, then polled.
+        for now in [99_000, 98_751, 99_800, 100_000] {
+            assert_eq!(
+                on_arrival(batch.clone(), &grid, now, LEAD, HOLD),
+                Arrival::Poll(batch.clone()),
+                "arrived at {now}"
+            );
+        }
+        // Out of the 32 s queue with 27 s still to wait (a seed's 59 s delay).
+        assert_eq!(
+            on_arrival(batch.clone(), &grid, 72_000, LEAD, HOLD),
+            Arrival::Early {
+                batch: batch.clone(),
+                wait_ms: 27_000
+            }
+        );
+        assert_eq!(
+            on_arrival(batch.clone(), &grid, 98_750, LEAD, HOLD),
+            Arrival::Early {
+                batch,
+                wait_ms: 250
+            }
+        );
+    }
+
+    #[test]
+    fn only_delays_of_about_one_interval_go_through_the_wait_queue() {
+        let grid = SlotGrid::new(MINUTE);
+        // Released on time for the next slot: interval less the lead.
+        assert!(keeps_wait_order(59_000, &grid, LEAD));
+        // Released up to a lead late, or held a little early.
+        assert!(keeps_wait_order(58_000, &grid, LEAD));
+        assert!(keeps_wait_order(59_240, &grid, LEAD));
+        assert!(keeps_wait_order(60_000, &grid, LEAD));
+        // Polled more than a lead late, moved on to its next slots, or entering the schedule.
+        assert!(!keeps_wait_order(57_999, &grid, LEAD));
+        assert!(!keeps_wait_order(30_000, &grid, LEAD));
+        assert!(!keeps_wait_order(0, &grid, LEAD));
+        assert!(!keeps_wait_order(60_001, &grid, LEAD));
     }
 
     fn one(pk: i64, slot_ms: i64) -> ScheduleBatch {
@@ -491,7 +567,7 @@ mod tests {
         batch: ScheduleBatch,
         now_ms: i64,
     ) -> (ScheduleBatch, u64) {
-        match on_arrival(batch, grid, now_ms) {
+        match on_arrival(batch, grid, now_ms, LEAD, HOLD) {
             Arrival::Skip { batch, intervals } => {
                 let (batch, skipped, _marks) = handled.pass_over(batch, intervals);
                 (batch, skipped)

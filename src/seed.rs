@@ -13,7 +13,7 @@ use sqlx::PgPool;
 
 use crate::{
     model::MAX_PK,
-    queue::{Broker, Lane},
+    queue::Broker,
     schedule::{SlotGrid, lead_for, now_ms, plan_batches},
 };
 
@@ -172,7 +172,7 @@ pub async fn seed(
 }
 
 /// Puts influencers into the schedule at their next slot (the seed's and the reconciler's
-/// way in). Batches are published in slot order, so their delays expire in order.
+/// way in), through the delay queues.
 pub async fn enter_schedule(
     broker: &Broker,
     interval: Duration,
@@ -187,7 +187,7 @@ pub async fn enter_schedule(
             .expect("planned batches are not empty");
         let delay = (earliest - now_ms() - lead).max(0) as u64;
         broker
-            .publish_delayed(Lane::Enter, &batch.encode(), Duration::from_millis(delay))
+            .publish_after(&batch.encode(), Duration::from_millis(delay))
             .await?;
     }
     Ok(batches.len() as u64)

@@ -33,9 +33,10 @@ use crate::{
     },
     mockstagram::NOT_FOUND_ERROR,
     model::{Failure, Gone, Point},
-    queue::{Broker, Lane, points::Outcomes},
+    queue::{Broker, SHORTEST_DELAY, points::Outcomes},
     schedule::{
-        Arrival, Marks, ScheduleBatch, SlotGrid, SlotsHandled, lead_for, now_ms, on_arrival,
+        Arrival, Marks, ScheduleBatch, SlotGrid, SlotsHandled, keeps_wait_order, lead_for, now_ms,
+        on_arrival,
     },
 };
 
@@ -102,6 +103,8 @@ pub enum BatchOutcome {
     Skipped { slots: u64 },
     /// Every member was a duplicate of a slot this process already polled.
     Duplicate,
+    /// Out of a delay queue early (one hop of a longer delay): published again to wait the rest.
+    WaitsAgain { wait_ms: i64 },
 }
 
 #[derive(Clone)]
@@ -272,10 +275,21 @@ impl Poller {
     /// fetched: RabbitMQ expires messages only at the head of the wait queue, so re-enqueues
     /// must be published in slot order. Published after fetching, a batch slowed by retries
     /// would sit behind later batches with longer delays and come back too late to poll (fault
-    /// suite: `upstream_faults`).
+    /// suite: `upstream_faults`). A batch polled late, or moved on to its next slots, goes
+    /// through the delay queues instead ([`keeps_wait_order`]; fault suite: `poller_stop`).
     pub async fn poll_batch(&self, batch: ScheduleBatch) -> anyhow::Result<BatchOutcome> {
         let batch = self.drop_gone(batch);
-        match on_arrival(batch, &self.grid, now_ms()) {
+        let lead_ms = self.lead.as_millis() as i64;
+        let hold_ms = SHORTEST_DELAY.as_millis() as i64;
+        match on_arrival(batch, &self.grid, now_ms(), lead_ms, hold_ms) {
+            Arrival::Early { batch, wait_ms } => {
+                self.broker
+                    .publish_after(&batch.encode(), Duration::from_millis(wait_ms as u64))
+                    .await
+                    .context("cannot put an early schedule batch back to wait")?;
+                metrics::counter!("schedule_batches_waiting_again_total").increment(1);
+                Ok(BatchOutcome::WaitsAgain { wait_ms })
+            }
             Arrival::Poll(batch) => {
                 let arrived = batch.entries.len();
                 let (batch, marks) = self.handled().claim(batch);
@@ -405,18 +419,20 @@ impl Poller {
         Ok(report)
     }
 
-    /// Publishes `next` (already at its next slots) to become due a little before them.
+    /// Publishes `next` (already at its next slots) to become due a little before them: through
+    /// the wait queue if it keeps that queue's order, else through the delay queues.
     async fn reenqueue(&self, next: &ScheduleBatch) -> anyhow::Result<()> {
         let earliest = next.earliest_slot_ms().unwrap_or_else(now_ms);
-        let delay_ms = (earliest - now_ms() - self.lead.as_millis() as i64).max(0);
-        self.broker
-            .publish_delayed(
-                Lane::Steady,
-                &next.encode(),
-                Duration::from_millis(delay_ms as u64),
-            )
-            .await
-            .context("cannot re-enqueue a schedule batch")
+        let lead_ms = self.lead.as_millis() as i64;
+        let delay_ms = (earliest - now_ms() - lead_ms).max(0);
+        let delay = Duration::from_millis(delay_ms as u64);
+        let published = if keeps_wait_order(delay_ms, &self.grid, lead_ms) {
+            self.broker.publish_in_order(&next.encode(), delay).await
+        } else {
+            metrics::counter!("schedule_reenqueues_delayed_total").increment(1);
+            self.broker.publish_after(&next.encode(), delay).await
+        };
+        published.context("cannot re-enqueue a schedule batch")
     }
 
     /// Removes the influencers the upstream said it does not know, and forgets them: their

@@ -3,14 +3,19 @@
 //! ## Topology (every name starts with `QUEUE_PREFIX`)
 //! - `<p>.schedule.due`: schedule batches whose slot has come; pollers consume it (competing
 //!   consumers).
-//! - `<p>.schedule.wait`: the re-enqueue. A poller publishes each batch here with a per-message
-//!   TTL (`expiration`) of "time until the next slot, less a small lead"; when it expires the
-//!   broker dead-letters it into `due`. RabbitMQ only expires the message at the head of a
-//!   queue, so a long delay blocks shorter ones behind it: steady-state re-enqueues are all
-//!   about one interval long and published in slot order, so their expiries come in order.
-//! - `<p>.schedule.enter`: the same mechanism for batches entering the schedule (seed,
-//!   reconciler), whose delays range over a whole interval; kept apart so they never sit in
-//!   front of the steady-state flow. Each seeding publishes its batches in slot order.
+//! - `<p>.schedule.wait`: the steady re-enqueue. A poller publishes each batch it polls on time
+//!   here with a per-message TTL (`expiration`) of "time until the next slot, less a small
+//!   lead"; when it expires the broker dead-letters it into `due`. RabbitMQ only expires the
+//!   message at the head of a queue, so a long delay blocks shorter ones behind it: only delays
+//!   of about one interval, published in slot order, go here, so their expiries come in order.
+//! - `<p>.schedule.delay.<ttl>`: any other delay (seed, reconciler, a batch that arrived late
+//!   and moved on to its next slots). One queue per fixed TTL (`x-message-ttl`: 250 ms, 500 ms,
+//!   1 s, ... 4096 s, doubling), so each queue expires in the order it was filled and no delay
+//!   blocks another. A delay goes through the longest of them that fits; the batch then comes
+//!   out of `due` early by the rest, and the poller publishes it again for the rest (at most one
+//!   hop per level; the rest under 250 ms is held in the poller). Releases before these had one
+//!   `<p>.schedule.enter` queue instead, with per-message TTLs; a broker that has it keeps
+//!   moving its messages to `due`, and it may be deleted once empty.
 //! - `<p>.points`: fetch outcomes (points, failures, gone influencers) for the sink.
 //!   Rejected messages dead-letter into `<p>.points.dead`; unreadable schedule messages into
 //!   `<p>.schedule.dead`.
@@ -44,7 +49,8 @@ use crate::config::{BrokerSettings, Misconfigured, QueueType};
 pub struct Topology {
     pub due: String,
     pub wait: String,
-    pub enter: String,
+    /// The fixed-delay queues, shortest first ([`DELAY_LEVELS`]).
+    pub delays: Vec<DelayQueue>,
     pub points: String,
     pub points_dead: String,
     pub schedule_dead: String,
@@ -55,7 +61,12 @@ impl Topology {
         Self {
             due: format!("{prefix}.schedule.due"),
             wait: format!("{prefix}.schedule.wait"),
-            enter: format!("{prefix}.schedule.enter"),
+            delays: DELAY_LEVELS
+                .map(|ttl| DelayQueue {
+                    name: format!("{prefix}.schedule.delay.{}", delay_name(ttl)),
+                    ttl,
+                })
+                .to_vec(),
             points: format!("{prefix}.points"),
             points_dead: format!("{prefix}.points.dead"),
             schedule_dead: format!("{prefix}.schedule.dead"),
@@ -63,15 +74,54 @@ impl Topology {
     }
 
     /// Every queue, for tests and tools that purge or delete them.
-    pub fn all(&self) -> [&str; 6] {
-        [
-            &self.due,
+    pub fn all(&self) -> Vec<&str> {
+        let mut all = vec![
+            self.due.as_str(),
             &self.wait,
-            &self.enter,
             &self.points,
             &self.points_dead,
             &self.schedule_dead,
-        ]
+        ];
+        all.extend(self.delays.iter().map(|d| d.name.as_str()));
+        all
+    }
+
+    /// The longest delay queue whose TTL fits in `delay`, if any does.
+    pub fn delay_queue_within(&self, delay: Duration) -> Option<&DelayQueue> {
+        self.delays.iter().rev().find(|d| d.ttl <= delay)
+    }
+}
+
+/// The TTLs of the delay queues: 250 ms doubling up to 4096 s (68 minutes). A delay is the sum
+/// of at most one of each (its binary digits), so an interval of up to two hours is reached in
+/// at most 15 hops; longer ones take the longest queue more than once.
+pub const DELAY_LEVELS: [Duration; 15] = {
+    let mut levels = [Duration::ZERO; 15];
+    let mut i = 0;
+    while i < levels.len() {
+        levels[i] = Duration::from_millis(250 << i);
+        i += 1;
+    }
+    levels
+};
+
+/// Below this, a batch that comes out of a delay queue early is held by its poller rather than
+/// published again.
+pub const SHORTEST_DELAY: Duration = DELAY_LEVELS[0];
+
+/// One fixed-delay queue: every message in it waits `ttl`, then moves to `due`.
+#[derive(Debug, Clone)]
+pub struct DelayQueue {
+    pub name: String,
+    pub ttl: Duration,
+}
+
+/// `250ms`, `1s`, `4096s`: the TTL in a queue's name.
+fn delay_name(ttl: Duration) -> String {
+    if ttl.subsec_millis() == 0 {
+        format!("{}s", ttl.as_secs())
+    } else {
+        format!("{}ms", ttl.as_millis())
     }
 }
 
@@ -82,8 +132,10 @@ struct QueueSpec<'a> {
     /// by queue name, so no exchange of our own is needed).
     dead_letter_to: Option<&'a str>,
     /// Whether our roles consume it (the delivery limit applies to those only: the dead-letter
-    /// queues are an operator's, the wait queues are never consumed).
+    /// queues are an operator's, the wait and delay queues are never consumed).
     consumed: bool,
+    /// How long every message waits in it (`x-message-ttl`): the delay queues.
+    ttl: Option<Duration>,
 }
 
 impl QueueSpec<'_> {
@@ -95,6 +147,12 @@ impl QueueSpec<'_> {
             set(
                 "x-dead-letter-routing-key",
                 AMQPValue::LongString(queue.into()),
+            );
+        }
+        if let Some(ttl) = self.ttl {
+            set(
+                "x-message-ttl",
+                AMQPValue::LongLongInt(ttl.as_millis() as i64),
             );
         }
         // Classic queues are declared without `x-queue-type`, as before the setting existed,
@@ -130,15 +188,6 @@ pub struct Broker {
     pub topology: Topology,
 }
 
-/// Which wait queue a delayed publish goes through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    /// Steady-state re-enqueue: delays of about one interval, in order.
-    Steady,
-    /// Entering the schedule (seed, reconciler): any delay up to an interval.
-    Enter,
-}
-
 impl Broker {
     /// Connects and declares the topology (idempotent).
     pub async fn connect(settings: &BrokerSettings) -> anyhow::Result<Self> {
@@ -167,23 +216,28 @@ impl Broker {
         self.publish_with(queue, payload, persistent()).await
     }
 
-    /// Publishes a schedule batch to become due after `delay` (at once when zero).
-    pub async fn publish_delayed(
-        &self,
-        lane: Lane,
-        payload: &[u8],
-        delay: Duration,
-    ) -> anyhow::Result<()> {
+    /// Publishes a schedule batch re-enqueued for its next slot, due after `delay`, through
+    /// the wait queue. Only for delays of about one interval published in slot order (the
+    /// steady flow): any other delay would block, or be blocked by, the batches around it.
+    pub async fn publish_in_order(&self, payload: &[u8], delay: Duration) -> anyhow::Result<()> {
         let delay_ms = delay.as_millis();
         if delay_ms == 0 {
             return self.publish(&self.topology.due, payload).await;
         }
-        let queue = match lane {
-            Lane::Steady => &self.topology.wait,
-            Lane::Enter => &self.topology.enter,
-        };
         let properties = persistent().with_expiration(ShortString::from(delay_ms.to_string()));
-        self.publish_with(queue, payload, properties).await
+        self.publish_with(&self.topology.wait, payload, properties)
+            .await
+    }
+
+    /// Publishes a schedule batch to become due after any `delay`: through the longest delay
+    /// queue that fits (straight to `due` when none does). It comes out early by the rest of
+    /// `delay`, which its poller publishes again (see [`crate::schedule::on_arrival`]).
+    pub async fn publish_after(&self, payload: &[u8], delay: Duration) -> anyhow::Result<()> {
+        let queue = match self.topology.delay_queue_within(delay) {
+            Some(delay_queue) => &delay_queue.name,
+            None => &self.topology.due,
+        };
+        self.publish(queue, payload).await
     }
 
     async fn publish_with(
@@ -359,18 +413,22 @@ async fn declare(
         name,
         dead_letter_to,
         consumed,
+        ttl: None,
     };
-    let queues = [
+    let mut queues = vec![
         // A schedule message a poller cannot read is kept for an operator, never dropped.
         spec(&names.due, Some(&names.schedule_dead), true),
         spec(&names.schedule_dead, None, false),
-        // Expired messages of both wait queues move to `due`.
+        // Expired messages of the wait and delay queues move to `due`.
         spec(&names.wait, Some(&names.due), false),
-        spec(&names.enter, Some(&names.due), false),
         // A message the sink rejects (undecodable, unwritable) moves to the dead-letter queue.
         spec(&names.points, Some(&names.points_dead), true),
         spec(&names.points_dead, None, false),
     ];
+    queues.extend(names.delays.iter().map(|d| QueueSpec {
+        ttl: Some(d.ttl),
+        ..spec(&d.name, Some(&names.due), false)
+    }));
     for queue in queues {
         let declared = channel
             .queue_declare(
@@ -404,6 +462,36 @@ mod tests {
     use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
 
     use super::*;
+
+    #[test]
+    fn a_delay_goes_through_the_longest_delay_queue_that_fits() {
+        let t = Topology::new("p");
+        let via = |ms| {
+            t.delay_queue_within(Duration::from_millis(ms))
+                .map(|d| d.name.as_str())
+        };
+        assert_eq!(via(0), None, "no wait: straight to due");
+        assert_eq!(via(249), None, "under the shortest: held by the poller");
+        assert_eq!(via(250), Some("p.schedule.delay.250ms"));
+        assert_eq!(via(999), Some("p.schedule.delay.500ms"));
+        assert_eq!(via(59_000), Some("p.schedule.delay.32s"));
+        assert_eq!(via(10_000_000), Some("p.schedule.delay.4096s"));
+        // Each queue's TTL is in its name, and they double.
+        assert_eq!(t.delays.len(), 15);
+        for pair in t.delays.windows(2) {
+            assert_eq!(pair[1].ttl, pair[0].ttl * 2);
+        }
+        assert!(t.all().contains(&"p.schedule.delay.1s"));
+        // Hop by hop, what is left falls under the shortest delay, one hop per binary digit.
+        let mut left = Duration::from_millis(59_000);
+        let mut hops = 0;
+        while let Some(d) = t.delay_queue_within(left) {
+            left -= d.ttl;
+            hops += 1;
+        }
+        assert!(left < SHORTEST_DELAY);
+        assert_eq!(hops, 5, "59 s = 32 + 16 + 8 + 2 + 1");
+    }
 
     #[test]
     fn a_queue_declared_with_other_arguments_is_known_by_its_reply_code() {

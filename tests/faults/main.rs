@@ -16,4 +16,5 @@ mod database_outage;
 mod hostile_api;
 mod kill_nine;
 mod poison;
+mod poller_stop;
 mod upstream_faults;

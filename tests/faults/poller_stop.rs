@@ -1,0 +1,123 @@
+//! Scenario: the poller stopped for several intervals, then started again on the same queues
+//! (a deploy, a host down for maintenance). Its schedule waited in the broker meanwhile: every
+//! batch comes back late, is skipped to its member's next slots, and must then be polled on
+//! time again, interval after interval.
+
+use influencer_analytics::testing::{
+    TestBroker, TestDb, TestSimulator, shared_amqp_url, shared_db_server, simulator_settings,
+};
+use std::time::Duration;
+
+use chrono::Utc;
+use influencer_analytics::mockstagram::FIRST_PK;
+
+use crate::{
+    common::{Pipeline, PipelineSetup, SERIAL, sleep},
+    ledger::Ledger,
+};
+
+const INFLUENCERS: i64 = 1000;
+const INTERVAL: Duration = Duration::from_secs(4);
+const STOPPED: Duration = Duration::from_secs(22);
+
+/// Every influencer is polled again within two intervals of the restart, every slot after that
+/// is stored, and the poller stops skipping: the late batches do not keep arriving late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poller_stopped_for_minutes_polls_everyone_on_time_after_its_restart() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::on(&shared_db_server(), 4).await;
+    let queues = TestBroker::on(&shared_amqp_url()).await;
+    let sim = TestSimulator::start(simulator_settings(INFLUENCERS as u64, 21)).await;
+    let mut pipeline = Pipeline::start(PipelineSetup {
+        scenario: "poller_stop",
+        database_url: &db.url,
+        queues: &queues,
+        mockstagram_url: sim.url(""),
+        interval: INTERVAL,
+        influencers: INFLUENCERS,
+        poll_env: vec![],
+        sink_env: vec![],
+    })
+    .await;
+    sleep(INTERVAL * 3).await;
+
+    pipeline.poll.interrupt();
+    let stopped = Utc::now();
+    sleep(STOPPED).await;
+    pipeline.poll.restart();
+    pipeline.poll.wait_ready().await;
+    let back = Utc::now();
+    let interval = chrono::Duration::from_std(INTERVAL).unwrap();
+    let settled = back + interval * 2;
+
+    sleep(INTERVAL * 3).await;
+    let skipped_settled = pipeline
+        .poll
+        .metric("schedule_slots_skipped_total", "")
+        .await;
+    sleep(INTERVAL * 4).await;
+    let skipped_end = pipeline
+        .poll
+        .metric("schedule_slots_skipped_total", "")
+        .await;
+    pipeline.poll.assert_running();
+    let until = Utc::now() - interval;
+    let finals = pipeline.drain_and_stop(&queues).await;
+
+    let late: Vec<(i64, Option<chrono::DateTime<Utc>>)> = sqlx::query_as(
+        "select i.influencer_id, min(m.fetched_at)
+         from influencers i
+         left join influencer_metrics m on m.influencer_id = i.influencer_id and m.fetched_at > $1
+         group by i.influencer_id
+         having min(m.fetched_at) is null or min(m.fetched_at) > $2",
+    )
+    .bind(back)
+    .bind(settled)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let after = Ledger::count(
+        &db.pool,
+        FIRST_PK..FIRST_PK + INFLUENCERS,
+        INTERVAL,
+        settled,
+        until,
+    )
+    .await;
+    after.print("poller_stop");
+    crate::common::report(
+        "poller_stop",
+        format!(
+            "poller_stop: poller stopped {:.1} s; {} influencers without a point within two \
+             intervals of its restart; poller skipped {} slots in all, {} of them from two \
+             intervals after the restart on",
+            (back - stopped).as_seconds_f64(),
+            late.len(),
+            finals.poll_skipped,
+            skipped_end - skipped_settled
+        ),
+    );
+
+    assert!(
+        late.is_empty(),
+        "{} influencers had no point within two intervals of the poller's restart: {:?}",
+        late.len(),
+        &late[..late.len().min(5)]
+    );
+    assert_eq!(
+        skipped_end, skipped_settled,
+        "the poller still skips slots intervals after its restart: batches keep arriving late"
+    );
+    assert!(
+        finals.poll_skipped > 0.0,
+        "a poller stopped {STOPPED:?} skipped no slot: the scenario did not stage a late schedule"
+    );
+    assert_eq!(after.doubled, 0);
+    assert_eq!(after.failed, 0);
+    assert_eq!(
+        after.stored,
+        after.expected,
+        "slots lost after the restart settled: {:?}",
+        &after.skipped[..after.skipped.len().min(10)]
+    );
+}
