@@ -77,18 +77,7 @@ async fn a_broker_restart_keeps_every_influencer_in_the_schedule() {
 
     // Back within two intervals: a point fetched in (back, back + 2 intervals] for everyone.
     let deadline = back + chrono::Duration::from_std(INTERVAL * 2).unwrap();
-    let late: Vec<(i64, Option<chrono::DateTime<Utc>>)> = sqlx::query_as(
-        "select i.influencer_id, min(m.fetched_at)
-         from influencers i
-         left join influencer_metrics m on m.influencer_id = i.influencer_id and m.fetched_at > $1
-         group by i.influencer_id
-         having min(m.fetched_at) is null or min(m.fetched_at) > $2",
-    )
-    .bind(back)
-    .bind(deadline)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let late = crate::common::not_polled_between(&db.pool, back, deadline).await;
     let first_back: Option<chrono::DateTime<Utc>> = sqlx::query_scalar(
         "select max(first) from (select min(fetched_at) as first from influencer_metrics
                                  where fetched_at > $1 group by influencer_id) f",

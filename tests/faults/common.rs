@@ -304,6 +304,27 @@ pub struct Finals {
     pub sink_pid: u32,
 }
 
+/// The influencers without a point fetched after `from` by `deadline`, with their first point
+/// after `from` if they have one (later than `deadline`).
+pub async fn not_polled_between(
+    pool: &sqlx::PgPool,
+    from: chrono::DateTime<chrono::Utc>,
+    deadline: chrono::DateTime<chrono::Utc>,
+) -> Vec<(i64, Option<chrono::DateTime<chrono::Utc>>)> {
+    sqlx::query_as(
+        "select i.influencer_id, min(m.fetched_at)
+         from influencers i
+         left join influencer_metrics m on m.influencer_id = i.influencer_id and m.fetched_at > $1
+         group by i.influencer_id
+         having min(m.fetched_at) is null or min(m.fetched_at) > $2",
+    )
+    .bind(from)
+    .bind(deadline)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 /// Prints a scenario's counts and keeps them in `target/tmp/faults/<scenario>/report.txt`
 /// (which `scripts/test` shows at the end, since a passing test's output is captured).
 pub fn report(scenario: &str, line: String) {

@@ -100,6 +100,18 @@ impl Ledger {
         ledger
     }
 
+    /// Every slot expected is stored, none twice, and no fetch failed.
+    pub fn assert_every_slot_stored_once(&self) {
+        assert_eq!(self.doubled, 0, "slots stored twice");
+        assert_eq!(self.failed, 0, "fetches failed");
+        assert_eq!(
+            self.stored,
+            self.expected,
+            "lost slots: {:?}",
+            &self.skipped[..self.skipped.len().min(10)]
+        );
+    }
+
     pub fn print(&self, scenario: &str) {
         crate::common::report(
             scenario,
