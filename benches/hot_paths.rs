@@ -189,3 +189,18 @@ fn fold_thirty_days_into_hours(bencher: Bencher) {
         .with_inputs(|| points.clone())
         .bench_local_values(|points| fold_buckets(points, Vec::new(), &[], start, end, HOUR_MS));
 }
+
+/// What a month at step=1h does with its thirty day segments: each decoded into columns and
+/// folded into its 24 hour buckets as they are (the two benchmarks above, as the read path
+/// does them now).
+#[divan::bench]
+fn decode_and_fold_thirty_day_segments_into_hours(bencher: Bencher) {
+    use influencer_analytics::series::{HOUR_MS, read::fold_tiers};
+    let (points, segments) = thirty_days();
+    let (start, end) = (points[0].slot_ms, points[points.len() - 1].slot_ms);
+    bencher
+        .with_inputs(|| segments.clone())
+        .bench_local_values(|segments| {
+            fold_tiers(segments, Vec::new(), start, end, HOUR_MS).expect("valid segments")
+        });
+}

@@ -236,6 +236,14 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<SeriesPoint>, CodecError> {
 /// one after the other into one list, with no list per segment copied into it). On an error
 /// `out` is left as it was.
 pub fn decode_into(bytes: &[u8], out: &mut Vec<SeriesPoint>) -> Result<(), CodecError> {
+    let columns = decode_columns(bytes)?;
+    out.extend((0..columns.len()).map(|i| columns.point(i)));
+    Ok(())
+}
+
+/// Decodes what [`encode`] wrote into its columns, not zipped into points: a bucketed read
+/// folds runs of them as they are.
+pub fn decode_columns(bytes: &[u8]) -> Result<Columns, CodecError> {
     let [format, layout, rest @ ..] = bytes else {
         return Err(CodecError::Truncated);
     };
@@ -249,57 +257,83 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<SeriesPoint>) -> Result<(), Codec
         LISTED => false,
         other => return Err(CodecError::Corrupt(format!("unknown slot layout {other}"))),
     };
-    let Columns {
-        slots,
-        followers,
-        following,
-    } = columns(rest, grid)?;
-    let n = match &slots {
+    let columns = columns(rest, grid)?;
+    let n = match &columns.slots {
         Slots::Listed(listed) => listed.len(),
-        Slots::Grid { .. } => followers.len(),
+        Slots::Grid { .. } => columns.followers.len(),
     };
-    if n != followers.len() || n != following.len() {
+    if n != columns.followers.len() || n != columns.following.len() {
         return Err(CodecError::Ragged {
             slots: n,
-            followers: followers.len(),
-            following: following.len(),
+            followers: columns.followers.len(),
+            following: columns.following.len(),
         });
     }
-    let counts = followers.iter().zip(&following);
-    match slots {
-        Slots::Listed(listed) => out.extend(listed.iter().zip(counts).map(
-            |(&slot_ms, (&f, &g))| SeriesPoint {
-                slot_ms,
-                follower_count: f,
-                following_count: g,
-            },
-        )),
-        Slots::Grid { first, step } => {
-            let mut slot_ms = first;
-            out.extend(counts.map(|(&f, &g)| {
-                let point = SeriesPoint {
-                    slot_ms,
-                    follower_count: f,
-                    following_count: g,
-                };
-                slot_ms = slot_ms.saturating_add(step);
-                point
-            }))
-        }
-    }
-    Ok(())
+    Ok(columns)
 }
 
-/// A segment's columns as decoded, before they are zipped into points.
-struct Columns {
+/// A segment's points as decoded columns, in slot order: point `i` is at [`Self::slot`]`(i)`
+/// with `followers[i]` and `following[i]` (the three are as long as each other).
+#[derive(Debug)]
+pub struct Columns {
     slots: Slots,
     followers: Vec<i32>,
     following: Vec<i32>,
 }
 
+#[derive(Debug)]
 enum Slots {
-    Grid { first: i64, step: i64 },
+    /// `first + i·step`: a segment without gaps.
+    Grid {
+        first: i64,
+        step: i64,
+    },
     Listed(Vec<i64>),
+}
+
+impl Columns {
+    pub fn len(&self) -> usize {
+        self.followers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.followers.is_empty()
+    }
+
+    pub fn slot(&self, i: usize) -> i64 {
+        match &self.slots {
+            Slots::Grid { first, step } => first.saturating_add(step.saturating_mul(i as i64)),
+            Slots::Listed(listed) => listed[i],
+        }
+    }
+
+    pub fn point(&self, i: usize) -> SeriesPoint {
+        SeriesPoint {
+            slot_ms: self.slot(i),
+            follower_count: self.followers[i],
+            following_count: self.following[i],
+        }
+    }
+
+    /// The index of the first point at or after `slot_ms` (`len()` if none is).
+    pub fn first_at_or_after(&self, slot_ms: i64) -> usize {
+        match &self.slots {
+            Slots::Grid { first, step } => {
+                if slot_ms <= *first {
+                    return 0;
+                }
+                let step = i128::from((*step).max(1));
+                let steps = (i128::from(slot_ms) - i128::from(*first) + step - 1) / step;
+                steps.min(self.len() as i128) as usize
+            }
+            Slots::Listed(listed) => listed.partition_point(|&s| s < slot_ms),
+        }
+    }
+
+    /// The counts of points `range`: followers and following.
+    pub fn counts(&self, range: std::ops::Range<usize>) -> (&[i32], &[i32]) {
+        (&self.followers[range.clone()], &self.following[range])
+    }
 }
 
 /// The columns of a format-2 segment (after its format and layout bytes).
@@ -415,6 +449,37 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn columns_find_the_first_point_at_or_after_a_time_on_a_grid_and_in_a_list() {
+        let on_grid: Vec<SeriesPoint> = (0..5)
+            .map(|i| SeriesPoint {
+                slot_ms: 1_000 + i * 60_000,
+                follower_count: i as i32,
+                following_count: 1,
+            })
+            .collect();
+        let mut gapped = on_grid.clone();
+        gapped.remove(2);
+        for points in [on_grid, gapped] {
+            let columns = decode_columns(&encode(&points)).unwrap();
+            assert_eq!(columns.len(), points.len());
+            for (i, p) in points.iter().enumerate() {
+                assert_eq!(columns.point(i), *p);
+                assert_eq!(columns.first_at_or_after(p.slot_ms), i);
+                assert_eq!(columns.first_at_or_after(p.slot_ms - 1), i);
+                assert_eq!(columns.first_at_or_after(p.slot_ms + 1), i + 1);
+            }
+            assert_eq!(columns.first_at_or_after(i64::MIN), 0);
+            assert_eq!(columns.first_at_or_after(i64::MAX), points.len());
+            let (followers, following) = columns.counts(1..3);
+            assert_eq!(
+                followers,
+                [points[1].follower_count, points[2].follower_count]
+            );
+            assert_eq!(following, [1, 1]);
+        }
     }
 
     #[test]

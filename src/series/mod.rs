@@ -94,7 +94,12 @@ pub fn bucket_of(t_ms: i64, step_ms: i64) -> i64 {
 /// The follower/following ratio a bucket's statistics use (unrounded; none when nobody is
 /// followed).
 fn ratio(p: &SeriesPoint) -> Option<f64> {
-    (p.following_count != 0).then(|| f64::from(p.follower_count) / f64::from(p.following_count))
+    ratio_of(p.follower_count, p.following_count)
+}
+
+/// followers ÷ following, none when following is 0.
+fn ratio_of(followers: i32, following: i32) -> Option<f64> {
+    (following != 0).then(|| f64::from(followers) / f64::from(following))
 }
 
 /// A sum of floating-point ratios that comes out the same bit for bit whether it is computed
@@ -148,6 +153,20 @@ impl NestedSum {
                 self.flush_hour();
                 self.hour = Some((slot_ms.div_euclid(HOUR_MS) * HOUR_MS, value));
             }
+        }
+    }
+
+    /// What the current hour's sum is once `value` at `slot_ms` is added (a new hour's if the
+    /// slot starts one), for values of that hour to be added to it in slot order and the sum
+    /// handed back with [`Self::set_hour_sum`]: the same as [`Self::add_point`] for each.
+    fn hour_sum_from(&mut self, slot_ms: i64, value: f64) -> f64 {
+        self.add_point(slot_ms, value);
+        self.hour.expect("add_point sets the hour").1
+    }
+
+    fn set_hour_sum(&mut self, sum: f64) {
+        if let Some((_, s)) = &mut self.hour {
+            *s = sum;
         }
     }
 
@@ -297,36 +316,84 @@ impl Aggregate {
     }
 
     /// Adds points in slot order, all after those added so far: the same as [`Self::add_point`]
-    /// for each, with the counts folded in one pass the compiler can vectorise (a month at
-    /// step=1h folds 43,200 points).
+    /// for each, with the counts folded in one pass the compiler can vectorise.
     pub fn add_points(&mut self, points: &[SeriesPoint]) {
-        let (Some(first), Some(last)) = (points.first(), points.last()) else {
-            return;
-        };
-        let (mut f, mut g) = (
-            CountAcc::new(first.follower_count),
-            CountAcc::new(first.following_count),
+        self.add_run(
+            points.len(),
+            |i| points[i].slot_ms,
+            |i| points[i].follower_count,
+            |i| points[i].following_count,
         );
-        for p in &points[1..] {
-            f.sum += i64::from(p.follower_count);
-            f.min = f.min.min(p.follower_count);
-            f.max = f.max.max(p.follower_count);
-            g.sum += i64::from(p.following_count);
-            g.min = g.min.min(p.following_count);
-            g.max = g.max.max(p.following_count);
+    }
+
+    /// [`Self::add_points`] for a run of decoded columns (a segment's, as
+    /// [`codec::Columns::counts`] gives them), point `i` at `slot(i)`: a month at step=1h
+    /// folds 43,200 points without zipping them into points first.
+    pub fn add_columns(
+        &mut self,
+        followers: &[i32],
+        following: &[i32],
+        slot: impl Fn(usize) -> i64,
+    ) {
+        let n = followers.len().min(following.len());
+        let (followers, following) = (&followers[..n], &following[..n]);
+        self.add_run(n, slot, |i| followers[i], |i| following[i]);
+    }
+
+    /// `n` points in slot order, point `i` at `slot(i)` with its two counts.
+    #[inline(always)]
+    fn add_run(
+        &mut self,
+        n: usize,
+        slot: impl Fn(usize) -> i64,
+        follower: impl Fn(usize) -> i32,
+        following: impl Fn(usize) -> i32,
+    ) {
+        if n == 0 {
+            return;
         }
-        (f.last, g.last) = (last.follower_count, last.following_count);
-        self.add_counts(f, g, first.slot_ms, last.slot_ms);
-        self.samples += points.len() as i64;
-        let (mut min, mut max, mut n) = (f64::INFINITY, f64::NEG_INFINITY, 0);
-        for p in points {
-            if let Some(r) = ratio(p) {
-                (min, max, n) = (min.min(r), max.max(r), n + 1);
-                self.ratio_sum.add_point(p.slot_ms, r);
+        let (mut f, mut g) = (CountAcc::new(follower(0)), CountAcc::new(following(0)));
+        for i in 1..n {
+            let (fv, gv) = (follower(i), following(i));
+            f.sum += i64::from(fv);
+            f.min = f.min.min(fv);
+            f.max = f.max.max(fv);
+            g.sum += i64::from(gv);
+            g.min = g.min.min(gv);
+            g.max = g.max.max(gv);
+        }
+        (f.last, g.last) = (follower(n - 1), following(n - 1));
+        self.add_counts(f, g, slot(0), slot(n - 1));
+        self.samples += n as i64;
+        let (mut min, mut max, mut ratios) = (f64::INFINITY, f64::NEG_INFINITY, 0);
+        let (first_hour, last_hour) =
+            (slot(0).div_euclid(HOUR_MS), slot(n - 1).div_euclid(HOUR_MS));
+        if first_hour == last_hour {
+            // One hour (every run of a step of an hour or less): its sum taken in slot order as
+            // `NestedSum::add_point` takes it, without the hour looked up point by point.
+            let mut hour_sum = None;
+            for i in 0..n {
+                if let Some(r) = ratio_of(follower(i), following(i)) {
+                    (min, max, ratios) = (min.min(r), max.max(r), ratios + 1);
+                    match &mut hour_sum {
+                        Some(sum) => *sum += r,
+                        None => hour_sum = Some(self.ratio_sum.hour_sum_from(slot(i), r)),
+                    }
+                }
+            }
+            if let Some(sum) = hour_sum {
+                self.ratio_sum.set_hour_sum(sum);
+            }
+        } else {
+            for i in 0..n {
+                if let Some(r) = ratio_of(follower(i), following(i)) {
+                    (min, max, ratios) = (min.min(r), max.max(r), ratios + 1);
+                    self.ratio_sum.add_point(slot(i), r);
+                }
             }
         }
-        if n > 0 {
-            self.add_ratio(min, max, n);
+        if ratios > 0 {
+            self.add_ratio(min, max, ratios);
         }
     }
 

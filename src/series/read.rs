@@ -298,6 +298,97 @@ pub async fn window(
     start_ms: i64,
     end_ms: i64,
 ) -> Result<Vec<(i64, Vec<SeriesPoint>)>, ReadError> {
+    let mut out = Vec::new();
+    for (id, tiers) in read_tiers(pool, ids, start_ms, end_ms).await? {
+        let points = tiers.points(start_ms, end_ms)?;
+        if !points.is_empty() {
+            out.push((id, points));
+        }
+    }
+    Ok(out)
+}
+
+/// What both tiers hold of one influencer over a range, as read in one statement.
+#[derive(Debug, Default)]
+struct Tiers {
+    /// Its segments' encoded points, in period order.
+    segments: Vec<Vec<u8>>,
+    /// Its hot points, in no order (a slot may be in a segment too).
+    hot: Vec<SeriesPoint>,
+}
+
+impl Tiers {
+    /// The points in `[start_ms, end_ms]`, in slot order: the segments' decoded, the hot ones
+    /// merged in.
+    fn points(self, start_ms: i64, end_ms: i64) -> Result<Vec<SeriesPoint>, ReadError> {
+        let mut cold = Vec::new();
+        for data in &self.segments {
+            codec::decode_into(data, &mut cold)?;
+        }
+        Ok(merge(cold, self.hot, start_ms, end_ms))
+    }
+
+    /// The points in `[start_ms, end_ms]` folded into buckets of `step_ms`: the same as folding
+    /// [`Self::points`], with each segment's decoded columns folded as they are where no hot
+    /// point falls among them (always, but for a late point not merged yet).
+    fn buckets(
+        self,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<BucketStats>, ReadError> {
+        let mut hot = self.hot;
+        hot.retain(|p| p.slot_ms >= start_ms && p.slot_ms <= end_ms);
+        hot.sort_unstable_by_key(|p| p.slot_ms);
+        hot.dedup_by_key(|p| p.slot_ms);
+        let mut hot = hot.as_slice();
+        let mut folder = Folder::new(step_ms);
+        for data in &self.segments {
+            let columns = codec::decode_columns(data)?;
+            let range = columns.first_at_or_after(start_ms)
+                ..columns.first_at_or_after(end_ms.saturating_add(1));
+            if range.is_empty() {
+                continue;
+            }
+            let (first, last) = (columns.slot(range.start), columns.slot(range.end - 1));
+            let before = hot.partition_point(|p| p.slot_ms < first);
+            folder.add_points(&hot[..before]);
+            hot = &hot[before..];
+            let among = hot.partition_point(|p| p.slot_ms <= last);
+            if among == 0 {
+                folder.add_columns(&columns, range);
+            } else {
+                let cold = range.map(|i| columns.point(i)).collect();
+                folder.add_points(&merge(cold, hot[..among].to_vec(), start_ms, end_ms));
+                hot = &hot[among..];
+            }
+        }
+        folder.add_points(hot);
+        Ok(folder.finish())
+    }
+}
+
+/// One influencer's segments (encoded, in period order) and hot points over `[start_ms,
+/// end_ms]` in buckets of `step_ms`, as a bucketed read with a step under a day folds what it
+/// read (the benchmarks time it apart from the database).
+pub fn fold_tiers(
+    segments: Vec<Vec<u8>>,
+    hot: Vec<SeriesPoint>,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+) -> Result<Vec<BucketStats>, ReadError> {
+    Tiers { segments, hot }.buckets(start_ms, end_ms, step_ms)
+}
+
+/// Both tiers of the influencers in `ids` (inclusive) over `[start_ms, end_ms]`, in one
+/// statement, by influencer.
+async fn read_tiers(
+    pool: &PgPool,
+    ids: (i64, i64),
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<BTreeMap<i64, Tiers>, ReadError> {
     let sql = with_window(RANGE_SQL, start_ms, end_ms);
     let mut rows: Vec<RangeRow> = sqlx::query_as(&sql)
         .bind(ids.0)
@@ -306,25 +397,21 @@ pub async fn window(
         .bind(at(end_ms))
         .fetch_all(pool)
         .await?;
-    // Segments in period order per influencer (points are sorted in `merge`).
+    // Segments in period order per influencer (hot points are sorted where they are merged).
     rows.sort_unstable_by_key(|row| (row.influencer_id, row.data.is_none(), row.at));
-    let mut by_id: BTreeMap<i64, (Vec<SeriesPoint>, Vec<SeriesPoint>)> = BTreeMap::new();
+    let mut by_id: BTreeMap<i64, Tiers> = BTreeMap::new();
     for row in rows {
-        let (cold, hot) = by_id.entry(row.influencer_id).or_default();
-        match &row.data {
-            Some(data) => codec::decode_into(data, cold)?,
-            None => hot.push(SeriesPoint {
+        let tiers = by_id.entry(row.influencer_id).or_default();
+        match row.data {
+            Some(data) => tiers.segments.push(data),
+            None => tiers.hot.push(SeriesPoint {
                 slot_ms: row.at.0,
                 follower_count: row.follower_count,
                 following_count: row.following_count,
             }),
         }
     }
-    Ok(by_id
-        .into_iter()
-        .map(|(id, (cold, hot))| (id, merge(cold, hot, start_ms, end_ms)))
-        .filter(|(_, points)| !points.is_empty())
-        .collect())
+    Ok(by_id)
 }
 
 /// The segments of influencer $1 overlapping `[$2, $3]`, given how the period's end is
@@ -399,15 +486,11 @@ pub async fn buckets(
     if step_ms < DAY_MS {
         // No bucket covers a day segment whole, so every segment's points are folded: both
         // tiers in one statement, as a raw range reads them (one round trip, one snapshot).
-        let merged = points(pool, influencer_id, start_ms, end_ms).await?;
-        return Ok(fold_buckets(
-            merged,
-            Vec::new(),
-            &[],
-            start_ms,
-            end_ms,
-            step_ms,
-        ));
+        let mut tiers = read_tiers(pool, (influencer_id, influencer_id), start_ms, end_ms).await?;
+        return match tiers.remove(&influencer_id) {
+            Some(tiers) => tiers.buckets(start_ms, end_ms, step_ms),
+            None => Ok(Vec::new()),
+        };
     }
     // All statements on one connection: one acquisition (and its round trips) for the range.
     let mut connection = pool.acquire().await?;
@@ -579,8 +662,8 @@ fn decode_all(mut data: Vec<(Period, Vec<u8>)>) -> Result<Vec<SeriesPoint>, Read
 }
 
 /// Folds decoded points, hot points and whole segments (by their summaries, in period order)
-/// into buckets, in time order, taking from the lists as they come (a month at step=1h is
-/// 43,200 points: each bucket's run of points is folded in one pass).
+/// into buckets, in time order, taking from the lists as they come (each bucket's run of
+/// points is folded in one pass).
 pub fn fold_buckets(
     decoded: Vec<SeriesPoint>,
     wholes: Vec<(Period, Summary)>,
@@ -591,55 +674,87 @@ pub fn fold_buckets(
 ) -> Vec<BucketStats> {
     let merged = merge(decoded, hot_points.to_vec(), start_ms, end_ms);
     let mut points = merged.as_slice();
-    let mut wholes = wholes.into_iter().peekable();
-    let mut out = Vec::new();
-    let mut current: Option<(i64, Aggregate)> = None;
-    loop {
-        // A whole segment goes before a point only if it starts before it.
-        let whole_first = match (wholes.peek(), points.first()) {
-            (Some((_, s)), Some(p)) => s.first_slot_ms < p.slot_ms,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        let time = if whole_first {
-            wholes.peek().map(|(_, s)| s.first_slot_ms)
-        } else {
-            points.first().map(|p| p.slot_ms)
+    let mut folder = Folder::new(step_ms);
+    for (period, summary) in &wholes {
+        // A whole segment goes after the points up to its first slot (that one included).
+        let before = points.partition_point(|p| p.slot_ms <= summary.first_slot_ms);
+        folder.add_points(&points[..before]);
+        points = &points[before..];
+        folder.add_summary(*period, summary);
+    }
+    folder.add_points(points);
+    folder.finish()
+}
+
+/// Buckets filled in time order: runs of points, runs of a segment's decoded columns and whole
+/// segments' summaries, each after all that came before.
+struct Folder {
+    step_ms: i64,
+    done: Vec<BucketStats>,
+    current: Option<(i64, Aggregate)>,
+}
+
+impl Folder {
+    fn new(step_ms: i64) -> Self {
+        Self {
+            step_ms,
+            done: Vec::new(),
+            current: None,
         }
-        .expect("peeked above");
-        // Still in the current bucket (checked without dividing: most points are)?
-        if current
+    }
+
+    /// The end of the bucket `time` falls in and its aggregate: the current one (checked
+    /// without dividing: most points are in it), or a new one once the current is closed.
+    fn bucket_at(&mut self, time: i64) -> (i64, &mut Aggregate) {
+        let step_ms = self.step_ms;
+        if self
+            .current
             .as_ref()
             .is_none_or(|(b, _)| time < *b || time >= *b + step_ms)
         {
-            if let Some((b, acc)) = current.take() {
-                out.extend(acc.bucket(b));
+            if let Some((b, acc)) = self.current.take() {
+                self.done.extend(acc.bucket(b));
             }
-            current = Some((bucket_of(time, step_ms), Aggregate::default()));
+            self.current = Some((bucket_of(time, step_ms), Aggregate::default()));
         }
-        let (bucket, acc) = current.as_mut().expect("set above");
-        if whole_first {
-            let ((start, end), summary) = wholes.next().expect("peeked");
-            acc.add_summary(start, end - start, &summary);
-        } else {
-            // The points of this bucket up to the next whole segment (those at its first slot
-            // too, as one by one), at least the one peeked.
-            let bucket_end = *bucket + step_ms;
-            let next_whole = wholes.peek().map(|(_, s)| s.first_slot_ms);
-            let run = points
-                .partition_point(|p| {
-                    p.slot_ms < bucket_end && next_whole.is_none_or(|w| p.slot_ms <= w)
-                })
-                .max(1);
+        let (bucket, acc) = self.current.as_mut().expect("set above");
+        (*bucket + step_ms, acc)
+    }
+
+    /// Points in slot order.
+    fn add_points(&mut self, mut points: &[SeriesPoint]) {
+        while let Some(first) = points.first() {
+            let (end, acc) = self.bucket_at(first.slot_ms);
+            let run = points.partition_point(|p| p.slot_ms < end).max(1);
             acc.add_points(&points[..run]);
             points = &points[run..];
         }
     }
-    if let Some((b, acc)) = current {
-        out.extend(acc.bucket(b));
+
+    /// The points `range` of a segment's decoded columns.
+    fn add_columns(&mut self, columns: &codec::Columns, range: std::ops::Range<usize>) {
+        let mut i = range.start;
+        while i < range.end {
+            let (end, acc) = self.bucket_at(columns.slot(i));
+            let run_end = columns.first_at_or_after(end).clamp(i + 1, range.end);
+            let (followers, following) = columns.counts(i..run_end);
+            acc.add_columns(followers, following, |k| columns.slot(i + k));
+            i = run_end;
+        }
     }
-    out
+
+    /// A whole segment, by its summary.
+    fn add_summary(&mut self, (start, end): Period, summary: &Summary) {
+        let (_, acc) = self.bucket_at(summary.first_slot_ms);
+        acc.add_summary(start, end - start, summary);
+    }
+
+    fn finish(mut self) -> Vec<BucketStats> {
+        if let Some((b, acc)) = self.current.take() {
+            self.done.extend(acc.bucket(b));
+        }
+        self.done
+    }
 }
 
 /// The completeness of one influencer's series over a range: the slots its grid expected,
@@ -762,6 +877,106 @@ mod tests {
             assert!(start - day - low < WINDOW_GRID_MS && high - end <= WINDOW_GRID_MS);
             assert_eq!((low % WINDOW_GRID_MS, high % WINDOW_GRID_MS), (0, 0));
         }
+    }
+
+    /// What a bucketed read must answer: every point folded one at a time, in slot order.
+    fn folded_one_by_one(points: &[SeriesPoint], step_ms: i64) -> Vec<BucketStats> {
+        let mut out: Vec<BucketStats> = Vec::new();
+        let mut current: Option<(i64, Aggregate)> = None;
+        for point in points {
+            let bucket = bucket_of(point.slot_ms, step_ms);
+            if current.as_ref().is_none_or(|(b, _)| *b != bucket) {
+                if let Some((b, acc)) = current.take() {
+                    out.extend(acc.bucket(b));
+                }
+                current = Some((bucket, Aggregate::default()));
+            }
+            current.as_mut().unwrap().1.add_point(point);
+        }
+        if let Some((b, acc)) = current {
+            out.extend(acc.bucket(b));
+        }
+        out
+    }
+
+    #[test]
+    fn segments_folded_as_columns_answer_as_their_points_folded_one_by_one() {
+        let day0 = 1_767_225_600_000;
+        let walk = |slot_ms: i64, i: i32| SeriesPoint {
+            slot_ms,
+            follower_count: 1_000_000 + i.wrapping_mul(7_919) % 50_000,
+            // A zero now and then: a point without a ratio.
+            following_count: if i % 97 == 0 { 0 } else { 500 + i % 40 },
+        };
+        // A full day on the grid, then an hour with a gap (its slots listed), then an hour
+        // segment of another grid phase.
+        let day: Vec<SeriesPoint> = (0..1440)
+            .map(|i| walk(day0 + i * 60_000, i as i32))
+            .collect();
+        let gapped: Vec<SeriesPoint> = (0..60)
+            .filter(|i| !(20..25).contains(i))
+            .map(|i| walk(day0 + DAY_MS + i * 60_000, i as i32))
+            .collect();
+        let hour: Vec<SeriesPoint> = (0..60)
+            .map(|i| walk(day0 + DAY_MS + HOUR_MS + 17_000 + i * 60_000, i as i32 + 3))
+            .collect();
+        let segments = vec![
+            codec::encode(&day),
+            codec::encode(&gapped),
+            codec::encode(&hour),
+        ];
+        // Hot points: before the first segment, one in the gapped hour's gap (late, not merged
+        // yet), one on a slot a segment holds (the segment's value is kept), and after.
+        let hot = vec![
+            walk(day0 - 60_000, 5),
+            walk(day0 + DAY_MS + 22 * 60_000, 6),
+            SeriesPoint {
+                follower_count: -1,
+                ..day[100]
+            },
+            walk(day0 + DAY_MS + 3 * HOUR_MS, 7),
+        ];
+        let tiers = || Tiers {
+            segments: segments.clone(),
+            hot: hot.clone(),
+        };
+        let everything = (day0 - HOUR_MS, day0 + 2 * DAY_MS);
+        let inside = (day0 + 90 * 60_000 + 1, day0 + DAY_MS + 30 * 60_000);
+        for (start, end) in [everything, inside] {
+            let points = tiers().points(start, end).unwrap();
+            assert!(!points.iter().any(|p| p.follower_count == -1));
+            for step in [60_000, 5 * 60_000, HOUR_MS, 6 * HOUR_MS] {
+                let expected = folded_one_by_one(&points, step);
+                assert!(expected.len() > 1);
+                assert_eq!(
+                    tiers().buckets(start, end, step).unwrap(),
+                    expected,
+                    "{start}..{end} at {step}"
+                );
+                assert_eq!(
+                    fold_buckets(points.clone(), Vec::new(), &[], start, end, step),
+                    expected
+                );
+            }
+        }
+        // Hot points only (nothing compacted yet), and nothing at all.
+        let only_hot = Tiers {
+            segments: vec![],
+            hot: hot.clone(),
+        };
+        assert_eq!(
+            only_hot
+                .buckets(everything.0, everything.1, HOUR_MS)
+                .unwrap()
+                .len(),
+            4
+        );
+        assert!(
+            Tiers::default()
+                .buckets(0, DAY_MS, HOUR_MS)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
