@@ -198,14 +198,16 @@ pub fn on_arrival(
 
 /// Whether a re-enqueue that waits `delay_ms` may go through the wait queue, where messages
 /// expire only in the order they were published. The steady flow publishes each batch as it is
-/// released, `lead_ms` before its slot, for its next slot: a delay of `interval - lead`, so
-/// every batch queued before it expires no later than it does. A batch released up to `lead_ms`
-/// late waits less (down to `interval - 2·lead`): the batches before it hold it back to at most
-/// its slot, which the lead absorbs. Any shorter delay (a batch polled later than that, or moved
-/// on to its next slots) would be held back a whole lead or more, interval after interval, and
-/// a longer one would hold back the batches after it: those go through the delay queues.
-pub fn keeps_wait_order(delay_ms: i64, grid: &SlotGrid, lead_ms: i64) -> bool {
-    (grid.interval_ms - 2 * lead_ms..=grid.interval_ms).contains(&delay_ms)
+/// released, `lead_ms` before its slot, for its next slot: a delay of one interval, so every
+/// batch queued before it expires no later than it does. A batch released up to a lead late
+/// waits less (down to `interval - lead`): the batches before it hold it back by at most that,
+/// so it still comes out by its slot. A batch released a little early (out of a delay queue,
+/// by less than `hold_ms`, the shortest delay queue's TTL) waits that much longer and holds
+/// back the batches after it by at most that. Any other delay (a batch polled more than a lead
+/// late, moved on to its next slots, or entering the schedule) would be held back, or hold
+/// others back, by more, interval after interval: those go through the delay queues.
+pub fn keeps_wait_order(delay_ms: i64, grid: &SlotGrid, lead_ms: i64, hold_ms: i64) -> bool {
+    (grid.interval_ms - lead_ms..=grid.interval_ms + hold_ms).contains(&delay_ms)
 }
 
 /// Which slots this process polled or passed over, per influencer: the latest one and the 63
@@ -541,17 +543,19 @@ mod tests {
     #[test]
     fn only_delays_of_about_one_interval_go_through_the_wait_queue() {
         let grid = SlotGrid::new(MINUTE);
-        // Released on time for the next slot: interval less the lead.
-        assert!(keeps_wait_order(59_000, &grid, LEAD));
-        // Released up to a lead late, or held a little early.
-        assert!(keeps_wait_order(58_000, &grid, LEAD));
-        assert!(keeps_wait_order(59_240, &grid, LEAD));
-        assert!(keeps_wait_order(60_000, &grid, LEAD));
-        // Polled more than a lead late, moved on to its next slots, or entering the schedule.
-        assert!(!keeps_wait_order(57_999, &grid, LEAD));
-        assert!(!keeps_wait_order(30_000, &grid, LEAD));
-        assert!(!keeps_wait_order(0, &grid, LEAD));
-        assert!(!keeps_wait_order(60_001, &grid, LEAD));
+        let in_order = |delay| keeps_wait_order(delay, &grid, LEAD, HOLD);
+        // Released on time (its slot less the lead) for the next slot: one interval.
+        assert!(in_order(60_000));
+        // Released up to a lead late, or out of a delay queue up to the hold early.
+        assert!(in_order(59_000));
+        assert!(in_order(60_249));
+        assert!(in_order(60_250));
+        // Polled more than a lead late, moved on to its next slots, or entering the schedule;
+        // or held back longer than any batch out of a delay queue is.
+        assert!(!in_order(58_999));
+        assert!(!in_order(30_000));
+        assert!(!in_order(0));
+        assert!(!in_order(60_251));
     }
 
     fn one(pk: i64, slot_ms: i64) -> ScheduleBatch {

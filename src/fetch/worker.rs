@@ -426,7 +426,8 @@ impl Poller {
         let lead_ms = self.lead.as_millis() as i64;
         let delay_ms = (earliest - now_ms() - lead_ms).max(0);
         let delay = Duration::from_millis(delay_ms as u64);
-        let published = if keeps_wait_order(delay_ms, &self.grid, lead_ms) {
+        let hold_ms = SHORTEST_DELAY.as_millis() as i64;
+        let published = if keeps_wait_order(delay_ms, &self.grid, lead_ms, hold_ms) {
             self.broker.publish_in_order(&next.encode(), delay).await
         } else {
             metrics::counter!("schedule_reenqueues_delayed_total").increment(1);

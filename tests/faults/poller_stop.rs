@@ -20,6 +20,16 @@ const INFLUENCERS: i64 = 1000;
 const INTERVAL: Duration = Duration::from_secs(4);
 const STOPPED: Duration = Duration::from_secs(22);
 
+/// What the poller counted: slots skipped, re-enqueues through the delay queues, hops.
+async fn schedule_counts(poll: &crate::common::Role) -> [f64; 3] {
+    [
+        poll.metric("schedule_slots_skipped_total", "").await,
+        poll.metric("schedule_reenqueues_delayed_total", "").await,
+        poll.metric("schedule_batches_waiting_again_total", "")
+            .await,
+    ]
+}
+
 /// Every influencer is polled again within two intervals of the restart, every slot after that
 /// is stored, and the poller stops skipping: the late batches do not keep arriving late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,15 +61,9 @@ async fn a_poller_stopped_for_minutes_polls_everyone_on_time_after_its_restart()
     let settled = back + interval * 2;
 
     sleep(INTERVAL * 3).await;
-    let skipped_settled = pipeline
-        .poll
-        .metric("schedule_slots_skipped_total", "")
-        .await;
+    let settled_counts = schedule_counts(&pipeline.poll).await;
     sleep(INTERVAL * 4).await;
-    let skipped_end = pipeline
-        .poll
-        .metric("schedule_slots_skipped_total", "")
-        .await;
+    let end_counts = schedule_counts(&pipeline.poll).await;
     pipeline.poll.assert_running();
     let until = Utc::now() - interval;
     let finals = pipeline.drain_and_stop(&queues).await;
@@ -83,7 +87,7 @@ async fn a_poller_stopped_for_minutes_polls_everyone_on_time_after_its_restart()
             (back - stopped).as_seconds_f64(),
             late.len(),
             finals.poll_skipped,
-            skipped_end - skipped_settled
+            end_counts[0] - settled_counts[0]
         ),
     );
 
@@ -93,9 +97,17 @@ async fn a_poller_stopped_for_minutes_polls_everyone_on_time_after_its_restart()
         late.len(),
         &late[..late.len().min(5)]
     );
+    let [skipped, delayed, waiting_again] = [0, 1, 2].map(|i| end_counts[i] - settled_counts[i]);
     assert_eq!(
-        skipped_end, skipped_settled,
+        skipped, 0.0,
         "the poller still skips slots intervals after its restart: batches keep arriving late"
+    );
+    // Once polled on time again, every batch goes back to the steady wait queue: none keeps
+    // taking the delay queues' hops interval after interval.
+    assert_eq!(
+        (delayed, waiting_again),
+        (0.0, 0.0),
+        "batches still re-enqueued through the delay queues intervals after the restart"
     );
     assert!(
         finals.poll_skipped > 0.0,
