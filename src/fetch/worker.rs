@@ -112,8 +112,11 @@ pub struct Poller {
     broker: Broker,
     client: MockstagramClient,
     grid: SlotGrid,
-    /// How early a batch is released from the wait queue; it is then held until its slot.
-    lead: Duration,
+    /// How early a batch is released from the wait queue, in ms; it is then held until its slot.
+    lead_ms: i64,
+    /// The longest wait a batch is held for in the poller rather than sent back to a delay
+    /// queue: the shortest delay queue's TTL, in ms.
+    hold_ms: i64,
     memory: PollerMemory,
 }
 
@@ -160,7 +163,8 @@ impl Poller {
             broker,
             client,
             grid: SlotGrid::new(interval),
-            lead: lead_for(interval),
+            lead_ms: lead_for(interval).as_millis() as i64,
+            hold_ms: SHORTEST_DELAY.as_millis() as i64,
             memory,
         }
     }
@@ -279,9 +283,7 @@ impl Poller {
     /// through the delay queues instead ([`keeps_wait_order`]; fault suite: `poller_stop`).
     pub async fn poll_batch(&self, batch: ScheduleBatch) -> anyhow::Result<BatchOutcome> {
         let batch = self.drop_gone(batch);
-        let lead_ms = self.lead.as_millis() as i64;
-        let hold_ms = SHORTEST_DELAY.as_millis() as i64;
-        match on_arrival(batch, &self.grid, now_ms(), lead_ms, hold_ms) {
+        match on_arrival(batch, &self.grid, now_ms(), self.lead_ms, self.hold_ms) {
             Arrival::Early { batch, wait_ms } => {
                 self.broker
                     .publish_after(&batch.encode(), Duration::from_millis(wait_ms as u64))
@@ -423,17 +425,21 @@ impl Poller {
     /// the wait queue if it keeps that queue's order, else through the delay queues.
     async fn reenqueue(&self, next: &ScheduleBatch) -> anyhow::Result<()> {
         let earliest = next.earliest_slot_ms().unwrap_or_else(now_ms);
-        let lead_ms = self.lead.as_millis() as i64;
-        let delay_ms = (earliest - now_ms() - lead_ms).max(0);
+        let delay_ms = (earliest - now_ms() - self.lead_ms).max(0);
         let delay = Duration::from_millis(delay_ms as u64);
-        let hold_ms = SHORTEST_DELAY.as_millis() as i64;
-        let published = if keeps_wait_order(delay_ms, &self.grid, lead_ms, hold_ms) {
+        let in_wait_order = keeps_wait_order(delay_ms, &self.grid, self.lead_ms, self.hold_ms);
+        if in_wait_order {
             self.broker.publish_in_order(&next.encode(), delay).await
         } else {
-            metrics::counter!("schedule_reenqueues_delayed_total").increment(1);
             self.broker.publish_after(&next.encode(), delay).await
-        };
-        published.context("cannot re-enqueue a schedule batch")
+        }
+        .context("cannot re-enqueue a schedule batch")?;
+        // Counted once confirmed: a refused publish hands the batch back, to be counted when
+        // it is re-enqueued again.
+        if !in_wait_order {
+            metrics::counter!("schedule_reenqueues_delayed_total").increment(1);
+        }
+        Ok(())
     }
 
     /// Removes the influencers the upstream said it does not know, and forgets them: their
