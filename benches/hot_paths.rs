@@ -154,11 +154,25 @@ fn spike_judge_one_day(bencher: Bencher) {
 fn thirty_days() -> (Vec<influencer_analytics::series::SeriesPoint>, Vec<Vec<u8>>) {
     use influencer_analytics::series::{DAY_MS, SeriesPoint, codec};
     let start = NOW_MS - NOW_MS.rem_euclid(DAY_MS);
+    // The simulator's walk (steps of about 10,000 and 100), from a fixed xorshift seed: a
+    // sawtooth would make every comparison of the fold predictable, as real data does not.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut step = |spread: i64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % (2 * spread as u64 + 1)) as i64 - spread
+    };
+    let (mut followers, mut following) = (5_000_000_i64, 1_000_i64);
     let points: Vec<SeriesPoint> = (0..30 * 1440)
-        .map(|i| SeriesPoint {
-            slot_ms: start + i * 60_000,
-            follower_count: 5_000_000 + ((i as i32).wrapping_mul(7919) % 20_000),
-            following_count: 1_000 + ((i as i32).wrapping_mul(31) % 200),
+        .map(|i| {
+            followers = (followers + step(17_320)).max(0);
+            following = (following + step(173)).max(1);
+            SeriesPoint {
+                slot_ms: start + i * 60_000,
+                follower_count: followers as i32,
+                following_count: following as i32,
+            }
         })
         .collect();
     let segments = points.chunks(1440).map(codec::encode).collect();
@@ -203,4 +217,26 @@ fn decode_and_fold_thirty_day_segments_into_hours(bencher: Bencher) {
         .bench_local_values(|segments| {
             fold_tiers(segments, Vec::new(), start, end, HOUR_MS).expect("valid segments")
         });
+}
+
+/// ...and the API's answer of those 720 buckets as JSON (`RangeAnswer::to_json`): seven floats
+/// and nine integers a bucket.
+#[divan::bench]
+fn range_answer_json_thirty_days_at_one_hour(bencher: Bencher) {
+    use influencer_analytics::{
+        api::influencers::{Bucket, Points, RangeAnswer},
+        series::{HOUR_MS, read::fold_tiers},
+    };
+    let (points, segments) = thirty_days();
+    let (start, end) = (points[0].slot_ms, points[points.len() - 1].slot_ms);
+    let buckets = fold_tiers(segments, Vec::new(), start, end, HOUR_MS).expect("valid segments");
+    let answer = RangeAnswer {
+        influencer_id: 1_000_001,
+        username: "influencer-1000001".into(),
+        start_time: start / 1000,
+        end_time: end / 1000,
+        step: Some(3600),
+        points: Points::Buckets(buckets.into_iter().map(Bucket::from).collect()),
+    };
+    bencher.bench_local(|| black_box(&answer).to_json());
 }

@@ -156,17 +156,16 @@ impl NestedSum {
         }
     }
 
-    /// What the current hour's sum is once `value` at `slot_ms` is added (a new hour's if the
-    /// slot starts one), for values of that hour to be added to it in slot order and the sum
-    /// handed back with [`Self::set_hour_sum`]: the same as [`Self::add_point`] for each.
-    fn hour_sum_from(&mut self, slot_ms: i64, value: f64) -> f64 {
-        self.add_point(slot_ms, value);
-        self.hour.expect("add_point sets the hour").1
-    }
-
-    fn set_hour_sum(&mut self, sum: f64) {
-        if let Some((_, s)) = &mut self.hour {
-            *s = sum;
+    /// Adds `values`, all of the hour of `slot_ms`, in order: the same as [`Self::add_point`]
+    /// for each, without the hour looked up value by value (a run of a step of an hour or less).
+    fn add_hour_run(&mut self, slot_ms: i64, mut values: impl Iterator<Item = f64>) {
+        let Some(first) = values.next() else {
+            return;
+        };
+        self.add_point(slot_ms, first);
+        let (_, sum) = self.hour.as_mut().expect("add_point sets the hour");
+        for value in values {
+            *sum += value;
         }
     }
 
@@ -264,6 +263,46 @@ impl CountAcc {
         self.min = self.min.min(later.min);
         self.max = self.max.max(later.max);
         self.last = later.last;
+    }
+}
+
+/// The least and the greatest of a run's ratios, and how many there are, each extreme kept in
+/// two places taken in turn: a ratio is compared with the extreme of the ratio before last,
+/// so one comparison need not wait for the previous one (in a single chain, the fold's
+/// slowest part for a month at step=1h). No ratio is NaN, so the order they are compared in
+/// does not change the extremes.
+#[derive(Debug)]
+struct RatioExtremes {
+    least: [f64; 2],
+    greatest: [f64; 2],
+    n: i64,
+}
+
+impl Default for RatioExtremes {
+    fn default() -> Self {
+        Self {
+            least: [f64::INFINITY; 2],
+            greatest: [f64::NEG_INFINITY; 2],
+            n: 0,
+        }
+    }
+}
+
+impl RatioExtremes {
+    #[inline(always)]
+    fn add(&mut self, ratio: f64) {
+        let [least_a, least_b] = self.least;
+        self.least = [least_b, least_a.min(ratio)];
+        let [greatest_a, greatest_b] = self.greatest;
+        self.greatest = [greatest_b, greatest_a.max(ratio)];
+        self.n += 1;
+    }
+
+    /// The least, the greatest and the number of ratios; none for no ratio.
+    fn finish(self) -> Option<(f64, f64, i64)> {
+        let [least_a, least_b] = self.least;
+        let [greatest_a, greatest_b] = self.greatest;
+        (self.n > 0).then_some((least_a.min(least_b), greatest_a.max(greatest_b), self.n))
     }
 }
 
@@ -365,35 +404,21 @@ impl Aggregate {
         (f.last, g.last) = (follower(n - 1), following(n - 1));
         self.add_counts(f, g, slot(0), slot(n - 1));
         self.samples += n as i64;
-        let (mut min, mut max, mut ratios) = (f64::INFINITY, f64::NEG_INFINITY, 0);
-        let (first_hour, last_hour) =
-            (slot(0).div_euclid(HOUR_MS), slot(n - 1).div_euclid(HOUR_MS));
-        if first_hour == last_hour {
+        let mut extremes = RatioExtremes::default();
+        let ratios = (0..n)
+            .filter_map(|i| ratio_of(follower(i), following(i)).map(|r| (i, r)))
+            .inspect(|&(_, r)| extremes.add(r));
+        if slot(0).div_euclid(HOUR_MS) == slot(n - 1).div_euclid(HOUR_MS) {
             // One hour (every run of a step of an hour or less): its sum taken in slot order as
             // `NestedSum::add_point` takes it, without the hour looked up point by point.
-            let mut hour_sum = None;
-            for i in 0..n {
-                if let Some(r) = ratio_of(follower(i), following(i)) {
-                    (min, max, ratios) = (min.min(r), max.max(r), ratios + 1);
-                    match &mut hour_sum {
-                        Some(sum) => *sum += r,
-                        None => hour_sum = Some(self.ratio_sum.hour_sum_from(slot(i), r)),
-                    }
-                }
-            }
-            if let Some(sum) = hour_sum {
-                self.ratio_sum.set_hour_sum(sum);
-            }
+            self.ratio_sum.add_hour_run(slot(0), ratios.map(|(_, r)| r));
         } else {
-            for i in 0..n {
-                if let Some(r) = ratio_of(follower(i), following(i)) {
-                    (min, max, ratios) = (min.min(r), max.max(r), ratios + 1);
-                    self.ratio_sum.add_point(slot(i), r);
-                }
+            for (i, r) in ratios {
+                self.ratio_sum.add_point(slot(i), r);
             }
         }
-        if ratios > 0 {
-            self.add_ratio(min, max, ratios);
+        if let Some((min, max, n)) = extremes.finish() {
+            self.add_ratio(min, max, n);
         }
     }
 
