@@ -198,17 +198,60 @@ const HOT_SQL: &str = over_both_hot_tables!(
     "influencer_id = $1 and slot >= $2 and slot <= $3"
 );
 
-/// A row of [`RANGE_SQL`]: a hot point, or a segment with its encoded points.
-#[derive(sqlx::FromRow)]
+/// A row of [`RANGE_SQL`]: an influencer's hot points packed into one value, or a segment with
+/// its encoded points.
 struct RangeRow {
     influencer_id: i64,
-    /// The point's slot, or the segment's period start.
+    /// The segment's period start (the earliest hot point's slot for hot points).
     at: EpochMs,
-    /// A point's counts (0 for a segment).
-    follower_count: i32,
-    following_count: i32,
-    /// A segment's encoded points; none for a point.
-    data: Option<Vec<u8>>,
+    data: Vec<u8>,
+    /// Whether `data` is hot points ([`unpack_hot`]) rather than a segment.
+    hot: bool,
+}
+
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for RangeRow {
+    fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row;
+        Ok(Self {
+            influencer_id: row.try_get(0)?,
+            at: row.try_get(1)?,
+            data: row.try_get(2)?,
+            hot: row.try_get(3)?,
+        })
+    }
+}
+
+/// SQL: one influencer's hot points (`at`, `follower_count`, `following_count` of a group by
+/// influencer) packed into one `bytea`, 16 bytes a point ([`unpack_hot`]). One row instead of a
+/// row a point: the last 24 hours read up to 70 raw minutes, and each row through sqlx's row
+/// stream cost more of the API than PostgreSQL spends packing it.
+macro_rules! packed_hot {
+    () => {
+        "string_agg(timestamptz_send(at) || int4send(follower_count) || int4send(following_count), ''::bytea)"
+    };
+}
+
+/// Bytes a hot point takes in [`packed_hot`]: its slot (`timestamptz_send`: microseconds since
+/// 2000-01-01 UTC, big-endian), then its two counts (`int4send`).
+const PACKED_HOT_POINT: usize = 16;
+
+/// The points [`packed_hot`] packed, in the order PostgreSQL aggregated them.
+fn unpack_hot(packed: &[u8]) -> Result<impl Iterator<Item = SeriesPoint> + '_, codec::CodecError> {
+    if !packed.len().is_multiple_of(PACKED_HOT_POINT) {
+        return Err(codec::CodecError::Corrupt(format!(
+            "{} bytes of hot points are not a whole number of {PACKED_HOT_POINT}-byte points",
+            packed.len()
+        )));
+    }
+    Ok(packed.chunks_exact(PACKED_HOT_POINT).map(|point| {
+        let field = |at: usize| -> [u8; 4] { point[at..at + 4].try_into().expect("4 bytes") };
+        let micros = i64::from_be_bytes(point[..8].try_into().expect("8 bytes"));
+        SeriesPoint {
+            slot_ms: POSTGRES_EPOCH_MS + micros.div_euclid(1000),
+            follower_count: i32::from_be_bytes(field(8)),
+            following_count: i32::from_be_bytes(field(12)),
+        }
+    }))
 }
 
 /// The segments of the influencers in `[$1, $2]` overlapping `[$3, $4]`, given how the
@@ -229,16 +272,20 @@ macro_rules! window_segments {
 /// one statement, so in one snapshot: a compaction has committed either before it (its
 /// segments are seen, its points are gone) or after it (the other way round), never half, and
 /// the range costs one round trip. Segments overlapping the range are found by their period
-/// start (a segment spans at most a day, which lets the chunks of other times be skipped).
+/// start (a segment spans at most a day, which lets the chunks of other times be skipped); the
+/// hot points come as one row per influencer ([`packed_hot`]).
 const RANGE_SQL: &str = concat!(
+    "select influencer_id, min(at), ",
+    packed_hot!(),
+    ", true from (",
     over_both_hot_tables!(
-        "influencer_id, slot as at, follower_count, following_count, null::bytea as data",
+        "influencer_id, slot as at, follower_count, following_count",
         "influencer_id >= $1 and influencer_id <= $2 and slot >= $3 and slot <= $4"
     ),
-    " union all ",
+    ") hot group by influencer_id union all ",
     over_both_cold_tables!(
-        concat!("influencer_id, period_start, 0, 0, ", day_data!()),
-        "influencer_id, period_start, 0, 0, data",
+        concat!("influencer_id, period_start, ", day_data!(), ", false"),
+        "influencer_id, period_start, data, false",
         window_segments,
         "$1::bigint",
         "$2::bigint"
@@ -398,17 +445,13 @@ async fn read_tiers(
         .fetch_all(pool)
         .await?;
     // Segments in period order per influencer (hot points are sorted where they are merged).
-    rows.sort_unstable_by_key(|row| (row.influencer_id, row.data.is_none(), row.at));
+    rows.sort_unstable_by_key(|row| (row.influencer_id, row.hot, row.at));
     let mut by_id: BTreeMap<i64, Tiers> = BTreeMap::new();
     for row in rows {
         let tiers = by_id.entry(row.influencer_id).or_default();
-        match row.data {
-            Some(data) => tiers.segments.push(data),
-            None => tiers.hot.push(SeriesPoint {
-                slot_ms: row.at.0,
-                follower_count: row.follower_count,
-                following_count: row.following_count,
-            }),
+        match row.hot {
+            true => tiers.hot.extend(unpack_hot(&row.data)?),
+            false => tiers.segments.push(row.data),
         }
     }
     Ok(by_id)
@@ -836,6 +879,54 @@ mod tests {
     use crate::schedule::SlotGrid;
     use crate::series::HOUR_MS;
     use std::time::Duration;
+
+    /// Hot points as `packed_hot` packs them: `timestamptz_send` (big-endian microseconds
+    /// since 2000-01-01 UTC) and two `int4send`s.
+    fn packed(points: &[(i64, i32, i32)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(micros, f, g) in points {
+            out.extend_from_slice(&micros.to_be_bytes());
+            out.extend_from_slice(&f.to_be_bytes());
+            out.extend_from_slice(&g.to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn packed_hot_points_are_read_back_with_their_slots_in_epoch_milliseconds() {
+        let bytes = packed(&[
+            // 2026-01-01 00:01 UTC, then a slot before PostgreSQL's epoch (1999-12-31 23:59).
+            (820_540_860_000_000, 5_000_000, 1_200),
+            (-60_000_000, -1, 0),
+        ]);
+        let points: Vec<SeriesPoint> = unpack_hot(&bytes).unwrap().collect();
+        assert_eq!(
+            points,
+            [
+                SeriesPoint {
+                    slot_ms: 1_767_225_660_000,
+                    follower_count: 5_000_000,
+                    following_count: 1_200,
+                },
+                SeriesPoint {
+                    slot_ms: 946_684_740_000,
+                    follower_count: -1,
+                    following_count: 0,
+                },
+            ]
+        );
+        assert_eq!(unpack_hot(&[]).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn hot_points_cut_short_are_an_error() {
+        let mut bytes = packed(&[(0, 1, 2), (60_000_000, 3, 4)]);
+        bytes.pop();
+        let error = unpack_hot(&bytes)
+            .err()
+            .expect("31 bytes are not whole points");
+        assert!(error.to_string().contains("31 bytes"), "{error}");
+    }
 
     fn p(slot_ms: i64, f: i32) -> SeriesPoint {
         SeriesPoint {
