@@ -60,23 +60,6 @@ impl<'r> sqlx::Decode<'r, sqlx::Postgres> for EpochMs {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct HotRow {
-    slot: EpochMs,
-    follower_count: i32,
-    following_count: i32,
-}
-
-impl HotRow {
-    fn point(&self) -> SeriesPoint {
-        SeriesPoint {
-            slot_ms: self.slot.0,
-            follower_count: self.follower_count,
-            following_count: self.following_count,
-        }
-    }
-}
-
 /// `select` over both hot tables (`influencer_metrics`, then `late_points`), each with
 /// `condition`, as one `union all`.
 macro_rules! over_both_hot_tables {
@@ -192,10 +175,27 @@ fn with_window(sql: &str, start_ms: i64, end_ms: i64) -> String {
     )
 }
 
-/// Raw points of one influencer over `[$2, $3]`, both hot tables.
-const HOT_SQL: &str = over_both_hot_tables!(
-    "slot, follower_count, following_count",
-    "influencer_id = $1 and slot >= $2 and slot <= $3"
+/// SQL: the hot points aggregated (columns `at`, `follower_count`, `following_count`; one
+/// influencer's) packed into one `bytea`, 16 bytes a point ([`unpack_hot`]). One value instead
+/// of a row a point: the last 24 hours read up to 70 raw minutes, and each row through sqlx's
+/// row stream cost more of the API than PostgreSQL spends packing it.
+macro_rules! packed_hot {
+    () => {
+        "string_agg(timestamptz_send(at) || int4send(follower_count) || int4send(following_count), ''::bytea)"
+    };
+}
+
+/// Raw points of one influencer over `[$2, $3]`, both hot tables, packed in one value
+/// ([`packed_hot`]; null when there are none).
+const HOT_SQL: &str = concat!(
+    "select ",
+    packed_hot!(),
+    " from (",
+    over_both_hot_tables!(
+        "slot as at, follower_count, following_count",
+        "influencer_id = $1 and slot >= $2 and slot <= $3"
+    ),
+    ") hot"
 );
 
 /// A row of [`RANGE_SQL`]: an influencer's hot points packed into one value, or a segment with
@@ -219,16 +219,6 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for RangeRow {
             hot: row.try_get(3)?,
         })
     }
-}
-
-/// SQL: one influencer's hot points (`at`, `follower_count`, `following_count` of a group by
-/// influencer) packed into one `bytea`, 16 bytes a point ([`unpack_hot`]). One row instead of a
-/// row a point: the last 24 hours read up to 70 raw minutes, and each row through sqlx's row
-/// stream cost more of the API than PostgreSQL spends packing it.
-macro_rules! packed_hot {
-    () => {
-        "string_agg(timestamptz_send(at) || int4send(follower_count) || int4send(following_count), ''::bytea)"
-    };
 }
 
 /// Bytes a hot point takes in [`packed_hot`]: its slot (`timestamptz_send`: microseconds since
@@ -537,13 +527,16 @@ pub async fn buckets(
     }
     // All statements on one connection: one acquisition (and its round trips) for the range.
     let mut connection = pool.acquire().await?;
-    let hot_rows: Vec<HotRow> = sqlx::query_as(HOT_SQL)
+    let packed: Option<Vec<u8>> = sqlx::query_scalar(HOT_SQL)
         .bind(influencer_id)
         .bind(at(start_ms))
         .bind(at(end_ms))
-        .fetch_all(&mut *connection)
+        .fetch_one(&mut *connection)
         .await?;
-    let mut hot_points: Vec<SeriesPoint> = hot_rows.iter().map(HotRow::point).collect();
+    let mut hot_points: Vec<SeriesPoint> = match &packed {
+        Some(packed) => unpack_hot(packed)?.collect(),
+        None => Vec::new(),
+    };
     hot_points.sort_by_key(|p| p.slot_ms);
     let mut cold = DatabaseSegments {
         connection: &mut connection,
