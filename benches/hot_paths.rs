@@ -152,22 +152,19 @@ fn spike_judge_one_day(bencher: Bencher) {
 
 /// Thirty days of one influencer (43,200 points a minute) in the cold tier's segments.
 fn thirty_days() -> (Vec<influencer_analytics::series::SeriesPoint>, Vec<Vec<u8>>) {
-    use influencer_analytics::series::{DAY_MS, SeriesPoint, codec};
-    let start = NOW_MS - NOW_MS.rem_euclid(DAY_MS);
-    // The simulator's walk (steps of about 10,000 and 100), from a fixed xorshift seed: a
-    // sawtooth would make every comparison of the fold predictable, as real data does not.
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-    let mut step = |spread: i64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % (2 * spread as u64 + 1)) as i64 - spread
+    use influencer_analytics::{
+        series::{DAY_MS, SeriesPoint, codec},
+        simulator::Simulator,
+        testing::simulator_settings,
     };
-    let (mut followers, mut following) = (5_000_000_i64, 1_000_i64);
+    let start = NOW_MS - NOW_MS.rem_euclid(DAY_MS);
+    // The simulator's own walk for one influencer, from a fixed seed (as `bench storage` takes
+    // it): a sawtooth made every comparison of the fold predictable, as real data does not.
+    let simulator = Simulator::new(&simulator_settings(1, 17));
+    let pk = influencer_analytics::mockstagram::FIRST_PK;
     let points: Vec<SeriesPoint> = (0..30 * 1440)
         .map(|i| {
-            followers = (followers + step(17_320)).max(0);
-            following = (following + step(173)).max(1);
+            let (followers, following) = simulator.step(pk).expect("pk in the population");
             SeriesPoint {
                 slot_ms: start + i * 60_000,
                 follower_count: followers as i32,
