@@ -106,7 +106,7 @@ pub async fn gaps(
     let expected_part = (from <= to).then_some((from, to));
     let found = match expected_part {
         Some((from, to)) => {
-            let range = (from * 1000, to * 1000 + 999);
+            let range = series::window_of_seconds(from, to);
             let grid = SlotGrid::new(state.interval);
             Some(series::read::gaps(&state.pool, id, range, grid, MAX_GAPS + 1).await?)
         }

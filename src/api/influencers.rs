@@ -287,7 +287,7 @@ pub async fn range(
     // Who first: an influencer never tracked is a 404 whatever range was asked for.
     let username = username(&state, id).await?;
     let range = TimeRange::from_query(&query, Utc::now().timestamp(), state.interval_seconds())?;
-    let (start_ms, end_ms) = (range.start * 1000, range.end * 1000);
+    let (start_ms, end_ms) = range.window_ms();
     let points = match range.step {
         None => Points::Raw(
             series::read::points(&state.pool, id, start_ms, end_ms)

@@ -313,7 +313,14 @@ impl TimeRange {
         let (start, end) = bounds(query.start_time, query.end_time, now, default_span)?;
         let span = end - start;
         let width = step.unwrap_or(point_spacing.max(1));
-        if span / width + 1 > MAX_POINTS {
+        let (start_ms, end_ms) = crate::series::window_of_seconds(start, end);
+        // Buckets are aligned as time_bucket aligns them, so an unaligned range touches one
+        // more than its span holds; raw points are one per `width` on the influencer's grid.
+        let most = match step {
+            Some(step) => crate::series::buckets_touched(start_ms, end_ms, step * 1000),
+            None => span / width + 1,
+        };
+        if most > MAX_POINTS {
             return Err(ApiError::bad_request(
                 "Too many points",
                 format!(
@@ -325,12 +332,20 @@ impl TimeRange {
         Ok(Self { start, end, step })
     }
 
-    pub fn start_at(&self) -> chrono::DateTime<chrono::Utc> {
-        at(self.start)
+    /// The range in epoch milliseconds, both ends inclusive: from the start of `start`'s second
+    /// to the end of `end`'s ([`crate::series::window_of_seconds`]).
+    pub fn window_ms(&self) -> (i64, i64) {
+        crate::series::window_of_seconds(self.start, self.end)
     }
 
+    /// The first instant of the range.
+    pub fn start_at(&self) -> chrono::DateTime<chrono::Utc> {
+        crate::series::at(self.window_ms().0)
+    }
+
+    /// The last instant of the range (the last millisecond of `end`'s second).
     pub fn end_at(&self) -> chrono::DateTime<chrono::Utc> {
-        at(self.end)
+        crate::series::at(self.window_ms().1)
     }
 }
 
@@ -353,10 +368,6 @@ pub fn bounds(
     Ok((start, end))
 }
 
-fn at(seconds: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp(seconds, 0).unwrap_or(chrono::DateTime::UNIX_EPOCH)
-}
-
 /// A bucket width: `60` (seconds), `5m`, `1h`, `1d`; `None` unless from 60 s to 366 d.
 pub fn parse_step(raw: &str) -> Option<i64> {
     let (digits, unit) = match raw.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -374,7 +385,8 @@ pub fn parse_step(raw: &str) -> Option<i64> {
     (60..=MAX_STEP).contains(&seconds).then_some(seconds)
 }
 
-/// Suggests the smallest usual step that keeps a range under `cap` buckets.
+/// Suggests the smallest usual step that keeps a range under `cap` buckets, however the range
+/// is aligned (it may touch two buckets more than its span divided by the step).
 pub fn suggest_step(range_seconds: i64, cap: i64) -> &'static str {
     const STEPS: [(i64, &str); 8] = [
         (60, "60"),
@@ -388,7 +400,7 @@ pub fn suggest_step(range_seconds: i64, cap: i64) -> &'static str {
     ];
     STEPS
         .iter()
-        .find(|(s, _)| range_seconds / s < cap)
+        .find(|(s, _)| range_seconds / s + 2 <= cap)
         .map(|(_, name)| *name)
         .unwrap_or("366d")
 }
@@ -509,6 +521,54 @@ mod tests {
         };
         let bucketed = TimeRange::from_query(&with_step, now, 2).unwrap();
         assert_eq!(bucketed.end - bucketed.start, DEFAULT_RANGE_SECONDS);
+    }
+
+    fn range(start: i64, end: i64, step: Option<i64>) -> RangeQuery {
+        RangeQuery {
+            start_time: Some(Epoch(start)),
+            end_time: Some(Epoch(end)),
+            step: step.map(Step),
+        }
+    }
+
+    #[test]
+    fn an_unaligned_range_is_refused_when_it_touches_more_buckets_than_an_answer_holds() {
+        // 599,999 s at 60 s a bucket, starting one second before a bucket ends: 10,001
+        // buckets (the span alone says 10,000).
+        let start = 60 * 29_000_000 + 59;
+        let query = range(start, start + 599_999, Some(60));
+        let (title, detail) = bad_request(TimeRange::from_query(&query, start + 10_000_000, 60));
+        assert_eq!(title, "Too many points");
+        assert!(detail.contains("use step=5m"), "{detail}");
+        // Aligned, the same span fits.
+        let aligned = range(start - 59, start - 59 + 599_999, Some(60));
+        assert!(TimeRange::from_query(&aligned, start + 10_000_000, 60).is_ok());
+    }
+
+    proptest::proptest! {
+        /// Whatever the range and step, an accepted range touches at most MAX_POINTS buckets,
+        /// and the step a refusal suggests is accepted for the same range.
+        #[test]
+        fn an_accepted_range_never_answers_more_buckets_than_the_cap(
+            start in 0i64..4_000_000_000,
+            span in 0i64..40_000_000,
+            step in proptest::sample::select(vec![60i64, 300, 420, 900, 3600, 21_600, 86_400, 604_800]),
+        ) {
+            let now = start + span;
+            match TimeRange::from_query(&range(start, start + span, Some(step)), now, 60) {
+                Ok(r) => {
+                    let (start_ms, end_ms) = r.window_ms();
+                    proptest::prop_assert!(
+                        crate::series::buckets_touched(start_ms, end_ms, step * 1000) <= MAX_POINTS
+                    );
+                }
+                Err(_) => {
+                    let suggested = parse_step(suggest_step(span, MAX_POINTS)).unwrap();
+                    let again = range(start, start + span, Some(suggested));
+                    proptest::prop_assert!(TimeRange::from_query(&again, now, 60).is_ok());
+                }
+            }
+        }
     }
 
     #[test]

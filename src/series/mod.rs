@@ -82,6 +82,28 @@ pub const LATE_AFTER_MS: i64 = SETTLE_MS / 2;
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
 
+/// The milliseconds `[start_s, end_s]` (epoch seconds, both inclusive) cover: a point belongs
+/// to the second its `time` shows, so the window ends at the end of `end_s`'s last
+/// millisecond. Every reader asked for a range in seconds (raw, buckets, gaps, the average)
+/// turns it into milliseconds here: slots carry a millisecond offset within the interval
+/// (`schedule::SlotGrid`), and `end_s * 1000` left out a point whose time was `end_s`.
+pub fn window_of_seconds(start_s: i64, end_s: i64) -> (i64, i64) {
+    (
+        start_s.saturating_mul(1000),
+        end_s.saturating_mul(1000).saturating_add(999),
+    )
+}
+
+/// The number of `step_ms` buckets (aligned as [`bucket_of`] aligns them) that
+/// `[start_ms, end_ms]` touches: an unaligned range holds one more than its span divided by the
+/// step.
+pub fn buckets_touched(start_ms: i64, end_ms: i64, step_ms: i64) -> i64 {
+    if end_ms < start_ms {
+        return 0;
+    }
+    (bucket_of(end_ms, step_ms) - bucket_of(start_ms, step_ms)) / step_ms + 1
+}
+
 /// `time_bucket`'s default origin (Monday 2000-01-03 00:00 UTC) in epoch milliseconds: buckets
 /// are aligned as TimescaleDB aligned them when the database computed them.
 const BUCKET_ORIGIN_MS: i64 = 946_857_600_000;

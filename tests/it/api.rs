@@ -114,12 +114,18 @@ impl TestApi {
     }
 
     async fn point(&self, id: i64, epoch: i64, followers: i32, following: i32) {
+        self.point_at_ms(id, epoch * 1000, followers, following)
+            .await;
+    }
+
+    /// A point at a slot of epoch milliseconds (a real slot's offset within its second).
+    async fn point_at_ms(&self, id: i64, slot_ms: i64, followers: i32, following: i32) {
         sqlx::query(
             "insert into influencer_metrics (influencer_id, slot, fetched_at, follower_count, following_count)
-             values ($1, to_timestamp($2), to_timestamp($2) + interval '20 ms', $3, $4)",
+             values ($1, to_timestamp($2 / 1000.0), to_timestamp($2 / 1000.0) + interval '20 ms', $3, $4)",
         )
         .bind(id)
-        .bind(epoch as f64)
+        .bind(slot_ms)
         .bind(followers)
         .bind(following)
         .execute(&self.db.pool)
@@ -134,32 +140,64 @@ const T0: i64 = 1_763_800_020; // a slot at :20 past a minute
 async fn a_range_answers_the_points_in_it_in_ascending_time() {
     let api = TestApi::start().await;
     api.register(1_000_001).await;
+    sqlx::query("update influencers set added_at = to_timestamp($1) where influencer_id = 1000001")
+        .bind((T0 - 3600) as f64)
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    // The slots the schedule gives this influencer: a millisecond offset within the minute.
+    let grid = influencer_analytics::schedule::SlotGrid::new(Duration::from_secs(60));
+    let slot0 = grid.slot_at_or_after(1_000_001, T0 * 1000);
+    assert_ne!(
+        slot0 % 1000,
+        0,
+        "a slot of the real grid, not a whole second"
+    );
     for (i, (f, g)) in [(57_166, 1328), (57_300, 1330), (57_100, 1329), (58_000, 0)]
         .iter()
         .enumerate()
     {
-        api.point(1_000_001, T0 + 60 * i as i64, *f, *g).await;
+        api.point_at_ms(1_000_001, slot0 + 60_000 * i as i64, *f, *g)
+            .await;
     }
-    api.point(1_000_001, T0 + 3600, 1, 1).await; // outside the range
+    api.point_at_ms(1_000_001, slot0 + 3_600_000, 1, 1).await; // outside the range
+    let t0 = slot0.div_euclid(1000);
     let (status, _, body) = api
         .get(&format!(
-            "/influencer_analytics/1000001?start_time={T0}&end_time={}",
-            T0 + 180
+            "/influencer_analytics/1000001?start_time={t0}&end_time={}",
+            t0 + 180
         ))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["influencer_id"], 1_000_001);
     assert_eq!(body["username"], "influencer-1000001");
-    assert_eq!(body["start_time"], T0);
-    assert_eq!(body["end_time"], T0 + 180);
+    assert_eq!(body["start_time"], t0);
+    assert_eq!(body["end_time"], t0 + 180);
     let points = body["points"].as_array().unwrap();
-    assert_eq!(points.len(), 4, "both ends are inclusive");
+    assert_eq!(points.len(), 4, "both ends are inclusive: {body}");
     assert_eq!(
         points[0],
-        serde_json::json!({"time": T0, "follower_count": 57166, "following_count": 1328, "follower_ratio": 43.05})
+        serde_json::json!({"time": t0, "follower_count": 57166, "following_count": 1328, "follower_ratio": 43.05})
     );
     let times: Vec<i64> = points.iter().map(|p| p["time"].as_i64().unwrap()).collect();
-    assert_eq!(times, [T0, T0 + 60, T0 + 120, T0 + 180]);
+    assert_eq!(times, [t0, t0 + 60, t0 + 120, t0 + 180]);
+    // One rule for every reader: the range of the one second a point's time shows holds it,
+    // raw, in a bucket, and in /gaps.
+    let last = t0 + 180;
+    let one = format!("start_time={last}&end_time={last}");
+    let (_, _, raw) = api
+        .get(&format!("/influencer_analytics/1000001?{one}"))
+        .await;
+    assert_eq!(raw["points"].as_array().unwrap().len(), 1, "{raw}");
+    assert_eq!(raw["points"][0]["time"], last);
+    let (_, _, bucket) = api
+        .get(&format!("/influencer_analytics/1000001?{one}&step=60"))
+        .await;
+    assert_eq!(bucket["points"][0]["samples"], 1, "{bucket}");
+    let (_, _, gaps) = api
+        .get(&format!("/influencer_analytics/1000001/gaps?{one}"))
+        .await;
+    assert_eq!(gaps["stored"], 1, "{gaps}");
     assert_eq!(
         points[3]["follower_ratio"],
         Value::Null,
