@@ -61,17 +61,21 @@ impl<'r> sqlx::Decode<'r, sqlx::Postgres> for EpochMs {
 }
 
 /// `select` over both hot tables (`influencer_metrics`, then `late_points`), each with
-/// `condition`, as one `union all`.
+/// `condition`, as one `union all`, with a column `late` saying which table a row is from. A
+/// slot can be in both (a re-fetch that reached the sink late, with other counts): the first
+/// stored answer wins, and `influencer_metrics` holds the first (the sink writes only later
+/// slots there, `sink::writer`), as compaction keeps it (a chunk's points go into segments
+/// before the late points of its hour, which keep a stored slot's value).
 macro_rules! over_both_hot_tables {
     ($select:literal, $condition:literal) => {
         concat!(
             "select ",
             $select,
-            " from influencer_metrics where ",
+            ", false as late from influencer_metrics where ",
             $condition,
             " union all select ",
             $select,
-            " from late_points where ",
+            ", true as late from late_points where ",
             $condition
         )
     };
@@ -175,13 +179,15 @@ fn with_window(sql: &str, start_ms: i64, end_ms: i64) -> String {
     )
 }
 
-/// SQL: the hot points aggregated (columns `at`, `follower_count`, `following_count`; one
-/// influencer's) packed into one `bytea`, 16 bytes a point ([`unpack_hot`]). One value instead
-/// of a row a point: the last 24 hours read up to 70 raw minutes, and each row through sqlx's
-/// row stream cost more of the API than PostgreSQL spends packing it.
+/// SQL: the hot points aggregated (columns `at`, `follower_count`, `following_count`, `late`;
+/// one influencer's) packed into one `bytea`, 16 bytes a point ([`unpack_hot`]), in slot
+/// order, a slot in both hot tables first as `influencer_metrics` holds it (the first stored
+/// answer, which [`first_stored`] keeps). One value instead of a row a point: the last 24
+/// hours read up to 70 raw minutes, and each row through sqlx's row stream cost more of the API
+/// than PostgreSQL spends packing it.
 macro_rules! packed_hot {
     () => {
-        "string_agg(timestamptz_send(at) || int4send(follower_count) || int4send(following_count), ''::bytea)"
+        "string_agg(timestamptz_send(at) || int4send(follower_count) || int4send(following_count), ''::bytea order by at, late)"
     };
 }
 
@@ -282,8 +288,21 @@ const RANGE_SQL: &str = concat!(
     )
 );
 
-/// Merges one influencer's hot points into its decoded segment points (both in slot order);
-/// a slot in both keeps the segment's value. Only points within `[start, end]` are kept.
+/// Hot points as [`packed_hot`] orders them (by slot, the first stored answer of a slot first)
+/// with one point a slot: the first stored. The one rule of every read path and of compaction
+/// (`store::merge` keeps a stored slot's value): an answer never changes with which copy a read
+/// happened to meet first.
+fn first_stored(hot: &mut Vec<SeriesPoint>) {
+    // Stable: of equal slots, the first stored stays first.
+    if !hot.is_sorted_by_key(|p| p.slot_ms) {
+        hot.sort_by_key(|p| p.slot_ms);
+    }
+    hot.dedup_by_key(|p| p.slot_ms);
+}
+
+/// Merges one influencer's hot points (as [`packed_hot`] orders them) into its decoded segment
+/// points (in slot order); a slot in both keeps the segment's value, a slot in both hot tables
+/// the first stored. Only points within `[start, end]` are kept.
 fn merge(
     cold: Vec<SeriesPoint>,
     mut hot: Vec<SeriesPoint>,
@@ -297,8 +316,7 @@ fn merge(
         cold.retain(in_range);
         return cold;
     }
-    hot.sort_by_key(|p| p.slot_ms);
-    hot.dedup_by_key(|p| p.slot_ms);
+    first_stored(&mut hot);
     let mut out = Vec::with_capacity(cold.len() + hot.len());
     let mut cold = cold.into_iter().filter(in_range).peekable();
     let mut hot = hot.into_iter().filter(in_range).peekable();
@@ -350,7 +368,7 @@ pub async fn window(
 struct Tiers {
     /// Its segments' encoded points, in period order.
     segments: Vec<Vec<u8>>,
-    /// Its hot points, in no order (a slot may be in a segment too).
+    /// Its hot points, as [`packed_hot`] orders them (a slot may be in a segment too).
     hot: Vec<SeriesPoint>,
 }
 
@@ -376,8 +394,7 @@ impl Tiers {
     ) -> Result<Vec<BucketStats>, ReadError> {
         let mut hot = self.hot;
         hot.retain(|p| p.slot_ms >= start_ms && p.slot_ms <= end_ms);
-        hot.sort_unstable_by_key(|p| p.slot_ms);
-        hot.dedup_by_key(|p| p.slot_ms);
+        first_stored(&mut hot);
         let mut hot = hot.as_slice();
         let mut folder = Folder::new(step_ms);
         for data in &self.segments {
@@ -537,7 +554,7 @@ pub async fn buckets(
         Some(packed) => unpack_hot(packed)?.collect(),
         None => Vec::new(),
     };
-    hot_points.sort_by_key(|p| p.slot_ms);
+    first_stored(&mut hot_points);
     let mut cold = DatabaseSegments {
         connection: &mut connection,
         influencer_id,
