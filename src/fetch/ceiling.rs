@@ -3,9 +3,11 @@
 //! Every poll process consumes the due queue with one consumer, and pollers share the schedule
 //! as competing consumers, so they share the work about equally. RabbitMQ knows how many
 //! consumers the due queue has (a passive declare answers it): each poller takes
-//! `MOCKSTAGRAM_RPS / consumers` (rounded down, at least 1 request/s) as its own ceiling, with
-//! a burst of a tenth of a second's worth, and reads the count again every
-//! [`SHARE_REFRESH`]. The shares add up to the ceiling at most.
+//! `MOCKSTAGRAM_RPS / consumers` as its own ceiling, kept as the time between two of its
+//! requests (rounded up to the nanosecond, so a share may be less than one request a second:
+//! 2 requests/s over 5 pollers is one request every 2.5 s each), with a burst of a tenth of a
+//! second's worth (at least one request), and reads the count again every [`SHARE_REFRESH`].
+//! The shares add up to the ceiling at most, for any ceiling and any number of pollers.
 //!
 //! No coordinator, no extra dependency: the broker every poller already needs is the
 //! membership list. Changes of membership:
@@ -14,7 +16,8 @@
 //!   counted it and shrunk its share: a join never takes the fleet over the ceiling (it delays
 //!   the newcomer's first batches by about a second);
 //! - a new share replaces the limiter, and the requests waiting on the old one move to the new
-//!   one at once;
+//!   one at once; the new one starts with the requests the old one had left in hand (at most
+//!   its own burst), not with a full burst: the tokens just spent are not handed out again;
 //! - a poller that leaves gives its share back to the others within a [`SHARE_REFRESH`];
 //! - if the broker cannot be asked, a poller keeps its last share (it is consuming from that
 //!   broker, so it cannot be without one for long).
@@ -56,15 +59,15 @@ impl RateCeiling {
             fleet,
             share: watch::Sender::new(Share {
                 processes: 1,
-                limiter: Arc::new(limiter(fleet)),
+                limiter: Arc::new(limiter(share_period(fleet, 1), None)),
                 not_before: None,
             }),
         }
     }
 
-    /// This process's requests/s.
-    pub fn share(&self) -> NonZeroU32 {
-        share(self.fleet, self.share.borrow().processes)
+    /// This process's requests/s (a fraction where pollers outnumber the ceiling's requests).
+    pub fn share(&self) -> f64 {
+        per_second(share_period(self.fleet, self.share.borrow().processes))
     }
 
     /// A poller joins a fleet of `others`: it takes its share, and sends nothing for one
@@ -80,20 +83,21 @@ impl RateCeiling {
     /// Shares the fleet's ceiling among `processes` (this one included; 0 counts as 1).
     pub fn share_with(&self, processes: u32) {
         let processes = processes.max(1);
-        let each = share(self.fleet, processes);
+        let period = share_period(self.fleet, processes);
         let changed = self.share.send_if_modified(|current| {
             if current.processes == processes {
                 return false;
             }
             current.processes = processes;
-            current.limiter = Arc::new(limiter(each));
+            current.limiter = Arc::new(limiter(period, Some(&current.limiter)));
             true
         });
         if changed {
-            metrics::gauge!("upstream_rate_share").set(each.get() as f64);
+            let each = per_second(period);
+            metrics::gauge!("upstream_rate_share").set(each);
             tracing::info!(
                 pollers = processes,
-                requests_per_second = each.get(),
+                requests_per_second = each,
                 fleet_ceiling = self.fleet.get(),
                 "upstream rate share changed"
             );
@@ -128,47 +132,110 @@ impl RateCeiling {
 /// moment (a passive declare each).
 const JOIN_MARGIN: Duration = Duration::from_millis(250);
 
-fn share(fleet: NonZeroU32, processes: u32) -> NonZeroU32 {
-    NonZeroU32::new(fleet.get() / processes.max(1)).unwrap_or(NonZeroU32::MIN)
+/// The time between two requests of one of `processes` pollers sharing `fleet` requests/s:
+/// `processes / fleet` seconds, rounded up to the nanosecond, so that the shares add up to the
+/// ceiling at most.
+fn share_period(fleet: NonZeroU32, processes: u32) -> Duration {
+    let nanos = u64::from(processes.max(1)) * 1_000_000_000;
+    Duration::from_nanos(nanos.div_ceil(u64::from(fleet.get())))
 }
 
-/// `rps` with a burst of a tenth of a second's worth: over any second the upstream sees at
-/// most 1.1 × the ceiling (governor's default burst, a whole second's worth, would let 2×
-/// through right after a quiet spell, e.g. when 429s paused everyone).
-fn limiter(rps: NonZeroU32) -> DefaultDirectRateLimiter {
-    let burst = NonZeroU32::new(rps.get() / 10).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(Quota::per_second(rps).allow_burst(burst))
+/// Requests a second at one every `period`.
+fn per_second(period: Duration) -> f64 {
+    1.0 / period.as_secs_f64()
+}
+
+/// One request every `period`, with a burst of a tenth of a second's worth (at least one): over
+/// any second the upstream sees at most 1.1 × the share (governor's default burst, a whole
+/// second's worth, would let 2× through right after a quiet spell, e.g. when 429s paused
+/// everyone). A limiter that replaces `previous` starts with what that one had left in hand
+/// (at most its own burst) rather than a full burst, so a change of share never lets the
+/// requests just sent through again.
+fn limiter(
+    period: Duration,
+    previous: Option<&DefaultDirectRateLimiter>,
+) -> DefaultDirectRateLimiter {
+    let per_tenth = (Duration::from_millis(100).as_nanos() / period.as_nanos().max(1)) as u32;
+    let burst = NonZeroU32::new(per_tenth).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(period)
+        .expect("a share's period is at least a nanosecond")
+        .allow_burst(burst);
+    let limiter = RateLimiter::direct(quota);
+    if let Some(previous) = previous {
+        // What the old limiter would still let through now (taking it costs nothing: the old
+        // limiter is being replaced), up to the new burst.
+        let left = (0..burst.get())
+            .take_while(|_| previous.check().is_ok())
+            .count() as u32;
+        if let Some(spent) = NonZeroU32::new(burst.get() - left) {
+            let _ = limiter.check_n(spent);
+        }
+    }
+    limiter
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn shares_add_up_to_the_ceiling_at_most_and_never_to_zero() {
-        let fleet = NonZeroU32::new(1000).unwrap();
-        for processes in 1..=7u32 {
-            let each = share(fleet, processes).get();
-            assert!(each * processes <= 1000, "{processes}: {each}");
-            assert!(each * processes > 1000 - processes, "{processes}: {each}");
+    proptest::proptest! {
+        /// For any ceiling and fleet size, the pollers' shares add up to the ceiling at most
+        /// (and to nearly all of it), even where pollers outnumber the requests a second.
+        #[test]
+        fn shares_add_up_to_the_ceiling_at_most(
+            fleet in 1u32..=1_000_000,
+            processes in 1u32..=10_000,
+        ) {
+            let period = share_period(NonZeroU32::new(fleet).unwrap(), processes);
+            // Requests a second of the whole fleet, counted exactly in nanoseconds.
+            let fleet_nanos = u128::from(fleet) * period.as_nanos();
+            let used = u128::from(processes) * 1_000_000_000;
+            proptest::prop_assert!(used <= fleet_nanos, "{processes} x 1/{period:?} > {fleet}/s");
+            // Rounding the period up to the nanosecond gives away less than one part in the
+            // period's nanoseconds.
+            let total = f64::from(processes) * per_second(period);
+            let kept = 1.0 - 1.0 / period.as_nanos() as f64;
+            proptest::prop_assert!(total >= f64::from(fleet) * kept, "{total} of {fleet}");
         }
-        assert_eq!(
-            share(fleet, 0).get(),
-            1000,
+    }
+
+    #[test]
+    fn more_pollers_than_requests_a_second_share_the_ceiling_not_one_each() {
+        // 2 requests/s over 5 pollers: one request every 2.5 s each (was 1/s each: 5/s).
+        let fleet = NonZeroU32::new(2).unwrap();
+        assert_eq!(share_period(fleet, 5), Duration::from_millis(2500));
+        let ceiling = RateCeiling::new(fleet);
+        ceiling.share_with(5);
+        assert!((ceiling.share() - 0.4).abs() < 1e-9, "{}", ceiling.share());
+        ceiling.share_with(0);
+        assert!(
+            (ceiling.share() - 2.0).abs() < 1e-9,
             "no consumer counted: the whole"
         );
-        assert_eq!(
-            share(NonZeroU32::new(2).unwrap(), 5).get(),
-            1,
-            "at least 1/s"
-        );
+    }
+
+    #[tokio::test]
+    async fn a_new_share_starts_with_the_requests_left_not_a_full_burst() {
+        // 10/s alone, burst 1: spent. Shared by two, 5/s: the next request waits a period
+        // (200 ms) rather than going at once on a fresh limiter's full burst.
+        let ceiling = RateCeiling::new(NonZeroU32::new(10).unwrap());
+        ceiling.until_ready().await;
+        ceiling.share_with(2);
+        let started = std::time::Instant::now();
+        ceiling.until_ready().await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
     }
 
     #[tokio::test]
     async fn a_poller_that_joins_waits_until_the_others_have_counted_it() {
         let ceiling = RateCeiling::new(NonZeroU32::new(1000).unwrap());
         ceiling.join(2);
-        assert_eq!(ceiling.share().get(), 333);
+        assert!(
+            (ceiling.share() - 1000.0 / 3.0).abs() < 1e-3,
+            "{}",
+            ceiling.share()
+        );
         let started = std::time::Instant::now();
         ceiling.until_ready().await;
         assert!(
@@ -193,8 +260,9 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        // 10/s now: the waiting request moves to the new limiter (a fresh one, its first token
-        // at once) instead of waiting out the old one's second.
+        // 10/s now: the waiting request moves to the new limiter (its first token a tenth of a
+        // second later, nothing being left in hand) instead of waiting out the old one's
+        // second.
         ceiling.share_with(1);
         let waited = waiting.await.unwrap();
         assert!(waited < Duration::from_millis(500), "{waited:?}");
@@ -203,9 +271,9 @@ mod tests {
     #[tokio::test]
     async fn a_new_share_takes_effect_for_the_next_request() {
         let ceiling = RateCeiling::new(NonZeroU32::new(100).unwrap());
-        assert_eq!(ceiling.share().get(), 100);
+        assert!((ceiling.share() - 100.0).abs() < 1e-9);
         ceiling.share_with(4);
-        assert_eq!(ceiling.share().get(), 25);
+        assert!((ceiling.share() - 25.0).abs() < 1e-9);
         // The burst of a tenth of a second's worth of 25/s is 2 requests, then one per 40 ms.
         let started = std::time::Instant::now();
         for _ in 0..6 {
@@ -214,6 +282,6 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(150), "{took:?}");
         ceiling.share_with(0);
-        assert_eq!(ceiling.share().get(), 100);
+        assert!((ceiling.share() - 100.0).abs() < 1e-9);
     }
 }
