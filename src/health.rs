@@ -78,33 +78,79 @@ impl RoleHealth {
             .any(|r| matches!(r.state, RoleState::Failed { .. }))
     }
 
-    /// The roles that are not running (restarting after a failure, or failed), each with
-    /// its error.
-    pub fn not_running(&self) -> Vec<(&'static str, String)> {
+    /// The roles that are not running (restarting after a failure, or failed), each with its
+    /// state's name (`restarting`, `failed`): what an open probe may say. The errors are in the
+    /// log, and in [`Detail::Full`] answers.
+    pub fn not_running(&self) -> Vec<(&'static str, &'static str)> {
         self.0
             .lock()
             .expect("not poisoned")
             .iter()
             .filter_map(|(role, report)| match &report.state {
                 RoleState::Running | RoleState::Stopped => None,
-                RoleState::Restarting { error } => Some((*role, format!("restarting: {error}"))),
-                RoleState::Failed { error } => Some((*role, format!("failed: {error}"))),
+                RoleState::Restarting { .. } => Some((*role, "restarting")),
+                RoleState::Failed { .. } => Some((*role, "failed")),
             })
             .collect()
     }
 
     /// The `/healthz` answer: 200 with each role's state, 503 when one has failed for good.
-    pub fn response(&self) -> axum::response::Response {
+    /// An open probe ([`Detail::States`]) gets role names, states and restart counts only: a
+    /// role's error can name the database's host, user and database, which is for the log and
+    /// for key holders ([`Detail::Full`]).
+    pub fn response(&self, detail: Detail) -> axum::response::Response {
         let alive = self.is_alive();
         let status = if alive {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
+        let reports = self.reports();
+        let roles = match detail {
+            Detail::Full => serde_json::to_value(&reports),
+            Detail::States => serde_json::to_value(
+                reports
+                    .iter()
+                    .map(|(role, report)| (*role, OpenReport::from(report)))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+        }
+        .expect("role reports serialize");
         let body = serde_json::json!({
             "status": if alive { "ok" } else { "failing" },
-            "roles": self.reports(),
+            "roles": roles,
         });
         (status, Json(body)).into_response()
+    }
+}
+
+/// How much a `/healthz` answer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Role names, states and restart counts: for open probes.
+    States,
+    /// With each failing role's error: for API key holders.
+    Full,
+}
+
+/// A role's report without its error.
+#[derive(Serialize)]
+struct OpenReport {
+    state: &'static str,
+    restarts: u64,
+}
+
+impl From<&RoleReport> for OpenReport {
+    fn from(report: &RoleReport) -> Self {
+        let state = match report.state {
+            RoleState::Running => "running",
+            RoleState::Restarting { .. } => "restarting",
+            RoleState::Stopped => "stopped",
+            RoleState::Failed { .. } => "failed",
+        };
+        Self {
+            state,
+            restarts: report.restarts,
+        }
     }
 }

@@ -66,7 +66,8 @@ fn failures_in_a_row(failures: u32, ran_for: Duration) -> u32 {
 
 /// A role process's `/readyz` answer: 200 when every role runs (each has what it needs: a
 /// role that lost its database or broker is restarting until it is back), else 503
-/// problem+json naming the roles that do not run and why.
+/// problem+json naming the roles that do not run and their states (the errors are in the
+/// log: an open probe must not learn the database's host or user from them).
 fn readiness_response(health: &RoleHealth) -> axum::response::Response {
     use axum::response::IntoResponse;
     let down = health.not_running();
@@ -310,7 +311,7 @@ impl Roles {
                 "/healthz",
                 axum::routing::get(move || {
                     let health = health.clone();
-                    async move { health.response() }
+                    async move { health.response(crate::health::Detail::States) }
                 }),
             )
             .route(

@@ -7,9 +7,13 @@
 //!   (`/influencer_analytics/{id}`), never a raw path;
 //! - API keys (`API_KEYS`, off when empty): the data endpoints (`/influencer_analytics/...`)
 //!   want `Authorization: Bearer <key>`, else 401 problem+json; health, metrics, the OpenAPI
-//!   document and the dashboard's page stay open;
+//!   document and the dashboard's page stay open (`/healthz` tells a key holder each failing
+//!   role's error, [`KeyHolder`]). A key is checked by comparing SHA-256 digests, equal in
+//!   length, with every key, so neither the time taken nor anything else says how long a key
+//!   is or which one matched;
 //! - a cap on requests in flight (`API_MAX_IN_FLIGHT`): one more is answered at once with 503
-//!   problem+json and `Retry-After`, never queued without bound;
+//!   problem+json and `Retry-After`, never queued without bound. The probes (`/healthz`,
+//!   `/readyz`) are not counted: a busy API is not an unready one;
 //! - a time limit per request (`API_REQUEST_TIMEOUT`): past it, 503 problem+json. The database
 //!   cancels the API's statements at `API_STATEMENT_TIMEOUT` on its own (the API's pool).
 //!
@@ -36,13 +40,34 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 pub struct Limits {
     settings: Arc<ApiSettings>,
+    /// The SHA-256 digest of each of `API_KEYS`.
+    key_digests: Arc<[Digest]>,
     in_flight: Arc<Semaphore>,
 }
+
+/// A SHA-256 digest.
+type Digest = [u8; 32];
+
+fn digest(bytes: &[u8]) -> Digest {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+/// Marks a request that carried one of `API_KEYS` (set by [`limit`] for the handlers).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHolder;
 
 impl Limits {
     pub fn new(settings: ApiSettings) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(settings.api_max_in_flight)),
+            key_digests: settings
+                .api_keys
+                .iter()
+                .map(|key| digest(key.expose().as_bytes()))
+                .collect(),
             settings: Arc::new(settings),
         }
     }
@@ -59,10 +84,7 @@ impl Limits {
         else {
             return false;
         };
-        self.settings
-            .api_keys
-            .iter()
-            .any(|key| constant_time_eq(key.expose().as_bytes(), token.trim().as_bytes()))
+        matches_any(&self.key_digests, &digest(token.trim().as_bytes()))
     }
 }
 
@@ -72,10 +94,19 @@ impl Default for Limits {
     }
 }
 
-/// Compares without stopping at the first difference, so the time taken says nothing about
-/// how much of a key was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `token` is one of `keys` (digests both): every key compared whole, none skipped, so
+/// the time taken says nothing about how much of a key was right, how long it is, or which key
+/// matched.
+fn matches_any(keys: &[Digest], token: &Digest) -> bool {
+    keys.iter().fold(false, |found, key| {
+        let differences = key.iter().zip(token).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        found | (differences == 0)
+    })
+}
+
+/// Whether `path` is a probe (`/healthz`, `/readyz`), which the in-flight cap does not count.
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
 }
 
 /// The id a request is known by: the client's `x-request-id` when it is usable, else new.
@@ -126,7 +157,7 @@ pub fn cors(settings: &ApiSettings) -> Option<tower_http::cors::CorsLayer> {
 }
 
 /// The middleware: see the module docs.
-pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+pub async fn limit(State(limits): State<Limits>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&request);
     let route = request
@@ -141,17 +172,20 @@ pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -
         route = %route,
     );
     let mut response = async {
-        if !limits.settings.api_keys.is_empty()
-            && guarded(request.uri().path())
-            && !limits.authorized(request.headers().get(header::AUTHORIZATION))
-        {
+        let key_holder = !limits.settings.api_keys.is_empty()
+            && limits.authorized(request.headers().get(header::AUTHORIZATION));
+        if key_holder {
+            request.extensions_mut().insert(KeyHolder);
+        }
+        if !limits.settings.api_keys.is_empty() && guarded(request.uri().path()) && !key_holder {
             return ApiError::Unauthorized(
                 "this endpoint wants an API key: send `Authorization: Bearer <key>` with one of API_KEYS"
                     .into(),
             )
             .into_response();
         }
-        let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
+        let permit = limits.in_flight.clone().try_acquire_owned();
+        if permit.is_err() && !is_probe(request.uri().path()) {
             metrics::counter!("http_requests_shed_total").increment(1);
             let mut response = ApiError::Unavailable(format!(
                 "the API is answering {} requests already (API_MAX_IN_FLIGHT); try again shortly",
@@ -162,7 +196,9 @@ pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return response;
-        };
+        }
+        // Held until the answer is made (a probe may go without one).
+        let _permit = permit.ok();
         let timeout = limits.settings.api_request_timeout;
         match tokio::time::timeout(timeout, next.run(request)).await {
             Ok(response) => response,
@@ -192,11 +228,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_compare_whole() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
+    fn a_key_matches_only_whole_and_any_of_the_keys_may_match() {
+        let keys = [digest(b"secret"), digest(b"other-key-of-another-length")];
+        assert!(matches_any(&keys, &digest(b"secret")));
+        assert!(matches_any(&keys, &digest(b"other-key-of-another-length")));
+        for wrong in [&b"secreT"[..], b"secret2", b"secre", b"", b"x"] {
+            assert!(!matches_any(&keys, &digest(wrong)), "{wrong:?}");
+        }
+        assert!(!matches_any(&[], &digest(b"")), "no keys: nothing matches");
+    }
+
+    #[test]
+    fn the_probes_are_not_counted_by_the_in_flight_cap() {
+        assert!(is_probe("/healthz") && is_probe("/readyz"));
+        assert!(!is_probe("/metrics") && !is_probe("/influencer_analytics/1"));
     }
 
     #[test]

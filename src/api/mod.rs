@@ -147,14 +147,21 @@ pub fn router(state: ApiState) -> Router {
     router.with_state(state)
 }
 
-/// The process is up: each role's state; 503 once a role has failed for good (the process is
-/// then stopping).
+/// The process is up: each role's state and restarts; 503 once a role has failed for good
+/// (the process is then stopping). A failing role's error is in the log, and in the answer to
+/// a request with one of `API_KEYS` (never in an open probe's: it can name the database).
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses(
-    (status = 200, body = Object, description = "`{\"status\":\"ok\",\"roles\":{\"poll\":{\"state\":\"running\"},...}}`"),
+    (status = 200, body = Object, description = "`{\"status\":\"ok\",\"roles\":{\"serve\":{\"state\":\"running\",\"restarts\":0},...}}`"),
     (status = 503, body = Object, description = "a role failed for good"),
 ))]
-async fn health(State(state): State<ApiState>) -> axum::response::Response {
-    state.health.response()
+async fn health(
+    State(state): State<ApiState>,
+    key_holder: Option<axum::Extension<limits::KeyHolder>>,
+) -> axum::response::Response {
+    state.health.response(match key_holder {
+        Some(_) => crate::health::Detail::Full,
+        None => crate::health::Detail::States,
+    })
 }
 
 /// Prometheus metrics in the text format.

@@ -781,6 +781,55 @@ async fn api_keys_guard_the_data_endpoints_and_leave_health_open() {
     assert!(ApiKey::new("short").is_err());
 }
 
+/// Issue 37: an open /healthz says which role is restarting, not its error (which names the
+/// database's host, user and database); a key holder's /healthz says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_tells_role_errors_to_key_holders_only() {
+    use influencer_analytics::roles::Restart;
+    let key = "operator-key-0123456789";
+    let db = TestDb::new().await;
+    let state = ApiState::new(db.pool.clone(), Duration::from_secs(60)).with_limits(ApiSettings {
+        api_keys: vec![ApiKey::new(key).unwrap()],
+        ..ApiSettings::default()
+    });
+    let mut roles = Roles::new(CancellationToken::new());
+    roles.spawn("sink", Restart::OnFailure, || {
+        Box::pin(async {
+            anyhow::bail!("postgres://analytics@db.internal:5432/influencer_analytics refused")
+        })
+    });
+    let addr = roles
+        .serve_api(state, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let client = influencer_analytics::tls::http_client();
+    let url = format!("http://{addr}/healthz");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (open, held) = loop {
+        let open = client.get(&url).send().await.unwrap();
+        let open = (open.status(), open.text().await.unwrap());
+        let held = client.get(&url).bearer_auth(key).send().await.unwrap();
+        let held = held.text().await.unwrap();
+        if open.1.contains("restarting") || std::time::Instant::now() > deadline {
+            break (open, held);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(open.0, 200, "{}", open.1);
+    let body: Value = serde_json::from_str(&open.1).unwrap();
+    assert_eq!(body["roles"]["sink"]["state"], "restarting", "{body}");
+    assert!(!open.1.contains("db.internal"), "{}", open.1);
+    assert!(!open.1.contains("analytics@"), "{}", open.1);
+    assert!(held.contains("db.internal"), "{held}");
+    let wrong = client
+        .get(&url)
+        .bearer_auth("wrong-key-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert!(!wrong.text().await.unwrap().contains("db.internal"));
+}
+
 /// Holds an exclusive lock on the registry, so that every data request waits on it.
 async fn block_the_registry(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let mut tx = db.pool.begin().await.unwrap();
@@ -835,6 +884,12 @@ async fn requests_over_the_cap_or_the_time_limit_are_answered_503() {
         "{}",
         problem.detail
     );
+
+    // The probes are not counted by the cap: a busy API is not an unready one.
+    for probe in ["/healthz", "/readyz"] {
+        let (status, _, body) = api.get(probe).await;
+        assert_eq!(status, 200, "{probe} while the cap is full: {body}");
+    }
 
     let (status, body, took) = slow.await.unwrap();
     assert_eq!(status, 503, "{body}");
