@@ -172,7 +172,10 @@ fn thirty_days() -> (Vec<influencer_analytics::series::SeriesPoint>, Vec<Vec<u8>
             }
         })
         .collect();
-    let segments = points.chunks(1440).map(codec::encode).collect();
+    let segments = points
+        .chunks(1440)
+        .map(|day| codec::encode(day).expect("a day of points"))
+        .collect();
     (points, segments)
 }
 

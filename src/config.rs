@@ -99,6 +99,23 @@ pub fn duration(raw: &str) -> Result<Duration, String> {
     Ok(parsed)
 }
 
+/// The shortest `POLL_INTERVAL`: one influencer's polls of a UTC day are one day segment,
+/// which holds at most 2^20 points (`series::codec::MAX_POINTS`); at 82 ms a day is 1,053,659
+/// slots, at 83 ms 1,040,964.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(83);
+
+/// A poll interval: a [`duration`] of at least [`MIN_POLL_INTERVAL`].
+pub fn poll_interval(raw: &str) -> Result<Duration, String> {
+    let interval = duration(raw)?;
+    if interval < MIN_POLL_INTERVAL {
+        return Err(format!(
+            "expected at least {} (a day of one influencer's polls must fit one day segment of 1,048,576 points)",
+            humantime::format_duration(MIN_POLL_INTERVAL)
+        ));
+    }
+    Ok(interval)
+}
+
 fn socket_addr(raw: &str) -> Result<SocketAddr, String> {
     SocketAddr::from_str(raw.trim())
         .map_err(|_| "expected an address and port such as 127.0.0.1:8080 or 0.0.0.0:0".into())
@@ -319,7 +336,7 @@ impl UpstreamSettings {
 #[derive(Args, Debug, Clone)]
 pub struct ScheduleSettings {
     /// Time between two polls of one influencer (e.g. 60s; short values such as 2s for tests).
-    #[arg(long, env = "POLL_INTERVAL", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "POLL_INTERVAL", default_value = "60s", value_parser = poll_interval)]
     pub poll_interval: Duration,
 }
 
@@ -618,6 +635,15 @@ mod tests {
         assert!(duration("0s").is_err());
         assert!(duration("soon").is_err());
         assert!(duration("60").is_err(), "a bare number has no unit");
+    }
+
+    #[test]
+    fn a_poll_interval_under_83_ms_is_refused() {
+        assert_eq!(poll_interval("83ms").unwrap(), MIN_POLL_INTERVAL);
+        assert_eq!(poll_interval("2s").unwrap(), Duration::from_secs(2));
+        let refused = poll_interval("82ms").unwrap_err();
+        assert!(refused.contains("at least 83ms"), "{refused}");
+        assert!(poll_interval("0s").is_err());
     }
 
     #[test]

@@ -628,7 +628,7 @@ async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
                 &points,
                 150,
                 150,
-            ));
+            )?);
         }
         let mut tx = pool.begin().await?;
         store::upsert(&mut tx, &segments).await?;

@@ -17,6 +17,10 @@
 //!
 //! Each step is followed by a rest ([`Pace`], `COMPACTION_PACE`), so that compaction takes
 //! only its share of the time from the pipeline it shares the cores with.
+//!
+//! An hour, the late points or a day that fails with an error of its own (a segment that
+//! cannot be decoded) is set aside in the [`quarantine`](super::quarantine) and tried again
+//! later; the other steps go on. An error of the connection or the server ends the pass.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +28,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use super::quarantine::{self, Quarantine, Quarantined};
 use crate::db::{SessionLock, copy};
 use crate::model::Point;
 use crate::series::{
@@ -120,6 +125,8 @@ pub struct PassReport {
     pub bytes: u64,
     /// The rests the pace took between steps.
     pub rested: Duration,
+    /// Work set aside by this pass (an error of its own) or left alone (it waits for its retry).
+    pub quarantined: u64,
 }
 
 /// How compaction stands.
@@ -137,6 +144,8 @@ pub struct Status {
     pub day_segments: i64,
     /// On-disk size of the cold tier (heap, TOAST and index).
     pub segment_bytes: i64,
+    /// Work set aside after an error of its own, with the error and its next retry.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// Seconds since the end of the oldest closed hour still raw (0 when none is due); sets the
@@ -187,6 +196,7 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Status> {
         hour_segments: row.4,
         day_segments: row.5,
         segment_bytes: row.6.unwrap_or(0),
+        quarantined: quarantine::list(pool).await?,
     })
 }
 
@@ -212,9 +222,15 @@ pub async fn run_stages(
     };
     let result = pass(pool, budget, days, progress).await;
     lock.release().await;
-    // The lag gauge is kept current whether the pass worked or not.
+    // The lag and quarantine gauges are kept current whether the pass worked or not.
     if let Err(e) = lag_seconds(pool).await {
         tracing::warn!(error = format!("{e:#}"), "cannot read the compaction lag");
+    }
+    if let Err(e) = quarantine::list(pool).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot read the compaction quarantine"
+        );
     }
     Ok(Some(result?))
 }
@@ -276,13 +292,22 @@ async fn pass(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<PassReport> {
     let mut report = PassReport::default();
+    let mut quarantine = Quarantine::read(pool).await?;
     for chunk in chunks(pool, true).await? {
         let started = Instant::now();
-        let Some(ChunkReport { hour, late }) =
-            compact_chunk(pool, &chunk, budget, &mut report.rested)
-                .await
-                .with_context(|| format!("cannot compact chunk {}", chunk.chunk_name))?
+        let work = format!("hour {}", chunk.range_start.format("%Y-%m-%d %H:%M"));
+        if waits_for_retry(&quarantine, &work, &mut report, progress) {
+            continue;
+        }
+        let result = compact_chunk(pool, &chunk, budget, &mut report.rested)
+            .await
+            .with_context(|| format!("cannot compact chunk {}", chunk.chunk_name));
+        let Some(compacted) =
+            settle(pool, &mut quarantine, &work, result, &mut report, progress).await?
         else {
+            continue;
+        };
+        let Some(ChunkReport { hour, late }) = compacted else {
             tracing::info!(
                 chunk = chunk.chunk_name,
                 "chunk still in use; compacting it next pass"
@@ -310,13 +335,17 @@ async fn pass(
         let hour_start = chunk.range_start.format("%Y-%m-%d %H:00");
         progress(&done(format!("hour {hour_start} compacted"), hour, started));
     }
-    let late = merge_late_points(pool, budget.pace, &mut report.rested).await?;
-    if late.points + late.duplicates > 0 {
-        report.merged_late(late);
-        progress(&format!(
-            "{} late points merged into their segments ({} already stored)",
-            late.points, late.duplicates
-        ));
+    let work = "late points";
+    if !waits_for_retry(&quarantine, work, &mut report, progress) {
+        let result = merge_late_points(pool, budget.pace, &mut report.rested).await;
+        let late = settle(pool, &mut quarantine, work, result, &mut report, progress).await?;
+        if let Some(late) = late.filter(|late| late.points + late.duplicates > 0) {
+            report.merged_late(late);
+            progress(&format!(
+                "{} late points merged into their segments ({} already stored)",
+                late.points, late.duplicates
+            ));
+        }
     }
     let due = if days {
         days_due(pool).await?
@@ -325,7 +354,15 @@ async fn pass(
     };
     for day in due {
         let started = Instant::now();
-        let m = merge_day(pool, day, budget.pace, &mut report.rested).await?;
+        let work = format!("day {}", day.date_naive());
+        if waits_for_retry(&quarantine, &work, &mut report, progress) {
+            continue;
+        }
+        let result = merge_day(pool, day, budget.pace, &mut report.rested).await;
+        let Some(m) = settle(pool, &mut quarantine, &work, result, &mut report, progress).await?
+        else {
+            continue;
+        };
         report.days += 1;
         report.wrote("day", m);
         tracing::info!(day = %day.date_naive(), segments = m.segments, bytes = m.bytes, seconds = started.elapsed().as_secs_f64(), "day merged");
@@ -340,6 +377,47 @@ async fn pass(
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Whether `work` is quarantined and waits for its retry (counted, and left alone).
+fn waits_for_retry(
+    quarantine: &Quarantine,
+    work: &str,
+    report: &mut PassReport,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> bool {
+    let waits = quarantine.holds(work);
+    if waits {
+        report.quarantined += 1;
+        progress(&format!("{work} is quarantined; left for its retry"));
+    }
+    waits
+}
+
+/// What came of one piece of work: its result (it leaves the quarantine if it was in), or
+/// `None` when it failed with an error of its own (set aside, the pass goes on); an error of
+/// the connection or the server ends the pass.
+async fn settle<T>(
+    pool: &PgPool,
+    quarantine: &mut Quarantine,
+    work: &str,
+    result: anyhow::Result<T>,
+    report: &mut PassReport,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<Option<T>> {
+    match result {
+        Ok(done) => {
+            quarantine.release(pool, work).await?;
+            Ok(Some(done))
+        }
+        Err(e) if quarantine::is_the_works_fault(&e) => {
+            quarantine.set_aside(pool, work, &e).await?;
+            report.quarantined += 1;
+            progress(&format!("{work} set aside: {e:#}"));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// What compacting one chunk wrote: its own points, and the late points of its hour.

@@ -2,7 +2,8 @@
 //!
 //! - [`average`]: the average followerCount across tracked influencers, once a minute.
 //! - [`ranking`]: every tracked influencer's rank by followerCount, once a minute.
-//! - [`compaction`]: closed hours and days of raw points into compact segments.
+//! - [`compaction`]: closed hours and days of raw points into compact segments; work that
+//!   fails with an error of its own waits in the [`quarantine`] for a later retry.
 //! - [`retention`]: drops what is older than `RETENTION`.
 //! - [`daily_classification`]: the suspicious-classification pass, once a day.
 //!
@@ -14,6 +15,7 @@
 pub mod average;
 pub mod compaction;
 pub mod daily_classification;
+pub mod quarantine;
 pub mod ranking;
 pub mod retention;
 

@@ -42,9 +42,10 @@ const FORMAT_STANDALONE: u8 = 1;
 /// [`FORMAT`] (a unit test compares this with what pco writes).
 const PCO_HEADER: [u8; 2] = [4, 1];
 
-/// The most points a segment may claim (a day at one poll a second is 86,400): a damaged count
-/// is an error, not an allocation of gigabytes.
-const MAX_POINTS: u64 = 1 << 20;
+/// The most points a segment may hold (a day at one poll a second is 86,400): [`encode`]
+/// refuses more, and a decoder reading a larger count takes it for damage, not an allocation of
+/// gigabytes. `config::MIN_POLL_INTERVAL` keeps a day's slots under it.
+pub const MAX_POINTS: u64 = 1 << 20;
 
 /// pco's compression level. Its default, 8, builds bigger tables for each column, which a
 /// reader rebuilds for every segment it decodes: on the simulator's walk, 30 days decoded in
@@ -71,6 +72,8 @@ pub enum CodecError {
     },
     #[error("segment column is corrupt: {0}")]
     Corrupt(String),
+    #[error("a segment holds 1 to {MAX_POINTS} points, not {0}")]
+    Unencodable(usize),
 }
 
 /// How the slots are stored: a regular grid (the usual case: every poll of the period
@@ -130,9 +133,14 @@ fn config(order: usize, n: usize) -> ChunkConfig {
         .with_paging_spec(PagingSpec::EqualPagesUpTo(n.max(1)))
 }
 
-/// Encodes points (in slot order, at least one), in format 2.
-pub fn encode(points: &[SeriesPoint]) -> Vec<u8> {
+/// Encodes points (in slot order), in format 2: from 1 to [`MAX_POINTS`] of them, as a
+/// decoder accepts (anything else is [`CodecError::Unencodable`], never a segment that cannot
+/// be read back).
+pub fn encode(points: &[SeriesPoint]) -> Result<Vec<u8>, CodecError> {
     let n = points.len();
+    if n == 0 || n as u64 > MAX_POINTS {
+        return Err(CodecError::Unencodable(n));
+    }
     let slots: Vec<i64> = points.iter().map(|p| p.slot_ms).collect();
     let followers: Vec<i32> = points.iter().map(|p| p.follower_count).collect();
     let following: Vec<i32> = points.iter().map(|p| p.following_count).collect();
@@ -169,7 +177,7 @@ pub fn encode(points: &[SeriesPoint]) -> Vec<u8> {
         Ok(())
     })();
     written.expect("pco writes a valid configuration to memory");
-    out
+    Ok(out)
 }
 
 fn zigzag(value: i64) -> u64 {
@@ -463,7 +471,7 @@ mod tests {
         let mut gapped = on_grid.clone();
         gapped.remove(2);
         for points in [on_grid, gapped] {
-            let columns = decode_columns(&encode(&points)).unwrap();
+            let columns = decode_columns(&encode(&points).unwrap()).unwrap();
             assert_eq!(columns.len(), points.len());
             for (i, p) in points.iter().enumerate() {
                 assert_eq!(columns.point(i), *p);
@@ -486,7 +494,11 @@ mod tests {
     fn a_day_and_an_hour_round_trip() {
         for n in [1, 2, 60, 1440] {
             let points = walk(n, n as u64);
-            assert_eq!(decode(&encode(&points)).unwrap(), points, "{n} points");
+            assert_eq!(
+                decode(&encode(&points).unwrap()).unwrap(),
+                points,
+                "{n} points"
+            );
         }
     }
 
@@ -494,10 +506,10 @@ mod tests {
     fn a_grid_with_a_gap_is_stored_as_listed_slots() {
         let mut points = walk(60, 3);
         points.remove(17);
-        let bytes = encode(&points);
+        let bytes = encode(&points).unwrap();
         assert_eq!(bytes[1], LISTED);
         assert_eq!(decode(&bytes).unwrap(), points);
-        assert_eq!(encode(&walk(60, 3))[1], GRID);
+        assert_eq!(encode(&walk(60, 3)).unwrap()[1], GRID);
     }
 
     /// Irregular slots and the counts' extremes.
@@ -524,7 +536,7 @@ mod tests {
     #[test]
     fn irregular_slots_and_extreme_counts_round_trip() {
         let points = extremes();
-        assert_eq!(decode(&encode(&points)).unwrap(), points);
+        assert_eq!(decode(&encode(&points).unwrap()).unwrap(), points);
     }
 
     #[test]
@@ -532,8 +544,11 @@ mod tests {
         let (mut day, mut hour) = (0usize, 0usize);
         for seed in 0..20 {
             let points = walk(1440, seed);
-            day += encode(&points).len();
-            hour += points.chunks(60).map(|h| encode(h).len()).sum::<usize>();
+            day += encode(&points).unwrap().len();
+            hour += points
+                .chunks(60)
+                .map(|h| encode(h).unwrap().len())
+                .sum::<usize>();
         }
         let (day, hour) = (day as f64 / 28_800.0, hour as f64 / 28_800.0);
         eprintln!("bytes per point: day {day:.2}, hour {hour:.2}");
@@ -574,8 +589,8 @@ mod tests {
         let expected = extremes();
         assert_eq!(decode(&listed).unwrap(), expected);
         // What is written now is format 2, and smaller.
-        assert_eq!(encode(&expected)[0], FORMAT);
-        assert!(encode(&expected).len() < listed.len());
+        assert_eq!(encode(&expected).unwrap()[0], FORMAT);
+        assert!(encode(&expected).unwrap().len() < listed.len());
     }
 
     fn hex(text: &str) -> Vec<u8> {
@@ -608,7 +623,7 @@ mod tests {
                     ..p
                 })
                 .collect();
-            let bytes = encode(&points);
+            let bytes = encode(&points).unwrap();
             assert_eq!(bytes[1], GRID, "{first} {step}");
             assert_eq!(decode(&bytes).unwrap(), points, "{first} {step}");
         }
@@ -623,9 +638,9 @@ mod tests {
         let grid_v1 = hex(GRID_FORMAT_ONE);
         let mut rng = SmallRng::seed_from_u64(11);
         for original in [
-            encode(&walk(60, 7)),
-            encode(&gap),
-            encode(&walk(1440, 9)),
+            encode(&walk(60, 7)).unwrap(),
+            encode(&gap).unwrap(),
+            encode(&walk(1440, 9)).unwrap(),
             grid_v1,
         ] {
             for _ in 0..500 {
@@ -644,7 +659,7 @@ mod tests {
 
     #[test]
     fn a_damaged_point_count_is_an_error() {
-        let mut bytes = encode(&walk(60, 2));
+        let mut bytes = encode(&walk(60, 2)).unwrap();
         assert_eq!(bytes[2], 60);
         bytes[2] = 0;
         assert!(matches!(decode(&bytes), Err(CodecError::Corrupt(_))));
@@ -656,7 +671,7 @@ mod tests {
         let mut huge = vec![FORMAT, GRID];
         varint(&mut huge, u64::MAX >> 1);
         assert!(matches!(decode(&huge), Err(CodecError::Corrupt(_))));
-        let mut trailing = encode(&walk(60, 2));
+        let mut trailing = encode(&walk(60, 2)).unwrap();
         trailing.push(0);
         assert!(matches!(decode(&trailing), Err(CodecError::Corrupt(_))));
     }
@@ -692,13 +707,13 @@ mod tests {
                     following_count: (v / 1000) as i32,
                 })
                 .collect();
-            assert_eq!(decode(&encode(&points)).unwrap(), points);
+            assert_eq!(decode(&encode(&points).unwrap()).unwrap(), points);
         }
     }
 
     #[test]
     fn damaged_bytes_are_an_error_not_a_panic() {
-        let bytes = encode(&walk(60, 1));
+        let bytes = encode(&walk(60, 1)).unwrap();
         assert!(matches!(decode(&[]), Err(CodecError::Truncated)));
         assert!(matches!(decode(&[9, 0]), Err(CodecError::UnknownFormat(9))));
         for cut in [1, 2, bytes.len() / 2, bytes.len() - 1] {
@@ -709,5 +724,37 @@ mod tests {
             flipped[i] ^= 0x5a;
             let _ = decode(&flipped); // may decode to other numbers, must not panic
         }
+    }
+
+    #[test]
+    fn a_day_at_the_shortest_poll_interval_fits_one_segment() {
+        let slots_in_a_day = |interval_ms: u64| (super::super::DAY_MS as u64).div_ceil(interval_ms);
+        let shortest = crate::config::MIN_POLL_INTERVAL.as_millis() as u64;
+        assert!(slots_in_a_day(shortest) <= MAX_POINTS);
+        assert!(
+            slots_in_a_day(shortest - 1) > MAX_POINTS,
+            "the bound is the tightest"
+        );
+    }
+
+    #[test]
+    fn encode_refuses_what_decode_would_refuse() {
+        // A day of slots 82 ms apart (a POLL_INTERVAL under 83 ms) is more than a segment
+        // holds: refused when written, not found unreadable when read.
+        let day: Vec<SeriesPoint> = (0..=MAX_POINTS as i64)
+            .map(|i| SeriesPoint {
+                slot_ms: i * 82,
+                follower_count: 1,
+                following_count: 1,
+            })
+            .collect();
+        assert!(matches!(
+            encode(&day),
+            Err(CodecError::Unencodable(n)) if n as u64 == MAX_POINTS + 1
+        ));
+        assert!(matches!(encode(&[]), Err(CodecError::Unencodable(0))));
+        // The most a segment holds goes both ways.
+        let most = &day[..MAX_POINTS as usize];
+        assert_eq!(decode(&encode(most).unwrap()).unwrap().len(), most.len());
     }
 }

@@ -1022,9 +1022,9 @@ mod tests {
             .map(|i| walk(day0 + DAY_MS + HOUR_MS + 17_000 + i * 60_000, i as i32 + 3))
             .collect();
         let segments = vec![
-            codec::encode(&day),
-            codec::encode(&gapped),
-            codec::encode(&hour),
+            codec::encode(&day).unwrap(),
+            codec::encode(&gapped).unwrap(),
+            codec::encode(&hour).unwrap(),
         ];
         // Hot points: before the first segment, one in the gapped hour's gap (late, not merged
         // yet), one on a slot a segment holds (the segment's value is kept), and after.
@@ -1157,7 +1157,7 @@ mod tests {
             Ok(self.states[self.state]
                 .iter()
                 .filter(|((start, _), _)| starts.contains(start))
-                .map(|(period, points)| (*period, codec::encode(points)))
+                .map(|(period, points)| (*period, codec::encode(points).unwrap()))
                 .collect())
         }
     }

@@ -89,8 +89,8 @@ impl Segment {
         points: &[SeriesPoint],
         lateness_max_ms: i32,
         lateness_p99_ms: i32,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, codec::CodecError> {
+        Ok(Self {
             influencer_id,
             period_start_ms: period.0,
             period_end_ms: period.1,
@@ -98,8 +98,8 @@ impl Segment {
             summary: (Table::of_period(period) == Table::Days).then(|| Summary::of(points)),
             lateness_max_ms,
             lateness_p99_ms,
-            data: codec::encode(points),
-        }
+            data: codec::encode(points)?,
+        })
     }
 
     /// The table the segment is stored in.
@@ -288,7 +288,7 @@ pub async fn merge(
             &merged,
             lateness_max,
             lateness_p99,
-        ));
+        )?);
     }
     report.segments = segments.len() as u64;
     report.bytes = segments.iter().map(|s| s.data.len() as u64).sum();
@@ -621,7 +621,7 @@ pub async fn merge_day(
             &points,
             late_max,
             late_p99,
-        ));
+        )?);
     }
     report.segments = segments.len() as u64;
     report.bytes = segments.iter().map(|s| s.data.len() as u64).sum();
@@ -668,6 +668,7 @@ mod tests {
                     member as i32 * 10,
                     member as i32,
                 )
+                .unwrap()
             })
             .collect()
     }

@@ -65,6 +65,13 @@ fn a_wrong_environment_value_stops_with_one_line_naming_it() {
         "{stderr}"
     );
     assert!(stderr.contains("expected a duration"), "{stderr}");
+    // Issue 37: under 83 ms a day's points do not fit one day segment.
+    let stderr = refused("run", "POLL_INTERVAL", "50ms");
+    assert!(
+        stderr.starts_with("error: POLL_INTERVAL (--poll-interval)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("at least 83ms"), "{stderr}");
 
     let stderr = refused("serve", "LISTEN_ADDR", "localhost");
     assert!(

@@ -255,7 +255,7 @@ async fn hour_segments_stored_before_migration_0005_are_carried_into_blocks() {
             .bind(points.len() as i32)
             .bind((id * 10 + h) as i32)
             .bind((id + h) as i32)
-            .bind(codec::encode(&points))
+            .bind(codec::encode(&points).unwrap())
             .execute(&pool)
             .await
             .unwrap();
@@ -470,7 +470,7 @@ async fn insert_segment_with_summary(
     .bind(s.following_min)
     .bind(s.following_max)
     .bind(s.following_last)
-    .bind(codec::encode(points))
+    .bind(codec::encode(points).unwrap())
     .execute(pool)
     .await
     .unwrap();

@@ -485,6 +485,74 @@ async fn a_late_point_is_stored_once_and_shows_in_the_range() {
         .await;
 }
 
+/// Issue 37: one closed hour that cannot be compacted (here a day segment of its influencer
+/// that cannot be decoded) is set aside with its error, and every other hour is compacted; it
+/// waits for its retry, and once the cause is gone its retry compacts it and it leaves the
+/// quarantine. Before, its error ended every pass before the later hours, for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_fails_is_set_aside_and_the_rest_is_compacted() {
+    let f = Fixture::start().await;
+    let day = midnight_days_ago(3);
+    let (bad, good) = (IDS[0], IDS[1]);
+    sqlx::query(
+        "insert into influencer_segments (influencer_id, period_start, period_end, points,
+                                          lateness_max_ms, lateness_p99_ms, data_head, data_tail)
+         values ($1, $2, $2 + interval '1 day', 60, 0, 0, '', '\\x02ff'::bytea)",
+    )
+    .bind(bad)
+    .bind(chrono::DateTime::from_timestamp_millis(day).unwrap())
+    .execute(&f.db)
+    .await
+    .unwrap();
+    // The bad influencer's hour first, then a later hour of another influencer.
+    f.insert(&[(bad, day + 5 * HOUR_MS + 7_000, 10, 1)]).await;
+    f.insert(&[(good, day + 6 * HOUR_MS + 9_000, 20, 2)]).await;
+
+    let first = f.compact().await;
+    assert_eq!((first.chunks, first.quarantined), (1, 1), "{first:?}");
+    let status = compaction::status(&f.db).await.unwrap();
+    assert_eq!(status.quarantined.len(), 1, "{status:?}");
+    let set_aside = &status.quarantined[0];
+    assert!(set_aside.work.starts_with("hour "), "{set_aside:?}");
+    assert!(set_aside.error.contains("segment"), "{set_aside:?}");
+    assert_eq!(set_aside.failures, 1);
+    assert!(set_aside.retry_at > Utc::now() + chrono::Duration::minutes(9));
+    assert_eq!(
+        f.count("select count(*) from influencer_metrics").await,
+        1,
+        "the bad hour stays raw, nothing lost"
+    );
+
+    // Waiting for its retry: left alone, not tried again every minute.
+    let waiting = f.compact().await;
+    assert_eq!((waiting.chunks, waiting.quarantined), (0, 1), "{waiting:?}");
+    assert_eq!(
+        compaction::status(&f.db).await.unwrap().quarantined[0].failures,
+        1
+    );
+
+    // The cause gone and its retry due: compacted, and out of the quarantine.
+    sqlx::query("delete from influencer_segments where influencer_id = $1")
+        .bind(bad)
+        .execute(&f.db)
+        .await
+        .unwrap();
+    sqlx::query("update compaction_quarantine set retry_at = now()")
+        .execute(&f.db)
+        .await
+        .unwrap();
+    let retried = f.compact().await;
+    assert_eq!((retried.chunks, retried.quarantined), (1, 0), "{retried:?}");
+    assert!(
+        compaction::status(&f.db)
+            .await
+            .unwrap()
+            .quarantined
+            .is_empty()
+    );
+    assert_eq!(f.count("select count(*) from influencer_metrics").await, 0);
+}
+
 /// While one process compacts (holds the lock), another skips; two started together compact
 /// every chunk once between them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -724,7 +792,9 @@ async fn every_member_of_an_hour_block_reads_back_across_its_head_and_tail() {
         .collect();
     let segments: Vec<store::Segment> = members
         .iter()
-        .map(|(id, points)| store::Segment::new(*id, (hour, hour + HOUR_MS), points, 900, 300))
+        .map(|(id, points)| {
+            store::Segment::new(*id, (hour, hour + HOUR_MS), points, 900, 300).unwrap()
+        })
         .collect();
     let mut tx = db.pool.begin().await.unwrap();
     store::upsert(&mut tx, &segments).await.unwrap();
