@@ -73,6 +73,10 @@ pub enum Command {
     /// late points into theirs; then apply RETENTION. With --status, only print how far
     /// compaction lags.
     Compact(CompactArgs),
+    /// Move the messages of a dead-letter queue back to the queue they came from, once the
+    /// cause is fixed: `points` (<prefix>.points.dead to <prefix>.points) or `schedule`
+    /// (<prefix>.schedule.dead to <prefix>.schedule.due). Prints how many moved.
+    ReplayDead(ReplayDeadArgs),
     /// Serve the query API and the dashboard.
     Serve(ServeArgs),
     /// Run one suspicious-classification pass now (or resume the unfinished one): Mockstagram's
@@ -140,6 +144,15 @@ pub struct CompactArgs {
     storage: StorageSettings,
     #[command(flatten)]
     database: DatabaseSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayDeadArgs {
+    /// Which dead-letter queue.
+    #[arg(value_enum)]
+    queue: crate::queue::replay::DeadLetters,
+    #[command(flatten)]
+    broker: BrokerSettings,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +234,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Poll(args) => poll(args).await,
         Command::Sink(args) => sink(args).await,
         Command::Compact(args) => compact(args).await,
+        Command::ReplayDead(args) => replay_dead(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Classify(args) => classify(args).await,
         #[cfg(feature = "tools")]
@@ -303,6 +317,18 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
     }
     let status = jobs::compaction::status(&pool).await?;
     println!("{}", serde_json::to_string(&status)?);
+    Ok(())
+}
+
+async fn replay_dead(args: ReplayDeadArgs) -> anyhow::Result<()> {
+    let broker = Broker::connect(&args.broker).await?;
+    let replayed = crate::queue::replay::replay_dead(&broker, args.queue).await;
+    broker.close().await;
+    let replayed = replayed?;
+    println!(
+        "replayed {} messages; {} left in the dead-letter queue",
+        replayed.moved, replayed.left
+    );
     Ok(())
 }
 

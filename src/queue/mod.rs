@@ -18,7 +18,8 @@
 //!   moving its messages to `due`, and it may be deleted once empty.
 //! - `<p>.points`: fetch outcomes (points, failures, gone influencers) for the sink.
 //!   Rejected messages dead-letter into `<p>.points.dead`; unreadable schedule messages into
-//!   `<p>.schedule.dead`.
+//!   `<p>.schedule.dead`. Nothing consumes those two; `replay-dead` ([`replay`]) moves their
+//!   messages back once the cause is fixed.
 //!
 //! Queues are durable and classic by default (one node: classic queues are the fastest).
 //! `QUEUE_TYPE=quorum` declares quorum queues instead, replicated over a cluster's nodes; their
@@ -28,6 +29,7 @@
 //! the broker before the message it came from is acked.
 
 pub mod points;
+pub mod replay;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -240,7 +242,7 @@ impl Broker {
         self.publish(queue, payload).await
     }
 
-    async fn publish_with(
+    pub(crate) async fn publish_with(
         &self,
         queue: &str,
         payload: &[u8],

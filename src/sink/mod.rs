@@ -3,15 +3,22 @@
 //! Deliveries accumulate until `SINK_BATCH_ROWS` rows or `SINK_BATCH_WAIT` since the first,
 //! then go in one transaction ([`writer::write`]) and are acked only after the commit.
 //!
-//! When the database is unreachable the sink keeps what it holds and retries with backoff; it
-//! reads no new deliveries meanwhile, so everything else waits in RabbitMQ. RabbitMQ closes a
-//! channel that holds a delivery unacked past its `consumer_timeout` (30 min by default), and
-//! that counts the deliveries prefetched but not read yet too. So once a batch has waited
+//! When the database is unreachable, or answers but refuses writes (read-only after a
+//! failover, out of disk), the sink keeps what it holds and retries with backoff; it reads no
+//! new deliveries meanwhile, so everything else waits in RabbitMQ. RabbitMQ closes a channel
+//! that holds a delivery unacked past its `consumer_timeout` (30 min by default), and that
+//! counts the deliveries prefetched but not read yet too. So once a batch has waited
 //! `SINK_MAX_HOLD` (each write attempt is cut off then, even one stuck connecting), the sink
-//! hands it back (`nack`, requeue), closes its consumer's channel, which hands back every
-//! prefetched delivery, and consumes again only when the database answers: during a long
+//! hands it back, cancels its consumer, hands back the prefetched deliveries too, and consumes
+//! again only when the database takes a write (a probe writes one row, `sink_probe`: a
+//! database that answers reads but refuses writes is still down for the sink). During a long
 //! outage the points wait in the queue as ready messages, which no timeout touches. Nothing is
 //! lost, and the sink never loses a channel to the broker (fault suite: `consumer_timeout`).
+//!
+//! A delivery is handed back by publishing its message again (confirmed) and acking it, not by
+//! a requeue: on quorum queues every requeue counts toward `QUEUE_DELIVERY_LIMIT`, and a
+//! database outage is not the message's fault (fault suite: `read_only_database`). The limit
+//! is left to count what it is for, a consumer that died holding the message.
 //!
 //! A message that can never be written (undecodable, or rows the database refuses) is rejected
 //! and dead-lettered to `<prefix>.points.dead`, with a metric and a log line.
@@ -50,6 +57,10 @@ struct Held {
     acker: Acker,
     outcomes: Outcomes,
 }
+
+/// The probe of a database the sink could not write to: a write, as the sink needs.
+const PROBE_SQL: &str = "insert into sink_probe (only_row, probed_at) values (true, now())
+     on conflict (only_row) do update set probed_at = excluded.probed_at";
 
 pub struct Sink {
     pool: PgPool,
@@ -174,22 +185,94 @@ impl Sink {
             let since = first_at.unwrap_or_else(Instant::now);
             self.flush(held, since, shutdown).await?;
         }
+        if let SessionEnd::DatabaseDown = end {
+            // The deliveries prefetched but not read yet: handed back without counting toward
+            // the delivery limit, before the channel's close would requeue them.
+            let mut prefetched = Vec::new();
+            while let Ok(Some(Ok(delivery))) =
+                tokio::time::timeout(Duration::from_millis(500), consumer.next()).await
+            {
+                prefetched.push(delivery);
+            }
+            for delivery in prefetched {
+                self.hand_back_one(&delivery.data, &delivery.acker).await?;
+            }
+        }
         let _ = channel.close(200, "sink stops consuming".into()).await;
         Ok(end)
     }
 
-    /// Waits until the database answers again (or shutdown).
+    /// Hands held deliveries back to the point queue: each message published again, then all
+    /// acked. A requeue would count toward a quorum queue's delivery limit, and a database
+    /// that cannot take them is not the messages' fault. If the broker refuses the publishes,
+    /// they are requeued after all.
+    async fn hand_back(&self, held: &[Held]) -> anyhow::Result<()> {
+        let queue = &self.broker.topology.points;
+        let mut republished = true;
+        for h in held {
+            if let Err(e) = self.broker.publish(queue, &h.outcomes.encode()).await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot publish held messages again; requeueing them"
+                );
+                republished = false;
+                break;
+            }
+        }
+        let last = &held.last().expect("not empty").acker;
+        if republished {
+            last.ack(BasicAckOptions { multiple: true }).await?;
+        } else {
+            last.nack(BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::hand_back`] for one delivery not read yet (its message as it came).
+    async fn hand_back_one(&self, data: &[u8], acker: &Acker) -> anyhow::Result<()> {
+        metrics::counter!("sink_requeued_messages_total").increment(1);
+        match self
+            .broker
+            .publish(&self.broker.topology.points, data)
+            .await
+        {
+            Ok(()) => {
+                acker.ack(BasicAckOptions::default()).await?;
+            }
+            Err(_) => {
+                acker
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the database takes a write again (or shutdown).
     async fn wait_for_database(&self, shutdown: &CancellationToken) {
-        tracing::warn!("database unreachable: stopped consuming; points wait in the queue");
+        tracing::warn!(
+            "database unreachable or refusing writes: stopped consuming; points wait in the queue"
+        );
         let mut failures = 0;
         loop {
             failures += 1;
             let probe = tokio::time::timeout(
                 Duration::from_secs(5),
-                sqlx::query("select 1").execute(&self.pool),
+                sqlx::query(PROBE_SQL).execute(&self.pool),
             );
-            if let Ok(Ok(_)) = probe.await {
-                return;
+            match probe.await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) if failures == 1 || failures % 20 == 0 => {
+                    tracing::warn!(error = %e, failures, "the database does not take a write yet");
+                }
+                _ => {}
             }
             tokio::select! {
                 () = tokio::time::sleep(PROBE_BACKOFF.wait(failures)) => {}
@@ -264,12 +347,7 @@ impl Sink {
                         tracing::warn!(messages, "handing held messages back to the queue");
                         metrics::counter!("sink_requeued_messages_total")
                             .increment(messages as u64);
-                        let last = &held.last().expect("not empty").acker;
-                        last.nack(BasicNackOptions {
-                            multiple: true,
-                            requeue: true,
-                        })
-                        .await?;
+                        self.hand_back(&held).await?;
                         return Ok(FlushOutcome::Requeued { messages });
                     }
                     let backoff = WRITE_BACKOFF.wait(attempt);

@@ -218,6 +218,14 @@ impl Pipeline {
                 "QUEUE_PREFIX".into(),
                 setup.queues.settings.queue_prefix.clone(),
             ),
+            (
+                "QUEUE_TYPE".into(),
+                setup.queues.settings.queue_type.name().into(),
+            ),
+            (
+                "QUEUE_DELIVERY_LIMIT".into(),
+                setup.queues.settings.queue_delivery_limit.to_string(),
+            ),
             ("MOCKSTAGRAM_URL".into(), setup.mockstagram_url.clone()),
             (
                 "POLL_INTERVAL".into(),

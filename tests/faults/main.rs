@@ -17,4 +17,5 @@ mod hostile_api;
 mod kill_nine;
 mod poison;
 mod poller_stop;
+mod read_only;
 mod upstream_faults;

@@ -1055,3 +1055,45 @@ async fn three_pollers_share_one_rate_ceiling_and_store_every_answer_once() {
         "{answered} answers, {stored} points stored: each answer stored once but those cut at the stop"
     );
 }
+
+/// Issue 37: `replay-dead points|schedule` moves what a dead-letter queue holds back to the
+/// queue it came from, counted; a second run finds nothing to move.
+#[tokio::test]
+async fn replay_dead_moves_dead_letters_back_once() {
+    let queues = TestBroker::new().await;
+    let broker = &queues.broker;
+    let t = broker.topology.clone();
+    for i in 0..3u8 {
+        broker.publish(&t.points_dead, &[b'p', i]).await.unwrap();
+    }
+    broker.publish(&t.schedule_dead, b"batch").await.unwrap();
+    let replay = |queue: &str| {
+        let output = crate::cli::binary()
+            .args(["replay-dead", queue])
+            .env("AMQP_URL", queues.settings.amqp_url.expose())
+            .env("QUEUE_PREFIX", &queues.settings.queue_prefix)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(
+        replay("points"),
+        "replayed 3 messages; 0 left in the dead-letter queue\n"
+    );
+    assert_eq!(broker.ready_count(&t.points).await.unwrap(), 3);
+    assert_eq!(broker.ready_count(&t.points_dead).await.unwrap(), 0);
+    assert_eq!(broker.ready_count(&t.due).await.unwrap(), 0, "points only");
+    assert_eq!(
+        replay("points"),
+        "replayed 0 messages; 0 left in the dead-letter queue\n"
+    );
+    assert_eq!(
+        broker.ready_count(&t.points).await.unwrap(),
+        3,
+        "none twice"
+    );
+    assert!(replay("schedule").starts_with("replayed 1 messages"));
+    assert_eq!(broker.ready_count(&t.due).await.unwrap(), 1);
+    assert_eq!(broker.ready_count(&t.schedule_dead).await.unwrap(), 0);
+}
