@@ -235,8 +235,64 @@ async fn ensure_timescaledb(connection: &mut PgConnection, url: &ServiceUrl) -> 
     Ok(())
 }
 
+/// The fencing token of work held under a [`SessionLock`] (migration 0009): what lets each of
+/// its transactions commit only while its holder still owns the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    key: i64,
+    token: i64,
+}
+
+/// Another process holds the work now: the session that held its lock ended.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the work of advisory lock {key:#x} was taken over by another process (this one's lock session ended): token {ours} is not the current {current}"
+)]
+pub struct FenceLost {
+    pub key: i64,
+    pub ours: i64,
+    pub current: i64,
+}
+
+impl Fence {
+    /// Takes the next token of `key` (call it once the lock is held).
+    pub async fn claim(pool: &PgPool, key: i64) -> sqlx::Result<Self> {
+        let token: i64 = sqlx::query_scalar(
+            "insert into work_fences (lock_key, token) values ($1, 1)
+             on conflict (lock_key) do update set token = work_fences.token + 1
+             returning token",
+        )
+        .bind(key)
+        .fetch_one(pool)
+        .await?;
+        Ok(Self { key, token })
+    }
+
+    /// The first statement of each transaction of the work: holds the token's row under a
+    /// share lock until the transaction ends (a new holder's claim waits for it), and fails
+    /// with [`FenceLost`] once another holder has claimed a newer token (the error is that, or
+    /// the database's `sqlx::Error`, for callers to tell apart by downcasting).
+    pub async fn check(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
+        let current: i64 =
+            sqlx::query_scalar("select token from work_fences where lock_key = $1 for share")
+                .bind(self.key)
+                .fetch_one(&mut *tx)
+                .await?;
+        if current != self.token {
+            return Err(FenceLost {
+                key: self.key,
+                ours: self.token,
+                current,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
 /// A session-level advisory lock, held on a connection of its own for work longer than one
-/// transaction (a classification pass, compaction): one process at a time does it.
+/// transaction (a classification pass, compaction): one process at a time does it. Work whose
+/// writes must never overlap another holder's also takes a [`Fence`].
 pub struct SessionLock {
     connection: PgConnection,
     key: i64,

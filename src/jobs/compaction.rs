@@ -1,7 +1,11 @@
 //! Compaction: closed hours of raw points become per-influencer segments, closed days' hour
 //! segments become day segments, late points join their segments (see [`crate::series`]).
 //!
-//! One pass, under a session advisory lock so one process at a time compacts:
+//! One pass, under a session advisory lock so one process at a time compacts, and fenced: the
+//! holder takes the lock's next fencing token ([`Fence`]) and every transaction of the pass
+//! checks it first, so if the lock's session ends and another process takes over, this one's
+//! next transaction is refused and its pass ends ([`FenceLost`](crate::db::FenceLost)) instead of merging the same
+//! day alongside the new holder:
 //! 1. **Hours**: each `influencer_metrics` chunk whose hour ended [`SETTLE_MS`] ago is read
 //!    (in scans of its physical order, a share of its influencers each: `passes_for`),
 //!    written as hour segments (in block rows of 64 influencers, with the late points of
@@ -29,7 +33,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::quarantine::{self, Quarantine, Quarantined};
-use crate::db::{SessionLock, copy};
+use crate::db::{Fence, SessionLock, copy};
 use crate::model::Point;
 use crate::series::{
     DAY_MS, SETTLE_MS, block_of,
@@ -220,7 +224,10 @@ pub async fn run_stages(
     let Some(lock) = SessionLock::try_take(pool, LOCK_KEY).await? else {
         return Ok(None);
     };
-    let result = pass(pool, budget, days, progress).await;
+    let result = match Fence::claim(pool, LOCK_KEY).await {
+        Ok(fence) => pass(pool, &fence, budget, days, progress).await,
+        Err(e) => Err(e.into()),
+    };
     lock.release().await;
     // The lag and quarantine gauges are kept current whether the pass worked or not.
     if let Err(e) = lag_seconds(pool).await {
@@ -287,6 +294,7 @@ fn done(what: String, m: MergeReport, started: Instant) -> String {
 
 async fn pass(
     pool: &PgPool,
+    fence: &Fence,
     budget: Budget,
     days: bool,
     progress: &mut (dyn FnMut(&str) + Send),
@@ -299,7 +307,7 @@ async fn pass(
         if waits_for_retry(&quarantine, &work, &mut report, progress) {
             continue;
         }
-        let result = compact_chunk(pool, &chunk, budget, &mut report.rested)
+        let result = compact_chunk(pool, fence, &chunk, budget, &mut report.rested)
             .await
             .with_context(|| format!("cannot compact chunk {}", chunk.chunk_name));
         let Some(compacted) =
@@ -337,7 +345,7 @@ async fn pass(
     }
     let work = "late points";
     if !waits_for_retry(&quarantine, work, &mut report, progress) {
-        let result = merge_late_points(pool, budget.pace, &mut report.rested).await;
+        let result = merge_late_points(pool, fence, budget.pace, &mut report.rested).await;
         let late = settle(pool, &mut quarantine, work, result, &mut report, progress).await?;
         if let Some(late) = late.filter(|late| late.points + late.duplicates > 0) {
             report.merged_late(late);
@@ -358,7 +366,7 @@ async fn pass(
         if waits_for_retry(&quarantine, &work, &mut report, progress) {
             continue;
         }
-        let result = merge_day(pool, day, budget.pace, &mut report.rested).await;
+        let result = merge_day(pool, fence, day, budget.pace, &mut report.rested, progress).await;
         let Some(m) = settle(pool, &mut quarantine, &work, result, &mut report, progress).await?
         else {
             continue;
@@ -430,6 +438,7 @@ struct ChunkReport {
 /// timeout (nothing changed).
 async fn compact_chunk(
     pool: &PgPool,
+    fence: &Fence,
     chunk: &Chunk,
     budget: Budget,
     rested: &mut Duration,
@@ -440,6 +449,7 @@ async fn compact_chunk(
         quote(&chunk.chunk_name)
     );
     let mut tx = pool.begin().await?;
+    fence.check(&mut tx).await?;
     // Segments already covering this hour exist only if the chunk was written again after a
     // compaction (points inserted by hand): then each batch merges into them.
     let look_up: bool = sqlx::query_scalar(
@@ -578,6 +588,7 @@ async fn merge_rows(
 /// Merges late points whose hour has no chunk any more, a batch per transaction.
 async fn merge_late_points(
     pool: &PgPool,
+    fence: &Fence,
     pace: Pace,
     rested: &mut Duration,
 ) -> anyhow::Result<MergeReport> {
@@ -588,6 +599,7 @@ async fn merge_late_points(
     loop {
         let step = Instant::now();
         let mut tx = pool.begin().await?;
+        fence.check(&mut tx).await?;
         let rows: Vec<RawRow> = sqlx::query_as(&format!(
             "delete from late_points where (influencer_id, slot) in (
                  select influencer_id, slot from late_points l
@@ -636,9 +648,11 @@ async fn days_due(pool: &PgPool) -> sqlx::Result<Vec<DateTime<Utc>>> {
 
 async fn merge_day(
     pool: &PgPool,
+    fence: &Fence,
     day: DateTime<Utc>,
     pace: Pace,
     rested: &mut Duration,
+    progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<MergeReport> {
     let day_ms = day.timestamp_millis();
     debug_assert_eq!(day_ms % DAY_MS, 0);
@@ -647,6 +661,7 @@ async fn merge_day(
     loop {
         let step = Instant::now();
         let mut tx = pool.begin().await?;
+        fence.check(&mut tx).await?;
         let (last, m) = store::merge_day(&mut tx, day_ms, after, HOUR_BLOCKS_PER_DAY_BATCH).await?;
         total += m;
         match last {
@@ -667,9 +682,15 @@ async fn merge_day(
             }
         }
         tx.commit().await?;
-        if last.is_none() {
+        let Some(last) = last else {
             return Ok(total);
-        }
+        };
+        progress(&format!(
+            "day {}: merged up to influencer {} ({} points so far)",
+            day.date_naive(),
+            crate::series::member_of(last, crate::series::BLOCK_MEMBERS - 1),
+            total.points
+        ));
         pace.rest(step.elapsed(), rested).await;
     }
 }

@@ -123,6 +123,13 @@ const NOT_THE_WORKS_FAULT: [&str; 6] = ["08", "40", "53", "55", "57", "58"];
 /// Whether an error of compacting some work is the work's own (set it aside) rather than the
 /// connection's or the server's (end the pass, try again next minute).
 pub fn is_the_works_fault(error: &anyhow::Error) -> bool {
+    // Another process took the work over: nothing wrong with the work.
+    if error
+        .chain()
+        .any(|cause| cause.downcast_ref::<crate::db::FenceLost>().is_some())
+    {
+        return false;
+    }
     for cause in error.chain() {
         if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
             return match e {
@@ -146,6 +153,17 @@ pub fn is_the_works_fault(error: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_fence_is_not_the_works_fault() {
+        let lost = anyhow::Error::new(crate::db::FenceLost {
+            key: 1,
+            ours: 1,
+            current: 2,
+        })
+        .context("cannot compact chunk _hyper_1_1_chunk");
+        assert!(!is_the_works_fault(&lost));
+    }
 
     #[test]
     fn a_damaged_segment_is_the_works_fault_a_lost_connection_is_not() {

@@ -107,10 +107,26 @@ async fn a_compaction_killed_half_way_and_run_again_ends_with_the_same_points() 
     second.kill().unwrap();
     second.wait().unwrap();
     std::io::Read::read_to_string(&mut second.stdout.take().unwrap(), &mut out).unwrap();
+    // Where it landed: its last progress line, and what the tiers held at the kill (hours
+    // still raw: in the hours; none, and day segments written: in the day merge).
+    let (raw_hours, day_segments): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from timescaledb_information.chunks
+                 where hypertable_name = 'influencer_metrics'),
+                (select count(*) from influencer_segments)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let stage = match (raw_hours, day_segments) {
+        (0, 0) => "between the hours and the day merge",
+        (0, _) => "inside the day merge",
+        _ => "among the hours",
+    };
     kills.push(format!(
-        "after {:.1} s ({} progress lines)",
+        "after {:.1} s, {stage} ({} progress lines, the last {:?}; {raw_hours} hours raw, {day_segments} day segments)",
         started.elapsed().as_secs_f64(),
-        out.lines().count()
+        out.lines().count(),
+        out.lines().last().unwrap_or("none")
     ));
     assert_eq!(read_back(&db, from_ms, to_ms).await, before, "after kill 2");
 

@@ -12,6 +12,7 @@ mod ledger;
 
 mod broker_restart;
 mod compaction_kill;
+mod compaction_lock_lost;
 mod database_outage;
 mod hostile_api;
 mod kill_nine;
