@@ -166,21 +166,47 @@ pub async fn seed(
         progress.inc(chunk.len() as u64);
     }
     progress.set_message("scheduling");
-    report.schedule_messages = enter_schedule(broker, interval, &to_schedule).await?;
+    // Each stretch of tracking starts at the time its first slot is planned from: /gaps
+    // expects no slot before it.
+    let from_ms = now_ms() + lead_for(interval).as_millis() as i64;
+    for chunk in to_schedule.chunks(100_000) {
+        sqlx::query(
+            "insert into tracking_periods (influencer_id, expected_from)
+             select unnest($1::bigint[]), $2
+             on conflict do nothing",
+        )
+        .bind(chunk)
+        .bind(crate::series::at(from_ms))
+        .execute(pool)
+        .await
+        .context("cannot record when tracking starts")?;
+    }
+    report.schedule_messages = schedule_from(broker, interval, &to_schedule, from_ms).await?;
     progress.finish_and_clear();
     Ok(report)
 }
 
-/// Puts influencers into the schedule at their next slot (the seed's and the reconciler's
-/// way in), through the delay queues.
+/// Puts influencers into the schedule at their next slot (the reconciler's way back in),
+/// through the delay queues.
 pub async fn enter_schedule(
     broker: &Broker,
     interval: Duration,
     pks: &[i64],
 ) -> anyhow::Result<u64> {
+    let from_ms = now_ms() + lead_for(interval).as_millis() as i64;
+    schedule_from(broker, interval, pks, from_ms).await
+}
+
+/// Puts influencers into the schedule at their first slot at or after `from_ms`.
+async fn schedule_from(
+    broker: &Broker,
+    interval: Duration,
+    pks: &[i64],
+    from_ms: i64,
+) -> anyhow::Result<u64> {
     let grid = SlotGrid::new(interval);
     let lead = lead_for(interval).as_millis() as i64;
-    let batches = plan_batches(pks, &grid, now_ms() + lead);
+    let batches = plan_batches(pks, &grid, from_ms);
     for batch in &batches {
         let earliest = batch
             .earliest_slot_ms()

@@ -44,10 +44,14 @@ pub struct GapsAnswer {
     /// The range asked for, epoch seconds.
     pub start_time: i64,
     pub end_time: i64,
-    /// The part of it in which slots were expected: from when the influencer was added to when
-    /// tracking stopped or now; absent if none of the range is.
+    /// The part of it in which slots were expected: from the first of the tracked stretches
+    /// that overlap it to the last one's end (or now); absent if none of the range is.
     pub expected_from: Option<i64>,
     pub expected_to: Option<i64>,
+    /// The stretches of tracking within the range, epoch seconds, oldest first: slots are
+    /// expected inside them only (from the first slot the schedule planned to when tracking
+    /// stopped), never while the influencer was not tracked.
+    pub tracked: Vec<TrackedStretch>,
     /// The spacing of the influencer's slots (the poll interval), seconds.
     pub interval_seconds: i64,
     /// Slots of the influencer's grid in the expected part, how many hold a point, how many
@@ -60,15 +64,17 @@ pub struct GapsAnswer {
     pub truncated: bool,
 }
 
-#[derive(sqlx::FromRow)]
-struct Tracking {
-    added_at: DateTime<Utc>,
-    untracked_at: Option<DateTime<Utc>>,
+/// A stretch of tracking inside the range asked for, epoch seconds (both inclusive).
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct TrackedStretch {
+    pub from: i64,
+    pub to: i64,
 }
 
 /// The slots an influencer's grid expected over a range, how many are stored, and the missing
-/// ones as runs; from both tiers. Slots are expected from when the influencer was added until
-/// its tracking stopped (or now). A range longer than 400 days is a 400.
+/// ones as runs; from both tiers. Slots are expected inside the stretches it was tracked (from
+/// the first slot the schedule planned until tracking stopped, or now). A range longer than
+/// 400 days is a 400.
 #[utoipa::path(get, path = "/influencer_analytics/{id}/gaps", tag = "influencers",
     params(InfluencerId, GapsQuery),
     responses(
@@ -81,12 +87,17 @@ pub async fn gaps(
     InfluencerId { id }: InfluencerId,
     Query(query): Query<GapsQuery>,
 ) -> Result<Json<GapsAnswer>, ApiError> {
-    let tracking: Tracking =
-        sqlx::query_as("select added_at, untracked_at from influencers where influencer_id = $1")
-            .bind(id)
-            .fetch_optional(&state.pool)
-            .await?
-            .ok_or_else(|| ApiError::never_tracked(id))?;
+    let stretches: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "select expected_from, stopped_at from tracking_periods
+         where influencer_id = $1 order by expected_from",
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    if stretches.is_empty() {
+        // Registered (or never): a 404 for an id never tracked, else nothing expected yet.
+        username_exists(&state, id).await?;
+    }
     let now = Utc::now().timestamp();
     let (start, end) = bounds(query.start_time, query.end_time, now, DEFAULT_RANGE_SECONDS)?;
     if end - start > MAX_GAPS_SPAN_SECONDS {
@@ -98,31 +109,43 @@ pub async fn gaps(
             ),
         ));
     }
-    // Slots are expected from when the influencer was added to when tracking stopped (or now).
-    let from = start.max(tracking.added_at.timestamp());
-    let to = end
-        .min(now)
-        .min(tracking.untracked_at.map_or(i64::MAX, |t| t.timestamp()));
-    let expected_part = (from <= to).then_some((from, to));
-    let found = match expected_part {
-        Some((from, to)) => {
-            let range = series::window_of_seconds(from, to);
-            let grid = SlotGrid::new(state.interval);
-            Some(series::read::gaps(&state.pool, id, range, grid, MAX_GAPS + 1).await?)
-        }
-        None => None,
-    };
-    let (expected, stored, mut runs) = found
-        .map(|g| (g.expected, g.stored, g.missing))
-        .unwrap_or_default();
+    // Each stretch of tracking within the range, in epoch milliseconds (a slot belongs to the
+    // second its time shows: series::window_of_seconds).
+    let (range_from, range_to) = series::window_of_seconds(start, end.min(now));
+    let within: Vec<(i64, i64)> = stretches
+        .iter()
+        .map(|(from, stopped)| {
+            let stopped = stopped.map_or(i64::MAX, |t| t.timestamp_millis());
+            (
+                from.timestamp_millis().max(range_from),
+                stopped.min(range_to),
+            )
+        })
+        .filter(|(from, to)| from <= to)
+        .collect();
+    let grid = SlotGrid::new(state.interval);
+    let (mut expected, mut stored, mut runs) = (0, 0, Vec::new());
+    for &window in &within {
+        let found = series::read::gaps(&state.pool, id, window, grid, MAX_GAPS + 1).await?;
+        expected += found.expected;
+        stored += found.stored;
+        runs.extend(found.missing);
+    }
     let truncated = runs.len() > MAX_GAPS;
     runs.truncate(MAX_GAPS);
     Ok(Json(GapsAnswer {
         influencer_id: id,
         start_time: start,
         end_time: end,
-        expected_from: expected_part.map(|p| p.0),
-        expected_to: expected_part.map(|p| p.1),
+        expected_from: within.first().map(|w| w.0.div_euclid(1000)),
+        expected_to: within.last().map(|w| w.1.div_euclid(1000)),
+        tracked: within
+            .iter()
+            .map(|&(from, to)| TrackedStretch {
+                from: from.div_euclid(1000),
+                to: to.div_euclid(1000),
+            })
+            .collect(),
         interval_seconds: state.interval_seconds(),
         expected,
         stored,
@@ -137,4 +160,14 @@ pub async fn gaps(
             .collect(),
         truncated,
     }))
+}
+
+/// A 404 unless `id` is in the registry.
+async fn username_exists(state: &ApiState, id: i64) -> Result<(), ApiError> {
+    sqlx::query_scalar::<_, i64>("select influencer_id from influencers where influencer_id = $1")
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(|| ApiError::never_tracked(id))?;
+    Ok(())
 }

@@ -107,16 +107,25 @@ pub async fn write_with_cutoff(
     if gone().next().is_some() {
         let ids: Vec<i64> = gone().map(|g| g.pk).collect();
         let reasons: Vec<&str> = gone().map(|g| g.reason.as_str()).collect();
-        report.influencers_gone = sqlx::query(
-            "update influencers i set tracked = false, untracked_reason = u.reason, untracked_at = now()
-             from unnest($1::bigint[], $2::text[]) as u(id, reason)
-             where i.influencer_id = u.id and i.tracked",
+        // Out of the registry's tracked set, and the stretch of tracking closed (/gaps expects
+        // no slot after it).
+        report.influencers_gone = sqlx::query_scalar::<_, i64>(
+            "with gone as (
+                 update influencers i set tracked = false, untracked_reason = u.reason, untracked_at = now()
+                 from unnest($1::bigint[], $2::text[]) as u(id, reason)
+                 where i.influencer_id = u.id and i.tracked
+                 returning i.influencer_id, u.reason
+             ), closed as (
+                 update tracking_periods p set stopped_at = now(), stop_reason = gone.reason
+                 from gone
+                 where p.influencer_id = gone.influencer_id and p.stopped_at is null
+             )
+             select count(*) from gone",
         )
         .bind(&ids)
         .bind(&reasons)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_one(&mut *tx)
+        .await? as u64;
     }
     tx.commit().await?;
     Ok(report)

@@ -140,11 +140,13 @@ const T0: i64 = 1_763_800_020; // a slot at :20 past a minute
 async fn a_range_answers_the_points_in_it_in_ascending_time() {
     let api = TestApi::start().await;
     api.register(1_000_001).await;
-    sqlx::query("update influencers set added_at = to_timestamp($1) where influencer_id = 1000001")
-        .bind((T0 - 3600) as f64)
-        .execute(&api.db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "insert into tracking_periods (influencer_id, expected_from) values (1000001, to_timestamp($1))",
+    )
+    .bind((T0 - 3600) as f64)
+    .execute(&api.db.pool)
+    .await
+    .unwrap();
     // The slots the schedule gives this influencer: a millisecond offset within the minute.
     let grid = influencer_analytics::schedule::SlotGrid::new(Duration::from_secs(60));
     let slot0 = grid.slot_at_or_after(1_000_001, T0 * 1000);

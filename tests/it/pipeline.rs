@@ -358,9 +358,26 @@ async fn an_unknown_pk_leaves_the_schedule_after_one_answer_and_the_registry_say
     let sim = TestSimulator::start(simulator_settings(50, 1)).await;
     let mut ids = pks(10);
     ids.push(1_000_777);
+    let seeded = chrono::Utc::now();
     seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
         .await
         .unwrap();
+    // Issue 37, item 2: each stretch of tracking starts where the schedule planned the first
+    // slot from (the seed's time plus the poller's lead), not when the row was written.
+    let starts: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("select expected_from from tracking_periods order by influencer_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(starts.len(), ids.len());
+    let lead =
+        chrono::Duration::from_std(influencer_analytics::schedule::lead_for(INTERVAL)).unwrap();
+    assert!(
+        starts
+            .iter()
+            .all(|s| *s >= seeded + lead && *s < chrono::Utc::now() + lead),
+        "{starts:?}"
+    );
     run_pipeline(&queues, &db.pool, &sim, 1, INTERVAL * 4).await;
 
     let known = upstream_answers(&sim, &pks(10)) as u64;
@@ -377,6 +394,16 @@ async fn an_unknown_pk_leaves_the_schedule_after_one_answer_and_the_registry_say
     .unwrap();
     assert!(!tracked);
     assert!(reason.unwrap().contains("InfluencerNotFoundError"));
+    // Its stretch of tracking closed with the reason; the others go on.
+    let (open, closed): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where stopped_at is null),
+                count(*) filter (where influencer_id = 1000777 and stop_reason like '%InfluencerNotFoundError%')
+         from tracking_periods",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((open, closed), (10, 1));
     let still: i64 = sqlx::query_scalar("select count(*) from influencers where tracked")
         .fetch_one(&db.pool)
         .await

@@ -39,8 +39,13 @@ impl Fixture {
         let api = TestApi::start().await;
         for id in IDS {
             sqlx::query(
-                "insert into influencers (influencer_id, username, added_at)
-                 values ($1, 'influencer-' || $1, now() - interval '30 days')",
+                "with added as (
+                     insert into influencers (influencer_id, username, added_at)
+                     values ($1, 'influencer-' || $1, now() - interval '30 days')
+                     returning influencer_id, added_at
+                 )
+                 insert into tracking_periods (influencer_id, expected_from)
+                 select influencer_id, added_at from added",
             )
             .bind(id)
             .execute(&api.db.pool)
@@ -685,6 +690,78 @@ async fn retention_drops_only_what_is_older_than_retention() {
             .iter()
             .any(|t| *t * 1000.0 == midnight_days_ago(3) as f64)
     );
+}
+
+/// Issue 37, item 2: /gaps expects slots only while the influencer was tracked: not in a
+/// stretch it was untracked before being tracked again, and not between its registration and
+/// the first slot the schedule planned (before: both counted as missing for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_expects_slots_only_while_tracked() {
+    let f = Fixture::start().await;
+    let grid = SlotGrid::new(Duration::from_secs(60));
+    let id = IDS[2];
+    let hour = (Utc::now().timestamp_millis().div_euclid(HOUR_MS) - 3) * HOUR_MS;
+    // Registered at the hour; its first slot planned from 10 minutes later; untracked at 25
+    // minutes (the upstream did not know it), tracked again from 45 minutes, still tracked.
+    let at =
+        |minutes: i64| chrono::DateTime::from_timestamp_millis(hour + minutes * 60_000).unwrap();
+    sqlx::query("update influencers set added_at = $2 where influencer_id = $1")
+        .bind(id)
+        .bind(at(0))
+        .execute(&f.db)
+        .await
+        .unwrap();
+    sqlx::query("delete from tracking_periods where influencer_id = $1")
+        .bind(id)
+        .execute(&f.db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into tracking_periods (influencer_id, expected_from, stopped_at, stop_reason)
+         values ($1, $2, $3, 'InfluencerNotFoundError'), ($1, $4, null, null)",
+    )
+    .bind(id)
+    .bind(at(10))
+    .bind(at(25))
+    .bind(at(45))
+    .execute(&f.db)
+    .await
+    .unwrap();
+    // Every slot of the two stretches stored.
+    let slots = |from: i64, to: i64| {
+        let mut slot = grid.slot_at_or_after(id, hour + from * 60_000);
+        let mut out = Vec::new();
+        while slot <= hour + to * 60_000 {
+            out.push(slot);
+            slot += 60_000;
+        }
+        out
+    };
+    let (first, second) = (slots(10, 25), slots(45, 60));
+    let points: Vec<(i64, i64, i32, i32)> = first
+        .iter()
+        .chain(&second)
+        .map(|&s| (id, s, 1_000, 10))
+        .collect();
+    f.insert(&points).await;
+    let (start, end) = (hour / 1000, (hour + HOUR_MS) / 1000);
+    let g = f
+        .get(&format!(
+            "/influencer_analytics/{id}/gaps?start_time={start}&end_time={end}"
+        ))
+        .await;
+    assert_eq!(g["expected"], points.len(), "{g}");
+    assert_eq!(g["stored"], points.len(), "{g}");
+    assert_eq!(g["missing"], 0, "{g}");
+    assert_eq!(
+        g["tracked"],
+        serde_json::json!([
+            {"from": (hour + 10 * 60_000) / 1000, "to": (hour + 25 * 60_000) / 1000},
+            {"from": (hour + 45 * 60_000) / 1000, "to": end},
+        ]),
+        "{g}"
+    );
+    assert_eq!(g["expected_from"], (hour + 10 * 60_000) / 1000);
 }
 
 /// The gaps endpoint: the grid's slots, how many are stored, the missing runs, across the
