@@ -31,8 +31,13 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         (1_000_003, 10_000),
     ] {
         sqlx::query(
-            "insert into influencers (influencer_id, username, added_at)
-             values ($1, 'influencer-' || $1, now() - interval '2 hours')",
+            "with added as (
+                 insert into influencers (influencer_id, username, added_at)
+                 values ($1, 'influencer-' || $1, now() - interval '2 hours')
+                 returning influencer_id, added_at
+             )
+             insert into tracking_periods (influencer_id, expected_from)
+             select influencer_id, added_at from added",
         )
         .bind(id)
         .execute(pool)
