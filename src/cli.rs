@@ -63,6 +63,9 @@ pub enum Command {
     Simulate(crate::config::SimulatorSettings),
     /// Register influencers and put them into the polling schedule.
     Seed(SeedArgs),
+    /// Stop tracking influencers: they leave the schedule at their next slot, and the ranking
+    /// and the average at their next run; their points stay, and `seed` tracks them again.
+    Untrack(UntrackArgs),
     /// Fetch each scheduled influencer from Mockstagram once per interval (the poller), and
     /// reconcile the schedule.
     Poll(PollArgs),
@@ -100,6 +103,21 @@ pub struct SeedArgs {
     broker: BrokerSettings,
     #[command(flatten)]
     schedule: ScheduleSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct UntrackArgs {
+    /// The ids to stop tracking, e.g. `1000005 1000006`.
+    #[arg(value_parser = seed::parse_pk, required_unless_present = "file", conflicts_with = "file")]
+    ids: Vec<i64>,
+    /// A file with one id a line ('#' starts a comment), as `seed --file` reads.
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// Why tracking stops: kept in the registry and as the end of the stretch of tracking.
+    #[arg(long, default_value = "untracked by a user")]
+    reason: String,
+    #[command(flatten)]
+    database: DatabaseSettings,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +177,9 @@ pub struct ReplayDeadArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     database: DatabaseSettings,
+    /// The broker `POST /influencers` schedules through.
+    #[command(flatten)]
+    broker: BrokerSettings,
     #[command(flatten)]
     listen: ListenSettings,
     #[command(flatten)]
@@ -231,6 +252,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "tools")]
         Command::Simulate(settings) => crate::simulator::run(settings, shutdown::on_signal()).await,
         Command::Seed(args) => seed(args).await,
+        Command::Untrack(args) => untrack(args).await,
         Command::Poll(args) => poll(args).await,
         Command::Sink(args) => sink(args).await,
         Command::Compact(args) => compact(args).await,
@@ -270,13 +292,55 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn untrack(args: UntrackArgs) -> anyhow::Result<()> {
+    let ids = match &args.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the file of ids {}: {e}", path.display())
+            })?;
+            let parsed = seed::parse_ids(&text);
+            if let Some((reason, n)) = parsed.rejected.iter().next() {
+                anyhow::bail!(
+                    "{}: {n} lines rejected ({reason}); nothing untracked",
+                    path.display()
+                );
+            }
+            parsed.ids
+        }
+        None => args.ids.clone(),
+    };
+    let pool = db::connect(&args.database).await?;
+    let report = crate::registry::untrack(&pool, &ids, &args.reason).await?;
+    println!(
+        "untracked {}, not tracked already {}, unknown {}",
+        report.untracked.len(),
+        report.not_tracked.len(),
+        report.unknown.len()
+    );
+    if !report.unknown.is_empty() {
+        let shown: Vec<String> = report.unknown.iter().take(20).map(i64::to_string).collect();
+        let more = report.unknown.len().saturating_sub(shown.len());
+        anyhow::bail!(
+            "{} ids were never registered: {}{}",
+            report.unknown.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
 async fn poll(args: PollArgs) -> anyhow::Result<()> {
     let mut roles = Roles::new(shutdown::on_signal());
     let pool = db::connect(&args.database).await?;
     roles.serve_ops(args.metrics_addr).await?;
     let client = MockstagramClient::new(&args.upstream)?;
     let interval = args.schedule.poll_interval;
-    roles.poll(args.broker.clone(), client, interval);
+    roles.poll(pool.clone(), args.broker.clone(), client, interval);
     roles.reconcile(pool, args.broker, interval);
     roles.wait().await
 }
@@ -337,8 +401,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Migrated first on a pool of its own; the API's statements are bounded in time.
     db::connect(&args.database).await?.close().await;
     let pool = db::open_api_pool(&args.database, args.api.api_statement_timeout).await?;
-    // The API reads the database only: its /readyz does not wait for a broker it never uses.
-    let mut api = ApiState::new(pool, args.schedule.poll_interval).with_limits(args.api);
+    // The API reads the database, and uses the broker only to schedule what `POST
+    // /influencers` tracks: its /readyz does not wait for the broker.
+    let mut api = ApiState::new(pool, args.schedule.poll_interval)
+        .with_limits(args.api)
+        .with_scheduler(args.broker);
     let mut metrics_addr = None;
     if let Some(addr) = args.metrics_addr {
         api = api.without_metrics();
@@ -397,6 +464,7 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
     let api_pool = db::open_api_pool(&args.database, args.api.api_statement_timeout).await?;
     let api = ApiState::new(api_pool, interval)
         .with_broker(args.broker.amqp_url.clone())
+        .with_scheduler(args.broker.clone())
         .with_limits(args.api.clone());
     let addr = roles.serve_api(api, args.listen.listen_addr).await?;
     println!(
@@ -415,7 +483,7 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
         args.classify.classify_at,
         2 * interval,
     );
-    roles.poll(args.broker.clone(), client, interval);
+    roles.poll(pool.clone(), args.broker.clone(), client, interval);
     roles.reconcile(pool.clone(), args.broker.clone(), interval);
     roles.sink(pool.clone(), args.broker, args.sink);
     roles.jobs(pool, args.storage);

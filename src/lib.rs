@@ -63,6 +63,7 @@ pub mod mockstagram;
 pub mod model;
 pub mod queue;
 pub mod reconcile;
+pub mod registry;
 pub mod retry;
 pub mod roles;
 pub mod schedule;

@@ -79,6 +79,11 @@ pub struct Failure {
 pub struct Gone {
     pub pk: i64,
     pub reason: String,
+    /// When the poller decided it (epoch ms): a decision older than the influencer's current
+    /// tracking state (tracked again since) changes nothing. Absent in messages of versions
+    /// before it: then the time the sink records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_ms: Option<i64>,
 }
 
 /// SplitMix64's finaliser: a fast, well-mixed hash of one u64 (the schedule's offsets and the

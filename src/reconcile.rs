@@ -13,7 +13,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{queue::Broker, seed::enter_schedule};
+use crate::{queue::Broker, registry::enter_schedule};
 
 /// Advisory lock key: "reconcile" in ASCII.
 const LOCK_KEY: i64 = 0x7265_636f_6e63_696c;

@@ -155,11 +155,12 @@ impl Roles {
     /// it handled outlives reconnections; the returned handle reads its counters.
     pub fn poll(
         &mut self,
+        pool: PgPool,
         broker: BrokerSettings,
         client: MockstagramClient,
         interval: Duration,
     ) -> PollerMemory {
-        let memory = PollerMemory::new(interval);
+        let memory = PollerMemory::new(interval, crate::registry::Registry::new(pool));
         let (handle, shutdown) = (memory.clone(), self.shutdown.clone());
         self.spawn("poll", Restart::OnFailure, move || {
             let (broker, client, memory, shutdown) = (

@@ -1,9 +1,7 @@
 //! Seeding: ids from a range, a count or a file into the registry and the schedule.
 //!
 //! Idempotent: only influencers that are new (or were untracked and are asked for again) are
-//! scheduled, so seeding the same ids twice schedules nobody twice. The registry is written
-//! first and the schedule second: if publishing fails half-way, the reconciler schedules the
-//! rest within a few intervals.
+//! scheduled, so seeding the same ids twice schedules nobody twice ([`registry::track`]).
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
@@ -11,11 +9,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 
-use crate::{
-    model::MAX_PK,
-    queue::Broker,
-    schedule::{SlotGrid, lead_for, now_ms, plan_batches},
-};
+use crate::{model::MAX_PK, queue::Broker, registry};
 
 /// Where the ids come from.
 #[derive(clap::Args, Debug, Clone)]
@@ -74,6 +68,14 @@ impl SeedSource {
     }
 }
 
+/// Parses one pk (1 to 2^53-1), as the command line takes it.
+pub fn parse_pk(raw: &str) -> Result<i64, String> {
+    match raw.trim().parse::<i64>() {
+        Ok(pk) if (1..=MAX_PK).contains(&pk) => Ok(pk),
+        _ => Err(format!("expected an influencer id from 1 to {MAX_PK}")),
+    }
+}
+
 /// Parses one pk a line; blank lines and `#` comments are skipped.
 pub fn parse_ids(text: &str) -> ParsedIds {
     let mut parsed = ParsedIds::default();
@@ -123,7 +125,8 @@ pub struct SeedReport {
     pub schedule_messages: u64,
 }
 
-/// Registers `ids` and schedules the ones that were not tracked.
+/// Registers `ids` and schedules the ones that were not tracked ([`registry::track`]), with a
+/// progress bar.
 pub async fn seed(
     pool: &PgPool,
     broker: &Broker,
@@ -135,88 +138,15 @@ pub async fn seed(
             .expect("static template"),
     );
     progress.set_message("registering");
-    let mut report = SeedReport::default();
-    let mut to_schedule = Vec::new();
-    for chunk in ids.chunks(10_000) {
-        let new: Vec<i64> = sqlx::query_scalar(
-            "insert into influencers (influencer_id, username)
-             select id, 'influencer-' || id from unnest($1::bigint[]) as id
-             on conflict do nothing
-             returning influencer_id",
-        )
-        .bind(chunk)
-        .fetch_all(pool)
-        .await
-        .context("cannot register influencers")?;
-        let retracked: Vec<i64> = sqlx::query_scalar(
-            "update influencers set tracked = true, untracked_reason = null, untracked_at = null,
-                 scheduled_at = now()
-             where influencer_id = any($1) and not tracked
-             returning influencer_id",
-        )
-        .bind(chunk)
-        .fetch_all(pool)
-        .await
-        .context("cannot re-track influencers")?;
-        report.new += new.len() as u64;
-        report.retracked += retracked.len() as u64;
-        report.already_tracked += (chunk.len() - new.len() - retracked.len()) as u64;
-        to_schedule.extend(new);
-        to_schedule.extend(retracked);
-        progress.inc(chunk.len() as u64);
-    }
-    progress.set_message("scheduling");
-    // Each stretch of tracking starts at the time its first slot is planned from: /gaps
-    // expects no slot before it.
-    let from_ms = now_ms() + lead_for(interval).as_millis() as i64;
-    for chunk in to_schedule.chunks(100_000) {
-        sqlx::query(
-            "insert into tracking_periods (influencer_id, expected_from)
-             select unnest($1::bigint[]), $2
-             on conflict do nothing",
-        )
-        .bind(chunk)
-        .bind(crate::series::at(from_ms))
-        .execute(pool)
-        .await
-        .context("cannot record when tracking starts")?;
-    }
-    report.schedule_messages = schedule_from(broker, interval, &to_schedule, from_ms).await?;
+    let tracked = registry::track(pool, broker, interval, ids, &|n| progress.inc(n)).await;
     progress.finish_and_clear();
-    Ok(report)
-}
-
-/// Puts influencers into the schedule at their next slot (the reconciler's way back in),
-/// through the delay queues.
-pub async fn enter_schedule(
-    broker: &Broker,
-    interval: Duration,
-    pks: &[i64],
-) -> anyhow::Result<u64> {
-    let from_ms = now_ms() + lead_for(interval).as_millis() as i64;
-    schedule_from(broker, interval, pks, from_ms).await
-}
-
-/// Puts influencers into the schedule at their first slot at or after `from_ms`.
-async fn schedule_from(
-    broker: &Broker,
-    interval: Duration,
-    pks: &[i64],
-    from_ms: i64,
-) -> anyhow::Result<u64> {
-    let grid = SlotGrid::new(interval);
-    let lead = lead_for(interval).as_millis() as i64;
-    let batches = plan_batches(pks, &grid, from_ms);
-    for batch in &batches {
-        let earliest = batch
-            .earliest_slot_ms()
-            .expect("planned batches are not empty");
-        let delay = (earliest - now_ms() - lead).max(0) as u64;
-        broker
-            .publish_after(&batch.encode(), Duration::from_millis(delay))
-            .await?;
-    }
-    Ok(batches.len() as u64)
+    let tracked = tracked?;
+    Ok(SeedReport {
+        new: tracked.new.len() as u64,
+        already_tracked: tracked.already_tracked.len() as u64,
+        retracked: tracked.retracked.len() as u64,
+        schedule_messages: tracked.schedule_messages,
+    })
 }
 
 #[cfg(test)]

@@ -125,9 +125,17 @@ fn request_id(request: &Request) -> HeaderValue {
         })
 }
 
-/// Whether `path` is one of the data endpoints API keys guard.
+/// Whether `path` is one of the endpoints API keys guard: the data (`/influencer_analytics`)
+/// and the registry (`/influencers`).
 fn guarded(path: &str) -> bool {
-    path == "/influencer_analytics" || path.starts_with("/influencer_analytics/")
+    ["/influencer_analytics", "/influencers"]
+        .iter()
+        .any(|root| {
+            path == *root
+                || path
+                    .strip_prefix(root)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
 }
 
 /// What lets pages of the `API_CORS_ORIGINS` origins read the API from a browser; `None` when
@@ -259,5 +267,8 @@ mod tests {
             assert!(!guarded(open), "{open}");
         }
         assert!(!guarded("/influencer_analyticsX"));
+        assert!(guarded("/influencers"));
+        assert!(guarded("/influencers/1000001"));
+        assert!(!guarded("/influencersX"));
     }
 }

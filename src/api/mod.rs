@@ -11,6 +11,7 @@ pub mod influencers;
 pub mod limits;
 pub mod params;
 pub mod population;
+pub mod tracking;
 
 use std::{sync::Arc, time::Duration};
 
@@ -37,11 +38,22 @@ use error::{ApiError, Problem};
         population::average,
         population::top,
         population::suspicious,
+        tracking::track,
+        tracking::record,
+        tracking::untrack,
         health,
         ready,
         metrics,
     ),
-    components(schemas(Problem, influencers::RawPoint, influencers::Bucket,))
+    components(schemas(
+        Problem,
+        influencers::RawPoint,
+        influencers::Bucket,
+        tracking::TrackRequest,
+        tracking::Pk,
+        tracking::TrackAnswer,
+        tracking::RegistryRecord,
+    ))
 )]
 pub struct ApiDoc;
 
@@ -60,6 +72,8 @@ pub struct ApiState {
     /// Whether `/metrics` is served with the API; false when it listens on an address of its
     /// own (`serve`'s `METRICS_ADDR`).
     pub metrics_with_api: bool,
+    /// The broker `POST /influencers` schedules through; `None`: that endpoint answers 503.
+    pub scheduler: Option<tracking::Scheduler>,
     /// Usernames of registered influencers, kept once read ([`USERNAMES_KEPT`]).
     pub usernames: moka::sync::Cache<i64, Arc<str>>,
 }
@@ -80,6 +94,7 @@ impl ApiState {
             health: RoleHealth::default(),
             limits: limits::Limits::default(),
             metrics_with_api: true,
+            scheduler: None,
             usernames: moka::sync::Cache::new(USERNAMES_KEPT),
         }
     }
@@ -99,6 +114,13 @@ impl ApiState {
     /// `/readyz` also checks the broker at `amqp_url`.
     pub fn with_broker(mut self, amqp_url: ServiceUrl) -> Self {
         self.amqp_url = Some(amqp_url);
+        self
+    }
+
+    /// `POST /influencers` schedules through the broker `settings` name (connected when first
+    /// needed).
+    pub fn with_scheduler(mut self, settings: crate::config::BrokerSettings) -> Self {
+        self.scheduler = Some(tracking::Scheduler::new(settings));
         self
     }
 
@@ -128,6 +150,11 @@ pub fn router(state: ApiState) -> Router {
             get(influencers::latest),
         )
         .route("/influencer_analytics/{id}/gaps", get(gaps::gaps))
+        .route("/influencers", axum::routing::post(tracking::track))
+        .route(
+            "/influencers/{id}",
+            get(tracking::record).delete(tracking::untrack),
+        )
         .merge(dashboard::router())
         .route("/healthz", get(health))
         .route("/readyz", get(ready));

@@ -8,9 +8,9 @@
 //! in one process: each poller remembers which recent slots of every pk it polled or passed
 //! over ([`SlotsHandled`]), and forgets a batch's marks when its work was not confirmed, so
 //! the re-delivered batch is polled, or counted as skipped, once. An influencer the upstream does not
-//! know is dropped from the schedule when its next entry comes back (a poller that did not see
-//! the answer asks once more, and drops it then); the poller then forgets it, so that an entry
-//! `seed` makes when the influencer is tracked again is polled.
+//! know, or one untracked, is dropped from the schedule when its next entry comes back: the
+//! registry is the truth ([`Registry`]), each poller keeps a view of its changes and asks it
+//! again before dropping anyone, so an influencer tracked again is polled by every poller.
 
 use std::{
     sync::{Arc, Mutex},
@@ -34,6 +34,7 @@ use crate::{
     mockstagram::NOT_FOUND_ERROR,
     model::{Failure, Gone, Point},
     queue::{Broker, SHORTEST_DELAY, points::Outcomes},
+    registry::Registry,
     schedule::{
         Arrival, Marks, ScheduleBatch, SlotGrid, SlotsHandled, keeps_wait_order, lead_for, now_ms,
         on_arrival,
@@ -125,17 +126,18 @@ pub struct Poller {
 #[derive(Clone)]
 pub struct PollerMemory {
     handled: Arc<Mutex<SlotsHandled>>,
-    /// Influencers the upstream does not know: their schedule entry, already re-enqueued when
-    /// the answer came, is dropped when it comes back.
-    gone: Arc<Mutex<std::collections::HashSet<i64>>>,
+    /// Who is tracked: the registry's changes, and the influencers this process found the
+    /// upstream does not know (their schedule entry, already re-enqueued when the answer
+    /// came, is dropped when it comes back).
+    registry: Registry,
     batches_polled: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PollerMemory {
-    pub fn new(interval: Duration) -> Self {
+    pub fn new(interval: Duration, registry: Registry) -> Self {
         Self {
             handled: Arc::new(Mutex::new(SlotsHandled::new(&SlotGrid::new(interval)))),
-            gone: Arc::default(),
+            registry,
             batches_polled: Arc::default(),
         }
     }
@@ -148,10 +150,6 @@ impl PollerMemory {
 }
 
 impl Poller {
-    pub fn new(broker: Broker, client: MockstagramClient, interval: Duration) -> Self {
-        Self::remembering(broker, client, interval, PollerMemory::new(interval))
-    }
-
     /// A poller on a new connection that keeps what an earlier one of the process knew.
     pub fn remembering(
         broker: Broker,
@@ -187,6 +185,12 @@ impl Poller {
             self.broker.clone(),
             self.client.ceiling().cloned(),
         )));
+        let _reading_registry = AbortOnDropHandle::new(tokio::spawn(
+            self.memory
+                .registry
+                .clone()
+                .watch(registry_refresh(self.grid.interval_ms())),
+        ));
         let (channel, mut consumer) = self.broker.consume(&due, PREFETCH, "poll").await?;
         let mut in_hand = JoinSet::new();
         loop {
@@ -282,7 +286,7 @@ impl Poller {
     /// suite: `upstream_faults`). A batch polled late, or moved on to its next slots, goes
     /// through the delay queues instead ([`keeps_wait_order`]; fault suite: `poller_stop`).
     pub async fn poll_batch(&self, batch: ScheduleBatch) -> anyhow::Result<BatchOutcome> {
-        let batch = self.drop_gone(batch);
+        let batch = self.drop_untracked(batch).await;
         match on_arrival(batch, &self.grid, now_ms(), self.lead_ms, self.hold_ms) {
             Arrival::Early { batch, wait_ms } => {
                 self.broker
@@ -365,7 +369,6 @@ impl Poller {
             .await;
 
         let mut outcomes = Outcomes::default();
-        let mut gone_pks = Vec::new();
         for (entry, outcome, at_ms) in results {
             match outcome {
                 FetchOutcome::Fetched {
@@ -387,10 +390,10 @@ impl Poller {
                         pk = entry.pk,
                         "upstream does not know this influencer; it leaves the schedule"
                     );
-                    gone_pks.push(entry.pk);
                     outcomes.gone.push(Gone {
                         pk: entry.pk,
                         reason: format!("Mockstagram answered {NOT_FOUND_ERROR}"),
+                        decided_ms: Some(at_ms),
                     });
                 }
                 FetchOutcome::Failed(error) => outcomes.failures.push(Failure {
@@ -415,8 +418,10 @@ impl Poller {
                 .await
                 .context("cannot hand the outcomes to the point queue")?;
         }
-        if !gone_pks.is_empty() {
-            self.memory.gone.lock().expect("gone lock").extend(gone_pks);
+        for gone in &outcomes.gone {
+            self.memory
+                .registry
+                .learn_gone(gone.pk, gone.decided_ms.unwrap_or_else(now_ms));
         }
         Ok(report)
     }
@@ -442,16 +447,27 @@ impl Poller {
         Ok(())
     }
 
-    /// Removes the influencers the upstream said it does not know, and forgets them: their
-    /// one schedule entry is gone now, so a later entry is a new one (`seed` tracking the
-    /// influencer again) and is polled.
-    fn drop_gone(&self, mut batch: ScheduleBatch) -> ScheduleBatch {
-        let mut gone = self.memory.gone.lock().expect("gone lock");
-        if !gone.is_empty() {
-            batch.entries.retain(|e| !gone.remove(&e.pk));
+    /// Removes the influencers that are not tracked: the ones this process found the upstream
+    /// does not know and the registry's untracked, asked again of the registry first (the
+    /// later decision wins: an influencer tracked again is polled).
+    async fn drop_untracked(&self, mut batch: ScheduleBatch) -> ScheduleBatch {
+        let untracked = self
+            .memory
+            .registry
+            .untracked_of(batch.entries.iter().map(|e| e.pk))
+            .await;
+        if !untracked.is_empty() {
+            batch.entries.retain(|e| !untracked.contains(&e.pk));
+            metrics::counter!("schedule_untracked_dropped_total").increment(untracked.len() as u64);
         }
         batch
     }
+}
+
+/// How often a poller reads the registry's changes: twice an interval, between 100 ms and 5 s
+/// (an untracked influencer is polled at most about one interval more).
+fn registry_refresh(interval_ms: i64) -> Duration {
+    Duration::from_millis((interval_ms / 2).clamp(100, 5_000) as u64)
 }
 
 /// How long a batch whose work failed is held before it goes back to the due queue: a quarter

@@ -107,16 +107,23 @@ pub async fn write_with_cutoff(
     if gone().next().is_some() {
         let ids: Vec<i64> = gone().map(|g| g.pk).collect();
         let reasons: Vec<&str> = gone().map(|g| g.reason.as_str()).collect();
+        let decided: Vec<Option<DateTime<Utc>>> = gone().map(|g| g.decided_ms.map(at)).collect();
         // Out of the registry's tracked set, and the stretch of tracking closed (/gaps expects
-        // no slot after it).
+        // no slot after it), as of when the poller decided it; unless the influencer's state
+        // was decided later (tracked again since: the registry is the truth).
         report.influencers_gone = sqlx::query_scalar::<_, i64>(
             "with gone as (
-                 update influencers i set tracked = false, untracked_reason = u.reason, untracked_at = now()
-                 from unnest($1::bigint[], $2::text[]) as u(id, reason)
+                 update influencers i set tracked = false, untracked_reason = u.reason,
+                     untracked_at = coalesce(u.decided, now()),
+                     tracking_changed_at = coalesce(u.decided, now()),
+                     tracking_xid = pg_current_xact_id()
+                 from unnest($1::bigint[], $2::text[], $3::timestamptz[]) as u(id, reason, decided)
                  where i.influencer_id = u.id and i.tracked
-                 returning i.influencer_id, u.reason
+                   and (i.tracking_changed_at is null
+                        or i.tracking_changed_at < coalesce(u.decided, now()))
+                 returning i.influencer_id, u.reason, i.untracked_at
              ), closed as (
-                 update tracking_periods p set stopped_at = now(), stop_reason = gone.reason
+                 update tracking_periods p set stopped_at = gone.untracked_at, stop_reason = gone.reason
                  from gone
                  where p.influencer_id = gone.influencer_id and p.stopped_at is null
              )
@@ -124,6 +131,7 @@ pub async fn write_with_cutoff(
         )
         .bind(&ids)
         .bind(&reasons)
+        .bind(&decided)
         .fetch_one(&mut *tx)
         .await? as u64;
     }

@@ -657,7 +657,12 @@ async fn the_openapi_document_lists_every_endpoint_and_the_docs_page_is_served()
 /// documented rules that relate parameters to each other may answer 400).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_the_openapi_document_calls_valid_is_accepted() {
-    let api = TestApi::start().await;
+    // `POST /influencers` schedules through a broker of the test's own.
+    let queues = influencer_analytics::testing::TestBroker::new().await;
+    let db = TestDb::new().await;
+    let state = ApiState::new(db.pool.clone(), Duration::from_secs(60))
+        .with_scheduler(queues.settings.clone());
+    let api = TestApi::serving(db, state).await;
     for (i, id) in [1_i64, 2, 1_000_000].into_iter().enumerate() {
         api.influencer_with_latest(id, T0, 1000 + i as i32, 10)
             .await;
@@ -671,6 +676,10 @@ async fn every_request_the_openapi_document_calls_valid_is_accepted() {
         .args(["run", &format!("{}/openapi.json", api.base)])
         .args(["--url", &api.base, "--checks", "all"])
         .args(["--exclude-checks", "positive_data_acceptance"])
+        // Its stateful phase links `POST /influencers`' `ids` (an array) to `{id}`, and counts
+        // `DELETE /influencers/{id}` as deleting a resource: it ends a stretch of tracking
+        // and keeps the record, which `GET /influencers/{id}` goes on answering by design.
+        .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--max-examples", "60", "--seed", "20261123", "--no-color"])
         .env("PYTHONPATH", hooks)
         .env("SCHEMATHESIS_HOOKS", "hooks")
@@ -683,7 +692,7 @@ async fn every_request_the_openapi_document_calls_valid_is_accepted() {
         "schemathesis found requests the API answers against its document:\n{report}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(report.contains("Tested: 9"), "{report}");
+    assert!(report.contains("Tested: 12"), "{report}");
 }
 
 /// Issue 18: at a poll interval under 9 s the default day held more than 10,000 points and a
@@ -1128,4 +1137,167 @@ async fn api_connections_choose_chunks_when_planning_not_at_every_start() {
     let chunks = plan.matches(" on _hyper_").count();
     assert_eq!(chunks, 1, "one chunk in the plan:\n{plan}");
     assert!(!plan.contains("ChunkAppend"), "{plan}");
+}
+
+/// Schedule messages waiting in the test's queues (due, wait and delay queues).
+async fn schedule_messages(queues: &influencer_analytics::testing::TestBroker) -> u32 {
+    let t = &queues.broker.topology;
+    let mut names = vec![t.due.clone(), t.wait.clone()];
+    names.extend(t.delays.iter().map(|d| d.name.clone()));
+    let mut total = 0;
+    for name in names {
+        total += queues.broker.ready_count(&name).await.unwrap();
+    }
+    total
+}
+
+/// Issue 37, item 11: starting and stopping tracking without a shell. `POST /influencers`
+/// registers and schedules as `seed` does and says which ids were new; `DELETE
+/// /influencers/{id}` ends the stretch of tracking with its reason and keeps the history;
+/// `GET /influencers/{id}` shows both; tracking again is allowed. With `API_KEYS`, all three
+/// want a key.
+#[tokio::test]
+async fn influencers_are_tracked_and_untracked_through_the_api() {
+    let key = "registry-key-0123456789";
+    let queues = influencer_analytics::testing::TestBroker::new().await;
+    let db = TestDb::new().await;
+    let state = ApiState::new(db.pool.clone(), Duration::from_secs(60))
+        .with_limits(ApiSettings {
+            api_keys: vec![ApiKey::new(key).unwrap()],
+            ..ApiSettings::default()
+        })
+        .with_scheduler(queues.settings.clone());
+    let api = TestApi::serving(db, state).await;
+    let client = influencer_analytics::tls::http_client();
+    let url = |path: &str| format!("{}{path}", api.base);
+    let post = |ids: Value| {
+        client
+            .post(url("/influencers"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({ "ids": ids }))
+            .send()
+    };
+
+    let response = client
+        .post(url("/influencers"))
+        .json(&serde_json::json!({"ids": [1_000_001]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "a write without a key");
+    assert_eq!(schedule_messages(&queues).await, 0);
+
+    let response = post(serde_json::json!([1_000_001, 1_000_002, 1_000_001]))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"new": [1_000_001, 1_000_002], "tracked_again": [], "already_tracked": []})
+    );
+    let scheduled = schedule_messages(&queues).await;
+    assert!(scheduled >= 1, "the new ids were scheduled");
+    let body: Value = post(serde_json::json!([1_000_002]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["already_tracked"], serde_json::json!([1_000_002]));
+    assert_eq!(
+        schedule_messages(&queues).await,
+        scheduled,
+        "nobody scheduled twice"
+    );
+
+    let delete = |path: &str| client.delete(url(path)).bearer_auth(key).send();
+    let response = delete("/influencers/1000002?reason=campaign%20ended")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let record: Value = response.json().await.unwrap();
+    assert_eq!(record["tracked"], false, "{record}");
+    assert_eq!(record["untracked_reason"], "campaign ended");
+    let stretches = record["stretches"].as_array().unwrap();
+    assert_eq!(stretches.len(), 1);
+    assert!(stretches[0]["to"].is_i64(), "{record}");
+    assert_eq!(stretches[0]["stop_reason"], "campaign ended");
+    // Again: answered as it is, nothing changed.
+    let again: Value = delete("/influencers/1000002?reason=other")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, record);
+    assert_eq!(delete("/influencers/42").await.unwrap().status(), 404);
+    let long_reason = format!("/influencers/1000001?reason={}", "x".repeat(201));
+    assert_eq!(delete(&long_reason).await.unwrap().status(), 400);
+
+    // Tracked again: a second stretch, open.
+    let body: Value = post(serde_json::json!([1_000_002]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["tracked_again"], serde_json::json!([1_000_002]));
+    let record: Value = client
+        .get(url("/influencers/1000002"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["tracked"], true);
+    assert_eq!(record["stretches"].as_array().unwrap().len(), 2);
+    assert!(record["stretches"][1]["to"].is_null(), "{record}");
+
+    // Bad bodies are 400s that say what was wrong, and change nothing.
+    for body in [
+        serde_json::json!({"ids": []}),
+        serde_json::json!({"ids": [0]}),
+        serde_json::json!({"ids": "1000001"}),
+        serde_json::json!({"id": [1_000_003]}),
+    ] {
+        let response = client
+            .post(url("/influencers"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    let registered: i64 = sqlx::query_scalar("select count(*) from influencers")
+        .fetch_one(&api.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(registered, 2);
+}
+
+/// An API without a broker (none configured) answers `POST /influencers` with a 503 that says
+/// so, and registers nobody.
+#[tokio::test]
+async fn tracking_without_a_broker_is_refused_whole() {
+    let api = TestApi::start().await;
+    let response = influencer_analytics::tls::http_client()
+        .post(format!("{}/influencers", api.base))
+        .json(&serde_json::json!({"ids": [1_000_001]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let registered: i64 = sqlx::query_scalar("select count(*) from influencers")
+        .fetch_one(&api.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(registered, 0);
 }

@@ -37,7 +37,8 @@ pub(crate) fn run_ok(args: &[&str], url: &url::Url) -> String {
 #[test]
 fn every_role_has_help() {
     for role in [
-        "migrate", "simulate", "seed", "poll", "sink", "serve", "classify", "compact", "run",
+        "migrate", "simulate", "seed", "untrack", "poll", "sink", "serve", "classify", "compact",
+        "run",
     ] {
         let output = binary().args([role, "--help"]).output().unwrap();
         assert!(output.status.success(), "{role} --help");
@@ -260,6 +261,71 @@ fn seed_from_a_file_reports_new_known_and_rejected_ids() {
     assert!(stdout.contains("0 new, 2 already tracked"), "{stdout}");
     assert!(stdout.contains("; 0 schedule messages"), "{stdout}");
     assert_eq!(query_i64(url, "select count(*) from influencers"), 2);
+}
+
+/// Issue 37, item 11: `untrack IDS` and `untrack --file F` stop tracking with a reason, say
+/// what they did, and end with an error naming ids that were never registered.
+#[test]
+fn untrack_stops_tracking_with_a_reason_and_names_unknown_ids() {
+    let scratch = Scratch::new();
+    let (url, prefix) = (&scratch.url, &scratch.prefix);
+    let seeded = binary()
+        .args(["seed", "--range", "1000000..1000003"])
+        .env("DATABASE_URL", url.as_str())
+        .env("QUEUE_PREFIX", prefix)
+        .output()
+        .unwrap();
+    assert!(seeded.status.success());
+    let stdout = run_ok(
+        &[
+            "untrack",
+            "1000001",
+            "1000002",
+            "--reason",
+            "campaign ended",
+        ],
+        url,
+    );
+    assert!(
+        stdout.contains("untracked 2, not tracked already 0, unknown 0"),
+        "{stdout}"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "# ended\n1000002\n1000003\n42\n").unwrap();
+    let output = binary()
+        .args(["untrack", "--file"])
+        .arg(file.path())
+        .env("DATABASE_URL", url.as_str())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(!output.status.success(), "an unknown id is an error");
+    assert!(
+        stdout.contains("untracked 1, not tracked already 1, unknown 1"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("never registered: 42"), "{stderr}");
+    assert_eq!(
+        query_i64(
+            url,
+            "select count(*) from tracking_periods where stop_reason = 'campaign ended'"
+        ),
+        2
+    );
+    assert_eq!(
+        query_i64(url, "select count(*) from influencers where tracked"),
+        1
+    );
+    let refused = binary()
+        .args(["untrack", "0"])
+        .env("DATABASE_URL", url.as_str())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("expected an influencer id"));
 }
 
 /// Also issue 18's regression test: `run --simulate` without SIMULATOR_LISTEN used to listen on

@@ -6,14 +6,15 @@ use std::{collections::BTreeMap, time::Duration};
 use influencer_analytics::{
     config::{FaultSettings, ServiceUrl, SinkSettings, UpstreamSettings},
     db,
-    fetch::{MockstagramClient, Poller, PollerMemory},
+    fetch::{MockstagramClient, Poller, PollerMemory, worker::BatchOutcome},
     health::RoleHealth,
-    model::Point,
+    model::{Gone, Point},
     queue::Broker,
     queue::points::Outcomes,
     reconcile,
+    registry::{self, Registry},
     roles::Roles,
-    schedule::SlotGrid,
+    schedule::{Entry, ScheduleBatch, SlotGrid, now_ms},
     seed,
 };
 use tokio_util::sync::CancellationToken;
@@ -67,16 +68,24 @@ impl Running {
     }
 }
 
-fn start_poller(queues: &TestBroker, sim: &TestSimulator) -> (PollerMemory, Running) {
-    start_poller_with(queues, upstream(sim))
+fn start_poller(
+    pool: &sqlx::PgPool,
+    queues: &TestBroker,
+    sim: &TestSimulator,
+) -> (PollerMemory, Running) {
+    start_poller_with(pool, queues, upstream(sim))
 }
 
-fn start_poller_with(queues: &TestBroker, upstream: UpstreamSettings) -> (PollerMemory, Running) {
+fn start_poller_with(
+    pool: &sqlx::PgPool,
+    queues: &TestBroker,
+    upstream: UpstreamSettings,
+) -> (PollerMemory, Running) {
     let mut running = Running::new();
     let client = MockstagramClient::new(&upstream).unwrap();
     let poller = running
         .roles
-        .poll(queues.settings.clone(), client, INTERVAL);
+        .poll(pool.clone(), queues.settings.clone(), client, INTERVAL);
     (poller, running)
 }
 
@@ -99,7 +108,7 @@ async fn run_pipeline(
 ) -> Vec<PollerMemory> {
     let mut running = Vec::new();
     for _ in 0..pollers {
-        running.push(start_poller(queues, sim));
+        running.push(start_poller(pool, queues, sim));
     }
     let sink = start_sink(pool.clone(), queues);
     tokio::time::sleep(duration).await;
@@ -424,7 +433,7 @@ async fn an_influencer_tracked_again_after_the_upstream_forgot_it_is_polled_agai
     seed::seed(&db.pool, &queues.broker, INTERVAL, &[1_000_000, returning])
         .await
         .unwrap();
-    let memory = PollerMemory::new(INTERVAL);
+    let memory = PollerMemory::new(INTERVAL, Registry::new(db.pool.clone()));
     let poll = |sim: &TestSimulator| {
         let (settings, memory) = (queues.settings.clone(), memory.clone());
         let client = MockstagramClient::new(&upstream(sim)).unwrap();
@@ -475,6 +484,200 @@ async fn an_influencer_tracked_again_after_the_upstream_forgot_it_is_polled_agai
     );
 }
 
+/// Issue 37, item 10: a poller that saw the upstream answer "gone" remembered it until it met
+/// the influencer's entry itself, so when that entry had gone to another poller, this one
+/// dropped the entry `seed` made on tracking the influencer again (until the reconciler
+/// noticed, 3 to 8 intervals later). The registry is the truth now: the poller asks it before
+/// dropping anyone, and the later decision (tracked again) wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poller_that_saw_an_influencer_gone_polls_it_once_it_is_tracked_again() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let pk = 1_000_777;
+    let forgetful = TestSimulator::start(simulator_settings(50, 1)).await;
+    let knowing = TestSimulator::start(simulator_settings(1000, 1)).await;
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &[pk])
+        .await
+        .unwrap();
+    let memory = PollerMemory::new(INTERVAL, Registry::new(db.pool.clone()));
+    let poller = |sim: &TestSimulator| {
+        let client = MockstagramClient::new(&upstream(sim)).unwrap();
+        Poller::remembering(queues.broker.clone(), client, INTERVAL, memory.clone())
+    };
+    let grid = SlotGrid::new(INTERVAL);
+    // The influencer's next slot, as a batch that arrives just before it (as the wait queue
+    // releases batches).
+    let next_batch = || async {
+        let slot_ms = grid.slot_at_or_after(pk, now_ms() + 200);
+        tokio::time::sleep(Duration::from_millis(
+            (slot_ms - 100 - now_ms()).max(0) as u64
+        ))
+        .await;
+        ScheduleBatch {
+            entries: vec![Entry { pk, slot_ms }],
+        }
+    };
+    let outcome = poller(&forgetful)
+        .poll_batch(next_batch().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        BatchOutcome::Polled {
+            points: 0,
+            failures: 0,
+            gone: 1
+        }
+    );
+    // The sink records it; the entry this poller re-enqueued goes to another poller, which
+    // drops it. Then the influencer is tracked again.
+    let sink = start_sink(db.pool.clone(), &queues);
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+    let tracked: bool =
+        sqlx::query_scalar("select tracked from influencers where influencer_id = $1")
+            .bind(pk)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(!tracked, "the sink recorded the gone");
+    let report = seed::seed(&db.pool, &queues.broker, INTERVAL, &[pk])
+        .await
+        .unwrap();
+    assert_eq!(report.retracked, 1);
+    // The entry `seed` made reaches the poller that saw the gone: polled.
+    let outcome = poller(&knowing)
+        .poll_batch(next_batch().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        BatchOutcome::Polled {
+            points: 1,
+            failures: 0,
+            gone: 0
+        },
+        "the influencer tracked again was dropped"
+    );
+}
+
+/// Issue 37, item 10: a "gone" that reached the sink late (a backlog) untracked an influencer
+/// that was tracked again after it was decided. It carries the time it was decided now: one
+/// older than the influencer's current state changes nothing, a newer one stops tracking.
+#[tokio::test]
+async fn a_gone_decided_before_the_influencer_was_tracked_again_changes_nothing() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let (again, later) = (1_000_001, 1_000_002);
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &[again, later])
+        .await
+        .unwrap();
+    let decided = now_ms();
+    registry::untrack(&db.pool, &[again], "the upstream did not know it")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = seed::seed(&db.pool, &queues.broker, INTERVAL, &[again])
+        .await
+        .unwrap();
+    assert_eq!(report.retracked, 1);
+    let gone = |pk, decided_ms| Gone {
+        pk,
+        reason: "Mockstagram answered InfluencerNotFoundError".into(),
+        decided_ms: Some(decided_ms),
+    };
+    // The backlogged one, decided before the influencer was tracked again; and one decided
+    // now about an influencer tracked all along.
+    let message = Outcomes {
+        gone: vec![gone(again, decided), gone(later, now_ms())],
+        ..Outcomes::default()
+    };
+    queues
+        .broker
+        .publish(&queues.broker.topology.points, &message.encode())
+        .await
+        .unwrap();
+    let sink = start_sink(db.pool.clone(), &queues);
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+    let states: Vec<(i64, bool, i64)> = sqlx::query_as(
+        "select i.influencer_id, i.tracked,
+                (select count(*) from tracking_periods p
+                 where p.influencer_id = i.influencer_id and p.stopped_at is null)
+         from influencers i order by 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        states,
+        vec![(again, true, 1), (later, false, 0)],
+        "(id, tracked, open stretches)"
+    );
+}
+
+/// Issue 37, item 11: `untrack` (the command's and `DELETE /influencers/{id}`'s way) takes an
+/// influencer out of a running schedule: the pollers read the registry's change and drop its
+/// entry; its points stay, its stretch of tracking ends with the reason, and `/gaps` expects
+/// nothing after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untracked_influencer_leaves_the_running_schedule_and_keeps_its_points() {
+    let db = TestDb::new().await;
+    let queues = TestBroker::new().await;
+    let sim = TestSimulator::start(simulator_settings(1000, 1)).await;
+    let ids = pks(3);
+    let stopped = ids[1];
+    seed::seed(&db.pool, &queues.broker, INTERVAL, &ids)
+        .await
+        .unwrap();
+    let (_memory, poller) = start_poller(&db.pool, &queues, &sim);
+    let sink = start_sink(db.pool.clone(), &queues);
+    tokio::time::sleep(INTERVAL * 2).await;
+    let report = registry::untrack(&db.pool, &[stopped, 9_999_999], "campaign ended")
+        .await
+        .unwrap();
+    assert_eq!(report.untracked, vec![stopped]);
+    assert_eq!(report.unknown, vec![9_999_999]);
+    let untracked_at = now_ms();
+    let calls_then = sim.simulator.calls(stopped).unwrap_or(0);
+    assert!(calls_then >= 1, "it was polled while tracked");
+    tokio::time::sleep(INTERVAL * 4).await;
+    poller.stop().await;
+    wait_for_sink(&queues.broker).await;
+    sink.stop().await;
+    // At most the slot already in hand and the one before the view's next read.
+    let calls_after = sim.simulator.calls(stopped).unwrap_or(0) - calls_then;
+    assert!(calls_after <= 2, "polled {calls_after} times after untrack");
+    let stored = stored_slots(&db).await;
+    let last = *stored[&stopped].last().unwrap();
+    assert!(
+        last <= untracked_at + 2 * INTERVAL.as_millis() as i64,
+        "a point at {last}, untracked at {untracked_at}"
+    );
+    for other in [ids[0], ids[2]] {
+        assert!(
+            stored[&other]
+                .iter()
+                .any(|&s| s > untracked_at + 2 * INTERVAL.as_millis() as i64),
+            "{other} goes on"
+        );
+    }
+    let (reason, open): (String, i64) = sqlx::query_as(
+        "select max(stop_reason), count(*) filter (where stopped_at is null)
+         from tracking_periods where influencer_id = $1",
+    )
+    .bind(stopped)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((reason.as_str(), open), ("campaign ended", 0));
+    // Untracking again changes nothing and says so.
+    let again = registry::untrack(&db.pool, &[stopped], "again")
+        .await
+        .unwrap();
+    assert_eq!(again.not_tracked, vec![stopped]);
+}
+
 /// Issue 18: a schedule batch whose work failed (here: the broker refuses its outcomes) was
 /// neither acked nor rejected, so it waited for the broker's consumer_timeout (30 minutes) while
 /// holding a prefetch place. It now goes back to the due queue after a short pause and is
@@ -488,7 +691,7 @@ async fn a_schedule_batch_whose_outcomes_the_broker_refuses_goes_back_to_the_que
     let db = TestDb::new().await;
     let queues = TestBroker::new().await;
     let sim = TestSimulator::start(simulator_settings(50, 1)).await;
-    let (_memory, poller) = start_poller(&queues, &sim);
+    let (_memory, poller) = start_poller(&db.pool, &queues, &sim);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The point queue now refuses every message (a full queue with reject-publish).
     let connection = lapin::Connection::connect(
@@ -688,7 +891,7 @@ async fn the_sink_holds_points_through_a_database_outage_and_stores_each_once() 
     through_proxy.database_url = proxy.url_for(&db);
     let sink_pool = db::open_pool(&through_proxy).await.unwrap();
 
-    let (_, poller) = start_poller(&queues, &sim);
+    let (_, poller) = start_poller(&db.pool, &queues, &sim);
     let sink = start_sink(sink_pool, &queues);
     tokio::time::sleep(INTERVAL * 2).await;
     let before = total_points(&db).await;
@@ -1034,7 +1237,7 @@ async fn three_pollers_share_one_rate_ceiling_and_store_every_answer_once() {
     settings.mockstagram_rps = Some(CEILING);
     settings.mockstagram_timeout = Duration::from_secs(2);
     let pollers: Vec<_> = (0..3)
-        .map(|_| start_poller_with(&queues, settings.clone()))
+        .map(|_| start_poller_with(&db.pool, &queues, settings.clone()))
         .collect();
     let sink = start_sink(db.pool.clone(), &queues);
     // Shares settle within a refresh of the pollers' start; then measure 6 s.
