@@ -1,5 +1,5 @@
 //! The Mockstagram API's wire format, in one place: the simulator answers with these types and the
-//! fetcher reads them. See `../shared/MOCKSTAGRAM.md` for the server's behaviour.
+//! fetcher reads them. See `docs/mockstagram.md` for the server's behaviour.
 
 use serde::{Deserialize, Serialize};
 

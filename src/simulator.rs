@@ -1,5 +1,5 @@
 //! The Mockstagram simulator: a stand-in for the upstream API that behaves as the real server
-//! does (`../shared/MOCKSTAGRAM.md`), for demos, tests and benchmarks.
+//! does (`docs/mockstagram.md`), for demos, tests and benchmarks.
 //!
 //! What it copies from the real server:
 //! - the population: pks `1000000..1000000+N`, usernames `influencer-<pk>`, initial counts

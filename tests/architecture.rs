@@ -209,10 +209,14 @@ fn emitted_metrics() -> BTreeSet<String> {
     names
 }
 
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(relative))
+        .unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
 #[test]
-fn the_readme_lists_every_metric_the_code_emits() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+fn the_monitoring_page_lists_every_metric_the_code_emits() {
+    let page = read("docs/monitoring.md");
     let metrics = emitted_metrics();
     assert!(
         metrics.contains("points_written_total") && metrics.len() > 20,
@@ -220,7 +224,168 @@ fn the_readme_lists_every_metric_the_code_emits() {
     );
     let missing: Vec<_> = metrics
         .iter()
-        .filter(|m| !readme.contains(&format!("`{m}`")))
+        .filter(|m| !page.contains(&format!("`{m}`")))
         .collect();
-    assert!(missing.is_empty(), "README.md does not list {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/monitoring.md does not list {missing:?}"
+    );
+}
+
+/// The settings the code reads: every `env = "NAME"` of a flag.
+fn settings_in_code() -> BTreeSet<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut names = BTreeSet::new();
+    for file in walk(&src) {
+        let source = std::fs::read_to_string(&file).unwrap();
+        for piece in source.split("env = \"").skip(1) {
+            names.insert(piece.split('"').next().unwrap().to_string());
+        }
+    }
+    names
+}
+
+/// The routes the API serves: every `.route("...")` of `src/api/`, and the OpenAPI document's.
+fn routes_in_code() -> BTreeSet<String> {
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    let mut routes = BTreeSet::new();
+    for file in walk(&api) {
+        let source = std::fs::read_to_string(&file).unwrap();
+        for marker in [".route(", "SwaggerUi::new(", ".url("] {
+            for piece in source.split(marker).skip(1) {
+                if let Some(rest) = piece.trim_start().strip_prefix('"') {
+                    routes.insert(rest.split('"').next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    routes
+}
+
+/// The `code spans` of a Markdown text.
+fn code_spans(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether a README's code span names a file or folder of the repository: its first segment is
+/// one of the repository's top-level entries (`application/json` is not), and no segment is a
+/// placeholder (`<scenario>`, `NAME`, `…`).
+fn names_a_path(span: &str) -> bool {
+    const TOP: [&str; 11] = [
+        "src",
+        "tests",
+        "docs",
+        "scripts",
+        "migrations",
+        "seeds",
+        "monitoring",
+        "assets",
+        "benches",
+        ".ci",
+        ".sqlx",
+    ];
+    let root_file = !span.contains('/')
+        && [".md", ".toml", ".yml", ".example"]
+            .iter()
+            .any(|ext| span.ends_with(ext));
+    let in_tree = span
+        .split_once('/')
+        .is_some_and(|(first, _)| TOP.contains(&first));
+    let placeholder = span.contains(['<', '{', '…', ' ', '*'])
+        || span
+            .split('/')
+            .any(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_uppercase()));
+    (root_file || in_tree) && !placeholder
+}
+
+/// Issue 38: the README is a promise to users, so what it names must exist: files and folders,
+/// settings (and every setting the code reads is in its table), metrics and routes.
+#[test]
+fn the_readme_names_only_what_exists_and_every_setting() {
+    let readme = read("README.md");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spans = code_spans(&readme);
+    let mut missing = Vec::new();
+    // Files: code spans, and the targets of links.
+    let links = readme
+        .split("](")
+        .skip(1)
+        .map(|piece| piece.split(')').next().unwrap().to_string())
+        .filter(|target| !target.starts_with("http"));
+    for path in spans
+        .iter()
+        .filter(|s| names_a_path(s))
+        .cloned()
+        .chain(links)
+    {
+        let file = path.split('#').next().unwrap();
+        if !root.join(file).exists() {
+            missing.push(format!("file {path}"));
+        }
+    }
+    // Settings: every SHOUTED name is one the code reads (or RUST_LOG, read by tracing).
+    let settings = settings_in_code();
+    assert!(
+        settings.contains("POLL_INTERVAL") && settings.len() > 30,
+        "{settings:?}"
+    );
+    for span in &spans {
+        let shouted = span.len() > 3
+            && span.contains('_')
+            && span.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+        if shouted && !settings.contains(span) && span != "RUST_LOG" {
+            missing.push(format!("setting {span}"));
+        }
+    }
+    for setting in &settings {
+        if !readme.contains(&format!("| `{setting}` |")) {
+            missing.push(format!("a row for the setting {setting}"));
+        }
+    }
+    // Metrics: every name shaped like one is one the code emits.
+    let metrics = emitted_metrics();
+    for span in &spans {
+        let metric_shaped = span.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            && ["_total", "_seconds", "_rows", "_bytes"]
+                .iter()
+                .any(|suffix| span.ends_with(suffix));
+        if metric_shaped && !metrics.contains(span) {
+            missing.push(format!("metric {span}"));
+        }
+    }
+    // Routes: every `METHOD /path` the README names is served.
+    let routes = routes_in_code();
+    assert!(routes.contains("/influencer_analytics/{id}"), "{routes:?}");
+    for span in &spans {
+        let Some((_, path)) = ["GET ", "POST ", "PUT ", "DELETE "]
+            .iter()
+            .find_map(|method| span.strip_prefix(method).map(|p| (method, p)))
+        else {
+            continue;
+        };
+        let path = path.split(['?', '[', ' ']).next().unwrap();
+        let served = routes.contains(path) || routes.contains(path.trim_end_matches('/'));
+        if !served {
+            missing.push(format!("route {span}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README.md names what does not exist: {missing:#?}"
+    );
+}
+
+#[test]
+fn a_path_is_told_from_a_media_type_and_a_placeholder() {
+    assert!(names_a_path("src/db/mod.rs"));
+    assert!(names_a_path("docs/storage.md"));
+    assert!(names_a_path("ARCHITECTURE.md"));
+    assert!(names_a_path(".env.example"));
+    assert!(!names_a_path("application/problem+json"));
+    assert!(!names_a_path("seeds/NAME"));
+    assert!(!names_a_path("target/tmp/faults/<scenario>/report.txt"));
 }

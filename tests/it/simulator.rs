@@ -1,4 +1,4 @@
-//! The simulator against the real server's contract (../shared/MOCKSTAGRAM.md), over HTTP.
+//! The simulator against the real server's contract (docs/mockstagram.md), over HTTP.
 
 use std::time::{Duration, Instant};
 
