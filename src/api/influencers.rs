@@ -369,11 +369,6 @@ struct LatestRow {
     fetched_at: Option<DateTime<Utc>>,
     follower_count: Option<i32>,
     following_count: Option<i32>,
-    rank: Option<i32>,
-    ranked_follower_count: Option<i32>,
-    ranked_at: Option<DateTime<Utc>>,
-    ranked_of: Option<i64>,
-    fewer: Option<i32>,
 }
 
 /// An influencer's latest values, rank by followerCount and suspicious verdicts.
@@ -391,12 +386,9 @@ pub async fn latest(
 ) -> Result<Json<Latest>, ApiError> {
     let row: Option<LatestRow> = sqlx::query_as(
         "select i.username, i.tracked, i.untracked_reason, l.slot, l.fetched_at,
-                l.follower_count, l.following_count, r.rank,
-                r.follower_count as ranked_follower_count, r.ranked_at,
-                (select influencers from ranking_runs) as ranked_of, r.fewer
+                l.follower_count, l.following_count
          from influencers i
          left join influencer_latest l using (influencer_id)
-         left join influencer_ranks r using (influencer_id)
          where i.influencer_id = $1",
     )
     .bind(id)
@@ -410,24 +402,18 @@ pub async fn latest(
     .bind(id)
     .fetch_all(&state.pool)
     .await?;
-    let rank = match (
-        row.rank,
-        row.ranked_follower_count,
-        row.ranked_at,
-        row.ranked_of,
-        row.fewer,
-    ) {
-        (Some(rank), Some(follower_count), Some(ranked_at), Some(of), Some(fewer)) if of > 0 => {
-            Some(Rank {
-                rank,
-                of,
-                percentile: (fewer as f64 * 10_000.0 / of as f64).round() / 100.0,
-                follower_count,
-                ranked_at,
-            })
-        }
-        _ => None,
-    };
+    let ranking = state.ranking.current(&state.pool).await?;
+    let rank = ranking.as_deref().and_then(|ranking| {
+        let standing = ranking.standing(id)?;
+        let of = ranking.len() as i64;
+        Some(Rank {
+            rank: i32::try_from(standing.rank).unwrap_or(i32::MAX),
+            of,
+            percentile: (standing.fewer as f64 * 10_000.0 / of as f64).round() / 100.0,
+            follower_count: standing.follower_count,
+            ranked_at: ranking.ranked_at,
+        })
+    });
     let ratio = match (row.follower_count, row.following_count) {
         (Some(f), Some(g)) => follower_ratio(f, g),
         _ => None,

@@ -74,6 +74,8 @@ pub struct ApiState {
     pub metrics_with_api: bool,
     /// The broker `POST /influencers` schedules through; `None`: that endpoint answers 503.
     pub scheduler: Option<tracking::Scheduler>,
+    /// The latest ranking, read once each time a newer one is stored.
+    pub ranking: crate::jobs::ranking::RankingCache,
     /// Usernames of registered influencers, kept once read ([`USERNAMES_KEPT`]).
     pub usernames: moka::sync::Cache<i64, Arc<str>>,
 }
@@ -95,6 +97,7 @@ impl ApiState {
             limits: limits::Limits::default(),
             metrics_with_api: true,
             scheduler: None,
+            ranking: Default::default(),
             usernames: moka::sync::Cache::new(USERNAMES_KEPT),
         }
     }

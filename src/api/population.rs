@@ -126,23 +126,33 @@ pub async fn top(
 ) -> Result<Json<TopAnswer>, ApiError> {
     let Limit(limit) = page.limit.unwrap_or(Limit(10));
     let Cursor([after_rank, after_id]) = page.cursor.unwrap_or(Cursor([0, 0]));
-    let influencers: Vec<Ranked> = sqlx::query_as(
-        "select r.rank, r.influencer_id, i.username, r.follower_count
-         from influencer_ranks r join influencers i using (influencer_id)
-         where (r.rank, r.influencer_id) > ($1, $2)
-         order by r.rank, r.influencer_id
-         limit $3",
+    let Some(ranking) = state.ranking.current(&state.pool).await? else {
+        return Ok(Json(TopAnswer {
+            influencers: Vec::new(),
+            next_cursor: None,
+            ranked_at: None,
+        }));
+    };
+    let page = ranking.page((after_rank, after_id), limit as usize);
+    let ids: Vec<i64> = page.iter().map(|e| e.1).collect();
+    let names: std::collections::HashMap<i64, String> = sqlx::query_as(
+        "select influencer_id, username from influencers where influencer_id = any($1)",
     )
-    // Ranks are integers: a cursor past the largest one is past every rank (an empty page),
-    // never a wrapped-around one that starts the list again.
-    .bind(after_rank.min(i64::from(i32::MAX)) as i32)
-    .bind(after_id)
-    .bind(limit)
+    .bind(&ids)
     .fetch_all(&state.pool)
-    .await?;
-    let ranked_at: Option<DateTime<Utc>> = sqlx::query_scalar("select ranked_at from ranking_runs")
-        .fetch_optional(&state.pool)
-        .await?;
+    .await?
+    .into_iter()
+    .collect();
+    let influencers: Vec<Ranked> = page
+        .into_iter()
+        .map(|(rank, influencer_id, follower_count)| Ranked {
+            rank: i32::try_from(rank).unwrap_or(i32::MAX),
+            influencer_id,
+            username: names.get(&influencer_id).cloned().unwrap_or_default(),
+            follower_count,
+        })
+        .collect();
+    let ranked_at = Some(ranking.ranked_at);
     let next_cursor = (influencers.len() as i64 == limit)
         .then(|| {
             influencers

@@ -707,7 +707,6 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
         "influencer_hour_blocks",
         "late_points",
         "compaction_days",
-        "influencer_ranks",
         "ranking_runs",
         "average_followers",
         "influencer_latest",

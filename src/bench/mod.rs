@@ -15,6 +15,7 @@ pub mod e2e;
 pub mod fleet;
 pub mod load;
 pub mod procs;
+pub mod ranking;
 pub mod sink;
 pub mod storage;
 pub mod upstream;
@@ -70,6 +71,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Classify => {
             classify::run(database, args.classify.classify_concurrency, quick).await?
         }
+        Scenario::Ranking => ranking::run(database, quick).await?,
     };
     println!("{}", report.markdown());
     println!("written to {}", report.write_json()?.display());
@@ -95,6 +97,8 @@ pub enum Scenario {
     Compaction,
     /// A classification pass against the simulator's real is_suspicious delay.
     Classify,
+    /// The minutely ranking job at 1,000,000: its snapshot ÷ a row per influencer rewritten.
+    Ranking,
 }
 
 impl Scenario {
@@ -108,6 +112,7 @@ impl Scenario {
             Scenario::Storage => "storage",
             Scenario::Compaction => "compaction",
             Scenario::Classify => "classify",
+            Scenario::Ranking => "ranking",
         }
     }
 }

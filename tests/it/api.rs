@@ -380,6 +380,48 @@ async fn latest_shows_counts_and_a_rank_that_agrees_with_brute_force() {
     }
 }
 
+/// Issue 37, item 12: the ranking is one snapshot a minute that each API process reads once;
+/// a newer one is read at the next request, and an influencer untracked since leaves it.
+#[tokio::test]
+async fn the_api_answers_from_the_newest_ranking_stored() {
+    let api = TestApi::start().await;
+    for (id, followers) in [(1_i64, 100), (2, 200), (3, 300)] {
+        api.influencer_with_latest(id, T0, followers, 10).await;
+    }
+    let rank = || async {
+        influencer_analytics::jobs::ranking::refresh(&api.db.pool)
+            .await
+            .unwrap();
+        let (_, _, body) = api.get("/influencer_analytics/1/latest").await;
+        let (_, _, top) = api.get("/influencer_analytics/top?limit=10").await;
+        let order: Vec<i64> = top["influencers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["influencer_id"].as_i64().unwrap())
+            .collect();
+        (
+            body["rank"]["rank"].as_i64(),
+            body["rank"]["of"].as_i64(),
+            order,
+        )
+    };
+    assert_eq!(rank().await, (Some(3), Some(3), vec![3, 2, 1]));
+    // 1 overtakes everyone, 3 is untracked.
+    sqlx::query("update influencer_latest set follower_count = 1000 where influencer_id = 1")
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update influencers set tracked = false, untracked_reason = 'test' where influencer_id = 3",
+    )
+    .execute(&api.db.pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(rank().await, (Some(1), Some(2), vec![1, 2]));
+}
+
 #[tokio::test]
 async fn health_and_readiness_answer() {
     let api = TestApi::start().await;
