@@ -75,7 +75,8 @@ pub async fn run(
         ("POLL_INTERVAL", "60s".into()),
     ];
     let mut sink_env = env.to_vec();
-    sink_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
+    let sink_metrics = format!("127.0.0.1:{}", free_port()?);
+    sink_env.push(("METRICS_ADDR", sink_metrics.clone()));
     if let Some(storage) = compaction {
         sink_env.push(("COMPACTION_PACE", storage.compaction_pace.to_string()));
         sink_env.push((
@@ -98,6 +99,7 @@ pub async fn run(
     if let Some((lock, _)) = held {
         lock.release().await;
     }
+    let ranking_before = job_seconds(&sink_metrics, "ranking_refresh_seconds").await;
     let mut compacted_after: Option<f64> = None;
     let groups = ["poll", "sink", "simulator"];
     let mut watches: Vec<(String, Vec<u32>, Watch)> = groups
@@ -129,6 +131,7 @@ pub async fn run(
             compacted_after = Some(second as f64 / 60.0);
         }
     }
+    let ranking_after = job_seconds(&sink_metrics, "ranking_refresh_seconds").await;
     // Let the last measured slots land.
     tokio::time::sleep(Duration::from_secs(15)).await;
     roles.stop();
@@ -169,6 +172,20 @@ pub async fn run(
         .info("slots expected", expected as f64, "slots")
         .info("slots stored", measured.stored as f64, "slots")
         .info("fetch failures recorded", measured.failures as f64, "slots");
+    if let (Some((sum_0, runs_0)), Some((sum_1, runs_1))) = (ranking_before, ranking_after) {
+        let runs = runs_1 - runs_0;
+        report
+            .info("ranking job runs in the measured minutes", runs, "runs")
+            .info(
+                "ranking job, mean time a run",
+                if runs > 0.0 {
+                    (sum_1 - sum_0) / runs
+                } else {
+                    0.0
+                },
+                "s",
+            );
+    }
     if closed_hour.is_some() {
         match compacted_after {
             Some(minutes) => report.info(
@@ -233,6 +250,27 @@ async fn measure(
         p50: p50.unwrap_or(f64::NAN),
         p99: p99.unwrap_or(f64::NAN),
     })
+}
+
+/// A histogram's `(sum, count)` from the process's `/metrics` at `addr`; `None` when it cannot
+/// be read (the figure is then left out of the report).
+async fn job_seconds(addr: &str, histogram: &str) -> Option<(f64, f64)> {
+    let exposition = crate::tls::http_client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |suffix: &str| -> f64 {
+        exposition
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{histogram}{suffix} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Some((value("_sum"), value("_count")))
 }
 
 /// Whether the raw chunk of the hour starting at `hour_ms` is still there (not compacted).
