@@ -57,6 +57,9 @@ macro_rules! hour_member_data {
     };
 }
 
+/// A segment's period, epoch ms: `(start, end)`, end exclusive.
+pub type Period = (i64, i64);
+
 /// Epoch milliseconds as a `timestamptz` to bind (the epoch itself past chrono's range, which
 /// no slot reaches).
 pub fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {

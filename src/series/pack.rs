@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{DAY_MS, Summary, at, read::Period};
+use super::{DAY_MS, Period, Summary, at};
 
 /// The span of a pack: `influencer_segments`' chunk interval (migration 0002), on the Unix
 /// epoch's grid as TimescaleDB lays chunks out.
