@@ -10,11 +10,11 @@ use std::time::Duration;
 use divan::{Bencher, black_box};
 use influencer_analytics::{
     classify::spike::{SpikeRule, judge},
-    db::copy,
     fetch::parse_profile,
     model::Point,
     queue::points::Outcomes,
     schedule::SlotGrid,
+    series::hot::copy,
 };
 
 fn main() {

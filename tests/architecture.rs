@@ -389,3 +389,135 @@ fn a_path_is_told_from_a_media_type_and_a_placeholder() {
     assert!(!names_a_path("seeds/NAME"));
     assert!(!names_a_path("target/tmp/faults/<scenario>/report.txt"));
 }
+
+/// The tier tables: the hot tier, the cold tier and compaction's bookkeeping of them, which
+/// only `series` reads and writes (migrations name them too).
+const TIER_TABLES: [&str; 6] = [
+    "influencer_metrics",
+    "late_points",
+    "influencer_hour_blocks",
+    "influencer_segments",
+    "influencer_summary_packs",
+    "compaction_days",
+];
+
+/// The string literals of Rust source, with the line each starts on: `"..."` with its escapes
+/// and raw strings `r#"..."#`; comments and char literals skipped.
+fn string_literals(source: &str) -> Vec<(usize, String)> {
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = Vec::new();
+    let (mut i, mut line) = (0, 1);
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '\n' {
+            line += 1;
+            i += 1;
+        } else if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                line += usize::from(chars[i] == '\n');
+                i += 1;
+            }
+            i += 2;
+        } else if c == '\'' && (chars.get(i + 2) == Some(&'\'') || next == Some('\\')) {
+            // A char literal ('"', '\n', '\''); a lifetime has no closing quote there.
+            i += if next == Some('\\') { 4 } else { 3 };
+        } else if c == 'r'
+            && matches!(next, Some('"') | Some('#'))
+            && (i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_'))
+        {
+            let hashes = chars[i + 1..].iter().take_while(|&&c| c == '#').count();
+            if chars.get(i + 1 + hashes) != Some(&'"') {
+                i += 1;
+                continue;
+            }
+            let start = i + 2 + hashes;
+            let close: String = std::iter::once('"')
+                .chain("#".repeat(hashes).chars())
+                .collect();
+            let rest: String = chars[start..].iter().collect();
+            let end = rest.find(&close).expect("a closed raw string");
+            let text = rest[..end].to_string();
+            out.push((line, text.clone()));
+            line += text.matches('\n').count();
+            i = start + text.chars().count() + close.chars().count();
+        } else if c == '"' {
+            let mut text = String::new();
+            i += 1;
+            let start_line = line;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    text.push(chars[i]);
+                    i += 1;
+                }
+                line += usize::from(chars[i] == '\n');
+                text.push(chars[i]);
+                i += 1;
+            }
+            out.push((start_line, text));
+            i += 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Whether `text` names `table` as a word of its own (`late_points_total` is not `late_points`).
+fn names_table(text: &str, table: &str) -> bool {
+    text.match_indices(table).any(|(at, _)| {
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let before = text[..at].chars().next_back();
+        let after = text[at + table.len()..].chars().next();
+        !before.is_some_and(word) && !after.is_some_and(word)
+    })
+}
+
+#[test]
+fn string_literals_are_told_from_comments_and_chars() {
+    let source = "let a = '\"'; // \"in a comment\"\nlet b = \"one \\\" two\";\n/* \"no\" */ let c = r#\"raw \"x\"\"#; fn f<'a>(x: &'a str) {}";
+    let found: Vec<_> = string_literals(source)
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(
+        found,
+        vec!["one \\\" two".to_string(), "raw \"x\"".to_string()]
+    );
+    assert!(names_table("select 1 from late_points l", "late_points"));
+    assert!(!names_table("late_points_merged_total", "late_points"));
+}
+
+#[test]
+fn only_series_names_the_tier_tables_in_sql() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let series = src.join("series");
+    let mut outside = Vec::new();
+    let mut in_series = BTreeSet::new();
+    for file in walk(&src) {
+        let source = std::fs::read_to_string(&file).unwrap();
+        for (line, text) in string_literals(&source) {
+            for table in TIER_TABLES {
+                if file.starts_with(&series) {
+                    if names_table(&text, table) {
+                        in_series.insert(table);
+                    }
+                } else if names_table(&text, table) {
+                    let relative = file.strip_prefix(&src).unwrap().display();
+                    outside.push(format!("src/{relative}:{line} names {table}"));
+                }
+            }
+        }
+    }
+    // The scan sees the statements where they are.
+    assert_eq!(in_series.len(), TIER_TABLES.len(), "{in_series:?}");
+    assert!(
+        outside.is_empty(),
+        "tier tables are series' own; outside src/series/:\n{}",
+        outside.join("\n")
+    );
+}

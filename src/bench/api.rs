@@ -22,6 +22,10 @@ use super::{
     procs::{Roles, free_port},
     quantile,
 };
+use crate::series::{
+    fixtures,
+    inspect::{self, RangeHoldings, TierTable},
+};
 use crate::{config::DatabaseSettings, db, model::splitmix};
 
 /// The day of points every influencer has (aligned to a whole day, in the past).
@@ -482,64 +486,28 @@ async fn prepare_recent(pool: &PgPool, influencers: i64) -> anyhow::Result<Recen
     use crate::jobs::compaction::{Budget, run_now};
     let started = Instant::now();
     let last = RECENT_FIRST + influencers - 1;
-    let after_dataset = (DAY_START + MINUTES * 60) as f64;
-    for table in [
-        "influencer_metrics",
-        "influencer_hour_blocks",
-        "influencer_segments",
-        "influencer_summary_packs",
-    ] {
-        sqlx::query(&format!(
-            "select drop_chunks('{table}', newer_than => to_timestamp($1))"
-        ))
-        .bind(after_dataset)
-        .execute(pool)
-        .await?;
-    }
-    sqlx::query("delete from compaction_days where day >= to_timestamp($1)")
-        .bind(after_dataset)
-        .execute(pool)
-        .await?;
-    sqlx::query("delete from late_points where influencer_id between $1 and $2")
-        .bind(RECENT_FIRST)
-        .bind(last)
-        .execute(pool)
-        .await?;
+    let after_dataset = DAY_START + MINUTES * 60;
+    fixtures::clear_after(pool, after_dataset, (RECENT_FIRST, last)).await?;
     let now_s = chrono::Utc::now().timestamp();
     let end_s = now_s - now_s.rem_euclid(60) - 60;
     let start_s = end_s - MINUTES * 60 + 60;
     // An hour (one chunk) a statement, from the hour the range starts in.
     let mut from = start_s - start_s.rem_euclid(3600);
     while from <= end_s {
-        insert_noise(pool, (RECENT_FIRST, last), (from, (from + 3540).min(end_s))).await?;
+        fixtures::insert_noise(pool, (RECENT_FIRST, last), (from, (from + 3540).min(end_s)))
+            .await?;
         from += 3600;
     }
     run_now(pool, Budget::FULL, Duration::from_secs(600), &mut |line| {
         eprintln!("bench api (recent day): {line}")
     })
     .await?;
-    sqlx::query("analyze influencer_metrics")
-        .execute(pool)
-        .await?;
-    let (day_segments, hour_segments, raw_points): (i64, i64, i64) = sqlx::query_as(
-        "select
-           (select count(*) from influencer_segments
-            where influencer_id between $1 and $2
-              and period_end > to_timestamp($3) and period_start <= to_timestamp($4)),
-           (select count(*) from influencer_hour_blocks b, generate_series(0, 63) m
-            where b.block between $1 >> 6 and $2 >> 6 and b.points[m + 1] > 0
-              and b.period_start > to_timestamp($3) - interval '1 hour'
-              and b.period_start <= to_timestamp($4)),
-           (select count(*) from influencer_metrics
-            where influencer_id between $1 and $2
-              and slot between to_timestamp($3) and to_timestamp($4))",
-    )
-    .bind(RECENT_FIRST)
-    .bind(last)
-    .bind(start_s as f64)
-    .bind(end_s as f64)
-    .fetch_one(pool)
-    .await?;
+    inspect::analyze(pool, TierTable::Raw, false).await?;
+    let RangeHoldings {
+        day_segments,
+        hour_segments,
+        raw_points,
+    } = inspect::range_holdings(pool, (RECENT_FIRST, last), (start_s, end_s)).await?;
     let per_influencer = |n: i64| n as f64 / influencers as f64;
     let recent = Recent {
         influencers,
@@ -634,9 +602,7 @@ async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
         store::upsert(&mut tx, &segments).await?;
         tx.commit().await?;
     }
-    sqlx::query("vacuum analyze influencer_segments")
-        .execute(pool)
-        .await?;
+    inspect::analyze(pool, TierTable::DaySegments, true).await?;
     record_generated(
         pool,
         "bench_history",
@@ -648,34 +614,6 @@ async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
         "bench api: a year of day segments for {influencers} influencers in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
-}
-
-/// Stores a point a minute for the influencers `ids` over the slots `[from_s, to_s]` (epoch
-/// seconds, inclusive; one statement, so best within one hour chunk), minute by minute across
-/// all of them as the sink writes, fetched 150 ms after their slot. The counts are hashed noise
-/// of about 3 bytes of entropy a point, like the simulator's walk, so a compacted segment is as
-/// big as a real one: a formula pco could see through made 200-byte day segments that cost a
-/// read nothing.
-async fn insert_noise(
-    pool: &PgPool,
-    (first_id, last_id): (i64, i64),
-    (from_s, to_s): (i64, i64),
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "insert into influencer_metrics
-         select id, to_timestamp(t), to_timestamp(t) + interval '150 ms',
-                100000 + (hashint8(id * 100000 + t / 60) & 65535),
-                1000 + ((hashint8(id * 100000 + t / 60) >> 16) & 255)
-         from generate_series($1::bigint, $2, 60) t, generate_series($3::bigint, $4) id
-         order by t, id",
-    )
-    .bind(from_s)
-    .bind(to_s)
-    .bind(first_id)
-    .bind(last_id)
-    .execute(pool)
-    .await?;
     Ok(())
 }
 
@@ -702,15 +640,9 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
         .await?;
     for table in [
         DATASET,
-        "influencer_segments",
-        "influencer_summary_packs",
-        "influencer_hour_blocks",
-        "late_points",
-        "compaction_days",
         "ranking_runs",
         "average_followers",
         "influencer_latest",
-        "influencer_metrics",
         "current_verdicts",
         "suspicious_classifications",
         "fetch_failures",
@@ -719,6 +651,7 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
             .execute(pool)
             .await?;
     }
+    fixtures::truncate_all(pool).await?;
     sqlx::query("delete from influencers").execute(pool).await?;
     sqlx::query(
         "insert into influencers (influencer_id, username)
@@ -731,7 +664,7 @@ async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> 
     // segment of noise is as big as a real one (about 4.3 kB, two TOAST chunks and a tail).
     for hour in 0..24 {
         let from = DAY_START + hour * 3600;
-        insert_noise(
+        fixtures::insert_noise(
             pool,
             (1_000_000, 1_000_000 + with_points - 1),
             (from, from + 3540),

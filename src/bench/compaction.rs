@@ -22,7 +22,10 @@ use crate::{
     config::{DatabaseSettings, StorageSettings},
     jobs::compaction::{self, Budget},
     mockstagram::FIRST_PK,
-    series::HOUR_MS,
+    series::{
+        HOUR_MS, compact, fixtures,
+        inspect::{self, TierTable},
+    },
 };
 
 /// The influencers the goal is stated for.
@@ -62,12 +65,7 @@ pub async fn run(
     let seconds = started.elapsed().as_secs_f64();
     mine.sample(&this);
     theirs.sample(&pids_named("postgres"));
-    let left: i64 = sqlx::query_scalar(
-        "select count(*) from timescaledb_information.chunks
-         where hypertable_name = 'influencer_metrics'",
-    )
-    .fetch_one(&pool)
-    .await?;
+    let left = compact::raw_chunks(&pool, false).await?.len();
     pool.close().await;
     let points = influencers * 60;
     anyhow::ensure!(
@@ -149,26 +147,10 @@ pub async fn write_closed_hour(
     let hour_ms = (now_ms.div_euclid(HOUR_MS) - 2) * HOUR_MS;
     for minute in 0..60 {
         let minute_s = hour_ms / 1000 + minute * 60;
-        sqlx::query(
-            "insert into influencer_metrics
-                 (influencer_id, slot, fetched_at, follower_count, following_count)
-             select id, s, s + make_interval(secs => (hashint8(id + $3) & 1023) / 1000.0),
-                    100000 + (hashint8(id * 100000 + $3 / 60) & 65535),
-                    1000 + ((hashint8(id * 100000 + $3 / 60) >> 16) & 255)
-             from generate_series($1::bigint, $2::bigint) id,
-                  lateral (select to_timestamp($3 + (hashint8(id) & 65535) % 60) s) slot
-             order by s, hashint8(id + $3 * 7)",
-        )
-        .bind(FIRST_PK)
-        .bind(FIRST_PK + influencers - 1)
-        .bind(minute_s)
-        .execute(pool)
-        .await?;
+        fixtures::insert_minute(pool, (FIRST_PK, FIRST_PK + influencers - 1), minute_s).await?;
         written(minute);
     }
-    sqlx::query("vacuum analyze influencer_metrics")
-        .execute(pool)
-        .await?;
+    inspect::analyze(pool, TierTable::Raw, true).await?;
     sqlx::query("checkpoint").execute(pool).await?;
     Ok(hour_ms)
 }

@@ -28,6 +28,7 @@ use crate::{
     jobs::compaction::LOCK_KEY,
     mockstagram::FIRST_PK,
     queue::Broker,
+    series,
 };
 
 const INTERVAL: Duration = Duration::from_secs(60);
@@ -126,7 +127,7 @@ pub async fn run(
         if let Some(hour_ms) = closed_hour
             && compacted_after.is_none()
             && second % 10 == 0
-            && !raw_hour_left(&pool, hour_ms).await?
+            && !series::inspect::raw_hour_left(&pool, hour_ms).await?
         {
             compacted_after = Some(second as f64 / 60.0);
         }
@@ -228,16 +229,7 @@ async fn measure(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> anyhow::Result<Measured> {
-    let (stored, p50, p99): (i64, Option<f64>, Option<f64>) = sqlx::query_as(
-        "select count(*),
-                percentile_disc(0.5) within group (order by extract(epoch from fetched_at - slot))::float8,
-                percentile_disc(0.99) within group (order by extract(epoch from fetched_at - slot))::float8
-         from influencer_metrics where slot >= $1 and slot < $2",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_one(pool)
-    .await?;
+    let raw = series::inspect::raw_window(pool, from, to).await?;
     let failures: i64 =
         sqlx::query_scalar("select count(*) from fetch_failures where slot >= $1 and slot < $2")
             .bind(from)
@@ -245,10 +237,10 @@ async fn measure(
             .fetch_one(pool)
             .await?;
     Ok(Measured {
-        stored,
+        stored: raw.points,
         failures,
-        p50: p50.unwrap_or(f64::NAN),
-        p99: p99.unwrap_or(f64::NAN),
+        p50: raw.lateness_p50,
+        p99: raw.lateness_p99,
     })
 }
 
@@ -271,17 +263,6 @@ async fn job_seconds(addr: &str, histogram: &str) -> Option<(f64, f64)> {
             .unwrap_or(0.0)
     };
     Some((value("_sum"), value("_count")))
-}
-
-/// Whether the raw chunk of the hour starting at `hour_ms` is still there (not compacted).
-async fn raw_hour_left(pool: &PgPool, hour_ms: i64) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "select exists (select 1 from timescaledb_information.chunks
-                        where hypertable_name = 'influencer_metrics' and range_start = $1)",
-    )
-    .bind(DateTime::from_timestamp_millis(hour_ms))
-    .fetch_one(pool)
-    .await
 }
 
 async fn sleep_until(at: DateTime<Utc>) {

@@ -94,14 +94,7 @@ pub async fn run(
     let settled_from = last_join + SETTLE_S;
     let (from, to) = (&samples[settled_from], &samples[samples.len() - 1]);
     let answered = to.answered - from.answered;
-    let stored: i64 = sqlx::query_scalar(
-        "select (select count(*) from influencer_metrics where fetched_at >= $1 and fetched_at < $2)
-              + (select count(*) from late_points where fetched_at >= $1 and fetched_at < $2)",
-    )
-    .bind(from.wall)
-    .bind(to.wall)
-    .fetch_one(&pool)
-    .await?;
+    let stored = crate::series::inspect::hot_points_fetched(&pool, from.wall, to.wall).await?;
     pool.close().await;
     let publisher = Broker::connect(&queues).await?;
     publisher.delete_all().await?;

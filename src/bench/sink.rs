@@ -10,7 +10,9 @@ use rand::{SeedableRng, rngs::SmallRng, seq::SliceRandom};
 use sqlx::PgPool;
 
 use super::{Goal, Report, Scenario, bench_database};
-use crate::{config::DatabaseSettings, model::Point, queue::points::Outcomes, sink::writer};
+use crate::{
+    config::DatabaseSettings, model::Point, queue::points::Outcomes, series, sink::writer,
+};
 
 /// Rows per point message, as the poller sends them (one schedule batch).
 const MESSAGE_POINTS: usize = 500;
@@ -45,19 +47,16 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     }
 
     let csv = csv_of(&messages)?;
-    sqlx::query("truncate influencer_metrics")
-        .execute(&pool)
-        .await?;
+    series::fixtures::truncate_raw(&pool).await?;
     let started = Instant::now();
     let output = Command::new("psql")
         .arg(bench.database_url.expose())
         .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
-        .arg(format!(
-            "\\copy influencer_metrics (influencer_id, slot, fetched_at, follower_count, following_count) from '{}' with (format csv)",
-            csv.path().display()
-        ))
+        .arg(series::fixtures::psql_copy_of_csv(csv.path()))
         .output()
-        .context("cannot run psql (install the PostgreSQL client: apt-get install postgresql-client)")?;
+        .context(
+            "cannot run psql (install the PostgreSQL client: apt-get install postgresql-client)",
+        )?;
     let copy_secs = started.elapsed().as_secs_f64();
     if !output.status.success() {
         bail!(
@@ -65,9 +64,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let copied: i64 = sqlx::query_scalar("select count(*) from influencer_metrics")
-        .fetch_one(&pool)
-        .await?;
+    let copied = series::fixtures::raw_points(&pool).await?;
     if copied != rows as i64 {
         bail!("psql \\copy stored {copied} of {rows} rows");
     }

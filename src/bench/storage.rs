@@ -14,8 +14,14 @@ use rand::{SeedableRng, seq::SliceRandom};
 
 use super::{Goal, Report, Scenario, bench_database, sink};
 use crate::{
-    config::DatabaseSettings, jobs::compaction, model::Point, queue::points::Outcomes,
-    series::DAY_MS, simulator::Simulator, sink::writer,
+    config::DatabaseSettings,
+    jobs::compaction,
+    model::Point,
+    queue::points::Outcomes,
+    series::DAY_MS,
+    series::inspect::{self, TierTable},
+    simulator::Simulator,
+    sink::writer,
 };
 
 /// The walk's entropy, bytes a point: a rounded Gaussian step of σ has about
@@ -67,7 +73,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     }
     let write_secs = started.elapsed().as_secs_f64();
     let points = (influencers * 1440) as f64;
-    let raw = size(&pool, "influencer_metrics").await?;
+    let raw = inspect::bytes(&pool, TierTable::Raw).await?;
     let (spike_raw, judged_raw) = spike_scan(&pool, day_ms + DAY_MS).await?;
 
     let started = Instant::now();
@@ -75,27 +81,24 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     compaction::run_stages(&pool, compaction::Budget::FULL, false, &mut |_| {}).await?;
     let hours_secs = started.elapsed().as_secs_f64();
     let hours_cpu = super::procs::cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu;
-    let hours = size(&pool, "influencer_hour_blocks").await?;
+    let hours = inspect::bytes(&pool, TierTable::HourBlocks).await?;
     let started = Instant::now();
     compaction::run_stages(&pool, compaction::Budget::FULL, true, &mut |_| {}).await?;
     let days_secs = started.elapsed().as_secs_f64();
     // A closed day is its day segments and its entries in the summary packs (migration 0006):
     // here each pack holds the one day written, so its row and index entry weigh on one day,
     // not on the 28 of a pack in steady state (an upper bound).
-    let packs = size(&pool, "influencer_summary_packs").await?;
-    let days = size(&pool, "influencer_segments").await? + packs;
+    let packs = inspect::bytes(&pool, TierTable::SummaryPacks).await?;
+    let days = inspect::bytes(&pool, TierTable::DaySegments).await? + packs;
     let (spike_days, judged_days) = spike_scan(&pool, day_ms + DAY_MS).await?;
     if judged_raw != influencers as u64 || judged_days != judged_raw {
         anyhow::bail!(
             "the spike detector judged {judged_raw} influencers on raw points and {judged_days} on day segments, of {influencers}"
         );
     }
-    let data: i64 = sqlx::query_scalar::<_, Option<i64>>(
-        "select sum(length(data_head) + length(data_tail))::bigint from influencer_segments",
-    )
-    .fetch_one(&pool)
-    .await?
-    .ok_or_else(|| anyhow::anyhow!("compaction merged no day segments for the day written"))?;
+    let data: i64 = inspect::day_data_bytes(&pool)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("compaction merged no day segments for the day written"))?;
     pool.close().await;
 
     let per = |bytes: i64| bytes as f64 / points;
@@ -201,16 +204,4 @@ async fn spike_scan(pool: &sqlx::PgPool, end_ms: i64) -> anyhow::Result<(f64, u6
     )
     .await?;
     Ok((started.elapsed().as_secs_f64(), scanned.judged))
-}
-
-async fn size(pool: &sqlx::PgPool, table: &str) -> anyhow::Result<i64> {
-    sqlx::query(&format!("vacuum analyze {table}"))
-        .execute(pool)
-        .await?;
-    Ok(sqlx::query_scalar(
-        "select coalesce((select total_bytes from hypertable_detailed_size($1::regclass)), 0)::bigint",
-    )
-    .bind(table)
-    .fetch_one(pool)
-    .await?)
 }

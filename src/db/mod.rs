@@ -15,8 +15,6 @@ use sqlx::{
 
 use crate::config::{DatabaseSettings, ServiceUrl};
 
-pub mod copy;
-
 /// The SQL files of `migrations/`, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -325,4 +323,21 @@ impl SessionLock {
             .await;
         let _ = self.connection.close().await;
     }
+}
+
+/// Drops the chunks of hypertable `table` whose every row is older than `secs` before the
+/// transaction's start; returns how many.
+pub async fn drop_chunks_older(
+    tx: &mut sqlx::PgConnection,
+    table: &str,
+    secs: f64,
+) -> sqlx::Result<u64> {
+    let dropped: Vec<String> = sqlx::query_scalar(
+        "select drop_chunks($1::regclass, older_than => now() - make_interval(secs => $2))::text",
+    )
+    .bind(table)
+    .bind(secs)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(dropped.len() as u64)
 }

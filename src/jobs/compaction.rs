@@ -30,31 +30,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 
 use super::quarantine::{self, Quarantine, Quarantined};
-use crate::db::{Fence, SessionLock, copy};
-use crate::model::Point;
+use crate::db::{Fence, SessionLock};
 use crate::series::{
-    DAY_MS, SETTLE_MS, block_of,
-    store::{self, MergeReport, RawPoint, RawRow},
+    DAY_MS, SETTLE_MS,
+    compact::{self, ChunkScan, RawChunk, TierCounts},
+    store::MergeReport,
 };
 
 /// Advisory lock key: "compact" in ASCII.
 pub const LOCK_KEY: i64 = 0x63_6f6d_7061_6374;
 
-/// What a row of `influencer_metrics` takes in its heap: 32 bytes of columns, a 24-byte tuple
-/// header and a 4-byte line pointer (migrations/0001_baseline.sql).
-const HEAP_BYTES_PER_ROW: i64 = 60;
 /// Points of a chunk merged into segments per step (an hour of 3,000 influencers).
 const POINTS_PER_MERGE: usize = 180_000;
 /// Hour blocks (of 64 influencers) merged into day segments per transaction: about 20,000
 /// influencers.
 const HOUR_BLOCKS_PER_DAY_BATCH: i64 = 312;
 const LATE_POINTS_PER_BATCH: i64 = 50_000;
-
-/// How long the final `DROP TABLE` of a chunk may wait for readers to let go of it.
-const DROP_LOCK_TIMEOUT: &str = "2s";
 
 /// How hard compaction works: the share of the time its steps may fill (`COMPACTION_PACE`).
 /// After each step (a read of a chunk and its segments written, a batch of days or late
@@ -155,16 +149,7 @@ pub struct Status {
 /// Seconds since the end of the oldest closed hour still raw (0 when none is due); sets the
 /// `compaction_lag_seconds` gauge. Reads only the chunk catalogue: cheap enough for every pass.
 pub async fn lag_seconds(pool: &PgPool) -> sqlx::Result<f64> {
-    let lag: Option<f64> = sqlx::query_scalar(
-        "select extract(epoch from now() - min(range_end))::float8
-         from timescaledb_information.chunks
-         where hypertable_name = 'influencer_metrics'
-           and range_end <= now() - make_interval(secs => $1)",
-    )
-    .bind((SETTLE_MS / 1000) as f64)
-    .fetch_one(pool)
-    .await?;
-    let lag = lag.unwrap_or(0.0).max(0.0);
+    let lag = compact::lag_seconds(pool).await?;
     metrics::gauge!("compaction_lag_seconds").set(lag);
     Ok(lag)
 }
@@ -173,33 +158,24 @@ pub async fn lag_seconds(pool: &PgPool) -> sqlx::Result<f64> {
 /// segments (a scan of the cold tier, not for every pass).
 pub async fn status(pool: &PgPool) -> anyhow::Result<Status> {
     let lag_seconds = lag_seconds(pool).await?;
-    let row: (i64, i64, i64, i64, i64, i64, Option<i64>) = sqlx::query_as(
-        "select count(c.*),
-                count(c.*) filter (where c.range_end <= now() - make_interval(secs => $1)),
-                (select count(*) from late_points),
-                (select count(*) from compaction_days where merged_at is null),
-                (select count(*) from influencer_hour_blocks b, unnest(b.points) p where p > 0),
-                (select count(*) from influencer_segments),
-                (select sum(total_bytes)::bigint from (
-                     select total_bytes from hypertable_detailed_size('influencer_segments')
-                     union all
-                     select total_bytes from hypertable_detailed_size('influencer_summary_packs')
-                     union all
-                     select total_bytes from hypertable_detailed_size('influencer_hour_blocks')) s)
-         from timescaledb_information.chunks c where c.hypertable_name = 'influencer_metrics'",
-    )
-    .bind((SETTLE_MS / 1000) as f64)
-    .fetch_one(pool)
-    .await?;
+    let TierCounts {
+        raw_chunks,
+        due_chunks,
+        late_points,
+        days_pending,
+        hour_segments,
+        day_segments,
+        segment_bytes,
+    } = compact::counts(pool).await?;
     Ok(Status {
         lag_seconds,
-        raw_chunks: row.0,
-        due_chunks: row.1,
-        late_points: row.2,
-        days_pending: row.3,
-        hour_segments: row.4,
-        day_segments: row.5,
-        segment_bytes: row.6.unwrap_or(0),
+        raw_chunks,
+        due_chunks,
+        late_points,
+        days_pending,
+        hour_segments,
+        day_segments,
+        segment_bytes,
         quarantined: quarantine::list(pool).await?,
     })
 }
@@ -242,28 +218,6 @@ pub async fn run_stages(
     Ok(Some(result?))
 }
 
-#[derive(sqlx::FromRow)]
-struct Chunk {
-    chunk_schema: String,
-    chunk_name: String,
-    range_start: DateTime<Utc>,
-    range_end: DateTime<Utc>,
-}
-
-async fn chunks(pool: &PgPool, due_only: bool) -> sqlx::Result<Vec<Chunk>> {
-    sqlx::query_as(
-        "select chunk_schema, chunk_name, range_start, range_end
-         from timescaledb_information.chunks
-         where hypertable_name = 'influencer_metrics'
-           and (not $1 or range_end <= now() - make_interval(secs => $2))
-         order by range_start",
-    )
-    .bind(due_only)
-    .bind((SETTLE_MS / 1000) as f64)
-    .fetch_all(pool)
-    .await
-}
-
 impl PassReport {
     /// Counts segments written for `period` (`hour` or `day`), here and in the metrics.
     fn wrote(&mut self, period: &'static str, m: MergeReport) {
@@ -301,7 +255,7 @@ async fn pass(
 ) -> anyhow::Result<PassReport> {
     let mut report = PassReport::default();
     let mut quarantine = Quarantine::read(pool).await?;
-    for chunk in chunks(pool, true).await? {
+    for chunk in compact::raw_chunks(pool, true).await? {
         let started = Instant::now();
         let work = format!("hour {}", chunk.range_start.format("%Y-%m-%d %H:%M"));
         if waits_for_retry(&quarantine, &work, &mut report, progress) {
@@ -356,7 +310,7 @@ async fn pass(
         }
     }
     let due = if days {
-        days_due(pool).await?
+        compact::days_due(pool).await?
     } else {
         Vec::new()
     };
@@ -381,10 +335,6 @@ async fn pass(
         ));
     }
     Ok(report)
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Whether `work` is quarantined and waits for its retry (counted, and left alone).
@@ -439,150 +389,30 @@ struct ChunkReport {
 async fn compact_chunk(
     pool: &PgPool,
     fence: &Fence,
-    chunk: &Chunk,
+    chunk: &RawChunk,
     budget: Budget,
     rested: &mut Duration,
 ) -> anyhow::Result<Option<ChunkReport>> {
-    let table = format!(
-        "{}.{}",
-        quote(&chunk.chunk_schema),
-        quote(&chunk.chunk_name)
-    );
     let mut tx = pool.begin().await?;
     fence.check(&mut tx).await?;
-    // Segments already covering this hour exist only if the chunk was written again after a
-    // compaction (points inserted by hand): then each batch merges into them.
-    let look_up: bool = sqlx::query_scalar(
-        "select exists (select 1 from all_segments
-                        where period_start > $1 - interval '1 day' and period_start < $2
-                          and period_end > $1)",
-    )
-    .bind(chunk.range_start)
-    .bind(chunk.range_end)
-    .fetch_one(&mut *tx)
-    .await?;
-    let mut total = MergeReport::default();
-    let bytes: i64 = sqlx::query_scalar("select pg_relation_size($1::regclass)")
-        .bind(&table)
-        .fetch_one(&mut *tx)
-        .await?;
-    let passes = passes_for(bytes, budget.pass_points);
-    let expected = (bytes / HEAP_BYTES_PER_ROW / passes) as usize;
-    for pass in 0..passes {
+    let scan = ChunkScan::start(&mut tx, chunk, budget.pass_points).await?;
+    let mut hour = MergeReport::default();
+    for pass in 0..scan.passes {
         let step = Instant::now();
-        let mut points = read_pass(&mut tx, &table, (pass, passes), expected).await?;
-        points.sort_unstable_by_key(|p| (p.pk, p.slot_ms));
+        let points = scan.read_share(&mut tx, pass).await?;
         budget.pace.rest(step.elapsed(), rested).await;
-        for batch in by_block(&points, POINTS_PER_MERGE) {
+        for batch in compact::by_block(&points, POINTS_PER_MERGE) {
             let step = Instant::now();
-            let batch: Vec<RawPoint> = batch.iter().map(RawPoint::from).collect();
-            total += store::merge(&mut tx, &batch, look_up).await?;
+            hour += scan.merge(&mut tx, batch).await?;
             budget.pace.rest(step.elapsed(), rested).await;
         }
     }
-    // The late points of this hour join it now (they may repeat a slot of the chunk).
-    let late: Vec<RawRow> = sqlx::query_as(&format!(
-        "delete from late_points where slot >= $1 and slot < $2 returning {}",
-        RawRow::COLUMNS
-    ))
-    .bind(chunk.range_start)
-    .bind(chunk.range_end)
-    .fetch_all(&mut *tx)
-    .await?;
-    let late = merge_rows(&mut tx, &late).await?;
-    sqlx::query(&format!("set local lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
-        .execute(&mut *tx)
-        .await?;
-    match sqlx::query(&format!("drop table {table}"))
-        .execute(&mut *tx)
-        .await
-    {
-        Ok(_) => {}
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        Err(e) => return Err(e.into()),
-    }
-    tx.commit().await?;
-    Ok(Some(ChunkReport { hour: total, late }))
-}
-
-/// How many passes a closed chunk of `bytes` is read in: a chunk is read a share of its
-/// influencers at a time, each share one scan of the chunk in its physical order, grouped by
-/// influencer here. The sink writes a chunk in slot order, so an influencer's 60 points of an
-/// hour lie on 60 pages among a million influencers' rows: read influencer by influencer
-/// through the index, every point cost PostgreSQL a page (bench compaction: 140 s of its CPU
-/// for an hour of 1,000,000 influencers). The shares are hour blocks (`influencer_id >> 6`:
-/// 64 consecutive ids, one row of `influencer_hour_blocks`, so each block row is written once)
-/// modulo the number of passes, which spreads any set of ids about evenly,
-/// [`Budget::pass_points`] points a pass. The count comes
-/// from the chunk's size on disk (rows of fixed size, so always current, where the planner's
-/// row estimate may date from early in the hour).
-fn passes_for(bytes: i64, pass_points: usize) -> i64 {
-    let rows = bytes.max(0) as u64 / HEAP_BYTES_PER_ROW as u64;
-    rows.div_ceil(pass_points.max(1) as u64).max(1) as i64
-}
-
-/// The points of the influencers whose hour block modulo `passes` is `pass`, by a binary COPY
-/// of a scan of the chunk.
-async fn read_pass(
-    tx: &mut PgConnection,
-    table: &str,
-    (pass, passes): (i64, i64),
-    expected: usize,
-) -> anyhow::Result<Vec<Point>> {
-    use futures_util::TryStreamExt;
-    let share = if passes == 1 {
-        String::new()
-    } else {
-        format!("where abs((influencer_id >> 6) % {passes}) = {pass}")
+    let Some(late) = scan.finish(&mut tx).await? else {
+        tx.rollback().await?;
+        return Ok(None);
     };
-    let mut out = tx
-        .copy_out_raw(&format!(
-            "copy (select {} from {table} {share}) to stdout (format binary)",
-            RawRow::COLUMNS
-        ))
-        .await?;
-    let mut decoder = copy::Decoder::default();
-    let mut points = Vec::with_capacity(expected);
-    while let Some(piece) = out.try_next().await? {
-        decoder.feed(&piece, &mut points)?;
-    }
-    decoder.finish()?;
-    Ok(points)
-}
-
-/// `points` (sorted by influencer) in batches of about `size`, an hour block (64 consecutive
-/// influencers, one row of `influencer_hour_blocks`) never split: each block row is written
-/// once.
-fn by_block(points: &[Point], size: usize) -> impl Iterator<Item = &[Point]> {
-    let mut rest = points;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut end = size.clamp(1, rest.len());
-        while end < rest.len() && block_of(rest[end].pk).0 == block_of(rest[end - 1].pk).0 {
-            end += 1;
-        }
-        let (batch, tail) = rest.split_at(end);
-        rest = tail;
-        Some(batch)
-    })
-}
-
-/// SQLSTATE of a lock timeout.
-const LOCK_NOT_AVAILABLE: &str = "55P03";
-
-async fn merge_rows(
-    tx: &mut Transaction<'_, Postgres>,
-    rows: &[RawRow],
-) -> anyhow::Result<MergeReport> {
-    let mut points: Vec<RawPoint> = rows.iter().map(RawPoint::from).collect();
-    points.sort_by_key(|p| (p.influencer_id, p.point.slot_ms));
-    points.dedup_by_key(|p| (p.influencer_id, p.point.slot_ms));
-    store::merge(tx, &points, true).await
+    tx.commit().await?;
+    Ok(Some(ChunkReport { hour, late }))
 }
 
 /// Merges late points whose hour has no chunk any more, a batch per transaction.
@@ -592,32 +422,17 @@ async fn merge_late_points(
     pace: Pace,
     rested: &mut Duration,
 ) -> anyhow::Result<MergeReport> {
-    let remaining = chunks(pool, false).await?;
-    let starts: Vec<DateTime<Utc>> = remaining.iter().map(|c| c.range_start).collect();
-    let ends: Vec<DateTime<Utc>> = remaining.iter().map(|c| c.range_end).collect();
+    let remaining = compact::raw_chunks(pool, false).await?;
     let mut total = MergeReport::default();
     loop {
         let step = Instant::now();
         let mut tx = pool.begin().await?;
         fence.check(&mut tx).await?;
-        let rows: Vec<RawRow> = sqlx::query_as(&format!(
-            "delete from late_points where (influencer_id, slot) in (
-                 select influencer_id, slot from late_points l
-                 where not exists (select 1 from unnest($1::timestamptz[], $2::timestamptz[]) c(s, e)
-                                   where l.slot >= c.s and l.slot < c.e)
-                 order by influencer_id, slot limit $3)
-             returning {}",
-            RawRow::COLUMNS
-        ))
-        .bind(&starts)
-        .bind(&ends)
-        .bind(LATE_POINTS_PER_BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
-        let m = merge_rows(&mut tx, &rows).await?;
+        let (taken, m) =
+            compact::merge_late_points(&mut tx, &remaining, LATE_POINTS_PER_BATCH).await?;
         tx.commit().await?;
         total += m;
-        if (rows.len() as i64) < LATE_POINTS_PER_BATCH {
+        if (taken as i64) < LATE_POINTS_PER_BATCH {
             return Ok(total);
         }
         pace.rest(step.elapsed(), rested).await;
@@ -628,22 +443,6 @@ async fn merge_late_points(
 /// segments: one that ended a settle time ago (as [`days_due`] asks).
 pub fn latest_settled_day_ms(now_ms: i64) -> i64 {
     ((now_ms - SETTLE_MS).div_euclid(DAY_MS) - 1) * DAY_MS
-}
-
-/// Days with hour segments to merge: ended a settle time ago, none of their hours still raw.
-async fn days_due(pool: &PgPool) -> sqlx::Result<Vec<DateTime<Utc>>> {
-    sqlx::query_scalar(
-        "select d.day from compaction_days d
-         where d.merged_at is null
-           and d.day + interval '1 day' <= now() - make_interval(secs => $1)
-           and not exists (select 1 from timescaledb_information.chunks c
-                           where c.hypertable_name = 'influencer_metrics'
-                             and c.range_start < d.day + interval '1 day' and c.range_end > d.day)
-         order by d.day",
-    )
-    .bind((SETTLE_MS / 1000) as f64)
-    .fetch_all(pool)
-    .await
 }
 
 async fn merge_day(
@@ -662,24 +461,13 @@ async fn merge_day(
         let step = Instant::now();
         let mut tx = pool.begin().await?;
         fence.check(&mut tx).await?;
-        let (last, m) = store::merge_day(&mut tx, day_ms, after, HOUR_BLOCKS_PER_DAY_BATCH).await?;
+        let (last, m) =
+            compact::merge_day(&mut tx, day_ms, after, HOUR_BLOCKS_PER_DAY_BATCH).await?;
         total += m;
         match last {
             Some(last) => after = last,
-            None => {
-                sqlx::query("update compaction_days set merged_at = now() where day = $1")
-                    .bind(day)
-                    .execute(&mut *tx)
-                    .await?;
-                // The day's hour segments are all merged: its chunk goes whole.
-                sqlx::query(
-                    "select drop_chunks('influencer_hour_blocks',
-                                        older_than => $1 + interval '1 day', newer_than => $1)",
-                )
-                .bind(day)
-                .execute(&mut *tx)
-                .await?;
-            }
+            // The day's hour segments are all merged: its chunk goes whole.
+            None => compact::finish_day(&mut tx, day).await?,
         }
         tx.commit().await?;
         let Some(last) = last else {
@@ -767,41 +555,5 @@ mod tests {
         assert_eq!(Pace::new(7.0), Pace::FULL);
         assert_eq!(Pace::new(f64::NAN), Pace::FULL);
         assert!(Pace::new(0.0).rest_after(step) <= step * 19);
-    }
-
-    #[test]
-    fn a_chunk_is_read_in_as_many_passes_as_its_points_need() {
-        // An hour of 1,000,000 influencers: 60,000,000 rows, 3.6 GB of heap.
-        let default = crate::config::DEFAULT_COMPACTION_PASS_POINTS;
-        assert_eq!(passes_for(60_000_000 * HEAP_BYTES_PER_ROW, default), 15);
-        assert_eq!(passes_for(60_000_001 * HEAP_BYTES_PER_ROW, default), 16);
-        assert_eq!(passes_for(8192, default), 1);
-        assert_eq!(passes_for(0, default), 1);
-        assert_eq!(passes_for(600 * HEAP_BYTES_PER_ROW, 100), 6);
-        assert_eq!(passes_for(600 * HEAP_BYTES_PER_ROW, 0), 600);
-    }
-
-    #[test]
-    fn batches_hold_whole_hour_blocks() {
-        let point = |pk| Point {
-            pk,
-            slot_ms: 0,
-            fetched_ms: 0,
-            follower_count: 1,
-            following_count: 1,
-        };
-        let points: Vec<Point> = [1, 1, 1, 63, 64, 64, 127, 128, 200]
-            .into_iter()
-            .map(point)
-            .collect();
-        let sizes: Vec<Vec<i64>> = by_block(&points, 2)
-            .map(|b| b.iter().map(|p| p.pk).collect())
-            .collect();
-        assert_eq!(
-            sizes,
-            vec![vec![1, 1, 1, 63], vec![64, 64, 127], vec![128, 200]]
-        );
-        assert_eq!(by_block(&points, 100).count(), 1);
-        assert_eq!(by_block(&[], 10).count(), 0);
     }
 }

@@ -10,13 +10,10 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-/// The hypertables retention drops chunks of.
-pub const HYPERTABLES: [&str; 7] = [
-    "influencer_segments",
-    // On the same 28-day grid: a span's days and its pack go together.
-    "influencer_summary_packs",
-    "influencer_hour_blocks",
-    "influencer_metrics",
+use crate::{db, series};
+
+/// The hypertables besides the tiers' ([`series::retention`]) whose chunks retention drops.
+const HYPERTABLES: [&str; 3] = [
     "average_followers",
     "suspicious_classifications",
     "fetch_failures",
@@ -33,20 +30,21 @@ pub struct RetentionReport {
 pub async fn apply(pool: &PgPool, retention: Duration) -> anyhow::Result<RetentionReport> {
     let secs = retention.as_secs_f64();
     let mut report = RetentionReport::default();
-    // One transaction, so one cutoff (now() is the transaction's start) for every table, and
-    // no reader sees a span's day segments gone and its summary pack still there.
+    // One transaction, so one cutoff (now() is the transaction's start) for every table and
+    // row, and no reader sees a span's day segments gone and its summary pack still there.
     let mut tx = pool.begin().await?;
-    let mut dropped_by_table = Vec::new();
+    let mut dropped_by_table = series::retention::drop_chunks(&mut tx, secs).await?;
     for table in HYPERTABLES {
-        let dropped: Vec<String> = sqlx::query_scalar(
-            "select drop_chunks($1::regclass, older_than => now() - make_interval(secs => $2))::text",
-        )
-        .bind(table)
-        .bind(secs)
-        .fetch_all(&mut *tx)
-        .await?;
-        dropped_by_table.push((table, dropped.len() as u64));
+        dropped_by_table.push((table, db::drop_chunks_older(&mut tx, table, secs).await?));
     }
+    report.rows += series::retention::delete_rows(&mut tx, secs).await?;
+    report.rows += sqlx::query(
+        "delete from classification_passes where started_at < now() - make_interval(secs => $1)",
+    )
+    .bind(secs)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     tx.commit().await?;
     for (table, dropped) in dropped_by_table {
         if dropped > 0 {
@@ -55,17 +53,6 @@ pub async fn apply(pool: &PgPool, retention: Duration) -> anyhow::Result<Retenti
                 .increment(dropped);
         }
         report.chunks += dropped;
-    }
-    for statement in [
-        "delete from late_points where slot < now() - make_interval(secs => $1)",
-        "delete from compaction_days where day < now() - make_interval(secs => $1) - interval '1 day'",
-        "delete from classification_passes where started_at < now() - make_interval(secs => $1)",
-    ] {
-        report.rows += sqlx::query(statement)
-            .bind(secs)
-            .execute(pool)
-            .await?
-            .rows_affected();
     }
     Ok(report)
 }

@@ -1,19 +1,17 @@
 //! Writes outcomes to TimescaleDB in one transaction.
 //!
-//! Points go in with a binary `COPY`, the fastest way into a hypertable. A point delivered
-//! twice (a message redelivered after a crash or an outage) makes the COPY fail on the unique
-//! (influencer_id, slot) index; the batch then falls back, inside the same transaction, to
-//! `insert ... select from unnest(...) on conflict do nothing`, which stores the new points and
-//! skips the stored ones. Redeliveries are rare, so almost every batch takes the fast path.
-//!
-//! The other tables use `unnest` statements: one statement per table whatever the batch size,
+//! Points go into the hot tier through [`series::hot`] (a binary `COPY`; points of hours that
+//! closed a while ago into late points). The other tables use `unnest` statements: one statement per table whatever the batch size,
 //! no parameter limit. influencer_latest only moves forward: an older slot never replaces a
 //! newer one, so batches may arrive in any order.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 
-use crate::{model::Point, queue::points::Outcomes, series::at};
+use crate::{
+    queue::points::Outcomes,
+    series::{self, at},
+};
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,24 +41,9 @@ pub async fn write_with_cutoff(
     let gone = || batch.iter().flat_map(|o| &o.gone);
     let mut tx = pool.begin().await?;
     let mut report = WriteReport::default();
-    let n = points().count();
-    if n > 0 {
-        let all = Columns::of(points());
-        // A point for an hour that closed a while ago goes to late_points: its chunk may be
-        // being compacted (see series::LATE_AFTER_MS). Almost every batch has none.
-        let is_late = |p: &&Point| p.slot_ms < late_before;
-        report.points_stored = if points().any(|p| is_late(&p)) {
-            let late = Columns::of(points().filter(is_late));
-            let on_time: Vec<Point> = points().filter(|p| !is_late(p)).copied().collect();
-            let mut stored = store_late_points(&mut tx, &late).await?;
-            if !on_time.is_empty() {
-                let columns = Columns::of(on_time.iter());
-                stored += store_points(&mut tx, on_time.iter().copied(), &columns).await?;
-            }
-            stored
-        } else {
-            store_points(&mut tx, points().copied(), &all).await?
-        };
+    if points().next().is_some() {
+        report.points_stored = series::hot::store(&mut tx, points(), late_before).await?;
+        let all = series::hot::Columns::of(points());
         // Latest per influencer: the newest slot of the batch, if newer than what is stored.
         // Points of influencers not in the registry are stored but have no latest row.
         sqlx::query(
@@ -137,102 +120,6 @@ pub async fn write_with_cutoff(
     }
     tx.commit().await?;
     Ok(report)
-}
-
-/// Points as the columns of influencer_metrics, for the `unnest` statements.
-struct Columns {
-    ids: Vec<i64>,
-    slots: Vec<DateTime<Utc>>,
-    fetched: Vec<DateTime<Utc>>,
-    followers: Vec<i32>,
-    following: Vec<i32>,
-}
-
-impl Columns {
-    fn of<'a>(points: impl Iterator<Item = &'a Point> + Clone) -> Self {
-        Self {
-            ids: points.clone().map(|p| p.pk).collect(),
-            slots: points.clone().map(|p| at(p.slot_ms)).collect(),
-            fetched: points.clone().map(|p| at(p.fetched_ms)).collect(),
-            followers: points.clone().map(|p| p.follower_count).collect(),
-            following: points.map(|p| p.following_count).collect(),
-        }
-    }
-}
-
-/// Stores late points (a point delivered again is stored once); returns how many were new.
-async fn store_late_points(tx: &mut PgConnection, c: &Columns) -> Result<u64, sqlx::Error> {
-    metrics::counter!("sink_late_points_total").increment(c.ids.len() as u64);
-    Ok(sqlx::query(
-        "insert into late_points (influencer_id, slot, fetched_at, follower_count, following_count)
-         select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::int[])
-         on conflict do nothing",
-    )
-    .bind(&c.ids)
-    .bind(&c.slots)
-    .bind(&c.fetched)
-    .bind(&c.followers)
-    .bind(&c.following)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected())
-}
-
-/// Stores points: COPY, or, if one of them is already stored, the idempotent insert.
-/// Returns how many were newly stored.
-async fn store_points(
-    tx: &mut PgConnection,
-    points: impl Iterator<Item = Point>,
-    columns: &Columns,
-) -> Result<u64, sqlx::Error> {
-    let copy = crate::db::copy::encode(points);
-    let mut savepoint = tx.begin().await?;
-    let copied = async {
-        let mut sink = savepoint
-            .copy_in_raw(
-                "copy influencer_metrics (influencer_id, slot, fetched_at, follower_count, following_count)
-                 from stdin with (format binary)",
-            )
-            .await?;
-        if let Err(e) = sink.send(copy).await {
-            let _ = sink.abort("send failed").await;
-            return Err(e);
-        }
-        sink.finish().await
-    }
-    .await;
-    match copied {
-        Ok(stored) => {
-            savepoint.commit().await?;
-            Ok(stored)
-        }
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            savepoint.rollback().await?;
-            metrics::counter!("sink_copy_fallbacks_total").increment(1);
-            let Columns {
-                ids,
-                slots,
-                fetched,
-                followers,
-                following,
-            } = columns;
-            Ok(sqlx::query(
-                "insert into influencer_metrics
-                     (influencer_id, slot, fetched_at, follower_count, following_count)
-                 select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::int[])
-                 on conflict do nothing",
-            )
-            .bind(ids)
-            .bind(slots)
-            .bind(fetched)
-            .bind(followers)
-            .bind(following)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected())
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// The SQLSTATE class sqlx has no error kind for that is about the data: a data exception (a

@@ -1,0 +1,42 @@
+//! What retention drops of the tiers: chunks of the hypertables whose every row is older than
+//! the cutoff, and the late points and compaction bookkeeping rows older than it.
+
+use sqlx::PgConnection;
+
+/// The tiers' hypertables, whose chunks retention drops.
+const TIER_HYPERTABLES: [&str; 4] = [
+    "influencer_segments",
+    // On the same 28-day grid: a span's days and its pack go together.
+    "influencer_summary_packs",
+    "influencer_hour_blocks",
+    "influencer_metrics",
+];
+
+/// Drops the tiers' chunks older than `secs` before the transaction's start (so one cutoff with
+/// whatever else the caller's transaction drops). Returns the chunks dropped by table.
+pub async fn drop_chunks(
+    tx: &mut PgConnection,
+    secs: f64,
+) -> sqlx::Result<Vec<(&'static str, u64)>> {
+    let mut dropped = Vec::new();
+    for table in TIER_HYPERTABLES {
+        dropped.push((table, crate::db::drop_chunks_older(tx, table, secs).await?));
+    }
+    Ok(dropped)
+}
+
+/// Deletes the late points and the compaction days older than `secs`; returns how many rows.
+pub async fn delete_rows(tx: &mut PgConnection, secs: f64) -> sqlx::Result<u64> {
+    let mut rows = 0;
+    for statement in [
+        "delete from late_points where slot < now() - make_interval(secs => $1)",
+        "delete from compaction_days where day < now() - make_interval(secs => $1) - interval '1 day'",
+    ] {
+        rows += sqlx::query(statement)
+            .bind(secs)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(rows)
+}
