@@ -12,82 +12,13 @@
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use clap::Args;
-use url::Url;
 
 use crate::tls::CaFile;
 
-/// A URL of a service we connect to. `Display` hides the password, so it is safe in logs and
-/// error messages.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ServiceUrl(Url);
+mod service_url;
 
-impl ServiceUrl {
-    /// Parses `raw` and checks its scheme is one of `schemes`.
-    pub fn parse(raw: &str, schemes: &[&str]) -> Result<Self, String> {
-        let url = Url::parse(raw).map_err(|e| {
-            format!(
-                "expected a URL such as {}://host:port/... ({e})",
-                schemes[0]
-            )
-        })?;
-        if !schemes.contains(&url.scheme()) {
-            return Err(format!(
-                "expected a URL starting with {}, got scheme `{}`",
-                schemes
-                    .iter()
-                    .map(|s| format!("{s}://"))
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-                url.scheme()
-            ));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err("expected a URL with a host".into());
-        }
-        Ok(Self(url))
-    }
-
-    /// The full URL, password included: only for handing to a client library.
-    pub fn expose(&self) -> &str {
-        self.0.as_str()
-    }
-
-    pub fn url(&self) -> &Url {
-        &self.0
-    }
-}
-
-impl fmt::Display for ServiceUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.0.clone();
-        if shown.password().is_some() {
-            let _ = shown.set_password(Some("***"));
-        }
-        f.write_str(shown.as_str())
-    }
-}
-
-impl fmt::Debug for ServiceUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ServiceUrl({self})")
-    }
-}
-
-fn postgres_url(raw: &str) -> Result<ServiceUrl, String> {
-    let url = ServiceUrl::parse(raw, &["postgres", "postgresql"])?;
-    if url.url().path().trim_start_matches('/').is_empty() {
-        return Err("expected a database name in the path, e.g. postgres://postgres@127.0.0.1:5433/influencer_analytics".into());
-    }
-    Ok(url)
-}
-
-fn amqp_url(raw: &str) -> Result<ServiceUrl, String> {
-    ServiceUrl::parse(raw, &["amqp", "amqps"])
-}
-
-fn http_url(raw: &str) -> Result<ServiceUrl, String> {
-    ServiceUrl::parse(raw, &["http", "https"])
-}
+pub use service_url::ServiceUrl;
+use service_url::{amqp_url, http_url, postgres_url};
 
 /// Parses a duration written like `60s`, `2s`, `500ms`, `1m` or `1h30m`.
 pub fn duration(raw: &str) -> Result<Duration, String> {
@@ -520,7 +451,7 @@ fn cors_origin(raw: &str) -> Result<CorsOrigin, String> {
         return Ok(CorsOrigin::Any);
     }
     let expected = "expected origins such as https://dash.example.com or http://localhost:5173 (scheme, host and port only), comma-separated, or *";
-    let url = Url::parse(raw).map_err(|_| expected.to_string())?;
+    let url = url::Url::parse(raw).map_err(|_| expected.to_string())?;
     let bare = url.path() == "/" && !raw.ends_with('/') && url.query().is_none();
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !bare {
         return Err(expected.into());

@@ -1,6 +1,7 @@
 //! The unit tests of `cli`.
 
 use super::*;
+use clap::CommandFactory;
 
 #[test]
 fn the_command_line_is_well_formed() {

@@ -29,34 +29,6 @@ pub fn member_of(block: i64, member: usize) -> i64 {
     (block << 6) + member as i64
 }
 
-/// SQL: element `$column` of the block row `$b` for member `$m` (0-based, an SQL expression).
-macro_rules! hour_member {
-    ($b:literal, $m:literal, $column:literal) => {
-        concat!($b, ".", $column, "[", $m, " + 1]")
-    };
-}
-
-/// SQL: the encoded points of member `$m` of the block row `$b`, by the function
-/// `hour_member_bytes` (migration 0005), which cuts them from `data_head`, `data_tail` or both
-/// without joining them, so PostgreSQL fetches only the TOAST chunks holding them.
-macro_rules! hour_member_data {
-    ($b:literal, $m:literal) => {
-        concat!(
-            "hour_member_bytes(",
-            $b,
-            ".data_head, ",
-            $b,
-            ".data_tail, ",
-            hour_member!($b, $m, "offsets"),
-            ", ",
-            $b,
-            ".offsets[",
-            $m,
-            " + 2])"
-        )
-    };
-}
-
 /// A segment's period, epoch ms: `(start, end)`, end exclusive.
 pub type Period = (i64, i64);
 

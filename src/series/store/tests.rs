@@ -1,6 +1,7 @@
 //! The unit tests of `store`.
 
 use super::*;
+use crate::series::HOUR_MS;
 
 #[test]
 fn the_head_is_whole_toast_chunks_and_the_tail_the_rest() {
@@ -17,97 +18,6 @@ fn the_head_is_whole_toast_chunks_and_the_tail_the_rest() {
     assert_eq!(split_for_toast(&exact), (&exact[..], &[][..]));
 }
 
-/// Segments of every member of block 2 but 1, 2 and 3, for one hour: about 13 kB, more than
-/// a TOAST chunk.
-fn block_segments() -> Vec<Segment> {
-    (0..BLOCK_MEMBERS)
-        .filter(|m| !(1..=3).contains(m))
-        .map(|member| {
-            let points: Vec<SeriesPoint> = (0..60 - member as i64 / 5)
-                .map(|i| SeriesPoint {
-                    slot_ms: 7 * HOUR_MS + i * 60_000,
-                    follower_count: 1_000 * member as i32 + (i as i32 * 7_919) % 3_000,
-                    following_count: 3,
-                })
-                .collect();
-            Segment::new(
-                member_of(2, member),
-                (7 * HOUR_MS, 8 * HOUR_MS),
-                &points,
-                member as i32 * 10,
-                member as i32,
-            )
-            .unwrap()
-        })
-        .collect()
-}
-
-/// The row `HourBlockColumns` writes for `segments` (all of one block and hour).
-fn block_row(segments: &[Segment]) -> HourBlockRow {
-    let mut members = [None; BLOCK_MEMBERS];
-    for s in segments {
-        members[block_of(s.influencer_id).1] = Some(s);
-    }
-    let mut columns = HourBlockColumns::default();
-    columns.push((2, 7 * HOUR_MS), &members);
-    HourBlockRow {
-        block: columns.blocks[0],
-        period_start: columns.starts[0],
-        points: columns.points,
-        lateness_max_ms: columns.lateness_max_ms,
-        lateness_p99_ms: columns.lateness_p99_ms,
-        offsets: columns.offsets,
-        data_head: columns.data_heads.remove(0),
-        data_tail: columns.data_tails.remove(0),
-    }
-}
-
-#[test]
-fn a_block_row_gives_back_its_members_segments() {
-    let segments = block_segments();
-    let row = block_row(&segments);
-    assert_eq!(row.points.len(), BLOCK_MEMBERS);
-    assert_eq!(row.offsets.len(), BLOCK_MEMBERS + 1);
-    assert!(!row.data_head.is_empty() && row.data_head.len().is_multiple_of(TOAST_CHUNK_BYTES));
-    assert!(row.data_tail.len() < TOAST_CHUNK_BYTES);
-    let read = row.segments().unwrap();
-    assert_eq!(read.len(), segments.len());
-    for (read, written) in read.iter().zip(&segments) {
-        assert_eq!(read.influencer_id, written.influencer_id);
-        assert_eq!(
-            (read.period_start_ms, read.period_end_ms),
-            (written.period_start_ms, written.period_end_ms)
-        );
-        assert_eq!(read.points, written.points);
-        assert_eq!(
-            (read.lateness_max_ms, read.lateness_p99_ms),
-            (written.lateness_max_ms, written.lateness_p99_ms)
-        );
-        assert_eq!(read.data, written.data);
-    }
-}
-
-#[test]
-fn a_block_row_whose_arrays_do_not_describe_its_bytes_is_corrupt() {
-    let segments = block_segments();
-    let damaged: [fn(&mut HourBlockRow); 5] = [
-        |row| row.points.truncate(63),
-        |row| row.offsets.push(0),
-        |row| row.offsets[64] += 1,
-        |row| row.offsets[1] = -1,
-        // Member 1 has no points but claims bytes.
-        |row| row.offsets[1] = 1,
-    ];
-    for (i, damage) in damaged.iter().enumerate() {
-        let mut row = block_row(&segments);
-        damage(&mut row);
-        assert!(
-            matches!(row.segments(), Err(codec::CodecError::Corrupt(_))),
-            "damage {i}"
-        );
-    }
-}
-
 #[test]
 fn p99_is_the_nearest_rank() {
     assert_eq!(p99(&mut []), 0);
@@ -116,4 +26,107 @@ fn p99_is_the_nearest_rank() {
     assert_eq!(p99(&mut hundred), 99);
     let mut thousand: Vec<i32> = (1..=1000).collect();
     assert_eq!(p99(&mut thousand), 990);
+}
+
+fn raw(influencer_id: i64, slot_ms: i64, follower_count: i32, lateness_ms: i32) -> RawPoint {
+    RawPoint {
+        influencer_id,
+        point: SeriesPoint {
+            slot_ms,
+            follower_count,
+            following_count: 1,
+        },
+        lateness_ms,
+    }
+}
+
+/// A stored hour segment of influencer 7 with `slots`, each with 1 follower.
+fn stored_hour(start_ms: i64, slots: &[i64]) -> merge::StoredSegment {
+    let points: Vec<SeriesPoint> = slots
+        .iter()
+        .map(|&slot_ms| SeriesPoint {
+            slot_ms,
+            follower_count: 1,
+            following_count: 1,
+        })
+        .collect();
+    merge::StoredSegment {
+        influencer_id: 7,
+        period_start: crate::series::at(start_ms),
+        period_end: crate::series::at(start_ms + HOUR_MS),
+        lateness_max_ms: 500,
+        lateness_p99_ms: 400,
+        data: codec::encode(&points).unwrap(),
+    }
+}
+
+#[test]
+fn a_merge_plan_keeps_stored_slots_and_opens_hour_segments_for_the_rest() {
+    let day = 20_000 * DAY_MS;
+    let (hour, next_hour) = (day + 5 * HOUR_MS, day + 6 * HOUR_MS);
+    let stored = vec![stored_hour(hour, &[hour + 1_000, hour + 61_000])];
+    let points = [
+        // A slot the stored segment holds, with another value: the stored value stays.
+        raw(7, hour + 61_000, 99, 900),
+        // A new slot of the stored segment's hour.
+        raw(7, hour + 121_000, 2, 900),
+        // The next hour: a new hour segment, and its day to merge.
+        raw(7, next_hour + 1_000, 3, 100),
+        // Another influencer in the same hour: its own new segment.
+        raw(8, hour + 2_000, 4, 100),
+    ];
+    let plan = plan(stored, &points).unwrap();
+    assert_eq!(
+        (
+            plan.report.points,
+            plan.report.duplicates,
+            plan.report.segments
+        ),
+        (3, 1, 3)
+    );
+    assert_eq!(plan.new_days, vec![day], "one day, named once");
+    /// A segment as (influencer, period start, its (slot, followers)).
+    type Written = (i64, i64, Vec<(i64, i32)>);
+    let by_start: Vec<Written> = plan
+        .segments
+        .iter()
+        .map(|s| {
+            let points = codec::decode(&s.data).unwrap();
+            let points = points
+                .iter()
+                .map(|p| (p.slot_ms, p.follower_count))
+                .collect();
+            (s.influencer_id, s.period_start_ms, points)
+        })
+        .collect();
+    assert_eq!(
+        by_start,
+        vec![
+            (
+                7,
+                hour,
+                vec![(hour + 1_000, 1), (hour + 61_000, 1), (hour + 121_000, 2)]
+            ),
+            (7, next_hour, vec![(next_hour + 1_000, 3)]),
+            (8, hour, vec![(hour + 2_000, 4)]),
+        ]
+    );
+    // The stored segment's lateness is kept where the new points' is lower, raised where higher.
+    assert_eq!(
+        (
+            plan.segments[0].lateness_max_ms,
+            plan.segments[0].lateness_p99_ms
+        ),
+        (900, 900)
+    );
+    assert_eq!(plan.segments[1].lateness_max_ms, 100);
+}
+
+#[test]
+fn a_merge_plan_of_slots_all_stored_writes_nothing() {
+    let hour = 20_000 * DAY_MS;
+    let stored = vec![stored_hour(hour, &[hour + 1_000])];
+    let plan = plan(stored, &[raw(7, hour + 1_000, 5, 0)]).unwrap();
+    assert!(plan.segments.is_empty() && plan.new_days.is_empty());
+    assert_eq!((plan.report.points, plan.report.duplicates), (0, 1));
 }
