@@ -189,43 +189,9 @@ pub(crate) async fn scan(
             reading = Some(tokio::spawn(read_chunk(pool.clone(), last_id, window)));
         }
         let scanned_here = chunk.series.len();
-        let rule = *rule;
-        let rows: Vec<VerdictRow> = tokio::task::spawn_blocking(move || {
-            chunk
-                .series
-                .par_iter()
-                .filter_map(|(pk, slots, followers)| {
-                    let finding = judge(slots, followers, interval, &rule)?;
-                    Some(VerdictRow {
-                        pk: *pk,
-                        suspicious: finding.suspicious,
-                        follower_count: followers.last().copied(),
-                        following_count: None,
-                        detail: serde_json::to_string(&finding).expect("finding serializes"),
-                    })
-                })
-                .collect()
-        })
-        .await
-        .context("spike judging")?;
+        let rows = judge_all(chunk.series, interval, *rule).await?;
         let flagged = rows.iter().filter(|r| r.suspicious).count() as i64;
-        let mut tx = pool.begin().await?;
-        write_verdicts(&mut tx, pass.id, SOURCE, &rows).await?;
-        let covered: i64 = sqlx::query_scalar(
-            "with progress as (
-                 update classification_passes set spike_cursor = $2,
-                     spike_judged = spike_judged + $3, spike_flagged = spike_flagged + $4
-                 where pass_id = $1)
-             select count(*) from influencers where tracked and influencer_id <= $2",
-        )
-        .bind(pass.id)
-        .bind(last_id)
-        .bind(rows.len() as i64)
-        .bind(flagged)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        metrics::gauge!("classification_pass_done", "source" => SOURCE).set(covered as f64);
+        store_chunk(pool, pass.id, last_id, &rows, flagged).await?;
         tracing::debug!(
             last_id,
             scanned_here,
@@ -245,6 +211,59 @@ pub(crate) async fn scan(
         .await?;
     }
     Ok(scanned)
+}
+
+/// Judges a chunk's series on rayon: a verdict row for each influencer with enough points.
+async fn judge_all(
+    series: Vec<(i64, Vec<i64>, Vec<i32>)>,
+    interval: i64,
+    rule: SpikeRule,
+) -> anyhow::Result<Vec<VerdictRow>> {
+    tokio::task::spawn_blocking(move || {
+        series
+            .par_iter()
+            .filter_map(|(pk, slots, followers)| {
+                let finding = judge(slots, followers, interval, &rule)?;
+                Some(VerdictRow {
+                    pk: *pk,
+                    suspicious: finding.suspicious,
+                    follower_count: followers.last().copied(),
+                    following_count: None,
+                    detail: serde_json::to_string(&finding).expect("finding serializes"),
+                })
+            })
+            .collect()
+    })
+    .await
+    .context("spike judging")
+}
+
+/// Stores a chunk's verdicts and moves the pass's cursor past `last_id`, in one transaction.
+async fn store_chunk(
+    pool: &PgPool,
+    pass_id: i64,
+    last_id: i64,
+    rows: &[VerdictRow],
+    flagged: i64,
+) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    write_verdicts(&mut tx, pass_id, SOURCE, rows).await?;
+    let covered: i64 = sqlx::query_scalar(
+        "with progress as (
+             update classification_passes set spike_cursor = $2,
+                 spike_judged = spike_judged + $3, spike_flagged = spike_flagged + $4
+             where pass_id = $1)
+         select count(*) from influencers where tracked and influencer_id <= $2",
+    )
+    .bind(pass_id)
+    .bind(last_id)
+    .bind(rows.len() as i64)
+    .bind(flagged)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    metrics::gauge!("classification_pass_done", "source" => SOURCE).set(covered as f64);
+    Ok(())
 }
 
 /// Reads the next [`CHUNK`] tracked influencers after `after` and their points in `window`.

@@ -56,7 +56,43 @@ pub(crate) async fn ask(
             ..Asked::default()
         });
     }
-    let pending: Vec<Candidate> = sqlx::query_as::<_, (i64, String, i32, i32)>(
+    let pending = candidates(pool, pass).await?;
+    let (influencers, skipped) = count_pass(pool, pass, pending.len()).await?;
+    let total = pending.len();
+    let already = influencers - total as i64;
+    metrics::gauge!("classification_pass_total", "source" => SOURCE).set(influencers as f64);
+    metrics::gauge!("classification_pass_done", "source" => SOURCE).set(already as f64);
+
+    let mut stage = Asked {
+        skipped: skipped as u64,
+        ..Asked::default()
+    };
+    ask_all(
+        pool,
+        client,
+        pass,
+        pending,
+        concurrency,
+        &shutdown,
+        &mut stage,
+    )
+    .await?;
+    stage.done = !shutdown.is_cancelled() && stage.asked as usize == total && stage.failed == 0;
+    if stage.done {
+        sqlx::query(
+            "update classification_passes set mockstagram_finished_at = now() where pass_id = $1",
+        )
+        .bind(pass.id)
+        .execute(pool)
+        .await?;
+    }
+    Ok(stage)
+}
+
+/// The tracked influencers with data and no verdict in this pass yet, with their latest
+/// counts.
+async fn candidates(pool: &PgPool, pass: &Pass) -> anyhow::Result<Vec<Candidate>> {
+    let rows = sqlx::query_as::<_, (i64, String, i32, i32)>(
         "select i.influencer_id, i.username, l.follower_count, l.following_count
          from influencers i join influencer_latest l using (influencer_id)
          where i.tracked
@@ -68,18 +104,24 @@ pub(crate) async fn ask(
     .bind(pass.id)
     .fetch_all(pool)
     .await
-    .context("cannot list the influencers to classify")?
-    .into_iter()
-    .map(
-        |(pk, username, follower_count, following_count)| Candidate {
-            pk,
-            username,
-            follower_count,
-            following_count,
-        },
-    )
-    .collect();
-    let (influencers, skipped): (i64, i64) = sqlx::query_as(
+    .context("cannot list the influencers to classify")?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(pk, username, follower_count, following_count)| Candidate {
+                pk,
+                username,
+                follower_count,
+                following_count,
+            },
+        )
+        .collect())
+}
+
+/// Records the pass's size: those classified so far and the `pending`, and those skipped
+/// (tracked without data). Returns (influencers, skipped).
+async fn count_pass(pool: &PgPool, pass: &Pass, pending: usize) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
         "update classification_passes p set
              influencers = p.classified + $2,
              skipped = (select count(*) from influencers i where i.tracked
@@ -88,14 +130,24 @@ pub(crate) async fn ask(
          returning influencers, skipped",
     )
     .bind(pass.id)
-    .bind(pending.len() as i64)
+    .bind(pending as i64)
     .fetch_one(pool)
-    .await?;
-    let total = pending.len();
-    let already = influencers - total as i64;
-    metrics::gauge!("classification_pass_total", "source" => SOURCE).set(influencers as f64);
-    metrics::gauge!("classification_pass_done", "source" => SOURCE).set(already as f64);
+    .await
+}
 
+/// Asks about every candidate, `concurrency` questions at a time, storing verdicts in batches
+/// as they come; counts into `stage`. Stops starting new questions on shutdown (the ones in
+/// flight still finish).
+async fn ask_all(
+    pool: &PgPool,
+    client: &MockstagramClient,
+    pass: &Pass,
+    pending: Vec<Candidate>,
+    concurrency: usize,
+    shutdown: &CancellationToken,
+    stage: &mut Asked,
+) -> anyhow::Result<()> {
+    let total = pending.len();
     let progress = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template("classifying {wide_bar} {pos}/{len} ({per_sec}, {eta})")
             .expect("static template"),
@@ -123,10 +175,6 @@ pub(crate) async fn ask(
         .buffer_unordered(concurrency.max(1));
     tokio::pin!(questions);
 
-    let mut stage = Asked {
-        skipped: skipped as u64,
-        ..Asked::default()
-    };
     let mut batch: Vec<VerdictRow> = Vec::with_capacity(WRITE_BATCH);
     let mut last_write = Instant::now();
     while let Some((pk, follower_count, following_count, verdict)) = questions.next().await {
@@ -158,16 +206,7 @@ pub(crate) async fn ask(
     }
     store(pool, pass.id, &batch).await?;
     progress.finish_and_clear();
-    stage.done = !shutdown.is_cancelled() && stage.asked as usize == total && stage.failed == 0;
-    if stage.done {
-        sqlx::query(
-            "update classification_passes set mockstagram_finished_at = now() where pass_id = $1",
-        )
-        .bind(pass.id)
-        .execute(pool)
-        .await?;
-    }
-    Ok(stage)
+    Ok(())
 }
 
 /// Stores a batch of verdicts and the pass's progress, in one transaction.

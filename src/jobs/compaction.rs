@@ -253,128 +253,154 @@ async fn pass(
     days: bool,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> anyhow::Result<PassReport> {
-    let mut report = PassReport::default();
-    let mut quarantine = Quarantine::read(pool).await?;
-    for chunk in compact::raw_chunks(pool, true).await? {
-        let started = Instant::now();
-        let work = format!("hour {}", chunk.range_start.format("%Y-%m-%d %H:%M"));
-        if waits_for_retry(&quarantine, &work, &mut report, progress) {
-            continue;
-        }
-        let result = compact_chunk(pool, fence, &chunk, budget, &mut report.rested)
-            .await
-            .with_context(|| format!("cannot compact chunk {}", chunk.chunk_name));
-        let Some(compacted) =
-            settle(pool, &mut quarantine, &work, result, &mut report, progress).await?
-        else {
-            continue;
-        };
-        let Some(ChunkReport { hour, late }) = compacted else {
+    let mut pass = Pass {
+        pool,
+        fence,
+        budget,
+        quarantine: Quarantine::read(pool).await?,
+        report: PassReport::default(),
+        progress,
+    };
+    pass.hours().await?;
+    pass.late_points().await?;
+    if days {
+        pass.days().await?;
+    }
+    Ok(pass.report)
+}
+
+/// One pass under way: what it works with, and what it has done.
+struct Pass<'a> {
+    pool: &'a PgPool,
+    fence: &'a Fence,
+    budget: Budget,
+    quarantine: Quarantine,
+    report: PassReport,
+    progress: &'a mut (dyn FnMut(&str) + Send),
+}
+
+impl Pass<'_> {
+    /// Step 1: every due chunk compacted into hour segments, with its hour's late points.
+    async fn hours(&mut self) -> anyhow::Result<()> {
+        for chunk in compact::raw_chunks(self.pool, true).await? {
+            let started = Instant::now();
+            let work = format!("hour {}", chunk.range_start.format("%Y-%m-%d %H:%M"));
+            if self.waits_for_retry(&work) {
+                continue;
+            }
+            let rested = &mut self.report.rested;
+            let result = compact_chunk(self.pool, self.fence, &chunk, self.budget, rested)
+                .await
+                .with_context(|| format!("cannot compact chunk {}", chunk.chunk_name));
+            let Some(compacted) = self.settle(&work, result).await? else {
+                continue;
+            };
+            let Some(ChunkReport { hour, late }) = compacted else {
+                tracing::info!(
+                    chunk = chunk.chunk_name,
+                    "chunk still in use; compacting it next pass"
+                );
+                (self.progress)(&format!(
+                    "{} is in use; left for the next pass",
+                    chunk.chunk_name
+                ));
+                continue;
+            };
+            self.report.chunks += 1;
+            self.report.hour_points += hour.points;
+            metrics::counter!("compaction_points_total", "tier" => "hour").increment(hour.points);
+            self.report.wrote("hour", hour);
+            self.report.merged_late(late);
             tracing::info!(
                 chunk = chunk.chunk_name,
-                "chunk still in use; compacting it next pass"
+                points = hour.points,
+                late_points = late.points,
+                segments = hour.segments,
+                bytes = hour.bytes,
+                seconds = started.elapsed().as_secs_f64(),
+                "hour compacted"
             );
-            progress(&format!(
-                "{} is in use; left for the next pass",
-                chunk.chunk_name
-            ));
-            continue;
-        };
-        report.chunks += 1;
-        report.hour_points += hour.points;
-        metrics::counter!("compaction_points_total", "tier" => "hour").increment(hour.points);
-        report.wrote("hour", hour);
-        report.merged_late(late);
-        tracing::info!(
-            chunk = chunk.chunk_name,
-            points = hour.points,
-            late_points = late.points,
-            segments = hour.segments,
-            bytes = hour.bytes,
-            seconds = started.elapsed().as_secs_f64(),
-            "hour compacted"
-        );
-        let hour_start = chunk.range_start.format("%Y-%m-%d %H:00");
-        progress(&done(format!("hour {hour_start} compacted"), hour, started));
+            let hour_start = chunk.range_start.format("%Y-%m-%d %H:00");
+            (self.progress)(&done(format!("hour {hour_start} compacted"), hour, started));
+        }
+        Ok(())
     }
-    let work = "late points";
-    if !waits_for_retry(&quarantine, work, &mut report, progress) {
-        let result = merge_late_points(pool, fence, budget.pace, &mut report.rested).await;
-        let late = settle(pool, &mut quarantine, work, result, &mut report, progress).await?;
+
+    /// Step 2: the late points of hours without a chunk merged into their segments.
+    async fn late_points(&mut self) -> anyhow::Result<()> {
+        let work = "late points";
+        if self.waits_for_retry(work) {
+            return Ok(());
+        }
+        let rested = &mut self.report.rested;
+        let result = merge_late_points(self.pool, self.fence, self.budget.pace, rested).await;
+        let late = self.settle(work, result).await?;
         if let Some(late) = late.filter(|late| late.points + late.duplicates > 0) {
-            report.merged_late(late);
-            progress(&format!(
+            self.report.merged_late(late);
+            (self.progress)(&format!(
                 "{} late points merged into their segments ({} already stored)",
                 late.points, late.duplicates
             ));
         }
+        Ok(())
     }
-    let due = if days {
-        compact::days_due(pool).await?
-    } else {
-        Vec::new()
-    };
-    for day in due {
-        let started = Instant::now();
-        let work = format!("day {}", day.date_naive());
-        if waits_for_retry(&quarantine, &work, &mut report, progress) {
-            continue;
-        }
-        let result = merge_day(pool, fence, day, budget.pace, &mut report.rested, progress).await;
-        let Some(m) = settle(pool, &mut quarantine, &work, result, &mut report, progress).await?
-        else {
-            continue;
-        };
-        report.days += 1;
-        report.wrote("day", m);
-        tracing::info!(day = %day.date_naive(), segments = m.segments, bytes = m.bytes, seconds = started.elapsed().as_secs_f64(), "day merged");
-        progress(&done(
-            format!("day {} merged", day.date_naive()),
-            m,
-            started,
-        ));
-    }
-    Ok(report)
-}
 
-/// Whether `work` is quarantined and waits for its retry (counted, and left alone).
-fn waits_for_retry(
-    quarantine: &Quarantine,
-    work: &str,
-    report: &mut PassReport,
-    progress: &mut (dyn FnMut(&str) + Send),
-) -> bool {
-    let waits = quarantine.holds(work);
-    if waits {
-        report.quarantined += 1;
-        progress(&format!("{work} is quarantined; left for its retry"));
+    /// Step 3: the days due merged into day segments.
+    async fn days(&mut self) -> anyhow::Result<()> {
+        for day in compact::days_due(self.pool).await? {
+            let started = Instant::now();
+            let work = format!("day {}", day.date_naive());
+            if self.waits_for_retry(&work) {
+                continue;
+            }
+            let (pace, rested) = (self.budget.pace, &mut self.report.rested);
+            let result = merge_day(self.pool, self.fence, day, pace, rested, self.progress).await;
+            let Some(m) = self.settle(&work, result).await? else {
+                continue;
+            };
+            self.report.days += 1;
+            self.report.wrote("day", m);
+            tracing::info!(day = %day.date_naive(), segments = m.segments, bytes = m.bytes, seconds = started.elapsed().as_secs_f64(), "day merged");
+            (self.progress)(&done(
+                format!("day {} merged", day.date_naive()),
+                m,
+                started,
+            ));
+        }
+        Ok(())
     }
-    waits
-}
 
-/// What came of one piece of work: its result (it leaves the quarantine if it was in), or
-/// `None` when it failed with an error of its own (set aside, the pass goes on); an error of
-/// the connection or the server ends the pass.
-async fn settle<T>(
-    pool: &PgPool,
-    quarantine: &mut Quarantine,
-    work: &str,
-    result: anyhow::Result<T>,
-    report: &mut PassReport,
-    progress: &mut (dyn FnMut(&str) + Send),
-) -> anyhow::Result<Option<T>> {
-    match result {
-        Ok(done) => {
-            quarantine.release(pool, work).await?;
-            Ok(Some(done))
+    /// Whether `work` is quarantined and waits for its retry (counted, and left alone).
+    fn waits_for_retry(&mut self, work: &str) -> bool {
+        let waits = self.quarantine.holds(work);
+        if waits {
+            self.report.quarantined += 1;
+            (self.progress)(&format!("{work} is quarantined; left for its retry"));
         }
-        Err(e) if quarantine::is_the_works_fault(&e) => {
-            quarantine.set_aside(pool, work, &e).await?;
-            report.quarantined += 1;
-            progress(&format!("{work} set aside: {e:#}"));
-            Ok(None)
+        waits
+    }
+
+    /// What came of one piece of work: its result (it leaves the quarantine if it was in), or
+    /// `None` when it failed with an error of its own (set aside, the pass goes on); an error
+    /// of the connection or the server ends the pass.
+    async fn settle<T>(
+        &mut self,
+        work: &str,
+        result: anyhow::Result<T>,
+    ) -> anyhow::Result<Option<T>> {
+        match result {
+            Ok(done) => {
+                self.quarantine.release(self.pool, work).await?;
+                Ok(Some(done))
+            }
+            Err(e) if quarantine::is_the_works_fault(&e) => {
+                self.quarantine.set_aside(self.pool, work, &e).await?;
+                self.report.quarantined += 1;
+                (self.progress)(&format!("{work} set aside: {e:#}"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
-        Err(e) => Err(e),
     }
 }
 

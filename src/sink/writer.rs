@@ -6,9 +6,10 @@
 //! newer one, so batches may arrive in any order.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::{
+    model::{Failure, Gone},
     queue::points::Outcomes,
     series::{self, at},
 };
@@ -37,89 +38,103 @@ pub async fn write_with_cutoff(
     late_before: i64,
 ) -> Result<WriteReport, sqlx::Error> {
     let points = || batch.iter().flat_map(|o| &o.points);
-    let failures = || batch.iter().flat_map(|o| &o.failures);
-    let gone = || batch.iter().flat_map(|o| &o.gone);
+    let failures: Vec<&Failure> = batch.iter().flat_map(|o| &o.failures).collect();
+    let gone: Vec<&Gone> = batch.iter().flat_map(|o| &o.gone).collect();
     let mut tx = pool.begin().await?;
     let mut report = WriteReport::default();
     if points().next().is_some() {
         report.points_stored = series::hot::store(&mut tx, points(), late_before).await?;
-        let all = series::hot::Columns::of(points());
-        // Latest per influencer: the newest slot of the batch, if newer than what is stored.
-        // Points of influencers not in the registry are stored but have no latest row.
-        sqlx::query(
-            "insert into influencer_latest
-                 (influencer_id, slot, fetched_at, follower_count, following_count)
-             select distinct on (u.id) u.id, u.slot, u.fetched_at, u.followers, u.following
-             from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::int[])
-                  as u(id, slot, fetched_at, followers, following)
-             join influencers i on i.influencer_id = u.id
-             order by u.id, u.slot desc
-             on conflict (influencer_id) do update set
-                 slot = excluded.slot,
-                 fetched_at = excluded.fetched_at,
-                 follower_count = excluded.follower_count,
-                 following_count = excluded.following_count
-             where influencer_latest.slot < excluded.slot",
-        )
-        .bind(&all.ids)
-        .bind(&all.slots)
-        .bind(&all.fetched)
-        .bind(&all.followers)
-        .bind(&all.following)
-        .execute(&mut *tx)
-        .await?;
+        store_latest(&mut tx, &series::hot::Columns::of(points())).await?;
     }
-    if failures().next().is_some() {
-        let ids: Vec<i64> = failures().map(|f| f.pk).collect();
-        let slots: Vec<_> = failures().map(|f| at(f.slot_ms)).collect();
-        let failed: Vec<_> = failures().map(|f| at(f.failed_ms)).collect();
-        let reasons: Vec<&str> = failures().map(|f| f.reason.as_str()).collect();
-        report.failures_stored = sqlx::query(
-            "insert into fetch_failures (influencer_id, slot, failed_at, reason)
-             select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[])
-             on conflict do nothing",
-        )
-        .bind(&ids)
-        .bind(&slots)
-        .bind(&failed)
-        .bind(&reasons)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    if !failures.is_empty() {
+        report.failures_stored = store_failures(&mut tx, &failures).await?;
     }
-    if gone().next().is_some() {
-        let ids: Vec<i64> = gone().map(|g| g.pk).collect();
-        let reasons: Vec<&str> = gone().map(|g| g.reason.as_str()).collect();
-        let decided: Vec<Option<DateTime<Utc>>> = gone().map(|g| g.decided_ms.map(at)).collect();
-        // Out of the registry's tracked set, and the stretch of tracking closed (/gaps expects
-        // no slot after it), as of when the poller decided it; unless the influencer's state
-        // was decided later (tracked again since: the registry is the truth).
-        report.influencers_gone = sqlx::query_scalar::<_, i64>(
-            "with gone as (
-                 update influencers i set tracked = false, untracked_reason = u.reason,
-                     untracked_at = coalesce(u.decided, now()),
-                     tracking_changed_at = coalesce(u.decided, now()),
-                     tracking_xid = pg_current_xact_id()
-                 from unnest($1::bigint[], $2::text[], $3::timestamptz[]) as u(id, reason, decided)
-                 where i.influencer_id = u.id and i.tracked
-                   and (i.tracking_changed_at is null
-                        or i.tracking_changed_at < coalesce(u.decided, now()))
-                 returning i.influencer_id, u.reason, i.untracked_at
-             ), closed as (
-                 update tracking_periods p set stopped_at = gone.untracked_at, stop_reason = gone.reason
-                 from gone
-                 where p.influencer_id = gone.influencer_id and p.stopped_at is null
-             )
-             select count(*) from gone",
-        )
-        .bind(&ids)
-        .bind(&reasons)
-        .bind(&decided)
-        .fetch_one(&mut *tx)
-        .await? as u64;
+    if !gone.is_empty() {
+        report.influencers_gone = untrack_gone(&mut tx, &gone).await?;
     }
     tx.commit().await?;
     Ok(report)
+}
+
+/// The newest slot of the batch per influencer, where newer than what is stored. Points of
+/// influencers not in the registry are stored but have no latest row.
+async fn store_latest(tx: &mut PgConnection, all: &series::hot::Columns) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into influencer_latest
+             (influencer_id, slot, fetched_at, follower_count, following_count)
+         select distinct on (u.id) u.id, u.slot, u.fetched_at, u.followers, u.following
+         from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::int[])
+              as u(id, slot, fetched_at, followers, following)
+         join influencers i on i.influencer_id = u.id
+         order by u.id, u.slot desc
+         on conflict (influencer_id) do update set
+             slot = excluded.slot,
+             fetched_at = excluded.fetched_at,
+             follower_count = excluded.follower_count,
+             following_count = excluded.following_count
+         where influencer_latest.slot < excluded.slot",
+    )
+    .bind(&all.ids)
+    .bind(&all.slots)
+    .bind(&all.fetched)
+    .bind(&all.followers)
+    .bind(&all.following)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Records failed fetches (one a slot); returns how many were new.
+async fn store_failures(tx: &mut PgConnection, failures: &[&Failure]) -> sqlx::Result<u64> {
+    let ids: Vec<i64> = failures.iter().map(|f| f.pk).collect();
+    let slots: Vec<_> = failures.iter().map(|f| at(f.slot_ms)).collect();
+    let failed: Vec<_> = failures.iter().map(|f| at(f.failed_ms)).collect();
+    let reasons: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
+    Ok(sqlx::query(
+        "insert into fetch_failures (influencer_id, slot, failed_at, reason)
+         select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[])
+         on conflict do nothing",
+    )
+    .bind(&ids)
+    .bind(&slots)
+    .bind(&failed)
+    .bind(&reasons)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected())
+}
+
+/// Takes influencers the upstream says are gone out of the registry's tracked set, and closes
+/// their stretch of tracking (/gaps expects no slot after it), as of when the poller decided
+/// it; unless the influencer's state was decided later (tracked again since: the registry is
+/// the truth). Returns how many were untracked.
+async fn untrack_gone(tx: &mut PgConnection, gone: &[&Gone]) -> sqlx::Result<u64> {
+    let ids: Vec<i64> = gone.iter().map(|g| g.pk).collect();
+    let reasons: Vec<&str> = gone.iter().map(|g| g.reason.as_str()).collect();
+    let decided: Vec<Option<DateTime<Utc>>> = gone.iter().map(|g| g.decided_ms.map(at)).collect();
+    Ok(sqlx::query_scalar::<_, i64>(
+        "with gone as (
+             update influencers i set tracked = false, untracked_reason = u.reason,
+                 untracked_at = coalesce(u.decided, now()),
+                 tracking_changed_at = coalesce(u.decided, now()),
+                 tracking_xid = pg_current_xact_id()
+             from unnest($1::bigint[], $2::text[], $3::timestamptz[]) as u(id, reason, decided)
+             where i.influencer_id = u.id and i.tracked
+               and (i.tracking_changed_at is null
+                    or i.tracking_changed_at < coalesce(u.decided, now()))
+             returning i.influencer_id, u.reason, i.untracked_at
+         ), closed as (
+             update tracking_periods p set stopped_at = gone.untracked_at, stop_reason = gone.reason
+             from gone
+             where p.influencer_id = gone.influencer_id and p.stopped_at is null
+         )
+         select count(*) from gone",
+    )
+    .bind(&ids)
+    .bind(&reasons)
+    .bind(&decided)
+    .fetch_one(&mut *tx)
+    .await? as u64)
 }
 
 /// The SQLSTATE class sqlx has no error kind for that is about the data: a data exception (a
