@@ -521,3 +521,91 @@ fn only_series_names_the_tier_tables_in_sql() {
         outside.join("\n")
     );
 }
+
+/// The longest a file under `src/` may be, and a function in it (signature to closing brace):
+/// rooms a newcomer can hold in mind.
+const MAX_FILE_LINES: usize = 600;
+const MAX_FUNCTION_LINES: usize = 80;
+
+/// The functions of Rust source as (name, first line, lines): an `fn` item from its line to
+/// the closing brace at its indentation (a declaration without a body is none).
+fn functions(source: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let mut rest = trimmed;
+        for prefix in [
+            "pub(crate) ",
+            "pub(super) ",
+            "pub ",
+            "const ",
+            "async ",
+            "unsafe ",
+        ] {
+            rest = rest.strip_prefix(prefix).unwrap_or(rest);
+        }
+        let Some(name) = rest.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = name
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let signature_end = lines[i].trim_end();
+        if signature_end.ends_with(';') {
+            continue; // a declaration: no body
+        }
+        if signature_end.ends_with('}') {
+            out.push((name, i + 1, 1)); // a body on one line
+            continue;
+        }
+        let closing = format!("{}}}", " ".repeat(indent));
+        if let Some(k) = lines[i + 1..].iter().position(|l| l.trim_end() == closing) {
+            out.push((name, i + 1, k + 2));
+        }
+    }
+    out
+}
+
+#[test]
+fn functions_are_measured_from_their_signature_to_their_closing_brace() {
+    let source = "fn a() {\n    let x = 1;\n}\n\nimpl T {\n    pub async fn b(\n        x: u8,\n    ) -> u8 {\n        x\n    }\n    fn c(&self) -> u8 { 1 }\n    fn d(&self);\n    fn e() {\n    }\n}\n";
+    assert_eq!(
+        functions(source),
+        vec![
+            ("a".to_string(), 1, 3),
+            ("b".to_string(), 6, 5),
+            ("c".to_string(), 11, 1),
+            ("e".to_string(), 13, 2),
+        ]
+    );
+}
+
+#[test]
+fn no_file_over_600_lines_and_no_function_over_80() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut too_big = Vec::new();
+    let mut measured = 0;
+    for file in walk(&src) {
+        let source = std::fs::read_to_string(&file).unwrap();
+        let relative = file.strip_prefix(&src).unwrap().display().to_string();
+        let lines = source.lines().count();
+        if lines > MAX_FILE_LINES {
+            too_big.push(format!("src/{relative}: {lines} lines"));
+        }
+        for (name, line, length) in functions(&source) {
+            measured += 1;
+            if length > MAX_FUNCTION_LINES {
+                too_big.push(format!("src/{relative}:{line} fn {name}: {length} lines"));
+            }
+        }
+    }
+    assert!(measured > 500, "only {measured} functions found");
+    assert!(
+        too_big.is_empty(),
+        "over {MAX_FILE_LINES} lines a file or {MAX_FUNCTION_LINES} a function:\n{}",
+        too_big.join("\n")
+    );
+}

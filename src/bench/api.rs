@@ -22,10 +22,6 @@ use super::{
     procs::{Roles, free_port},
     quantile,
 };
-use crate::series::{
-    fixtures,
-    inspect::{self, RangeHoldings, TierTable},
-};
 use crate::{config::DatabaseSettings, db, model::splitmix};
 
 /// The day of points every influencer has (aligned to a whole day, in the past).
@@ -65,83 +61,236 @@ fn range_id(seed: u64, client: usize, i: u64, with_points: i64) -> i64 {
 }
 
 pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Report> {
-    let (with_points, seconds) = if quick { (700, 5) } else { (69_445, 30) };
-    // Influencers that also have a year of day segments before the dataset's day.
-    let with_history = if quick { 50 } else { 2_000 };
-    let duration = Duration::from_secs(seconds);
-    let suffix = if quick { "api_quick" } else { "api" };
-    let (pool, bench) = bench_database(database, suffix, false).await?;
-    let points = ensure_dataset(&pool, with_points).await?;
-    // The dataset's day is long closed: compacted into day segments, as in production (a
-    // no-op once done).
-    use crate::jobs::compaction::{Budget, run_now};
-    run_now(&pool, Budget::FULL, Duration::from_secs(600), &mut |line| {
-        eprintln!("bench api: {line}")
-    })
-    .await?;
-    ensure_history(&pool, with_history).await?;
-    let recent_influencers = if quick { 640 } else { 10_048 };
-    let recent = prepare_recent(&pool, recent_influencers).await?;
-    // The API and the SQL it is compared with get the same number of connections (the pool
-    // size the user configured), so the ratio measures the API, not a bigger pool.
-    let connections = database.database_pool_size;
-    let sql_pool = db::open_api_pool(
-        &DatabaseSettings {
-            database_url: bench.database_url.clone(),
-            database_pool_size: connections,
-        },
-        Duration::from_secs(5),
-    )
-    .await?;
+    let setup = Setup::start(database, quick).await?;
+    let (mut api, mut sql) = range_rounds(&setup).await?;
+    let fixed = fixed_range(&setup).await?;
+    let recent = recent_day(&setup).await?;
+    setup.sql_pool.close().await;
+    let long = long_ranges(&setup).await?;
+    let (mut latest, mut average) = point_reads(&setup).await?;
+    let mut report = Report::new(Scenario::Api, quick, setup.description());
+    let connections = setup.sql_pool.options().get_max_connections();
+    let (points, recent_of_setup) = (setup.points, setup.recent);
+    let Setup {
+        mut server, pool, ..
+    } = setup;
+    server.stop();
+    pool.close().await;
+    let errors = api.errors
+        + fixed.load.errors
+        + recent.fixed.errors
+        + recent.full.errors
+        + latest.errors
+        + average.errors;
+    if errors > 0 {
+        bail!("{errors} requests failed during the benchmark");
+    }
+    let answered_goal = Goal::AtLeast(if quick { 200.0 } else { 2_000.0 });
+    let mut fixed_load = fixed.load;
+    range_figures(
+        &mut report,
+        "range",
+        answered_goal,
+        &mut fixed_load,
+        &mut api,
+        &mut sql,
+    );
+    report
+        .info(
+            "range p99 inside the API at the fixed load (its histogram, interpolated)",
+            fixed.inside_p99_ms,
+            "ms",
+        )
+        .info(
+            "range p50 inside the API at the fixed load",
+            fixed.inside_p50_ms,
+            "ms",
+        );
+    recent.report(&mut report, answered_goal, recent_of_setup);
+    long_figures(&mut report, &long);
+    report
+        .info(
+            "database connections (API and SQL alike)",
+            f64::from(connections),
+            "connections",
+        )
+        .goal(
+            "rank (/latest) p99",
+            ms(quantile(&mut latest.latencies, 0.99)),
+            "ms",
+            Goal::AtMost(5.0),
+        )
+        .goal(
+            "/average p99",
+            ms(quantile(&mut average.latencies, 0.99)),
+            "ms",
+            Goal::AtMost(5.0),
+        )
+        .info("points stored", points as f64, "points");
+    Ok(report)
+}
 
-    let port = free_port()?;
-    let mut server = Roles::default();
-    server.spawn(
-        "serve",
-        &["serve"],
-        &[
-            ("DATABASE_URL", bench.database_url.expose().to_string()),
-            ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
-            ("DATABASE_POOL_SIZE", connections.to_string()),
-        ],
-    )?;
-    let server_base = format!("http://127.0.0.1:{port}");
-    server.wait_ready(&format!("{server_base}/healthz")).await?;
+/// The long ranges' figures: each one's p99 against its goal of 50 ms, p50 and rate.
+fn long_figures(report: &mut Report, long: &[(i64, &'static str, Duration, Duration, f64)]) {
+    for (days, step, p50, p99, rate) in long {
+        report
+            .goal(
+                &format!("{days} days at step={step}, p99 (50 clients)"),
+                ms(*p99),
+                "ms",
+                Goal::AtMost(50.0),
+            )
+            .info(&format!("{days} days at step={step}, p50"), ms(*p50), "ms")
+            .info(
+                &format!("{days} days at step={step}, requests/s"),
+                *rate,
+                "req/s",
+            );
+    }
+}
 
-    // Range queries through the API, and the same SQL (the registry lookup and the range)
-    // directly at the same concurrency, in alternating rounds (API first, then SQL first, ...)
-    // with fresh ids in each: neither side runs on a cache the other warmed, and a drift of
-    // the box's speed during the run falls on both alike.
-    let round_length = duration / ROUNDS;
+/// The benchmark's database and data, the `serve` process under test, and the pool of the
+/// direct reads it is compared with.
+struct Setup {
+    seconds: u64,
+    duration: Duration,
+    pool: PgPool,
+    sql_pool: PgPool,
+    server: Roles,
+    server_base: String,
+    /// Points in the dataset's day, and the influencers that have it.
+    points: i64,
+    with_points: i64,
+    /// Influencers that also have a year of day segments before the dataset's day.
+    with_history: i64,
+    recent: Recent,
+    connections: u64,
+    fixed_rate: f64,
+}
+
+impl Setup {
+    async fn start(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Self> {
+        let (with_points, seconds) = if quick { (700, 5) } else { (69_445, 30) };
+        let with_history = if quick { 50 } else { 2_000 };
+        let suffix = if quick { "api_quick" } else { "api" };
+        let (pool, bench) = bench_database(database, suffix, false).await?;
+        let points = dataset::ensure_dataset(&pool, with_points).await?;
+        // The dataset's day is long closed: compacted into day segments, as in production (a
+        // no-op once done).
+        use crate::jobs::compaction::{Budget, run_now};
+        run_now(&pool, Budget::FULL, Duration::from_secs(600), &mut |line| {
+            eprintln!("bench api: {line}")
+        })
+        .await?;
+        dataset::ensure_history(&pool, with_history).await?;
+        let recent_influencers = if quick { 640 } else { 10_048 };
+        let recent = dataset::prepare_recent(&pool, recent_influencers).await?;
+        // The API and the SQL it is compared with get the same number of connections (the pool
+        // size the user configured), so the ratio measures the API, not a bigger pool.
+        let connections = database.database_pool_size;
+        let sql_pool = db::open_api_pool(
+            &DatabaseSettings {
+                database_url: bench.database_url.clone(),
+                database_pool_size: connections,
+            },
+            Duration::from_secs(5),
+        )
+        .await?;
+        let port = free_port()?;
+        let mut server = Roles::default();
+        server.spawn(
+            "serve",
+            &["serve"],
+            &[
+                ("DATABASE_URL", bench.database_url.expose().to_string()),
+                ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
+                ("DATABASE_POOL_SIZE", connections.to_string()),
+            ],
+        )?;
+        let server_base = format!("http://127.0.0.1:{port}");
+        server.wait_ready(&format!("{server_base}/healthz")).await?;
+        Ok(Self {
+            seconds,
+            duration: Duration::from_secs(seconds),
+            pool,
+            sql_pool,
+            server,
+            server_base,
+            points,
+            with_points,
+            with_history,
+            recent,
+            connections,
+            fixed_rate: if quick { FIXED_RATE / 10.0 } else { FIXED_RATE },
+        })
+    }
+
+    fn description(&self) -> String {
+        let Self {
+            points,
+            with_points,
+            seconds,
+            fixed_rate,
+            connections,
+            ..
+        } = self;
+        let half = *seconds as f64 / 2.0;
+        let recent_influencers = self.recent.influencers;
+        format!(
+            "{points} points stored ({with_points} influencers × {MINUTES} minutes, 1-hour chunks); {RANKED} influencers ranked; the day compacted into day segments (the cold tier) before the run. \
+             Range: GET /influencer_analytics/{{random id}} for one whole day (1,440 points, raw), {RANGE_CLIENTS} clients: for {half} s at a fixed {fixed_rate} requests/s (latency from when each was due), and for {seconds} s at full speed, \
+             alternating with the same read without HTTP (series::read::points: both tiers, decoded; the API keeps usernames it has read) at the same concurrency, in {ROUNDS} rounds with fresh ids each, both through {connections} database connections (DATABASE_POOL_SIZE). Rank (/latest) and /average: {POINT_CLIENTS} clients. \
+             The last 24 hours: {recent_influencers} other influencers written up to the minute before the run, minute by minute across all of them, and compacted as the jobs would have (what each range reads is reported), for {half} s at the fixed rate, at full speed, and read directly. \
+             The load generator, the API and PostgreSQL share the box's 2 cores."
+        )
+    }
+}
+
+/// Range queries through the API, and the same SQL (the registry lookup and the range)
+/// directly at the same concurrency, in alternating rounds (API first, then SQL first, ...)
+/// with fresh ids in each: neither side runs on a cache the other warmed, and a drift of the
+/// box's speed during the run falls on both alike.
+async fn range_rounds(setup: &Setup) -> anyhow::Result<(load::Load, Vec<Duration>)> {
+    let round_length = setup.duration / ROUNDS;
+    let with_points = setup.with_points;
     let mut api = load::Load::default();
     let mut sql = Vec::new();
     for round in 0..ROUNDS {
         let api_seed = u64::from(round) * 2;
         let sql_seed = api_seed + 1;
-        let base = server_base.clone();
+        let base = setup.server_base.clone();
         let range_url =
             move |client: usize, i: u64| day_url(&base, range_id(api_seed, client, i, with_points));
         let day = (DAY_START * 1000, (DAY_START + MINUTES * 60 - 60) * 1000);
         let sql_id = move |client, i| range_id(sql_seed, client, i, with_points);
         if round % 2 == 1 {
-            sql.extend(sql_load(&sql_pool, day, sql_id, round_length).await?);
+            sql.extend(sql_load(&setup.sql_pool, day, sql_id, round_length).await?);
         }
         api.absorb(load::run(RANGE_CLIENTS, round_length, range_url, load::success).await?);
         if round % 2 == 0 {
-            sql.extend(sql_load(&sql_pool, day, sql_id, round_length).await?);
+            sql.extend(sql_load(&setup.sql_pool, day, sql_id, round_length).await?);
         }
     }
+    Ok((api, sql))
+}
 
-    // The same range at a fixed load, fresh ids again; the API's own histogram of the time it
-    // took (from the request read to the answer handed to hyper) is scraped around it, to tell
-    // the time inside the API from the time around it.
-    let fixed_rate = if quick { FIXED_RATE / 10.0 } else { FIXED_RATE };
-    let inside_before = range_durations(&server_base).await?;
-    let base = server_base.clone();
-    let mut fixed = load::run_at_rate(
+/// The range at a fixed load, and the time inside the API meanwhile.
+struct FixedRange {
+    load: load::Load,
+    inside_p99_ms: f64,
+    inside_p50_ms: f64,
+}
+
+/// The same range at a fixed load, fresh ids again; the API's own histogram of the time it
+/// took (from the request read to the answer handed to hyper) is scraped around it, to tell
+/// the time inside the API from the time around it.
+async fn fixed_range(setup: &Setup) -> anyhow::Result<FixedRange> {
+    let inside_before = range_durations(&setup.server_base).await?;
+    let (base, with_points) = (setup.server_base.clone(), setup.with_points);
+    let load = load::run_at_rate(
         RANGE_CLIENTS,
-        fixed_rate,
-        duration / 2,
+        setup.fixed_rate,
+        setup.duration / 2,
         move |client, i| {
             day_url(
                 &base,
@@ -151,46 +300,98 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         load::success,
     )
     .await?;
-    let inside = load::histogram_delta(&inside_before, &range_durations(&server_base).await?);
+    let inside = load::histogram_delta(&inside_before, &range_durations(&setup.server_base).await?);
     let inside_quantile =
         |q: f64| load::histogram_quantile(&inside, q).map_or(f64::NAN, |s| s * 1e3);
+    Ok(FixedRange {
+        load,
+        inside_p99_ms: inside_quantile(0.99),
+        inside_p50_ms: inside_quantile(0.5),
+    })
+}
 
-    // The last 24 hours of the recent influencers, across the tiers as they stand: at the
-    // fixed load, at full speed, and read directly.
-    let base = server_base.clone();
-    let mut recent_fixed = load::run_at_rate(
+/// The last 24 hours of the recent influencers, across the tiers as they stand: at the fixed
+/// load, at full speed, and read directly.
+struct RecentDay {
+    fixed: load::Load,
+    full: load::Load,
+    direct: Vec<Duration>,
+}
+
+impl RecentDay {
+    fn report(mut self, report: &mut Report, answered_goal: Goal, recent: Recent) {
+        report
+            .info(
+                "last 24 hours: day segments read a range",
+                recent.day_segments,
+                "segments",
+            )
+            .info(
+                "last 24 hours: hour segments (hour block members) read a range",
+                recent.hour_segments,
+                "segments",
+            )
+            .info(
+                "last 24 hours: raw points read a range",
+                recent.raw_points,
+                "points",
+            );
+        range_figures(
+            report,
+            "last 24 hours",
+            answered_goal,
+            &mut self.fixed,
+            &mut self.full,
+            &mut self.direct,
+        );
+    }
+}
+
+async fn recent_day(setup: &Setup) -> anyhow::Result<RecentDay> {
+    let recent = setup.recent;
+    let base = setup.server_base.clone();
+    let fixed = load::run_at_rate(
         RANGE_CLIENTS,
-        fixed_rate,
-        duration / 2,
+        setup.fixed_rate,
+        setup.duration / 2,
         move |client, i| recent.url(&base, recent.id(20, client, i)),
         load::success,
     )
     .await?;
-    let base = server_base.clone();
-    let mut recent_full = load::run(
+    let base = setup.server_base.clone();
+    let full = load::run(
         RANGE_CLIENTS,
-        duration / 2,
+        setup.duration / 2,
         move |client, i| recent.url(&base, recent.id(21, client, i)),
         load::success,
     )
     .await?;
-    let mut recent_direct = sql_load(
-        &sql_pool,
+    let direct = sql_load(
+        &setup.sql_pool,
         (recent.start_s * 1000, recent.end_s * 1000),
         move |client, i| recent.id(22, client, i),
-        duration / 2,
+        setup.duration / 2,
     )
     .await?;
-    sql_pool.close().await;
+    Ok(RecentDay {
+        fixed,
+        full,
+        direct,
+    })
+}
 
-    // Long ranges ending with the dataset's day: 30 days at step=1h, a year at step=1d.
+/// Long ranges ending with the dataset's day: 30 days at step=1h, a year at step=1d. Each:
+/// (days, step, p50, p99, requests a second).
+async fn long_ranges(
+    setup: &Setup,
+) -> anyhow::Result<Vec<(i64, &'static str, Duration, Duration, f64)>> {
     let mut long = Vec::new();
     for (days, step) in [(30i64, "1h"), (365, "1d")] {
-        let base = server_base.clone();
+        let (base, with_history) = (setup.server_base.clone(), setup.with_history);
         let end = DAY_START + MINUTES * 60 - 60;
         let mut load = load::run(
             RANGE_CLIENTS,
-            duration / 2,
+            setup.duration / 2,
             move |client, i| {
                 let id =
                     1_000_000 + (splitmix((client as u64) << 40 | i) % with_history as u64) as i64;
@@ -211,12 +412,15 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         );
         long.push((days, step, p50, p99, load.rate()));
     }
+    Ok(long)
+}
 
-    // Rank and average at 1,000,000 ranked influencers.
-    let base = server_base.clone();
-    let mut latest = load::run(
+/// Rank and average at 1,000,000 ranked influencers.
+async fn point_reads(setup: &Setup) -> anyhow::Result<(load::Load, load::Load)> {
+    let base = setup.server_base.clone();
+    let latest = load::run(
         POINT_CLIENTS,
-        duration,
+        setup.duration,
         move |client, i| {
             let id = 1_000_000 + (splitmix((client as u64) << 32 | i) % RANKED as u64) as i64;
             format!("{base}/influencer_analytics/{id}/latest")
@@ -224,10 +428,10 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         load::success,
     )
     .await?;
-    let base = server_base.clone();
-    let mut average = load::run(
+    let base = setup.server_base.clone();
+    let average = load::run(
         POINT_CLIENTS,
-        duration,
+        setup.duration,
         move |_, _| {
             format!(
                 "{base}/influencer_analytics/average?start_time={DAY_START}&end_time={}",
@@ -237,108 +441,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         load::success,
     )
     .await?;
-    server.stop();
-    pool.close().await;
-    let half = seconds as f64 / 2.0;
-    let errors = api.errors
-        + fixed.errors
-        + recent_fixed.errors
-        + recent_full.errors
-        + latest.errors
-        + average.errors;
-    if errors > 0 {
-        bail!("{errors} requests failed during the benchmark");
-    }
-
-    let mut report = Report::new(
-        Scenario::Api,
-        quick,
-        format!(
-            "{points} points stored ({with_points} influencers × {MINUTES} minutes, 1-hour chunks); {RANKED} influencers ranked; the day compacted into day segments (the cold tier) before the run. \
-             Range: GET /influencer_analytics/{{random id}} for one whole day (1,440 points, raw), {RANGE_CLIENTS} clients: for {half} s at a fixed {fixed_rate} requests/s (latency from when each was due), and for {seconds} s at full speed, \
-             alternating with the same read without HTTP (series::read::points: both tiers, decoded; the API keeps usernames it has read) at the same concurrency, in {ROUNDS} rounds with fresh ids each, both through {connections} database connections (DATABASE_POOL_SIZE). Rank (/latest) and /average: {POINT_CLIENTS} clients. \
-             The last 24 hours: {recent_influencers} other influencers written up to the minute before the run, minute by minute across all of them, and compacted as the jobs would have (what each range reads is reported), for {half} s at the fixed rate, at full speed, and read directly. \
-             The load generator, the API and PostgreSQL share the box's 2 cores."
-        ),
-    );
-    let answered_goal = Goal::AtLeast(if quick { 200.0 } else { 2_000.0 });
-    range_figures(
-        &mut report,
-        "range",
-        answered_goal,
-        &mut fixed,
-        &mut api,
-        &mut sql,
-    );
-    report
-        .info(
-            "range p99 inside the API at the fixed load (its histogram, interpolated)",
-            inside_quantile(0.99),
-            "ms",
-        )
-        .info(
-            "range p50 inside the API at the fixed load",
-            inside_quantile(0.5),
-            "ms",
-        )
-        .info(
-            "last 24 hours: day segments read a range",
-            recent.day_segments,
-            "segments",
-        )
-        .info(
-            "last 24 hours: hour segments (hour block members) read a range",
-            recent.hour_segments,
-            "segments",
-        )
-        .info(
-            "last 24 hours: raw points read a range",
-            recent.raw_points,
-            "points",
-        );
-    range_figures(
-        &mut report,
-        "last 24 hours",
-        answered_goal,
-        &mut recent_fixed,
-        &mut recent_full,
-        &mut recent_direct,
-    );
-    for (days, step, p50, p99, rate) in &long {
-        report
-            .goal(
-                &format!("{days} days at step={step}, p99 (50 clients)"),
-                ms(*p99),
-                "ms",
-                Goal::AtMost(50.0),
-            )
-            .info(&format!("{days} days at step={step}, p50"), ms(*p50), "ms")
-            .info(
-                &format!("{days} days at step={step}, requests/s"),
-                *rate,
-                "req/s",
-            );
-    }
-    report
-        .info(
-            "database connections (API and SQL alike)",
-            f64::from(sql_pool.options().get_max_connections()),
-            "connections",
-        )
-        .goal(
-            "rank (/latest) p99",
-            ms(quantile(&mut latest.latencies, 0.99)),
-            "ms",
-            Goal::AtMost(5.0),
-        )
-        .goal(
-            "/average p99",
-            ms(quantile(&mut average.latencies, 0.99)),
-            "ms",
-            Goal::AtMost(5.0),
-        )
-        .info("points stored", points as f64, "points");
-    Ok(report)
+    Ok((latest, average))
 }
 
 /// The figures of one range measured at the fixed load, at full speed and read directly
@@ -450,256 +553,6 @@ async fn sql_load(
     Ok(all)
 }
 
-/// The recent day: `influencers` influencers from [`RECENT_FIRST`] with points up to the minute
-/// before the benchmark started, and where the range of their last 24 hours lies.
-#[derive(Debug, Clone, Copy)]
-struct Recent {
-    influencers: i64,
-    /// The range's first and last slot, epoch seconds (1,440 slots).
-    start_s: i64,
-    end_s: i64,
-    /// What one influencer's range reads, on average: day segments, hour segments (members
-    /// of hour blocks) and raw points.
-    day_segments: f64,
-    hour_segments: f64,
-    raw_points: f64,
-}
+mod dataset;
 
-impl Recent {
-    fn id(&self, seed: u64, client: usize, i: u64) -> i64 {
-        spread_id(RECENT_FIRST, self.influencers, seed, client, i)
-    }
-
-    fn url(&self, base: &str, id: i64) -> String {
-        range_url(base, id, (self.start_s, self.end_s))
-    }
-}
-
-/// Writes the last day of `influencers` influencers from [`RECENT_FIRST`], up to the minute
-/// before now, minute by minute across all of them as the sink writes, and compacts what has
-/// closed and settled, as the jobs would have: the range of the last 24 hours then reads what
-/// production reads at this time of day (yesterday's part from its day segment, or from hour
-/// blocks in the first minutes after midnight; today's closed hours from hour blocks; the last
-/// hour or so raw). The data is relative to when it was written, so an earlier run's is dropped
-/// first (every chunk after the dataset's day holds only this).
-async fn prepare_recent(pool: &PgPool, influencers: i64) -> anyhow::Result<Recent> {
-    use crate::jobs::compaction::{Budget, run_now};
-    let started = Instant::now();
-    let last = RECENT_FIRST + influencers - 1;
-    let after_dataset = DAY_START + MINUTES * 60;
-    fixtures::clear_after(pool, after_dataset, (RECENT_FIRST, last)).await?;
-    let now_s = chrono::Utc::now().timestamp();
-    let end_s = now_s - now_s.rem_euclid(60) - 60;
-    let start_s = end_s - MINUTES * 60 + 60;
-    // An hour (one chunk) a statement, from the hour the range starts in.
-    let mut from = start_s - start_s.rem_euclid(3600);
-    while from <= end_s {
-        fixtures::insert_noise(pool, (RECENT_FIRST, last), (from, (from + 3540).min(end_s)))
-            .await?;
-        from += 3600;
-    }
-    run_now(pool, Budget::FULL, Duration::from_secs(600), &mut |line| {
-        eprintln!("bench api (recent day): {line}")
-    })
-    .await?;
-    inspect::analyze(pool, TierTable::Raw, false).await?;
-    let RangeHoldings {
-        day_segments,
-        hour_segments,
-        raw_points,
-    } = inspect::range_holdings(pool, (RECENT_FIRST, last), (start_s, end_s)).await?;
-    let per_influencer = |n: i64| n as f64 / influencers as f64;
-    let recent = Recent {
-        influencers,
-        start_s,
-        end_s,
-        day_segments: per_influencer(day_segments),
-        hour_segments: per_influencer(hour_segments),
-        raw_points: per_influencer(raw_points),
-    };
-    eprintln!(
-        "bench api: the last 24 hours of {influencers} influencers written and compacted in {:.0} s: {recent:?}",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(recent)
-}
-
-/// How many points a generated part of the dataset (`table`: its marker table) holds for
-/// `influencers`, if it was generated already.
-async fn generated(pool: &PgPool, table: &str, influencers: i64) -> anyhow::Result<Option<i64>> {
-    sqlx::query(&format!(
-        "create table if not exists {table} (influencers bigint primary key, points bigint not null)"
-    ))
-    .execute(pool)
-    .await?;
-    Ok(sqlx::query_scalar(&format!(
-        "select points from {table} where influencers = $1"
-    ))
-    .bind(influencers)
-    .fetch_optional(pool)
-    .await?)
-}
-
-async fn record_generated(
-    pool: &PgPool,
-    table: &str,
-    influencers: i64,
-    points: i64,
-) -> anyhow::Result<()> {
-    sqlx::query(&format!("insert into {table} values ($1, $2)"))
-        .bind(influencers)
-        .bind(points)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Makes sure the first `influencers` influencers have a year of day segments before the
-/// dataset's day (the simulator's walk, written straight into the cold tier as compaction
-/// writes it): what the long ranges read.
-async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::Result<()> {
-    use crate::series::{
-        DAY_MS, SeriesPoint,
-        store::{self, Segment},
-    };
-    use rand::{SeedableRng, rngs::SmallRng};
-    use rand_distr::{Distribution, Normal};
-    if generated(pool, "bench_history", influencers)
-        .await?
-        .is_some()
-    {
-        return Ok(());
-    }
-    let started = Instant::now();
-    let first_day = DAY_START * 1000 - 365 * DAY_MS;
-    let (big, small) = (Normal::new(0.0, 10_000.0)?, Normal::new(0.0, 100.0)?);
-    for id in 1_000_000..1_000_000 + influencers {
-        let mut rng = SmallRng::seed_from_u64(id as u64);
-        let (mut followers, mut following) = (5_000_000f64, 1_000f64);
-        let mut segments = Vec::with_capacity(365);
-        for day in 0..365 {
-            let day_ms = first_day + day * DAY_MS;
-            let points: Vec<SeriesPoint> = (0..MINUTES)
-                .map(|m| {
-                    followers = (followers + big.sample(&mut rng)).max(0.0);
-                    following = (following + small.sample(&mut rng)).max(0.0);
-                    SeriesPoint {
-                        slot_ms: day_ms + m * 60_000,
-                        follower_count: followers.round() as i32,
-                        following_count: following.round() as i32,
-                    }
-                })
-                .collect();
-            segments.push(Segment::new(
-                id,
-                (day_ms, day_ms + DAY_MS),
-                &points,
-                150,
-                150,
-            )?);
-        }
-        let mut tx = pool.begin().await?;
-        store::upsert(&mut tx, &segments).await?;
-        tx.commit().await?;
-    }
-    inspect::analyze(pool, TierTable::DaySegments, true).await?;
-    record_generated(
-        pool,
-        "bench_history",
-        influencers,
-        influencers * 365 * MINUTES,
-    )
-    .await?;
-    eprintln!(
-        "bench api: a year of day segments for {influencers} influencers in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-/// Makes sure the database holds `with_points` influencers × one day of points and 1,000,000
-/// ranked influencers; generates what is missing. Returns the number of points.
-/// The marker of the generated day of points (its name changes with what is generated, so
-/// that a dataset of an older kind is generated again).
-const DATASET: &str = "bench_dataset_noise";
-
-async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> {
-    if let Some(points) = generated(pool, DATASET, with_points).await? {
-        return Ok(points);
-    }
-    let started = Instant::now();
-    eprintln!(
-        "bench api: generating {with_points} influencers × {MINUTES} minutes of points (once; kept for the next run)"
-    );
-    // The year of history is generated again for the new dataset.
-    sqlx::query("drop table if exists bench_history")
-        .execute(pool)
-        .await?;
-    sqlx::query("drop table if exists bench_dataset")
-        .execute(pool)
-        .await?;
-    for table in [
-        DATASET,
-        "ranking_runs",
-        "average_followers",
-        "influencer_latest",
-        "current_verdicts",
-        "suspicious_classifications",
-        "fetch_failures",
-    ] {
-        sqlx::query(&format!("truncate {table} cascade"))
-            .execute(pool)
-            .await?;
-    }
-    fixtures::truncate_all(pool).await?;
-    sqlx::query("delete from influencers").execute(pool).await?;
-    sqlx::query(
-        "insert into influencers (influencer_id, username)
-         select id, 'influencer-' || id from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
-    )
-    .bind(RANKED)
-    .execute(pool)
-    .await?;
-    // One hour at a time (one chunk per statement); compacted before it is read, so a day
-    // segment of noise is as big as a real one (about 4.3 kB, two TOAST chunks and a tail).
-    for hour in 0..24 {
-        let from = DAY_START + hour * 3600;
-        fixtures::insert_noise(
-            pool,
-            (1_000_000, 1_000_000 + with_points - 1),
-            (from, from + 3540),
-        )
-        .await?;
-        eprintln!(
-            "bench api: hour {} of 24 stored ({:.0} s)",
-            hour + 1,
-            started.elapsed().as_secs_f64()
-        );
-    }
-    sqlx::query(
-        "insert into influencer_latest
-         select id, now(), now(), 5000 + ((id * 2654435761) % 400000)::int, 50 + (id % 2000)::int
-         from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
-    )
-    .bind(RANKED)
-    .execute(pool)
-    .await?;
-    sqlx::query(
-        "insert into average_followers
-         select to_timestamp(t), 150000 + (t % 1000), $1
-         from generate_series($2::bigint, $2 + 86400 - 60, 60) t",
-    )
-    .bind(RANKED)
-    .bind(DAY_START)
-    .execute(pool)
-    .await?;
-    crate::jobs::ranking::refresh(pool).await?;
-    sqlx::query("vacuum analyze").execute(pool).await?;
-    let points = with_points * MINUTES;
-    record_generated(pool, DATASET, with_points, points).await?;
-    eprintln!(
-        "bench api: dataset ready in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(points)
-}
+use dataset::Recent;

@@ -27,21 +27,7 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     let influencers: i64 = if quick { 20_000 } else { 1_000_000 };
     let (pool, _) = bench_database(database, "classify", true).await?;
-    sqlx::query(
-        "insert into influencers (influencer_id, username)
-         select id, 'influencer-' || id from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
-    )
-    .bind(influencers)
-    .execute(&pool)
-    .await?;
-    sqlx::query(
-        "insert into influencer_latest
-         select id, now(), now(), 5000 + ((id * 2654435761) % 400000)::int, 50 + (id % 2000)::int
-         from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
-    )
-    .bind(influencers)
-    .execute(&pool)
-    .await?;
+    super::register_with_latest(&pool, influencers).await?;
 
     let port = free_port()?;
     let mut simulator = Roles::default();

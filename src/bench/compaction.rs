@@ -38,18 +38,7 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     let influencers: i64 = if quick { 20_000 } else { 1_000_000 };
     let (pool, _) = bench_database(database, "compaction", true).await?;
-    let started = Instant::now();
-    let hour_ms = write_closed_hour(&pool, influencers, |minute| {
-        if minute % 10 == 9 {
-            eprintln!(
-                "bench compaction: {} of 60 minutes written ({:.0} s)",
-                minute + 1,
-                started.elapsed().as_secs_f64()
-            );
-        }
-    })
-    .await?;
-    let write_secs = started.elapsed().as_secs_f64();
+    let (hour_ms, write_secs) = write_with_progress(&pool, influencers).await?;
 
     let budget = Budget::of(storage);
     let this = vec![std::process::id()];
@@ -80,14 +69,7 @@ pub async fn run(
     let mut report = Report::new(
         Scenario::Compaction,
         quick,
-        format!(
-            "{influencers} influencers × the hour from {hour} ({points} points, written minute by minute in {write_secs:.0} s, then vacuumed and checkpointed), \
-             compacted into hour segments at COMPACTION_PACE={} (the share of the time compaction works), \
-             reading the hour {} points at a time (COMPACTION_PASS_POINTS). \
-             CPU of this process (the compactor) and of every PostgreSQL process; TimescaleDB shares the box's 2 cores.",
-            storage.compaction_pace,
-            number(storage.compaction_pass_points as f64)
-        ),
+        describe(influencers, hour, write_secs, storage),
     );
     let mut minutes_name = format!("minutes for an hour of {} influencers", number(TARGET));
     if quick {
@@ -126,6 +108,43 @@ pub async fn run(
             "bytes",
         );
     Ok(report)
+}
+
+/// What a run measured, for its report.
+fn describe(
+    influencers: i64,
+    hour: chrono::DateTime<chrono::Utc>,
+    write_secs: f64,
+    storage: &StorageSettings,
+) -> String {
+    let points = influencers * 60;
+    format!(
+        "{influencers} influencers × the hour from {hour} ({points} points, written minute by minute in {write_secs:.0} s, then vacuumed and checkpointed), \
+             compacted into hour segments at COMPACTION_PACE={} (the share of the time compaction works), \
+             reading the hour {} points at a time (COMPACTION_PASS_POINTS). \
+             CPU of this process (the compactor) and of every PostgreSQL process; TimescaleDB shares the box's 2 cores.",
+        storage.compaction_pace,
+        number(storage.compaction_pass_points as f64)
+    )
+}
+
+/// [`write_closed_hour`], telling every ten minutes written; the hour's start and the seconds
+/// it took.
+async fn write_with_progress(pool: &PgPool, influencers: i64) -> anyhow::Result<(i64, f64)> {
+    let started = Instant::now();
+    let hour_ms = write_closed_hour(pool, influencers, |minute| {
+        if minute % 10 == 9 {
+            eprintln!(
+                "bench compaction: {} of 60 minutes written ({:.0} s)",
+                minute + 1,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    })
+    .await?;
+    let write_secs = started.elapsed().as_secs_f64();
+
+    Ok((hour_ms, write_secs))
 }
 
 /// Writes one closed hour of points for the influencers `FIRST_PK..FIRST_PK + influencers`:

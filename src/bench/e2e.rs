@@ -47,27 +47,111 @@ pub async fn run(
     let (pool, bench_db) = bench_database(database, "e2e", true).await?;
     let (queues, publisher) = bench_queues(broker, "e2e").await?;
     // The closed hour is written first, so that the schedule starts on time.
-    let held = match compaction {
-        Some(_) => {
-            let started = std::time::Instant::now();
-            let hour_ms = write_closed_hour(&pool, influencers, |_| {}).await?;
-            eprintln!(
-                "bench e2e: a closed hour of {influencers} influencers written in {:.0} s",
-                started.elapsed().as_secs_f64()
-            );
-            let lock = SessionLock::try_take(&pool, LOCK_KEY).await?;
-            let lock =
-                lock.ok_or_else(|| anyhow::anyhow!("another process holds the compaction lock"))?;
-            Some((lock, hour_ms))
-        }
-        None => None,
-    };
+    let held = hold_closed_hour(&pool, influencers, compaction.is_some()).await?;
 
     let mut roles = Roles::default();
     let sim_port = roles.spawn_simulator(influencers)?;
     let ids: Vec<i64> = (FIRST_PK..FIRST_PK + influencers).collect();
     crate::seed::seed(&pool, &publisher, INTERVAL, &ids).await?;
     publisher.close().await;
+    let sink_metrics = spawn_pipeline(&mut roles, &bench_db, &queues, sim_port, compaction)?;
+
+    // Measure whole minutes, after a warm-up minute.
+    let now = Utc::now().timestamp();
+    let from = DateTime::from_timestamp(now - now % 60 + 120, 0).expect("valid time");
+    let to = from + chrono::Duration::minutes(minutes);
+    eprintln!("bench e2e: {influencers} influencers; measuring {from} to {to}");
+    sleep_until(from).await;
+    let closed_hour = held.as_ref().map(|(_, hour_ms)| *hour_ms);
+    if let Some((lock, _)) = held {
+        lock.release().await;
+    }
+    let ranking_before = job_seconds(&sink_metrics, "ranking_refresh_seconds").await;
+    let (watches, compacted_after) = watch(&mut roles, &pool, (from, to), closed_hour).await?;
+    let ranking_after = job_seconds(&sink_metrics, "ranking_refresh_seconds").await;
+    // Let the last measured slots land.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    roles.stop();
+
+    let measured = measure(&pool, from, to).await?;
+    pool.close().await;
+    let publisher = Broker::connect(&queues).await?;
+    publisher.delete_all().await?;
+    publisher.close().await;
+
+    let expected = influencers * minutes;
+    let seconds = (to - from).num_seconds() as f64;
+    let description = describe(influencers, minutes, (from, to), compaction);
+    let mut report = Report::new(Scenario::E2e, quick, description);
+    report
+        .goal(
+            "slots stored",
+            100.0 * measured.stored as f64 / expected as f64,
+            "%",
+            Goal::AtLeast(99.9),
+        )
+        .goal("slot lateness p99", measured.p99, "s", Goal::AtMost(2.0))
+        .info("slot lateness p50", measured.p50, "s")
+        .info("slots expected", expected as f64, "slots")
+        .info("slots stored", measured.stored as f64, "slots")
+        .info("fetch failures recorded", measured.failures as f64, "slots");
+    job_figures(&mut report, ranking_before.zip(ranking_after));
+    compaction_figure(&mut report, closed_hour, compacted_after);
+    cpu_figures(&mut report, &watches, seconds);
+    Ok(report)
+}
+
+/// What a run measured, for its report.
+fn describe(
+    influencers: i64,
+    minutes: i64,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    compaction: Option<&StorageSettings>,
+) -> String {
+    format!(
+        "{influencers} influencers at a 60 s interval; {minutes} whole minutes measured ({from} to {to}) after a warm-up minute. \
+             Simulator, poll and sink are processes of their own; RabbitMQ and TimescaleDB run on the same 2 cores. {}",
+        match compaction {
+            Some(storage) => format!(
+                "Through compaction: a closed hour of every influencer's points ({} points) compacted by the sink's jobs during the measured minutes, at COMPACTION_PACE={}.",
+                influencers * 60,
+                storage.compaction_pace
+            ),
+            None => "Without compaction (a control run).".to_string(),
+        }
+    )
+}
+
+/// With compaction: a closed hour of every influencer written, and the compaction lock held
+/// so that it waits for the measured minutes; the lock and the hour's start.
+async fn hold_closed_hour(
+    pool: &PgPool,
+    influencers: i64,
+    compaction: bool,
+) -> anyhow::Result<Option<(SessionLock, i64)>> {
+    if !compaction {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let hour_ms = write_closed_hour(pool, influencers, |_| {}).await?;
+    eprintln!(
+        "bench e2e: a closed hour of {influencers} influencers written in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let lock = SessionLock::try_take(pool, LOCK_KEY).await?;
+    let lock = lock.ok_or_else(|| anyhow::anyhow!("another process holds the compaction lock"))?;
+    Ok(Some((lock, hour_ms)))
+}
+
+/// Starts the sink and the poller against the simulator at `sim_port`; the sink's metrics
+/// address.
+fn spawn_pipeline(
+    roles: &mut Roles,
+    bench_db: &DatabaseSettings,
+    queues: &BrokerSettings,
+    sim_port: u16,
+    compaction: Option<&StorageSettings>,
+) -> anyhow::Result<String> {
     let env = [
         ("DATABASE_URL", bench_db.database_url.expose().to_string()),
         ("AMQP_URL", queues.amqp_url.expose().to_string()),
@@ -90,17 +174,20 @@ pub async fn run(
     poll_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
     roles.spawn("poll", &["poll"], &poll_env)?;
 
-    // Measure whole minutes, after a warm-up minute.
-    let now = Utc::now().timestamp();
-    let from = DateTime::from_timestamp(now - now % 60 + 120, 0).expect("valid time");
-    let to = from + chrono::Duration::minutes(minutes);
-    eprintln!("bench e2e: {influencers} influencers; measuring {from} to {to}");
-    sleep_until(from).await;
-    let closed_hour = held.as_ref().map(|(_, hour_ms)| *hour_ms);
-    if let Some((lock, _)) = held {
-        lock.release().await;
-    }
-    let ranking_before = job_seconds(&sink_metrics, "ranking_refresh_seconds").await;
+    Ok(sink_metrics)
+}
+
+/// Each process group's CPU and memory, watched once a second.
+type Watches = Vec<(String, Vec<u32>, Watch)>;
+
+/// Watches the roles, the broker and the database over `[from, to)`, and when the closed hour
+/// (if any) is compacted: minutes after `from`.
+async fn watch(
+    roles: &mut Roles,
+    pool: &PgPool,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    closed_hour: Option<i64>,
+) -> anyhow::Result<(Watches, Option<f64>)> {
     let mut compacted_after: Option<f64> = None;
     let groups = ["poll", "sink", "simulator"];
     let mut watches: Vec<(String, Vec<u32>, Watch)> = groups
@@ -127,66 +214,35 @@ pub async fn run(
         if let Some(hour_ms) = closed_hour
             && compacted_after.is_none()
             && second % 10 == 0
-            && !series::inspect::raw_hour_left(&pool, hour_ms).await?
+            && !series::inspect::raw_hour_left(pool, hour_ms).await?
         {
             compacted_after = Some(second as f64 / 60.0);
         }
     }
-    let ranking_after = job_seconds(&sink_metrics, "ranking_refresh_seconds").await;
-    // Let the last measured slots land.
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    roles.stop();
+    Ok((watches, compacted_after))
+}
 
-    let measured = measure(&pool, from, to).await?;
-    pool.close().await;
-    let publisher = Broker::connect(&queues).await?;
-    publisher.delete_all().await?;
-    publisher.close().await;
-
-    let expected = influencers * minutes;
-    let seconds = (to - from).num_seconds() as f64;
-    let mut report = Report::new(
-        Scenario::E2e,
-        quick,
-        format!(
-            "{influencers} influencers at a 60 s interval; {minutes} whole minutes measured ({from} to {to}) after a warm-up minute. \
-             Simulator, poll and sink are processes of their own; RabbitMQ and TimescaleDB run on the same 2 cores. {}",
-            match compaction {
-                Some(storage) => format!(
-                    "Through compaction: a closed hour of every influencer's points ({} points) compacted by the sink's jobs during the measured minutes, at COMPACTION_PACE={}.",
-                    influencers * 60,
-                    storage.compaction_pace
-                ),
-                None => "Without compaction (a control run).".to_string(),
-            }
-        ),
-    );
+/// The ranking job's runs and mean time over the measured minutes, from its histogram's
+/// (sum, count) before and after.
+fn job_figures(report: &mut Report, ranking: Option<((f64, f64), (f64, f64))>) {
+    let Some(((sum_0, runs_0), (sum_1, runs_1))) = ranking else {
+        return;
+    };
+    let runs = runs_1 - runs_0;
     report
-        .goal(
-            "slots stored",
-            100.0 * measured.stored as f64 / expected as f64,
-            "%",
-            Goal::AtLeast(99.9),
-        )
-        .goal("slot lateness p99", measured.p99, "s", Goal::AtMost(2.0))
-        .info("slot lateness p50", measured.p50, "s")
-        .info("slots expected", expected as f64, "slots")
-        .info("slots stored", measured.stored as f64, "slots")
-        .info("fetch failures recorded", measured.failures as f64, "slots");
-    if let (Some((sum_0, runs_0)), Some((sum_1, runs_1))) = (ranking_before, ranking_after) {
-        let runs = runs_1 - runs_0;
-        report
-            .info("ranking job runs in the measured minutes", runs, "runs")
-            .info(
-                "ranking job, mean time a run",
-                if runs > 0.0 {
-                    (sum_1 - sum_0) / runs
-                } else {
-                    0.0
-                },
-                "s",
-            );
-    }
+        .info("ranking job runs in the measured minutes", runs, "runs")
+        .info(
+            "ranking job, mean time a run",
+            if runs > 0.0 {
+                (sum_1 - sum_0) / runs
+            } else {
+                0.0
+            },
+            "s",
+        );
+}
+
+fn compaction_figure(report: &mut Report, closed_hour: Option<i64>, compacted_after: Option<f64>) {
     if closed_hour.is_some() {
         match compacted_after {
             Some(minutes) => report.info(
@@ -201,7 +257,10 @@ pub async fn run(
             ),
         };
     }
-    for (name, _, watch) in &watches {
+}
+
+fn cpu_figures(report: &mut Report, watches: &Watches, seconds: f64) {
+    for (name, _, watch) in watches {
         report
             .info(
                 &format!("{name} CPU"),
@@ -214,7 +273,6 @@ pub async fn run(
                 "MB",
             );
     }
-    Ok(report)
 }
 
 struct Measured {

@@ -63,29 +63,9 @@ pub async fn run(
         sink_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
         sinks.spawn(&format!("sink {i}"), &["sink"], &sink_env)?;
     }
-    // Every second: the simulator's counts of requests, from before the first poller starts;
-    // a poller joins every JOIN_GAP_S seconds.
     let mut pollers = Roles::default();
-    let started = Instant::now();
-    let mut samples = vec![Sample::take(&simulator_metrics).await?];
-    let (mut joined, mut last_join) = (0, 0);
-    let run_for = Duration::from_secs(JOIN_GAP_S * (POLLERS as u64 - 1) + seconds);
-    loop {
-        if joined < POLLERS && started.elapsed() >= Duration::from_secs(JOIN_GAP_S * joined as u64)
-        {
-            let mut poll_env = env.to_vec();
-            poll_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
-            pollers.spawn(&format!("poll {joined}"), &["poll"], &poll_env)?;
-            (joined, last_join) = (joined + 1, samples.len() - 1);
-        }
-        if started.elapsed() >= run_for {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        samples.push(Sample::take(&simulator_metrics).await?);
-        pollers.check()?;
-        sinks.check()?;
-    }
+    let (samples, last_join) =
+        join_pollers(&mut pollers, &mut sinks, &simulator_metrics, &env, seconds).await?;
     pollers.stop();
     drain(&queues).await?;
     sinks.stop();
@@ -120,6 +100,58 @@ pub async fn run(
              the mean and the stored ÷ answered window start {SETTLE_S} s after the last start. Points counted once the point queue drained."
         ),
     );
+    figures(
+        &mut report,
+        (worst, settled, mean),
+        ceiling,
+        (stored, answered),
+    );
+    Ok(report)
+}
+
+/// Starts a poller every JOIN_GAP_S seconds, sampling the simulator's counts of requests
+/// every second from before the first one starts; the samples, and the index of the sample
+/// at the last poller's start.
+async fn join_pollers(
+    pollers: &mut Roles,
+    sinks: &mut Roles,
+    simulator_metrics: &MetricsPage,
+    env: &[(&str, String)],
+    seconds: u64,
+) -> anyhow::Result<(Vec<Sample>, usize)> {
+    // Every second: the simulator's counts of requests, from before the first poller starts;
+    // a poller joins every JOIN_GAP_S seconds.
+    let started = Instant::now();
+    let mut samples = vec![Sample::take(simulator_metrics).await?];
+    let (mut joined, mut last_join) = (0, 0);
+    let run_for = Duration::from_secs(JOIN_GAP_S * (POLLERS as u64 - 1) + seconds);
+    loop {
+        if joined < POLLERS && started.elapsed() >= Duration::from_secs(JOIN_GAP_S * joined as u64)
+        {
+            let mut poll_env = env.to_vec();
+            poll_env.push(("METRICS_ADDR", format!("127.0.0.1:{}", free_port()?)));
+            pollers.spawn(&format!("poll {joined}"), &["poll"], &poll_env)?;
+            (joined, last_join) = (joined + 1, samples.len() - 1);
+        }
+        if started.elapsed() >= run_for {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        samples.push(Sample::take(simulator_metrics).await?);
+        pollers.check()?;
+        sinks.check()?;
+    }
+    Ok((samples, last_join))
+}
+
+/// The upstream rates (worst, worst settled, mean) against the ceiling, and the points stored
+/// against the profiles answered.
+fn figures(
+    report: &mut Report,
+    (worst, settled, mean): (f64, f64, f64),
+    ceiling: f64,
+    (stored, answered): (i64, f64),
+) {
     report
         .ratio(
             "worst 1 s upstream rate ÷ ceiling",
@@ -149,7 +181,6 @@ pub async fn run(
         .info("profiles answered in the window", answered, "requests")
         .info("points stored from the window", stored as f64, "points")
         .info("mean upstream rate", mean, "req/s");
-    Ok(report)
 }
 
 /// Waits until the point queue is empty (the sinks have taken every outcome), then a moment

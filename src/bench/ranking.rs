@@ -27,34 +27,7 @@ const REBUILD_ROWS: [&str; 2] = [
 pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Report> {
     let influencers: i64 = if quick { 100_000 } else { 1_000_000 };
     let (pool, _) = bench_database(database, "ranking", true).await?;
-    sqlx::query(
-        "insert into influencers (influencer_id, username)
-         select id, 'influencer-' || id from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
-    )
-    .bind(influencers)
-    .execute(&pool)
-    .await?;
-    sqlx::query(
-        "insert into influencer_latest
-         select id, now(), now(), 5000 + ((id * 2654435761) % 400000)::int, 50 + (id % 2000)::int
-         from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
-    )
-    .bind(influencers)
-    .execute(&pool)
-    .await?;
-    sqlx::query(
-        "create table bench_rank_rows (
-             influencer_id bigint primary key, rank integer not null, fewer integer not null,
-             follower_count integer not null, ranked_at timestamptz not null)",
-    )
-    .execute(&pool)
-    .await?;
-    sqlx::query("create index on bench_rank_rows (rank, influencer_id)")
-        .execute(&pool)
-        .await?;
-    sqlx::query("vacuum analyze influencer_latest, influencers")
-        .execute(&pool)
-        .await?;
+    populate(&pool, influencers).await?;
 
     let (mut snapshot, mut rows) = (Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -117,6 +90,27 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     )
     .info("a rank from the snapshot", lookup.as_secs_f64() * 1e6, "µs");
     Ok(out)
+}
+
+/// `influencers` tracked influencers with a latest value each, and the table the job before
+/// the snapshot rewrote (`bench_rank_rows`, as `influencer_ranks` was).
+async fn populate(pool: &sqlx::PgPool, influencers: i64) -> anyhow::Result<()> {
+    super::register_with_latest(pool, influencers).await?;
+    sqlx::query(
+        "create table bench_rank_rows (
+             influencer_id bigint primary key, rank integer not null, fewer integer not null,
+             follower_count integer not null, ranked_at timestamptz not null)",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("create index on bench_rank_rows (rank, influencer_id)")
+        .execute(pool)
+        .await?;
+    sqlx::query("vacuum analyze influencer_latest, influencers")
+        .execute(pool)
+        .await?;
+
+    Ok(())
 }
 
 fn median(times: &mut [Duration]) -> f64 {

@@ -40,23 +40,7 @@ pub async fn run(
         .to_string();
 
     // 1. The ceiling.
-    let target = base.clone();
-    let ceiling = load::run(
-        LOAD_CLIENTS,
-        Duration::from_secs(seconds),
-        move |client, i| {
-            let pk = FIRST_PK as u64 + splitmix((client as u64) << 32 | i) % POPULATION;
-            format!("{target}/api/v1/influencers/{pk}")
-        },
-        load::success,
-    )
-    .await?;
-    if ceiling.latencies.is_empty() {
-        bail!(
-            "{base} answered no request with 2xx ({} errors): is MOCKSTAGRAM_URL right?",
-            ceiling.errors
-        );
-    }
+    let ceiling = ceiling(&base, seconds).await?;
     let ceiling_rate = ceiling.rate();
 
     // 2. The pipeline, asked for 1.5 × the ceiling.
@@ -119,6 +103,29 @@ pub async fn run(
         .info("load generator", ceiling_rate, "req/s")
         .info("load generator errors", ceiling.errors as f64, "requests");
     Ok(report)
+}
+
+/// The most the upstream at `base` answers: LOAD_CLIENTS keep-alive clients asking for random
+/// pks for `seconds`.
+async fn ceiling(base: &str, seconds: u64) -> anyhow::Result<load::Load> {
+    let target = base.to_string();
+    let ceiling = load::run(
+        LOAD_CLIENTS,
+        Duration::from_secs(seconds),
+        move |client, i| {
+            let pk = FIRST_PK as u64 + splitmix((client as u64) << 32 | i) % POPULATION;
+            format!("{target}/api/v1/influencers/{pk}")
+        },
+        load::success,
+    )
+    .await?;
+    if ceiling.latencies.is_empty() {
+        bail!(
+            "{base} answered no request with 2xx ({} errors): is MOCKSTAGRAM_URL right?",
+            ceiling.errors
+        );
+    }
+    Ok(ceiling)
 }
 
 /// Fetches answered with data so far, from poll's /metrics.
