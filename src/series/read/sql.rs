@@ -102,12 +102,12 @@ const HOUR_END: &str = "(period_start + interval '1 hour')";
 /// at about 6,000 a second (pgbench, 16 clients, the bench's 100,000,000 points) and the same
 /// union written out at about 15,000.
 pub(super) fn range(window: Window) -> String {
+    let condition = window.condition();
     let overlapping = |end: &str| {
         format!(
             "influencer_id >= $1 and influencer_id <= $2
                and period_start > $3 - interval '1 day' and period_start <= $4 and {end} > $3
-               and {}",
-            window.condition()
+               and {condition}"
         )
     };
     format!(
@@ -136,11 +136,10 @@ pub(super) fn range(window: Window) -> String {
 
 /// The segments of influencer $1 overlapping `[$2, $3]` in the window, given how the period's
 /// end is written.
-fn one_influencers_segments(end: &str, window: Window) -> String {
+fn one_influencers_segments(end: &str, condition: &str) -> String {
     format!(
         "influencer_id = $1 and period_start > $2 - interval '1 day' and period_start <= $3
-           and {end} > $2 and {}",
-        window.condition()
+           and {end} > $2 and {condition}"
     )
 }
 
@@ -149,29 +148,30 @@ fn one_influencers_segments(end: &str, window: Window) -> String {
 /// the range starts after a day before it), then its hour segments overlapping the range,
 /// which have no summary (migration 0004): their period start and no pack.
 pub(super) fn summaries(window: Window) -> String {
+    let condition = window.condition();
     format!(
         "select period_start, days from influencer_summary_packs
          where influencer_id = $1 and period_start > $2 - interval '29 days' and period_start <= $3
-           and {}
+           and {condition}
          union all
          select period_start, null::bytea from {} where {}",
-        window.condition(),
         hour_segments("$1::bigint", "$1::bigint"),
-        one_influencers_segments(HOUR_END, window),
+        one_influencers_segments(HOUR_END, &condition),
     )
 }
 
 /// The encoded points (`period_start, period_end, data`) of influencer $1's segments
 /// overlapping `[$2, $3]` whose period starts $4 lists.
 pub(super) fn segment_data(window: Window) -> String {
+    let condition = window.condition();
     format!(
         "select period_start, period_end, {DAY_DATA} from influencer_segments
          where {} and period_start = any($4)
          union all
          select period_start, period_start + interval '1 hour', data from {}
          where {} and period_start = any($4)",
-        one_influencers_segments(DAY_END, window),
+        one_influencers_segments(DAY_END, &condition),
         hour_segments("$1::bigint", "$1::bigint"),
-        one_influencers_segments(HOUR_END, window),
+        one_influencers_segments(HOUR_END, &condition),
     )
 }
