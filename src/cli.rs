@@ -534,7 +534,7 @@ async fn seed_demo(
 
 mod usage;
 
-pub use usage::{one_line_usage_error, report_usage_error};
+pub use usage::report_usage_error;
 
 #[cfg(test)]
 mod tests;

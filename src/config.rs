@@ -33,10 +33,10 @@ pub fn duration(raw: &str) -> Result<Duration, String> {
 /// The shortest `POLL_INTERVAL`: one influencer's polls of a UTC day are one day segment,
 /// which holds at most 2^20 points (`series::codec::MAX_POINTS`); at 82 ms a day is 1,053,659
 /// slots, at 83 ms 1,040,964.
-pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(83);
+pub(crate) const MIN_POLL_INTERVAL: Duration = Duration::from_millis(83);
 
 /// A poll interval: a [`duration`] of at least [`MIN_POLL_INTERVAL`].
-pub fn poll_interval(raw: &str) -> Result<Duration, String> {
+pub(crate) fn poll_interval(raw: &str) -> Result<Duration, String> {
     let interval = duration(raw)?;
     if interval < MIN_POLL_INTERVAL {
         return Err(format!(
@@ -61,7 +61,7 @@ pub fn share(raw: &str) -> Result<f64, String> {
 }
 
 /// A non-negative scale factor, e.g. `0` (no delay), `1` (as the real server), `0.01`.
-pub fn scale(raw: &str) -> Result<f64, String> {
+pub(crate) fn scale(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err("expected a number ≥ 0, such as 1 (real delays) or 0 (none)".into()),
@@ -69,7 +69,7 @@ pub fn scale(raw: &str) -> Result<f64, String> {
 }
 
 /// A whole number ≥ 1.
-pub fn positive(raw: &str) -> Result<u64, String> {
+pub(crate) fn positive(raw: &str) -> Result<u64, String> {
     match raw.trim().parse::<u64>() {
         Ok(v) if v >= 1 => Ok(v),
         _ => Err("expected a whole number ≥ 1".into()),
@@ -131,11 +131,11 @@ pub struct BrokerSettings {
 /// declared otherwise, say): a role that meets it ends, and the process exits naming it.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Misconfigured(pub String);
+pub(crate) struct Misconfigured(pub String);
 
 impl Misconfigured {
     /// Whether `error` or one of its causes is a misconfiguration.
-    pub fn is_cause_of(error: &anyhow::Error) -> bool {
+    pub(crate) fn is_cause_of(error: &anyhow::Error) -> bool {
         error.chain().any(|cause| cause.is::<Self>())
     }
 }
@@ -191,7 +191,7 @@ impl BrokerSettings {
     }
 
     /// `AMQP_CA_FILE`, if set and `AMQP_URL` uses TLS; set beside a plain URL, it is an error.
-    pub fn ca_file(&self) -> Result<Option<&CaFile>, Misconfigured> {
+    pub(crate) fn ca_file(&self) -> Result<Option<&CaFile>, Misconfigured> {
         ca_file_for(
             self.amqp_ca_file.as_ref(),
             "AMQP_CA_FILE",
@@ -251,7 +251,7 @@ pub struct UpstreamSettings {
 impl UpstreamSettings {
     /// `MOCKSTAGRAM_CA_FILE`, if set and `MOCKSTAGRAM_URL` uses TLS; set beside a plain URL,
     /// it is an error.
-    pub fn ca_file(&self) -> Result<Option<&CaFile>, Misconfigured> {
+    pub(crate) fn ca_file(&self) -> Result<Option<&CaFile>, Misconfigured> {
         ca_file_for(
             self.mockstagram_ca_file.as_ref(),
             "MOCKSTAGRAM_CA_FILE",
@@ -265,7 +265,7 @@ impl UpstreamSettings {
 
 /// How often each influencer is polled.
 #[derive(Args, Debug, Clone)]
-pub struct ScheduleSettings {
+pub(crate) struct ScheduleSettings {
     /// Time between two polls of one influencer (e.g. 60s; short values such as 2s for tests).
     #[arg(long, env = "POLL_INTERVAL", default_value = "60s", value_parser = poll_interval)]
     pub poll_interval: Duration,
@@ -291,7 +291,7 @@ pub struct StorageSettings {
 }
 
 /// `COMPACTION_PASS_POINTS`' default.
-pub const DEFAULT_COMPACTION_PASS_POINTS: usize = 4_000_000;
+pub(crate) const DEFAULT_COMPACTION_PASS_POINTS: usize = 4_000_000;
 
 fn pace(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {
@@ -358,7 +358,7 @@ pub struct ClassifySettings {
 }
 
 /// A UTC time of day, `HH:MM` (or `HH:MM:SS`).
-pub fn time_of_day(raw: &str) -> Result<chrono::NaiveTime, String> {
+pub(crate) fn time_of_day(raw: &str) -> Result<chrono::NaiveTime, String> {
     let raw = raw.trim();
     chrono::NaiveTime::parse_from_str(raw, "%H:%M")
         .or_else(|_| chrono::NaiveTime::parse_from_str(raw, "%H:%M:%S"))
@@ -374,7 +374,7 @@ fn spike_z(raw: &str) -> Result<f64, String> {
 
 /// The HTTP listener of a long-running role.
 #[derive(Args, Debug, Clone)]
-pub struct ListenSettings {
+pub(crate) struct ListenSettings {
     /// Address the HTTP API (and /metrics) listens on; port 0 picks a free port.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080", value_parser = socket_addr)]
     pub listen_addr: SocketAddr,

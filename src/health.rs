@@ -69,7 +69,7 @@ impl RoleHealth {
     }
 
     /// False once a role has failed for good.
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         !self
             .0
             .lock()
@@ -81,7 +81,7 @@ impl RoleHealth {
     /// The roles that are not running (restarting after a failure, or failed), each with its
     /// state's name (`restarting`, `failed`): what an open probe may say. The errors are in the
     /// log, and in [`Detail::Full`] answers.
-    pub fn not_running(&self) -> Vec<(&'static str, &'static str)> {
+    pub(crate) fn not_running(&self) -> Vec<(&'static str, &'static str)> {
         self.0
             .lock()
             .expect("not poisoned")

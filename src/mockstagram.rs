@@ -4,18 +4,18 @@
 use serde::{Deserialize, Serialize};
 
 /// The path of one influencer's profile; `{pk}` follows.
-pub const PROFILE_PATH: &str = "/api/v1/influencers/";
+pub(crate) const PROFILE_PATH: &str = "/api/v1/influencers/";
 /// The path of the suspicious classifier.
-pub const IS_SUSPICIOUS_PATH: &str = "/api/v1/influencers/is_suspicious";
+pub(crate) const IS_SUSPICIOUS_PATH: &str = "/api/v1/influencers/is_suspicious";
 
 /// The first pk of the real server's population (1,000,000 influencers: 1000000..=1999999).
 pub const FIRST_PK: i64 = 1_000_000;
 
 /// The error name the server gives, with HTTP 500, for a pk it does not know.
-pub const NOT_FOUND_ERROR: &str = "InfluencerNotFoundError";
+pub(crate) const NOT_FOUND_ERROR: &str = "InfluencerNotFoundError";
 
 /// The classifier's rule: suspicious when followerCount / followingCount ≤ this.
-pub const SUSPICIOUS_RATIO: f64 = 5.64;
+pub(crate) const SUSPICIOUS_RATIO: f64 = 5.64;
 
 /// `GET /api/v1/influencers/{pk}` answers this.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

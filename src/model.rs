@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The largest pk accepted: the upstream is a JavaScript server, whose numbers are exact up to
 /// 2^53 - 1.
-pub const MAX_PK: i64 = 9_007_199_254_740_991;
+pub(crate) const MAX_PK: i64 = 9_007_199_254_740_991;
 
 /// One stored sample: `pk`'s counts at `slot_ms`, fetched at `fetched_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ pub struct Gone {
 
 /// SplitMix64's finaliser: a fast, well-mixed hash of one u64 (the schedule's offsets and the
 /// simulator's deterministic draws).
-pub fn splitmix(mut z: u64) -> u64 {
+pub(crate) fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -42,7 +42,7 @@ pub struct Tracked {
 /// Registers `ids` and schedules the ones that were not tracked: registry first, schedule
 /// second (if publishing fails half-way, the reconciler schedules the rest within a few
 /// intervals). `progress` is told how many ids each step registered.
-pub async fn track(
+pub(crate) async fn track(
     pool: &PgPool,
     broker: &Broker,
     interval: Duration,
@@ -161,7 +161,7 @@ pub async fn untrack(pool: &PgPool, ids: &[i64], reason: &str) -> anyhow::Result
 
 /// Puts influencers into the schedule at their next slot (the reconciler's way back in),
 /// through the delay queues.
-pub async fn enter_schedule(
+pub(crate) async fn enter_schedule(
     broker: &Broker,
     interval: Duration,
     pks: &[i64],
@@ -203,7 +203,7 @@ struct Decision {
 /// it made itself (the upstream said an influencer is gone) before the registry records them.
 /// The later decision wins, wherever it was made.
 #[derive(Debug, Default)]
-pub struct TrackingView {
+pub(crate) struct TrackingView {
     decisions: HashMap<i64, Decision>,
     /// Transactions from this id on may have written changes not read yet (none read: `None`).
     unread_from_xid: Option<i64>,
@@ -212,7 +212,7 @@ pub struct TrackingView {
 impl TrackingView {
     /// Learns that `pk` was (or was not) tracked from `at_ms`; an earlier decision than the
     /// one known changes nothing.
-    pub fn learn(&mut self, pk: i64, tracked: bool, at_ms: i64) {
+    pub(crate) fn learn(&mut self, pk: i64, tracked: bool, at_ms: i64) {
         let known = self
             .decisions
             .entry(pk)
@@ -253,14 +253,14 @@ impl Registry {
     }
 
     /// Records this process's own decision that `pk` is gone, made at `at_ms`.
-    pub fn learn_gone(&self, pk: i64, at_ms: i64) {
+    pub(crate) fn learn_gone(&self, pk: i64, at_ms: i64) {
         self.view().learn(pk, false, at_ms);
     }
 
     /// Reads the registry's changes since the last read (all of them the first time); returns
     /// how many rows were read. Every transaction that had not committed at the last read has
     /// an id at or above that read's snapshot xmin, so none is missed.
-    pub async fn read_changes(&self) -> Result<usize, sqlx::Error> {
+    pub(crate) async fn read_changes(&self) -> Result<usize, sqlx::Error> {
         let from = self.view().unread_from_xid.unwrap_or(0);
         // (the read's snapshot xmin, then a changed row's id, tracked and decision time)
         type ChangeRow = (i64, Option<i64>, Option<bool>, Option<i64>);
@@ -288,7 +288,7 @@ impl Registry {
     /// Of `pks`, the ones not tracked: those the view says are not, asked again of the
     /// registry. A registry that does not answer drops nobody (polling one influencer too many
     /// costs a request; dropping a tracked one loses its series until the reconciler notices).
-    pub async fn untracked_of(&self, pks: impl Iterator<Item = i64>) -> HashSet<i64> {
+    pub(crate) async fn untracked_of(&self, pks: impl Iterator<Item = i64>) -> HashSet<i64> {
         let candidates: Vec<i64> = {
             let view = self.view();
             pks.filter(|&pk| view.untracked(pk)).collect()
@@ -326,7 +326,7 @@ impl Registry {
 
     /// Reads the registry's changes every `every`, for good (a failed read is tried again at
     /// the next turn; the view stays as it was meanwhile).
-    pub async fn watch(self, every: Duration) {
+    pub(crate) async fn watch(self, every: Duration) {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

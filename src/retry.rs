@@ -12,7 +12,7 @@ use rand::Rng;
 
 /// How long to wait after each failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// The wait after the first failure.
     pub first: Duration,
     /// The longest wait.

@@ -52,7 +52,7 @@ const RESTART_BACKOFF: Backoff =
 const RAN_A_WHILE: Duration = Duration::from_secs(10);
 
 /// Panics in a row, each within [`RAN_A_WHILE`] of its start, after which a role is given up.
-pub const MAX_QUICK_PANICS: u32 = 5;
+pub(crate) const MAX_QUICK_PANICS: u32 = 5;
 
 /// Failures in a row after an attempt that ran `ran_for`: an attempt that ran a while starts
 /// the count again.

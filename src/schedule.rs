@@ -31,7 +31,7 @@ pub fn lead_for(interval: Duration) -> Duration {
 }
 
 /// How many influencers one schedule message carries at most.
-pub const MAX_BATCH_ENTRIES: usize = 500;
+pub(crate) const MAX_BATCH_ENTRIES: usize = 500;
 
 /// The slot grid of one interval length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ impl SlotGrid {
         Self { interval_ms }
     }
 
-    pub fn interval_ms(&self) -> i64 {
+    pub(crate) fn interval_ms(&self) -> i64 {
         self.interval_ms
     }
 
@@ -74,7 +74,7 @@ impl SlotGrid {
 
     /// The window (1/600 of the interval, at least 1 ms) a slot falls in: slots of one window
     /// travel in one message.
-    pub fn window_of(&self, slot_ms: i64) -> i64 {
+    pub(crate) fn window_of(&self, slot_ms: i64) -> i64 {
         let width = (self.interval_ms / 600).max(1);
         slot_ms.div_euclid(width)
     }
@@ -99,12 +99,12 @@ mod entries_as_pairs {
     use super::Entry;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(entries: &[Entry], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(entries: &[Entry], s: S) -> Result<S::Ok, S::Error> {
         let pairs: Vec<(i64, i64)> = entries.iter().map(|e| (e.pk, e.slot_ms)).collect();
         pairs.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Entry>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Entry>, D::Error> {
         let pairs = Vec::<(i64, i64)>::deserialize(d)?;
         Ok(pairs
             .into_iter()
@@ -114,7 +114,7 @@ mod entries_as_pairs {
 }
 
 impl ScheduleBatch {
-    pub fn earliest_slot_ms(&self) -> Option<i64> {
+    pub(crate) fn earliest_slot_ms(&self) -> Option<i64> {
         self.entries.iter().map(|e| e.slot_ms).min()
     }
 
@@ -127,7 +127,7 @@ impl ScheduleBatch {
     }
 
     /// The same members at their next slots.
-    pub fn advanced(&self, grid: &SlotGrid) -> Self {
+    pub(crate) fn advanced(&self, grid: &SlotGrid) -> Self {
         Self {
             entries: self
                 .entries
@@ -143,7 +143,7 @@ impl ScheduleBatch {
 
 /// What to do with a batch that arrived at `now_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Arrival {
+pub(crate) enum Arrival {
     /// Out of a delay queue before its time (one hop of a longer delay): to be published
     /// again to wait `wait_ms` more.
     Early { batch: ScheduleBatch, wait_ms: i64 },
@@ -162,7 +162,7 @@ pub enum Arrival {
 /// for the rest. A batch more than half an interval late is not polled to catch up: every
 /// member moves on by the same whole number of intervals to its first slot at or after now, and
 /// the slots passed over are counted.
-pub fn on_arrival(
+pub(crate) fn on_arrival(
     batch: ScheduleBatch,
     grid: &SlotGrid,
     now_ms: i64,
@@ -206,7 +206,7 @@ pub fn on_arrival(
 /// back the batches after it by at most that. Any other delay (a batch polled more than a lead
 /// late, moved on to its next slots, or entering the schedule) would be held back, or hold
 /// others back, by more, interval after interval: those go through the delay queues.
-pub fn keeps_wait_order(delay_ms: i64, grid: &SlotGrid, lead_ms: i64, hold_ms: i64) -> bool {
+pub(crate) fn keeps_wait_order(delay_ms: i64, grid: &SlotGrid, lead_ms: i64, hold_ms: i64) -> bool {
     (grid.interval_ms - lead_ms..=grid.interval_ms + hold_ms).contains(&delay_ms)
 }
 
@@ -217,7 +217,7 @@ pub fn keeps_wait_order(delay_ms: i64, grid: &SlotGrid, lead_ms: i64, hold_ms: i
 /// over is counted once, whichever copy comes first. Slots older than the window count as
 /// handled: an entry that old is a stale copy.
 #[derive(Debug)]
-pub struct SlotsHandled {
+pub(crate) struct SlotsHandled {
     interval_ms: i64,
     by_pk: std::collections::HashMap<i64, Window>,
 }
@@ -233,7 +233,7 @@ struct Window {
 /// comes back and must be polled or counted again).
 #[derive(Debug, Default)]
 #[must_use = "unmark the slots if the batch's work is not confirmed"]
-pub struct Marks(Vec<Entry>);
+pub(crate) struct Marks(Vec<Entry>);
 
 impl SlotsHandled {
     pub fn new(grid: &SlotGrid) -> Self {
@@ -249,7 +249,7 @@ impl SlotsHandled {
         (behind >= 0 && behind % self.interval_ms == 0).then_some(behind / self.interval_ms)
     }
 
-    pub fn is_handled(&self, pk: i64, slot_ms: i64) -> bool {
+    pub(crate) fn is_handled(&self, pk: i64, slot_ms: i64) -> bool {
         let Some(window) = self.by_pk.get(&pk) else {
             return false;
         };
@@ -284,7 +284,7 @@ impl SlotsHandled {
     }
 
     /// Keeps the entries whose slot was not handled yet and marks them handled.
-    pub fn claim(&mut self, mut batch: ScheduleBatch) -> (ScheduleBatch, Marks) {
+    pub(crate) fn claim(&mut self, mut batch: ScheduleBatch) -> (ScheduleBatch, Marks) {
         let mut marks = Marks::default();
         batch.entries.retain(|e| {
             if self.is_handled(e.pk, e.slot_ms) {
@@ -300,7 +300,7 @@ impl SlotsHandled {
     /// copy (their original slot was already handled); for the rest, counts and marks the slots
     /// passed over (from the original slot up to the new one) not handled before. Returns the
     /// members to re-enqueue and the count.
-    pub fn pass_over(
+    pub(crate) fn pass_over(
         &mut self,
         mut moved: ScheduleBatch,
         intervals: i64,
@@ -349,7 +349,7 @@ impl SlotsHandled {
     }
 
     /// Unmarks what one batch marked.
-    pub fn unmark(&mut self, marks: Marks) {
+    pub(crate) fn unmark(&mut self, marks: Marks) {
         for Entry { pk, slot_ms } in marks.0 {
             if let Some(window) = self.by_pk.get_mut(&pk) {
                 let behind = window.latest - slot_ms;
@@ -363,7 +363,7 @@ impl SlotsHandled {
 
 /// Groups influencers into schedule messages by the window of their next slot at or after
 /// `now_ms`, in order of slot.
-pub fn plan_batches(pks: &[i64], grid: &SlotGrid, now_ms: i64) -> Vec<ScheduleBatch> {
+pub(crate) fn plan_batches(pks: &[i64], grid: &SlotGrid, now_ms: i64) -> Vec<ScheduleBatch> {
     let mut entries: Vec<Entry> = pks
         .iter()
         .map(|&pk| Entry {

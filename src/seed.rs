@@ -14,7 +14,7 @@ use crate::{model::MAX_PK, queue::Broker, registry};
 /// Where the ids come from.
 #[derive(clap::Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
-pub struct SeedSource {
+pub(crate) struct SeedSource {
     /// Inclusive range of pks, e.g. 1000000..1999999.
     #[arg(long, value_parser = parse_range)]
     pub range: Option<(i64, i64)>,
@@ -39,7 +39,7 @@ fn parse_range(raw: &str) -> Result<(i64, i64), String> {
 
 /// Ids read from a source, with what was refused and why.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ParsedIds {
+pub(crate) struct ParsedIds {
     pub ids: Vec<i64>,
     /// reason -> how many lines, e.g. "not a number" -> 2
     pub rejected: BTreeMap<&'static str, u64>,
@@ -69,7 +69,7 @@ impl SeedSource {
 }
 
 /// Parses one pk (1 to 2^53-1), as the command line takes it.
-pub fn parse_pk(raw: &str) -> Result<i64, String> {
+pub(crate) fn parse_pk(raw: &str) -> Result<i64, String> {
     match raw.trim().parse::<i64>() {
         Ok(pk) if (1..=MAX_PK).contains(&pk) => Ok(pk),
         _ => Err(format!("expected an influencer id from 1 to {MAX_PK}")),
@@ -77,7 +77,7 @@ pub fn parse_pk(raw: &str) -> Result<i64, String> {
 }
 
 /// Parses one pk a line; blank lines and `#` comments are skipped.
-pub fn parse_ids(text: &str) -> ParsedIds {
+pub(crate) fn parse_ids(text: &str) -> ParsedIds {
     let mut parsed = ParsedIds::default();
     let mut seen = std::collections::HashSet::new();
     for line in text.lines() {

@@ -52,7 +52,7 @@ pub const FOLLOWER_FLOOR: i64 = 5000;
 pub const FOLLOWING_FLOOR: i64 = 50;
 
 /// How long the real server keeps an idle keep-alive connection open.
-pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One influencer's state. `calls` numbers the GETs, which keys the deterministic draws.
 #[derive(Debug, Clone, Copy)]
@@ -302,7 +302,7 @@ pub async fn start(
 }
 
 /// Where `simulate` listens unless SIMULATOR_LISTEN says otherwise: MOCKSTAGRAM_URL's default.
-pub const SIMULATE_LISTEN: SocketAddr =
+pub(crate) const SIMULATE_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3000);
 
 /// Binds SIMULATOR_LISTEN, or `default` when it is not set.
@@ -454,7 +454,7 @@ async fn is_suspicious(State(sim): State<Simulator>, body: Bytes) -> Response {
 ///
 /// axum's own `serve` has no idle time-out; hyper's header-read time-out, which runs while a
 /// kept-alive connection waits for its next request, gives exactly the real server's behaviour.
-pub async fn serve_http1(
+pub(crate) async fn serve_http1(
     router: Router,
     listener: TcpListener,
     idle: Duration,

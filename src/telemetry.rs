@@ -92,7 +92,7 @@ pub fn metrics() -> &'static PrometheusHandle {
 }
 
 /// The Prometheus text-format answer of `GET /metrics`.
-pub fn metrics_response() -> Response {
+pub(crate) fn metrics_response() -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics().render(),
@@ -101,7 +101,7 @@ pub fn metrics_response() -> Response {
 }
 
 /// `GET /metrics` in the Prometheus text format.
-pub fn metrics_router() -> Router {
+pub(crate) fn metrics_router() -> Router {
     Router::new().route("/metrics", get(|| async { metrics_response() }))
 }
 

@@ -77,7 +77,7 @@ impl CaFile {
     }
 
     /// The certificates, as reqwest takes them.
-    pub fn reqwest_certificates(&self) -> Vec<reqwest::Certificate> {
+    pub(crate) fn reqwest_certificates(&self) -> Vec<reqwest::Certificate> {
         self.certificates
             .iter()
             .map(|der| reqwest::Certificate::from_der(der).expect("parsed as PEM already"))
@@ -92,7 +92,7 @@ impl fmt::Debug for CaFile {
 }
 
 /// Parses a CA file setting (clap's value parser).
-pub fn ca_file(raw: &str) -> Result<CaFile, String> {
+pub(crate) fn ca_file(raw: &str) -> Result<CaFile, String> {
     CaFile::read(raw.trim())
 }
 
@@ -137,7 +137,7 @@ pub fn server_config(
 /// (an issuer not trusted, a name that does not match, an expired one): what a client meets
 /// when a CA of the operator's own signed the server's certificate. Handshake errors come
 /// wrapped in I/O errors, whose `source` skips the error they hold, so those are opened too.
-pub fn is_refused_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn is_refused_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(err) = next {
         if matches!(

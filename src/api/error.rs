@@ -32,11 +32,11 @@ pub enum ApiError {
 
 impl ApiError {
     /// The 404 of an id that is not in the registry.
-    pub fn never_tracked(id: i64) -> Self {
+    pub(crate) fn never_tracked(id: i64) -> Self {
         Self::NotFound(format!("influencer {id} was never tracked"))
     }
 
-    pub fn bad_request(title: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(title: &'static str, detail: impl Into<String>) -> Self {
         Self::BadRequest {
             title,
             detail: detail.into(),

@@ -13,9 +13,9 @@ use super::{
 use crate::{schedule::SlotGrid, series};
 
 /// The longest range one gaps answer covers.
-pub const MAX_GAPS_SPAN_SECONDS: i64 = 400 * 86_400;
+pub(crate) const MAX_GAPS_SPAN_SECONDS: i64 = 400 * 86_400;
 /// Runs of missing slots listed at most (the counts cover them all).
-pub const MAX_GAPS: usize = 1_000;
+pub(crate) const MAX_GAPS: usize = 1_000;
 
 /// `start_time` and `end_time` of a gaps request.
 #[derive(Debug, Default, Deserialize, IntoParams)]

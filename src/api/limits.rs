@@ -34,7 +34,7 @@ use tracing::Instrument;
 use super::error::ApiError;
 use crate::config::{ApiSettings, CorsOrigin};
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The limits of one API, shared by its requests.
 #[derive(Clone)]
@@ -57,7 +57,7 @@ fn digest(bytes: &[u8]) -> Digest {
 
 /// Marks a request that carried one of `API_KEYS` (set by [`limit`] for the handlers).
 #[derive(Debug, Clone, Copy)]
-pub struct KeyHolder;
+pub(crate) struct KeyHolder;
 
 impl Limits {
     pub fn new(settings: ApiSettings) -> Self {
@@ -140,7 +140,7 @@ fn guarded(path: &str) -> bool {
 
 /// What lets pages of the `API_CORS_ORIGINS` origins read the API from a browser; `None` when
 /// the setting is empty (no cross-origin access).
-pub fn cors(settings: &ApiSettings) -> Option<tower_http::cors::CorsLayer> {
+pub(crate) fn cors(settings: &ApiSettings) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let origins = &settings.api_cors_origins;
     if origins.is_empty() {

@@ -55,7 +55,7 @@ use error::{ApiError, Problem};
         tracking::RegistryRecord,
     ))
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -84,7 +84,7 @@ pub struct ApiState {
 /// is never renamed nor removed from the registry, so a name once read stays true. An id not
 /// registered is looked up again every time (a seed may register it at any moment). About
 /// 100 bytes a name: 10 MB.
-pub const USERNAMES_KEPT: u64 = 100_000;
+pub(crate) const USERNAMES_KEPT: u64 = 100_000;
 
 impl ApiState {
     /// The state of an API reading `pool`, whose points are `interval` apart.
@@ -103,7 +103,7 @@ impl ApiState {
     }
 
     /// `/metrics` is served elsewhere, not with the API (a 404 here).
-    pub fn without_metrics(mut self) -> Self {
+    pub(crate) fn without_metrics(mut self) -> Self {
         self.metrics_with_api = false;
         self
     }
@@ -128,12 +128,12 @@ impl ApiState {
     }
 
     /// `/healthz` reports these roles.
-    pub fn with_health(mut self, health: RoleHealth) -> Self {
+    pub(crate) fn with_health(mut self, health: RoleHealth) -> Self {
         self.health = health;
         self
     }
 
-    pub fn interval_seconds(&self) -> i64 {
+    pub(crate) fn interval_seconds(&self) -> i64 {
         (self.interval.as_secs() as i64).max(1)
     }
 }

@@ -16,10 +16,10 @@ use super::error::ApiError;
 use crate::model::MAX_PK;
 
 /// Epoch seconds accepted: 1970 to the year 3000.
-pub const MAX_EPOCH: i64 = 32_503_680_000;
+pub(crate) const MAX_EPOCH: i64 = 32_503_680_000;
 
 /// The longest bucket: 366 days.
-pub const MAX_STEP: i64 = 366 * 86_400;
+pub(crate) const MAX_STEP: i64 = 366 * 86_400;
 
 /// The `{id}` of a path: a positive whole number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, IntoParams)]
@@ -48,7 +48,7 @@ impl<S: Send + Sync> FromRequestParts<S> for InfluencerId {
     }
 }
 
-pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<i64, ApiError> {
     let shown = shown(raw);
     match raw.parse::<i64>() {
         Ok(id) if raw.bytes().all(|b| b.is_ascii_digit()) && (1..=MAX_PK).contains(&id) => Ok(id),
@@ -82,7 +82,7 @@ where
 }
 
 /// Reads `raw` (a query string without its `?`) into `T`; see [`Query`].
-pub fn parse_query<T: DeserializeOwned + IntoParams>(raw: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_query<T: DeserializeOwned + IntoParams>(raw: &str) -> Result<T, ApiError> {
     let known: Vec<String> = T::into_params(|| Some(ParameterIn::Query))
         .into_iter()
         .map(|p| p.name)
@@ -285,13 +285,13 @@ pub struct SuspiciousQuery {
 }
 
 /// Most points (or buckets) one answer holds.
-pub const MAX_POINTS: i64 = 10_000;
+pub(crate) const MAX_POINTS: i64 = 10_000;
 /// Without start_time, a range covers the day before end_time.
-pub const DEFAULT_RANGE_SECONDS: i64 = 86_400;
+pub(crate) const DEFAULT_RANGE_SECONDS: i64 = 86_400;
 
 /// A checked `start_time`/`end_time`/`step` (epoch seconds, both ends inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeRange {
+pub(crate) struct TimeRange {
     pub start: i64,
     pub end: i64,
     /// Bucket width in seconds, if asked for.
@@ -302,7 +302,11 @@ impl TimeRange {
     /// Reads the range from `params`: end defaults to `now`, start to a day before end. Without
     /// a step, points are `point_spacing` seconds apart; more than [`MAX_POINTS`] is a 400
     /// naming a step that fits.
-    pub fn from_query(query: &RangeQuery, now: i64, point_spacing: i64) -> Result<Self, ApiError> {
+    pub(crate) fn from_query(
+        query: &RangeQuery,
+        now: i64,
+        point_spacing: i64,
+    ) -> Result<Self, ApiError> {
         let step = query.step.map(|Step(s)| s);
         // Without start_time: the day before end_time, or as much of it as one answer holds
         // (at a poll interval under 9 s a day of raw points is more than MAX_POINTS).
@@ -334,17 +338,17 @@ impl TimeRange {
 
     /// The range in epoch milliseconds, both ends inclusive: from the start of `start`'s second
     /// to the end of `end`'s ([`crate::series::window_of_seconds`]).
-    pub fn window_ms(&self) -> (i64, i64) {
+    pub(crate) fn window_ms(&self) -> (i64, i64) {
         crate::series::window_of_seconds(self.start, self.end)
     }
 
     /// The first instant of the range.
-    pub fn start_at(&self) -> chrono::DateTime<chrono::Utc> {
+    pub(crate) fn start_at(&self) -> chrono::DateTime<chrono::Utc> {
         crate::series::at(self.window_ms().0)
     }
 
     /// The last instant of the range (the last millisecond of `end`'s second).
-    pub fn end_at(&self) -> chrono::DateTime<chrono::Utc> {
+    pub(crate) fn end_at(&self) -> chrono::DateTime<chrono::Utc> {
         crate::series::at(self.window_ms().1)
     }
 }
@@ -369,7 +373,7 @@ pub fn bounds(
 }
 
 /// A bucket width: `60` (seconds), `5m`, `1h`, `1d`; `None` unless from 60 s to 366 d.
-pub fn parse_step(raw: &str) -> Option<i64> {
+pub(crate) fn parse_step(raw: &str) -> Option<i64> {
     let (digits, unit) = match raw.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => raw.split_at(i),
         None => (raw, "s"),
@@ -387,7 +391,7 @@ pub fn parse_step(raw: &str) -> Option<i64> {
 
 /// Suggests the smallest usual step that keeps a range under `cap` buckets, however the range
 /// is aligned (it may touch two buckets more than its span divided by the step).
-pub fn suggest_step(range_seconds: i64, cap: i64) -> &'static str {
+pub(crate) fn suggest_step(range_seconds: i64, cap: i64) -> &'static str {
     const STEPS: [(i64, &str); 8] = [
         (60, "60"),
         (300, "5m"),

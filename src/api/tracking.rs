@@ -22,10 +22,10 @@ use super::{
 use crate::{config::BrokerSettings, model::MAX_PK, queue::Broker, registry};
 
 /// The most ids one `POST /influencers` takes (a bigger population: `seed --file`).
-pub const MAX_IDS_PER_REQUEST: usize = 100_000;
+pub(crate) const MAX_IDS_PER_REQUEST: usize = 100_000;
 
 /// The longest reason `DELETE /influencers/{id}` keeps.
-pub const MAX_REASON_CHARS: usize = 200;
+pub(crate) const MAX_REASON_CHARS: usize = 200;
 
 /// The broker `POST /influencers` schedules through: connected when first needed, and again
 /// after its connection is lost (an API that only reads never connects).
@@ -76,10 +76,10 @@ fn broker_unavailable() -> ApiError {
 
 /// A JSON body, read whole (at most `MAX_BODY_BYTES`) and parsed by hand, so that every
 /// refusal is a problem+json with what was wrong.
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 /// The largest body the API reads: 100,000 ids of 16 digits with separators.
-pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -105,14 +105,14 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody
 /// `POST /influencers`'s body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TrackRequest {
+pub(crate) struct TrackRequest {
     /// Influencer pks, 1 to 2^53-1; at most 100,000 (an id given twice counts once).
     #[schema(value_type = Vec<Pk>, min_items = 1, max_items = 100_000)]
     pub ids: Vec<serde_json::Number>,
 }
 
 /// An influencer's pk, as the OpenAPI document states it.
-pub struct Pk;
+pub(crate) struct Pk;
 
 impl utoipa::PartialSchema for Pk {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -130,7 +130,7 @@ impl ToSchema for Pk {}
 
 /// Which of the ids asked for were new, tracked again, or tracked already.
 #[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
-pub struct TrackAnswer {
+pub(crate) struct TrackAnswer {
     /// Registered now, and scheduled from their next slot.
     pub new: Vec<i64>,
     /// Registered before but not tracked (untracked, or the upstream did not know them);
@@ -149,7 +149,7 @@ pub struct TrackAnswer {
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn track(
+pub(crate) async fn track(
     State(state): State<ApiState>,
     JsonBody(request): JsonBody<TrackRequest>,
 ) -> Result<Json<TrackAnswer>, ApiError> {

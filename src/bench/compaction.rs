@@ -157,7 +157,7 @@ async fn write_with_progress(pool: &PgPool, influencers: i64) -> anyhow::Result<
 /// shared pages and that read looked four times cheaper than it was (PostgreSQL 34 s of CPU
 /// for the hour against 140).
 /// `written(minute)` hears of each minute done. Returns the hour's start, in ms.
-pub async fn write_closed_hour(
+pub(crate) async fn write_closed_hour(
     pool: &PgPool,
     influencers: i64,
     mut written: impl FnMut(i64),

@@ -22,7 +22,7 @@ impl Load {
     }
 
     /// Adds another run's requests and time to this one (runs measured in rounds).
-    pub fn absorb(&mut self, other: Load) {
+    pub(crate) fn absorb(&mut self, other: Load) {
         self.latencies.extend(other.latencies);
         self.errors += other.errors;
         self.elapsed += other.elapsed;
@@ -50,7 +50,7 @@ where
 /// when it could be sent, so a server that falls behind is charged the wait it caused (what
 /// wrk2 calls correcting for coordinated omission); the achieved rate ([`Load::rate`]) shows
 /// whether the load was kept.
-pub async fn run_at_rate<F>(
+pub(crate) async fn run_at_rate<F>(
     clients: usize,
     rate: f64,
     duration: Duration,
@@ -147,7 +147,7 @@ pub fn success(status: u16) -> bool {
 /// The cumulative buckets `(le, count)` of one series of a Prometheus histogram in a text
 /// exposition: the `{metric}_bucket` lines whose labels hold `label` (e.g.
 /// `route="/influencer_analytics/{id}"`), in the order of their bounds (`+Inf` last).
-pub fn histogram_buckets(exposition: &str, metric: &str, label: &str) -> Vec<(f64, f64)> {
+pub(crate) fn histogram_buckets(exposition: &str, metric: &str, label: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{metric}_bucket{{");
     let mut buckets: Vec<(f64, f64)> = exposition
         .lines()
@@ -173,7 +173,7 @@ pub fn histogram_buckets(exposition: &str, metric: &str, label: &str) -> Vec<(f6
 
 /// What was observed between two scrapes of the same histogram: `after`'s counts less
 /// `before`'s, bucket by bucket (a bucket missing before counts from zero).
-pub fn histogram_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
+pub(crate) fn histogram_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
     after
         .iter()
         .map(|&(le, count)| {
@@ -189,7 +189,7 @@ pub fn histogram_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64,
 /// The `q` quantile of cumulative buckets, interpolated within its bucket as Prometheus'
 /// `histogram_quantile` does (a quantile in the `+Inf` bucket is the highest finite bound);
 /// none without observations.
-pub fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+pub(crate) fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
     if total <= 0.0 {
         return None;

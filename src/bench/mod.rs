@@ -209,7 +209,7 @@ impl Report {
         self
     }
 
-    pub fn markdown(&self) -> String {
+    pub(crate) fn markdown(&self) -> String {
         let mut out = format!(
             "## bench {}{} ({})\n\n{}\n\n| figure | value | unit | goal | met | ceiling |\n|---|---:|---|---|---|---:|\n",
             self.scenario,
@@ -237,7 +237,7 @@ impl Report {
     }
 
     /// Writes `target/bench/<scenario>.json` and returns its path.
-    pub fn write_json(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) fn write_json(&self) -> anyhow::Result<PathBuf> {
         let dir = PathBuf::from("target/bench");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -293,7 +293,7 @@ pub fn ms(d: Duration) -> f64 {
 
 /// Queues of the scenario's own (prefix `bench_<suffix>`), deleted and declared again, so a
 /// run starts empty; and a connection to them (for seeding).
-pub async fn bench_queues(
+pub(crate) async fn bench_queues(
     broker: &BrokerSettings,
     suffix: &str,
 ) -> anyhow::Result<(BrokerSettings, crate::queue::Broker)> {
@@ -310,7 +310,7 @@ pub async fn bench_queues(
 
 /// A database of the scenario's own beside DATABASE_URL's: `<name>_bench_<suffix>`. With
 /// `fresh`, it is dropped first. Migrated.
-pub async fn bench_database(
+pub(crate) async fn bench_database(
     settings: &DatabaseSettings,
     suffix: &str,
     fresh: bool,

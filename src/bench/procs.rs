@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// CPU seconds (user + system) of one process, or `None` if it is gone.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let after = &stat[stat.rfind(')')? + 2..];
@@ -24,7 +24,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// Resident memory now and at its peak, in bytes.
-pub fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(name))?;
@@ -35,7 +35,7 @@ pub fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
 }
 
 /// Pids of the processes whose command name (`comm`) is `name`.
-pub fn pids_named(name: &str) -> Vec<u32> {
+pub(crate) fn pids_named(name: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -52,7 +52,7 @@ pub fn pids_named(name: &str) -> Vec<u32> {
 /// A group of processes watched over a measurement: CPU seconds used between `start` and
 /// `sample`s, and the largest total resident memory seen.
 #[derive(Debug, Default)]
-pub struct Watch {
+pub(crate) struct Watch {
     start_cpu: HashMap<u32, f64>,
     last_cpu: HashMap<u32, f64>,
     pub peak_rss: u64,
@@ -86,7 +86,7 @@ impl Watch {
         self.peak_rss = self.peak_rss.max(rss);
     }
 
-    pub fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         self.last_cpu
             .iter()
             .map(|(pid, last)| last - self.start_cpu.get(pid).copied().unwrap_or(0.0))
@@ -168,7 +168,7 @@ impl Roles {
 
     /// The simulator (`simulate --seed 1`) with `population` influencers, as "simulator", on
     /// a free port; the port.
-    pub fn spawn_simulator(&mut self, population: i64) -> anyhow::Result<u16> {
+    pub(crate) fn spawn_simulator(&mut self, population: i64) -> anyhow::Result<u16> {
         let port = free_port()?;
         self.spawn(
             "simulator",

@@ -117,7 +117,7 @@ pub async fn register(pool: &PgPool, influencers: usize) -> anyhow::Result<()> {
 }
 
 /// Encoded point messages: every influencer once a minute, shuffled within the minute.
-pub fn point_messages(influencers: usize, minutes: usize) -> Vec<Vec<u8>> {
+pub(crate) fn point_messages(influencers: usize, minutes: usize) -> Vec<Vec<u8>> {
     let mut rng = SmallRng::seed_from_u64(1);
     let start_ms = (chrono::Utc::now().timestamp() / 3600 - 2) * 3_600_000;
     let mut pks: Vec<i64> = (0..influencers as i64).map(|i| 1_000_000 + i).collect();

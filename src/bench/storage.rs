@@ -26,7 +26,7 @@ use crate::{
 
 /// The walk's entropy, bytes a point: a rounded Gaussian step of σ has about
 /// log2(σ·sqrt(2πe)) bits; followers σ = 10,000, following σ = 100.
-pub fn walk_entropy_bytes() -> f64 {
+pub(crate) fn walk_entropy_bytes() -> f64 {
     let bits =
         |sigma: f64| (sigma * (2.0 * std::f64::consts::PI * std::f64::consts::E).sqrt()).log2();
     (bits(10_000.0) + bits(100.0)) / 8.0

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Pass, VerdictRow, write_verdicts};
 
-pub const SOURCE: &str = "spike";
+pub(crate) const SOURCE: &str = "spike";
 
 /// Influencers read, judged and stored per step (a day of 1-minute points each: about
 /// 1.4 million points per chunk).

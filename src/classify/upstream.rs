@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Pass, VerdictRow, write_verdicts};
 use crate::{fetch::MockstagramClient, mockstagram::SuspiciousRequest};
 
-pub const SOURCE: &str = "mockstagram";
+pub(crate) const SOURCE: &str = "mockstagram";
 
 /// Verdicts are written at least this often (and every 1,000).
 const WRITE_EVERY: Duration = Duration::from_secs(1);

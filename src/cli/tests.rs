@@ -1,5 +1,6 @@
 //! The unit tests of `cli`.
 
+use super::usage::one_line_usage_error;
 use super::*;
 use clap::CommandFactory;
 

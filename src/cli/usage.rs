@@ -25,7 +25,7 @@ pub fn report_usage_error(error: clap::Error) -> ExitCode {
 }
 
 /// `error: POLL_INTERVAL (--poll-interval) is "abc": expected a duration such as 60s, ...`
-pub fn one_line_usage_error(error: &clap::Error) -> Option<String> {
+pub(crate) fn one_line_usage_error(error: &clap::Error) -> Option<String> {
     if error.kind() == ErrorKind::MissingRequiredArgument {
         return missing_settings(error);
     }

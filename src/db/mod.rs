@@ -254,7 +254,7 @@ pub struct FenceLost {
 
 impl Fence {
     /// Takes the next token of `key` (call it once the lock is held).
-    pub async fn claim(pool: &PgPool, key: i64) -> sqlx::Result<Self> {
+    pub(crate) async fn claim(pool: &PgPool, key: i64) -> sqlx::Result<Self> {
         let token: i64 = sqlx::query_scalar(
             "insert into work_fences (lock_key, token) values ($1, 1)
              on conflict (lock_key) do update set token = work_fences.token + 1
@@ -327,7 +327,7 @@ impl SessionLock {
 
 /// Drops the chunks of hypertable `table` whose every row is older than `secs` before the
 /// transaction's start; returns how many.
-pub async fn drop_chunks_older(
+pub(crate) async fn drop_chunks_older(
     tx: &mut sqlx::PgConnection,
     table: &str,
     secs: f64,

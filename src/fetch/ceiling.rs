@@ -30,7 +30,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::{sync::watch, time::Instant};
 
 /// How often each poller counts the pollers it shares the ceiling with.
-pub const SHARE_REFRESH: Duration = Duration::from_secs(1);
+pub(crate) const SHARE_REFRESH: Duration = Duration::from_secs(1);
 
 /// One process's share of the fleet's request-rate ceiling.
 pub struct RateCeiling {
@@ -81,7 +81,7 @@ impl RateCeiling {
     }
 
     /// Shares the fleet's ceiling among `processes` (this one included; 0 counts as 1).
-    pub fn share_with(&self, processes: u32) {
+    pub(crate) fn share_with(&self, processes: u32) {
         let processes = processes.max(1);
         let period = share_period(self.fleet, processes);
         let changed = self.share.send_if_modified(|current| {
@@ -105,7 +105,7 @@ impl RateCeiling {
     }
 
     /// Waits until one more request fits under this process's share.
-    pub async fn until_ready(&self) {
+    pub(crate) async fn until_ready(&self) {
         let mut current = self.share.subscribe();
         loop {
             let Share {

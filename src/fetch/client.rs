@@ -63,7 +63,7 @@ impl UpstreamError {
 
 /// Every `fetches_total` outcome, at 0: a series that exists before its first count lets an
 /// alert on its rate see that count.
-pub fn register_metrics() {
+pub(crate) fn register_metrics() {
     for outcome in [
         "fetched",
         "gone",
@@ -155,7 +155,7 @@ impl MockstagramClient {
     /// A client for another job against the same upstream (the classification pass in `run`):
     /// its own bound on requests in flight, the same rate ceiling (shared), connection pool
     /// and retry policy.
-    pub fn with_in_flight(&self, concurrency: usize) -> Self {
+    pub(crate) fn with_in_flight(&self, concurrency: usize) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
             ..self.clone()

@@ -72,7 +72,7 @@ impl Pace {
     }
 
     /// How long to rest after a step that took `worked`.
-    pub fn rest_after(self, worked: Duration) -> Duration {
+    pub(crate) fn rest_after(self, worked: Duration) -> Duration {
         worked.mul_f64((1.0 - self.0) / self.0)
     }
 

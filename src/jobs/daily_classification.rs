@@ -25,7 +25,7 @@ use crate::{
 const RETRY: Duration = Duration::from_secs(60);
 
 /// The latest `at` (UTC time of day) at or before `now`: the start of the current "day".
-pub fn due_since(now: DateTime<Utc>, at: NaiveTime) -> DateTime<Utc> {
+pub(crate) fn due_since(now: DateTime<Utc>, at: NaiveTime) -> DateTime<Utc> {
     let today = now.date_naive().and_time(at).and_utc();
     if today <= now {
         today
@@ -35,7 +35,7 @@ pub fn due_since(now: DateTime<Utc>, at: NaiveTime) -> DateTime<Utc> {
 }
 
 /// The next `at` after `now`.
-pub fn next_due(now: DateTime<Utc>, at: NaiveTime) -> DateTime<Utc> {
+pub(crate) fn next_due(now: DateTime<Utc>, at: NaiveTime) -> DateTime<Utc> {
     due_since(now, at) + TimeDelta::days(1)
 }
 

@@ -53,7 +53,11 @@ pub(crate) async fn try_lock(
 /// Runs the minutely jobs until `shutdown`: at the start of each minute the average and the
 /// ranking, then compaction and retention in the background (they may take longer than a
 /// minute).
-pub async fn run_minutely(pool: PgPool, storage: StorageSettings, shutdown: CancellationToken) {
+pub(crate) async fn run_minutely(
+    pool: PgPool,
+    storage: StorageSettings,
+    shutdown: CancellationToken,
+) {
     let (retention, budget) = (storage.retention, compaction::Budget::of(&storage));
     let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
     loop {

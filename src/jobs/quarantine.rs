@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 /// The wait before the first retry of quarantined work, doubled after each failure.
-pub const FIRST_RETRY: Duration = Duration::from_secs(10 * 60);
+pub(crate) const FIRST_RETRY: Duration = Duration::from_secs(10 * 60);
 /// The longest wait between two retries.
-pub const LAST_RETRY: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const LAST_RETRY: Duration = Duration::from_secs(6 * 3600);
 
 /// Quarantined work as `compact --status` lists it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
@@ -27,7 +27,7 @@ pub struct Quarantined {
 }
 
 /// The quarantine as one pass sees it at its start: each work's next retry.
-pub struct Quarantine {
+pub(crate) struct Quarantine {
     retry_at: HashMap<String, DateTime<Utc>>,
     now: DateTime<Utc>,
 }
@@ -122,7 +122,7 @@ const NOT_THE_WORKS_FAULT: [&str; 6] = ["08", "40", "53", "55", "57", "58"];
 
 /// Whether an error of compacting some work is the work's own (set it aside) rather than the
 /// connection's or the server's (end the pass, try again next minute).
-pub fn is_the_works_fault(error: &anyhow::Error) -> bool {
+pub(crate) fn is_the_works_fault(error: &anyhow::Error) -> bool {
     // Another process took the work over: nothing wrong with the work.
     if error
         .chain()

@@ -73,7 +73,7 @@ async fn rank(tx: &mut Transaction<'_, Postgres>) -> Result<i64, sqlx::Error> {
 
 /// Where one influencer stands in a ranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Standing {
+pub(crate) struct Standing {
     /// 1 = most followers; ties share a rank.
     pub rank: i64,
     /// How many ranked influencers have fewer followers.
@@ -162,7 +162,7 @@ impl Ranking {
     }
 
     /// Where `id` stands; `None` if it is not ranked.
-    pub fn standing(&self, id: i64) -> Option<Standing> {
+    pub(crate) fn standing(&self, id: i64) -> Option<Standing> {
         let at = self.by_id.binary_search_by_key(&id, |e| e.0).ok()?;
         let i = self.by_id[at].1 as usize;
         let count = self.counts[i];

@@ -89,7 +89,7 @@ impl Topology {
     }
 
     /// The longest delay queue whose TTL fits in `delay`, if any does.
-    pub fn delay_queue_within(&self, delay: Duration) -> Option<&DelayQueue> {
+    pub(crate) fn delay_queue_within(&self, delay: Duration) -> Option<&DelayQueue> {
         self.delays.iter().rev().find(|d| d.ttl <= delay)
     }
 }
@@ -97,7 +97,7 @@ impl Topology {
 /// The TTLs of the delay queues: 250 ms doubling up to 4096 s (68 minutes). A delay is the sum
 /// of at most one of each (its binary digits), so an interval of up to two hours is reached in
 /// at most 15 hops; longer ones take the longest queue more than once.
-pub const DELAY_LEVELS: [Duration; 15] = {
+pub(crate) const DELAY_LEVELS: [Duration; 15] = {
     let mut levels = [Duration::ZERO; 15];
     let mut i = 0;
     while i < levels.len() {
@@ -109,7 +109,7 @@ pub const DELAY_LEVELS: [Duration; 15] = {
 
 /// Below this, a batch that comes out of a delay queue early is held by its poller rather than
 /// published again.
-pub const SHORTEST_DELAY: Duration = DELAY_LEVELS[0];
+pub(crate) const SHORTEST_DELAY: Duration = DELAY_LEVELS[0];
 
 /// One fixed-delay queue: every message in it waits `ttl`, then moves to `due`.
 #[derive(Debug, Clone)]
@@ -221,7 +221,11 @@ impl Broker {
     /// Publishes a schedule batch re-enqueued for its next slot, due after `delay`, through
     /// the wait queue. Only for delays of about one interval published in slot order (the
     /// steady flow): any other delay would block, or be blocked by, the batches around it.
-    pub async fn publish_in_order(&self, payload: &[u8], delay: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn publish_in_order(
+        &self,
+        payload: &[u8],
+        delay: Duration,
+    ) -> anyhow::Result<()> {
         let delay_ms = delay.as_millis();
         if delay_ms == 0 {
             return self.publish(&self.topology.due, payload).await;
@@ -234,7 +238,11 @@ impl Broker {
     /// Publishes a schedule batch to become due after any `delay`: through the longest delay
     /// queue that fits (straight to `due` when none does). It comes out early by the rest of
     /// `delay`, which its poller publishes again (see [`crate::schedule::on_arrival`]).
-    pub async fn publish_after(&self, payload: &[u8], delay: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn publish_after(
+        &self,
+        payload: &[u8],
+        delay: Duration,
+    ) -> anyhow::Result<()> {
         let queue = match self.topology.delay_queue_within(delay) {
             Some(delay_queue) => &delay_queue.name,
             None => &self.topology.due,
@@ -297,7 +305,7 @@ impl Broker {
     }
 
     /// Consumers of `queue`, across every connection to the broker.
-    pub async fn consumer_count(&self, queue: &str) -> anyhow::Result<u32> {
+    pub(crate) async fn consumer_count(&self, queue: &str) -> anyhow::Result<u32> {
         Ok(self.counts(queue).await?.consumer_count())
     }
 
@@ -393,7 +401,7 @@ fn tls_config(settings: &BrokerSettings) -> anyhow::Result<OwnedTLSConfig> {
 
 /// AMQP's reply code 406, PRECONDITION_FAILED: what a queue declared again with other
 /// arguments (another type, another delivery limit) is answered.
-pub fn is_precondition_failed(error: &lapin::Error) -> bool {
+pub(crate) fn is_precondition_failed(error: &lapin::Error) -> bool {
     match error.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => amqp.get_id() == PRECONDITION_FAILED,
         _ => false,

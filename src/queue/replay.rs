@@ -19,7 +19,7 @@ use super::Broker;
 
 /// Which dead-letter queue to replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DeadLetters {
+pub(crate) enum DeadLetters {
     /// `<p>.points.dead`: point messages the sink refused, or handed back past the delivery
     /// limit; to `<p>.points`.
     Points,
@@ -30,7 +30,7 @@ pub enum DeadLetters {
 
 /// What a replay moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Replayed {
+pub(crate) struct Replayed {
     pub moved: u64,
     /// Messages in the dead-letter queue when the replay ended (dead-lettered again meanwhile,
     /// or arrived since it started).
@@ -38,7 +38,7 @@ pub struct Replayed {
 }
 
 /// Moves the messages of `which` dead-letter queue back to the queue they came from.
-pub async fn replay_dead(broker: &Broker, which: DeadLetters) -> anyhow::Result<Replayed> {
+pub(crate) async fn replay_dead(broker: &Broker, which: DeadLetters) -> anyhow::Result<Replayed> {
     let t = &broker.topology;
     let (dead, target) = match which {
         DeadLetters::Points => (&t.points_dead, &t.points),

@@ -32,7 +32,7 @@ pub struct SeriesPoint {
 }
 
 /// The layout version written first; a reader refuses any but this and [`FORMAT_STANDALONE`].
-pub const FORMAT: u8 = 2;
+pub(crate) const FORMAT: u8 = 2;
 
 /// The first layout (pco's standalone form), still read.
 const FORMAT_STANDALONE: u8 = 1;
@@ -45,7 +45,7 @@ const PCO_HEADER: [u8; 2] = [4, 1];
 /// The most points a segment may hold (a day at one poll a second is 86,400): [`encode`]
 /// refuses more, and a decoder reading a larger count takes it for damage, not an allocation of
 /// gigabytes. `config::MIN_POLL_INTERVAL` keeps a day's slots under it.
-pub const MAX_POINTS: u64 = 1 << 20;
+pub(crate) const MAX_POINTS: u64 = 1 << 20;
 
 /// pco's compression level. Its default, 8, builds bigger tables for each column, which a
 /// reader rebuilds for every segment it decodes: on the simulator's walk, 30 days decoded in
@@ -251,7 +251,7 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<SeriesPoint>) -> Result<(), Codec
 
 /// Decodes what [`encode`] wrote into its columns, not zipped into points: a bucketed read
 /// folds runs of them as they are.
-pub fn decode_columns(bytes: &[u8]) -> Result<Columns, CodecError> {
+pub(crate) fn decode_columns(bytes: &[u8]) -> Result<Columns, CodecError> {
     let [format, layout, rest @ ..] = bytes else {
         return Err(CodecError::Truncated);
     };
@@ -324,7 +324,7 @@ impl Columns {
     }
 
     /// The index of the first point at or after `slot_ms` (`len()` if none is).
-    pub fn first_at_or_after(&self, slot_ms: i64) -> usize {
+    pub(crate) fn first_at_or_after(&self, slot_ms: i64) -> usize {
         match &self.slots {
             Slots::Grid { first, step } => {
                 if slot_ms <= *first {

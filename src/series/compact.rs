@@ -13,7 +13,7 @@ use crate::model::Point;
 
 /// What a row of `influencer_metrics` takes in its heap: 32 bytes of columns, a 24-byte tuple
 /// header and a 4-byte line pointer (migrations/0001_baseline.sql).
-pub const HEAP_BYTES_PER_ROW: i64 = 60;
+pub(crate) const HEAP_BYTES_PER_ROW: i64 = 60;
 
 /// How long the final `DROP TABLE` of a chunk may wait for readers to let go of it.
 const DROP_LOCK_TIMEOUT: &str = "2s";
@@ -120,7 +120,7 @@ pub async fn counts(pool: &PgPool) -> sqlx::Result<TierCounts> {
 
 /// A closed chunk being compacted in one transaction: read in `passes` shares, each merged into
 /// hour segments, then its hour's late points merged, then dropped.
-pub struct ChunkScan<'c> {
+pub(crate) struct ChunkScan<'c> {
     chunk: &'c RawChunk,
     table: String,
     /// Whether segments already cover this hour: only if the chunk was written again after a
@@ -165,7 +165,11 @@ impl<'c> ChunkScan<'c> {
 
     /// The points of share `pass` (the influencers whose hour block modulo the passes is
     /// `pass`), by a binary COPY of a scan of the chunk, sorted by influencer and slot.
-    pub async fn read_share(&self, tx: &mut PgConnection, pass: i64) -> anyhow::Result<Vec<Point>> {
+    pub(crate) async fn read_share(
+        &self,
+        tx: &mut PgConnection,
+        pass: i64,
+    ) -> anyhow::Result<Vec<Point>> {
         use futures_util::TryStreamExt;
         let share = if self.passes == 1 {
             String::new()
@@ -238,7 +242,7 @@ impl<'c> ChunkScan<'c> {
 /// modulo the number of passes, which spreads any set of ids about evenly, `pass_points`
 /// points a pass. The count comes from the chunk's size on disk (rows of fixed size, so always
 /// current, where the planner's row estimate may date from early in the hour).
-pub fn passes_for(bytes: i64, pass_points: usize) -> i64 {
+pub(crate) fn passes_for(bytes: i64, pass_points: usize) -> i64 {
     let rows = bytes.max(0) as u64 / HEAP_BYTES_PER_ROW as u64;
     rows.div_ceil(pass_points.max(1) as u64).max(1) as i64
 }
@@ -246,7 +250,7 @@ pub fn passes_for(bytes: i64, pass_points: usize) -> i64 {
 /// `points` (sorted by influencer) in batches of about `size`, an hour block (64 consecutive
 /// influencers, one row of `influencer_hour_blocks`) never split: each block row is written
 /// once.
-pub fn by_block(points: &[Point], size: usize) -> impl Iterator<Item = &[Point]> {
+pub(crate) fn by_block(points: &[Point], size: usize) -> impl Iterator<Item = &[Point]> {
     let mut rest = points;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -272,7 +276,7 @@ async fn merge_rows(tx: &mut PgConnection, rows: &[RawRow]) -> anyhow::Result<Me
 /// Merges up to `limit` late points whose hour has none of the `remaining` raw chunks into
 /// their segments (a slot already stored keeps its value). Returns how many late points were
 /// taken, and what the merge wrote.
-pub async fn merge_late_points(
+pub(crate) async fn merge_late_points(
     tx: &mut PgConnection,
     remaining: &[RawChunk],
     limit: i64,
@@ -312,11 +316,11 @@ pub async fn days_due(pool: &PgPool) -> sqlx::Result<Vec<DateTime<Utc>>> {
     .await
 }
 
-pub use store::merge_day;
+pub(crate) use store::merge_day;
 
 /// Marks `day` merged, once all its hour segments are in day segments, and drops the day's
 /// chunk of hour blocks whole.
-pub async fn finish_day(tx: &mut PgConnection, day: DateTime<Utc>) -> sqlx::Result<()> {
+pub(crate) async fn finish_day(tx: &mut PgConnection, day: DateTime<Utc>) -> sqlx::Result<()> {
     sqlx::query("update compaction_days set merged_at = now() where day = $1")
         .bind(day)
         .execute(&mut *tx)

@@ -17,20 +17,20 @@
 
 /// Influencers per row of `influencer_hour_blocks` (migration 0005): member `i` of block `b`
 /// is influencer `b * 64 + i`, so `influencer_id >> 6` and `influencer_id & 63` in SQL.
-pub const BLOCK_MEMBERS: usize = 64;
+pub(crate) const BLOCK_MEMBERS: usize = 64;
 
 /// The block and member index of an influencer (as SQL's `>> 6` and `& 63`: negative ids too).
-pub fn block_of(influencer_id: i64) -> (i64, usize) {
+pub(crate) fn block_of(influencer_id: i64) -> (i64, usize) {
     (influencer_id >> 6, (influencer_id & 63) as usize)
 }
 
 /// The influencer of member `member` of block `block`.
-pub fn member_of(block: i64, member: usize) -> i64 {
+pub(crate) fn member_of(block: i64, member: usize) -> i64 {
     (block << 6) + member as i64
 }
 
 /// A segment's period, epoch ms: `(start, end)`, end exclusive.
-pub type Period = (i64, i64);
+pub(crate) type Period = (i64, i64);
 
 /// Epoch milliseconds as a `timestamptz` to bind (the epoch itself past chrono's range, which
 /// no slot reaches).
@@ -52,12 +52,12 @@ pub mod store;
 pub use codec::SeriesPoint;
 
 /// A closed hour is compacted once it has been over this long (late points have landed).
-pub const SETTLE_MS: i64 = 10 * 60_000;
+pub(crate) const SETTLE_MS: i64 = 10 * 60_000;
 
 /// The sink writes a point whose slot is older than this into `late_points` rather than
 /// `influencer_metrics`: half the settle time, so a write into a chunk never races its
 /// compaction (whatever the clocks of the sink and the database disagree by, up to 5 minutes).
-pub const LATE_AFTER_MS: i64 = SETTLE_MS / 2;
+pub(crate) const LATE_AFTER_MS: i64 = SETTLE_MS / 2;
 
 /// One hour and one UTC day, in milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -68,7 +68,7 @@ pub const DAY_MS: i64 = 86_400_000;
 /// millisecond. Every reader asked for a range in seconds (raw, buckets, gaps, the average)
 /// turns it into milliseconds here: slots carry a millisecond offset within the interval
 /// (`schedule::SlotGrid`), and `end_s * 1000` left out a point whose time was `end_s`.
-pub fn window_of_seconds(start_s: i64, end_s: i64) -> (i64, i64) {
+pub(crate) fn window_of_seconds(start_s: i64, end_s: i64) -> (i64, i64) {
     (
         start_s.saturating_mul(1000),
         end_s.saturating_mul(1000).saturating_add(999),
@@ -78,7 +78,7 @@ pub fn window_of_seconds(start_s: i64, end_s: i64) -> (i64, i64) {
 /// The number of `step_ms` buckets (aligned as [`bucket_of`] aligns them) that
 /// `[start_ms, end_ms]` touches: an unaligned range holds one more than its span divided by the
 /// step.
-pub fn buckets_touched(start_ms: i64, end_ms: i64, step_ms: i64) -> i64 {
+pub(crate) fn buckets_touched(start_ms: i64, end_ms: i64, step_ms: i64) -> i64 {
     if end_ms < start_ms {
         return 0;
     }
@@ -90,7 +90,7 @@ pub fn buckets_touched(start_ms: i64, end_ms: i64, step_ms: i64) -> i64 {
 const BUCKET_ORIGIN_MS: i64 = 946_857_600_000;
 
 /// The start (epoch ms) of the `step_ms` bucket holding `t_ms`.
-pub fn bucket_of(t_ms: i64, step_ms: i64) -> i64 {
+pub(crate) fn bucket_of(t_ms: i64, step_ms: i64) -> i64 {
     BUCKET_ORIGIN_MS + (t_ms - BUCKET_ORIGIN_MS).div_euclid(step_ms) * step_ms
 }
 
@@ -173,7 +173,7 @@ impl NestedSum {
     }
 
     /// Adds a segment's stored sum: an hour's (`span_ms` = an hour) or a day's.
-    pub fn add_segment(&mut self, period_start_ms: i64, span_ms: i64, sum: f64) {
+    pub(crate) fn add_segment(&mut self, period_start_ms: i64, span_ms: i64, sum: f64) {
         self.flush_hour();
         if span_ms >= DAY_MS {
             self.flush_day();
@@ -359,7 +359,7 @@ impl Aggregate {
 
     /// Adds points in slot order, all after those added so far: the same as [`Self::add_point`]
     /// for each, with the counts folded in one pass the compiler can vectorise.
-    pub fn add_points(&mut self, points: &[SeriesPoint]) {
+    pub(crate) fn add_points(&mut self, points: &[SeriesPoint]) {
         self.add_run(
             points.len(),
             |i| points[i].slot_ms,
@@ -371,7 +371,7 @@ impl Aggregate {
     /// [`Self::add_points`] for a run of decoded columns (a segment's, as
     /// [`codec::Columns::counts`] gives them), point `i` at `slot(i)`: a month at step=1h
     /// folds 43,200 points without zipping them into points first.
-    pub fn add_columns(
+    pub(crate) fn add_columns(
         &mut self,
         followers: &[i32],
         following: &[i32],
@@ -436,7 +436,7 @@ impl Aggregate {
     }
 
     /// Adds a whole segment by its summary (its points come after those added so far).
-    pub fn add_summary(&mut self, period_start_ms: i64, span_ms: i64, s: &Summary) {
+    pub(crate) fn add_summary(&mut self, period_start_ms: i64, span_ms: i64, s: &Summary) {
         let followers = CountAcc {
             sum: s.follower_sum,
             min: s.follower_min,

@@ -14,10 +14,10 @@ use super::{DAY_MS, Period, Summary, at};
 
 /// The span of a pack: `influencer_segments`' chunk interval (migration 0002), on the Unix
 /// epoch's grid as TimescaleDB lays chunks out.
-pub const SPAN_MS: i64 = 28 * DAY_MS;
+pub(crate) const SPAN_MS: i64 = 28 * DAY_MS;
 
 /// Bytes of one day segment's entry (migration 0006 gives the layout).
-pub const ENTRY_BYTES: usize = 88;
+pub(crate) const ENTRY_BYTES: usize = 88;
 
 /// The period start of the pack holding a day segment that starts at `period_start_ms`.
 pub fn start_of(period_start_ms: i64) -> i64 {
@@ -109,7 +109,7 @@ fn decode_entry(pack_start_ms: i64, entry: &[u8]) -> (Period, Summary) {
 }
 
 /// A day segment's summary as [`update`] takes it: whose, its period, its summary.
-pub type DaySummary<'a> = (i64, Period, &'a Summary);
+pub(crate) type DaySummary<'a> = (i64, Period, &'a Summary);
 
 /// Writes day segments' summaries into their packs, replacing a day's earlier summary: the
 /// packs they fall in are read, changed and written back whole, in the caller's transaction

@@ -14,7 +14,7 @@ const TIER_HYPERTABLES: [&str; 4] = [
 
 /// Drops the tiers' chunks older than `secs` before the transaction's start (so one cutoff with
 /// whatever else the caller's transaction drops). Returns the chunks dropped by table.
-pub async fn drop_chunks(
+pub(crate) async fn drop_chunks(
     tx: &mut PgConnection,
     secs: f64,
 ) -> sqlx::Result<Vec<(&'static str, u64)>> {
@@ -26,7 +26,7 @@ pub async fn drop_chunks(
 }
 
 /// Deletes the late points and the compaction days older than `secs`; returns how many rows.
-pub async fn delete_rows(tx: &mut PgConnection, secs: f64) -> sqlx::Result<u64> {
+pub(crate) async fn delete_rows(tx: &mut PgConnection, secs: f64) -> sqlx::Result<u64> {
     let mut rows = 0;
     for statement in [
         "delete from late_points where slot < now() - make_interval(secs => $1)",

@@ -62,7 +62,7 @@ struct Held {
 const PROBE_SQL: &str = "insert into sink_probe (only_row, probed_at) values (true, now())
      on conflict (only_row) do update set probed_at = excluded.probed_at";
 
-pub struct Sink {
+pub(crate) struct Sink {
     pool: PgPool,
     broker: Broker,
     settings: SinkSettings,
@@ -78,7 +78,7 @@ enum SessionEnd {
 
 /// What a flush came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushOutcome {
+pub(crate) enum FlushOutcome {
     Written {
         messages: usize,
         points: u64,

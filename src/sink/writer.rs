@@ -32,7 +32,7 @@ pub async fn write(pool: &PgPool, batch: &[&Outcomes]) -> Result<WriteReport, sq
 
 /// [`write`], with points of slots before `late_before_ms` stored as late points (the
 /// benchmarks replay past hours as if they were live: `i64::MIN`).
-pub async fn write_with_cutoff(
+pub(crate) async fn write_with_cutoff(
     pool: &PgPool,
     batch: &[&Outcomes],
     late_before: i64,

@@ -39,7 +39,7 @@ pub async fn store<'a>(
 }
 
 /// Points as columns, for the `unnest` statements.
-pub struct Columns {
+pub(crate) struct Columns {
     pub ids: Vec<i64>,
     pub slots: Vec<DateTime<Utc>>,
     pub fetched: Vec<DateTime<Utc>>,

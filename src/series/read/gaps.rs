@@ -37,7 +37,7 @@ pub async fn gaps(
 }
 
 /// Walks the grid over the range against the stored slots (in order).
-pub fn find_gaps(
+pub(crate) fn find_gaps(
     stored: &[SeriesPoint],
     influencer_id: i64,
     (start_ms, end_ms): (i64, i64),

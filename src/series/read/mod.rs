@@ -28,7 +28,7 @@ mod tests;
 mod tiers;
 
 pub use fold::fold_buckets;
-pub use gaps::{Gaps, find_gaps, gaps};
+pub use gaps::gaps;
 pub use hot::EpochMs;
 pub use tiers::fold_tiers;
 

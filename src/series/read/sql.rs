@@ -47,7 +47,7 @@ pub(super) struct Window {
 impl Window {
     /// The window of `[start_ms, end_ms]`: from a grid line at or before a day before the
     /// start, to the first grid line after the end (exclusive).
-    pub fn of_range(start_ms: i64, end_ms: i64) -> Self {
+    pub(crate) fn of_range(start_ms: i64, end_ms: i64) -> Self {
         Self {
             low_ms: (start_ms - DAY_MS).div_euclid(WINDOW_GRID_MS) * WINDOW_GRID_MS,
             high_ms: (end_ms.div_euclid(WINDOW_GRID_MS) + 1) * WINDOW_GRID_MS,

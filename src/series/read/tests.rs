@@ -3,6 +3,7 @@
 use super::sql::{self, WINDOW_GRID_MS, Window};
 use super::*;
 use super::{
+    gaps::find_gaps,
     hot::{merge, unpack_hot},
     summaries::{ColdSegments, buckets_from_summaries, has_point_in},
     tiers::Tiers,

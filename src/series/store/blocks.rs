@@ -243,7 +243,7 @@ pub(super) async fn upsert_days(tx: &mut PgConnection, segments: &[&Segment]) ->
 /// Merges the hour segments of one UTC day into day segments, for the influencers of up to
 /// `limit` hour blocks after block `after`; returns the last block merged (none when the day
 /// is done) and the report.
-pub async fn merge_day(
+pub(crate) async fn merge_day(
     tx: &mut PgConnection,
     day_ms: i64,
     after: i64,

@@ -18,7 +18,7 @@ pub struct RawPoint {
 
 /// A raw row as `influencer_metrics` and `late_points` hold it ([`RawRow::COLUMNS`]).
 #[derive(Debug, sqlx::FromRow)]
-pub struct RawRow {
+pub(crate) struct RawRow {
     pub influencer_id: i64,
     pub slot: DateTime<Utc>,
     pub fetched_at: DateTime<Utc>,
@@ -27,7 +27,7 @@ pub struct RawRow {
 }
 
 impl RawRow {
-    pub const COLUMNS: &'static str =
+    pub(crate) const COLUMNS: &'static str =
         "influencer_id, slot, fetched_at, follower_count, following_count";
 }
 
@@ -143,7 +143,7 @@ pub enum Table {
 impl Table {
     /// The table of a segment over `period`: a day's in the day table, an hour's in the hour
     /// table.
-    pub fn of_period((start, end): (i64, i64)) -> Self {
+    pub(crate) fn of_period((start, end): (i64, i64)) -> Self {
         if end - start >= DAY_MS {
             Table::Days
         } else {
@@ -160,7 +160,7 @@ pub const TOAST_CHUNK_BYTES: usize = 1996;
 /// A segment's encoded bytes as (head, tail): the head is the leading whole multiple of
 /// [`TOAST_CHUNK_BYTES`], stored out of line where it fills whole TOAST chunks; the tail, the
 /// rest, stays in the row (migrations/0003_segment_data_split.sql says why).
-pub fn split_for_toast(data: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split_for_toast(data: &[u8]) -> (&[u8], &[u8]) {
     data.split_at(data.len() / TOAST_CHUNK_BYTES * TOAST_CHUNK_BYTES)
 }
 
@@ -176,9 +176,9 @@ pub async fn upsert(tx: &mut PgConnection, segments: &[Segment]) -> anyhow::Resu
 mod blocks;
 mod merge;
 
-pub use blocks::merge_day;
+pub(crate) use blocks::merge_day;
 use blocks::{upsert_days, upsert_hours};
-pub use merge::{MergePlan, merge, plan};
+pub use merge::{merge, plan};
 
 #[cfg(test)]
 mod tests;
