@@ -1,7 +1,10 @@
 # The influencer-analytics binary; one image for every role (the command picks the role).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+# The checked statements' descriptions, read offline (SQLX_OFFLINE in .cargo/config.toml).
+COPY .cargo ./.cargo
+COPY .sqlx ./.sqlx
 COPY src ./src
 COPY migrations ./migrations
 COPY assets ./assets

@@ -64,12 +64,12 @@ pub mod model;
 pub mod queue;
 pub mod reconcile;
 pub mod registry;
-pub mod retry;
+pub(crate) mod retry;
 pub mod roles;
 pub mod schedule;
 pub mod seed;
 pub mod series;
-pub mod shutdown;
+pub(crate) mod shutdown;
 #[cfg(feature = "tools")]
 pub mod simulator;
 pub mod sink;

@@ -34,15 +34,17 @@ pub async fn reconcile_once(
     }
     let quiet = interval * 3;
     let mut tx = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(LOCK_KEY)
-        .fetch_one(&mut *tx)
-        .await?;
+    let locked: bool = sqlx::query_scalar!(
+        r#"select pg_try_advisory_xact_lock($1) as "locked!""#,
+        LOCK_KEY
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !locked {
         return Ok(0);
     }
-    let lost: Vec<i64> = sqlx::query_scalar(
-        "update influencers i set scheduled_at = now()
+    let lost: Vec<i64> = sqlx::query_scalar!(
+"update influencers i set scheduled_at = now()
          where i.tracked
            and i.scheduled_at < now() - $1::interval
            and not exists (select 1 from influencer_latest l
@@ -50,8 +52,8 @@ pub async fn reconcile_once(
            and not exists (select 1 from fetch_failures f
                            where f.influencer_id = i.influencer_id and f.slot > now() - $1::interval)
          returning i.influencer_id",
-    )
-    .bind(sqlx::postgres::types::PgInterval::try_from(quiet).expect("interval fits"))
+sqlx::postgres::types::PgInterval::try_from(quiet).expect("interval fits")
+)
     .fetch_all(&mut *tx)
     .await
     .context("cannot look for influencers missing from the schedule")?;

@@ -51,25 +51,25 @@ pub(crate) async fn track(
 ) -> anyhow::Result<Tracked> {
     let mut tracked = Tracked::default();
     for chunk in ids.chunks(10_000) {
-        let new: Vec<i64> = sqlx::query_scalar(
+        let new = sqlx::query_scalar!(
             "insert into influencers (influencer_id, username)
              select id, 'influencer-' || id from unnest($1::bigint[]) as id
              on conflict do nothing
              returning influencer_id",
+            chunk,
         )
-        .bind(chunk)
         .fetch_all(pool)
         .await
         .context("cannot register influencers")?;
-        let retracked: Vec<i64> = sqlx::query_scalar(
+        let retracked = sqlx::query_scalar!(
             "update influencers set tracked = true, untracked_reason = null, untracked_at = null,
                  scheduled_at = now(),
                  tracking_changed_at = greatest(now(), tracking_changed_at + interval '1 millisecond'),
                  tracking_xid = pg_current_xact_id()
              where influencer_id = any($1) and not tracked
              returning influencer_id",
+            chunk,
         )
-        .bind(chunk)
         .fetch_all(pool)
         .await
         .context("cannot track influencers again")?;
@@ -91,13 +91,13 @@ pub(crate) async fn track(
     // expects no slot before it.
     let from_ms = now_ms() + lead_for(interval).as_millis() as i64;
     for chunk in to_schedule.chunks(100_000) {
-        sqlx::query(
+        sqlx::query!(
             "insert into tracking_periods (influencer_id, expected_from)
              select unnest($1::bigint[]), $2
              on conflict do nothing",
+            chunk,
+            crate::series::at(from_ms),
         )
-        .bind(chunk)
-        .bind(crate::series::at(from_ms))
         .execute(pool)
         .await
         .context("cannot record when tracking starts")?;
@@ -123,8 +123,8 @@ pub struct Untracked {
 pub async fn untrack(pool: &PgPool, ids: &[i64], reason: &str) -> anyhow::Result<Untracked> {
     let mut report = Untracked::default();
     for chunk in ids.chunks(10_000) {
-        let rows: Vec<(i64, bool, bool)> = sqlx::query_as(
-            "with asked as (select distinct unnest($1::bigint[]) as id),
+        let rows = sqlx::query!(
+            r#"with asked as (select distinct unnest($1::bigint[]) as id),
              stopped as (
                  update influencers i set tracked = false, untracked_reason = $2,
                      untracked_at = now(),
@@ -138,18 +138,19 @@ pub async fn untrack(pool: &PgPool, ids: &[i64], reason: &str) -> anyhow::Result
                  from stopped s
                  where p.influencer_id = s.influencer_id and p.stopped_at is null
              )
-             select asked.id, s.influencer_id is not null,
-                    exists (select 1 from influencers i where i.influencer_id = asked.id)
+             select asked.id as "id!", s.influencer_id is not null as "stopped!",
+                    exists (select 1 from influencers i where i.influencer_id = asked.id) as "known!"
              from asked left join stopped s on s.influencer_id = asked.id
-             order by asked.id",
+             order by asked.id"#,
+            chunk,
+            reason,
         )
-        .bind(chunk)
-        .bind(reason)
         .fetch_all(pool)
         .await
         .context("cannot untrack influencers")?;
-        for (id, stopped, known) in rows {
-            match (stopped, known) {
+        for row in rows {
+            let id = row.id;
+            match (row.stopped, row.known) {
                 (true, _) => report.untracked.push(id),
                 (false, true) => report.not_tracked.push(id),
                 (false, false) => report.unknown.push(id),
@@ -236,10 +237,6 @@ pub struct Registry {
     view: Arc<Mutex<TrackingView>>,
 }
 
-/// A registry row as pollers read it: id, tracked, when that was decided (epoch ms; `None`
-/// for a state never changed since registration).
-type StateRow = (i64, bool, Option<i64>);
-
 impl Registry {
     pub fn new(pool: PgPool) -> Self {
         Self {
@@ -262,23 +259,23 @@ impl Registry {
     /// an id at or above that read's snapshot xmin, so none is missed.
     pub(crate) async fn read_changes(&self) -> Result<usize, sqlx::Error> {
         let from = self.view().unread_from_xid.unwrap_or(0);
-        // (the read's snapshot xmin, then a changed row's id, tracked and decision time)
-        type ChangeRow = (i64, Option<i64>, Option<bool>, Option<i64>);
-        let rows: Vec<ChangeRow> = sqlx::query_as(
-            "with s as (select pg_snapshot_xmin(pg_current_snapshot())::text::bigint as next)
-             select s.next, i.influencer_id, i.tracked,
-                    (extract(epoch from i.tracking_changed_at) * 1000)::bigint
-             from s left join influencers i on i.tracking_xid >= ($1::bigint)::text::xid8",
+        // The read's snapshot xmin, then a changed row's id, tracked and decision time (none
+        // when nothing changed).
+        let rows = sqlx::query!(
+            r#"with s as (select pg_snapshot_xmin(pg_current_snapshot())::text::bigint as next)
+             select s.next as "next!", i.influencer_id as "pk?", i.tracked as "tracked?",
+                    (extract(epoch from i.tracking_changed_at) * 1000)::bigint as at_ms
+             from s left join influencers i on i.tracking_xid >= ($1::bigint)::text::xid8"#,
+            from,
         )
-        .bind(from)
         .fetch_all(&self.pool)
         .await?;
         let mut view = self.view();
         let mut read = 0;
-        for (next, pk, tracked, at_ms) in rows {
-            view.unread_from_xid = Some(next);
-            if let (Some(pk), Some(tracked)) = (pk, tracked) {
-                view.learn(pk, tracked, at_ms.unwrap_or(i64::MIN));
+        for row in rows {
+            view.unread_from_xid = Some(row.next);
+            if let (Some(pk), Some(tracked)) = (row.pk, row.tracked) {
+                view.learn(pk, tracked, row.at_ms.unwrap_or(i64::MIN));
                 read += 1;
             }
         }
@@ -296,11 +293,12 @@ impl Registry {
         if candidates.is_empty() {
             return HashSet::new();
         }
-        let rows: Result<Vec<StateRow>, _> = sqlx::query_as(
-            "select influencer_id, tracked, (extract(epoch from tracking_changed_at) * 1000)::bigint
+        let rows = sqlx::query!(
+            "select influencer_id, tracked,
+                    (extract(epoch from tracking_changed_at) * 1000)::bigint as at_ms
              from influencers where influencer_id = any($1)",
+            &candidates,
         )
-        .bind(&candidates)
         .fetch_all(&self.pool)
         .await;
         let rows = match rows {
@@ -315,8 +313,12 @@ impl Registry {
             }
         };
         let mut view = self.view();
-        for (pk, tracked, at_ms) in rows {
-            view.learn(pk, tracked, at_ms.unwrap_or(i64::MIN));
+        for row in rows {
+            view.learn(
+                row.influencer_id,
+                row.tracked,
+                row.at_ms.unwrap_or(i64::MIN),
+            );
         }
         candidates
             .into_iter()

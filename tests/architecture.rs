@@ -609,3 +609,166 @@ fn no_file_over_600_lines_and_no_function_over_80() {
         too_big.join("\n")
     );
 }
+
+/// Runtime statements of `src/` whose text is a literal: `sqlx::query`, `query_as` or
+/// `query_scalar` called (with or without a turbofish) on a string literal, as (line, call).
+/// A fixed statement belongs in sqlx's `query!` macros, which check it against the schema at
+/// compile time; the runtime functions take only the statements built at run time (a chunk's
+/// name, a cold window, a benchmark's own scratch table).
+fn literal_runtime_statements(source: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for call in ["sqlx::query(", "sqlx::query_as(", "sqlx::query_scalar("]
+        .into_iter()
+        .chain(["sqlx::query_as::<", "sqlx::query_scalar::<"])
+    {
+        let mut from = 0;
+        while let Some(at) = source[from..].find(call) {
+            let start = from + at;
+            from = start + call.len();
+            let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+            if source[line_start..start].trim_start().starts_with("//") {
+                continue;
+            }
+            let mut rest = &source[from..];
+            if call.ends_with('<') {
+                // Past the turbofish and its opening parenthesis.
+                let Some(open) = rest.find(">(") else {
+                    continue;
+                };
+                rest = &rest[open + 2..];
+            }
+            let argument = rest.trim_start();
+            if argument.starts_with('"')
+                || argument.starts_with("r\"")
+                || argument.starts_with("r#")
+            {
+                let line = source[..start].matches('\n').count() + 1;
+                found.push((line, call.trim_end_matches(['(', '<']).to_string()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn literal_statements_are_told_from_built_ones() {
+    let source = "let a = sqlx::query(\"select 1\");\n\
+                  let b = sqlx::query(&format!(\"drop table {t}\"));\n\
+                  let c = sqlx::query_scalar::<_, i64>(\n    r#\"select 2\"#);\n\
+                  // sqlx::query(\"in a comment\")\n\
+                  let d = sqlx::query!(\"select 3\");\n\
+                  let e = sqlx::query_as(statement);";
+    assert_eq!(
+        literal_runtime_statements(source),
+        vec![
+            (1, "sqlx::query".to_string()),
+            (3, "sqlx::query_scalar::".to_string())
+        ]
+    );
+}
+
+#[test]
+fn fixed_statements_are_checked_by_the_compiler() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let (mut unchecked, mut checked) = (Vec::new(), 0);
+    for file in walk(&src) {
+        let source = std::fs::read_to_string(&file).unwrap();
+        checked += ["sqlx::query!(", "sqlx::query_as!(", "sqlx::query_scalar!("]
+            .iter()
+            .map(|m| source.matches(m).count())
+            .sum::<usize>();
+        let relative = file.strip_prefix(&src).unwrap().display();
+        for (line, call) in literal_runtime_statements(&source) {
+            unchecked.push(format!("src/{relative}:{line}: {call} on a literal"));
+        }
+    }
+    // The scan reads the statements where they are.
+    assert!(checked >= 100, "only {checked} checked statements found");
+    assert!(
+        unchecked.is_empty(),
+        "a fixed statement goes through sqlx::query!/query_as!/query_scalar! (scripts/sqlx-prepare \
+         then writes .sqlx/):\n{}",
+        unchecked.join("\n")
+    );
+}
+
+/// The top-level modules of the library that `source` names: `influencer_analytics::x`, or `x`
+/// in a `use influencer_analytics::{…}` list.
+fn modules_named_in(source: &str) -> BTreeSet<String> {
+    let mut named = BTreeSet::new();
+    for (at, _) in source.match_indices("influencer_analytics::") {
+        let rest = &source[at + "influencer_analytics::".len()..];
+        let Some(list) = rest.strip_prefix('{') else {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            named.insert(name);
+            continue;
+        };
+        // The list's top-level names: at depth 0 of its braces, each first in its item.
+        let (mut depth, mut name, mut first) = (0, String::new(), true);
+        let in_name = |c: char| c.is_alphanumeric() || c == '_';
+        for c in list.chars() {
+            if !in_name(c) && !name.is_empty() {
+                named.insert(std::mem::take(&mut name));
+                first = false;
+            }
+            match c {
+                '}' if depth == 0 => break,
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => first = true,
+                c if depth == 0 && first && in_name(c) => name.push(c),
+                _ => {}
+            }
+        }
+        if !name.is_empty() {
+            named.insert(name);
+        }
+    }
+    named
+}
+
+#[test]
+fn the_modules_a_file_names_are_read_from_paths_and_use_lists() {
+    let source = "use influencer_analytics::{config::{A, B}, series, testing::TestDb};\n\
+                  use influencer_analytics::{\n    model::follower_ratio,\n    roles::Roles,\n};\n\
+                  let x = influencer_analytics::db::open();";
+    let expected = ["config", "db", "model", "roles", "series", "testing"];
+    assert_eq!(
+        modules_named_in(source),
+        expected.iter().map(|m| m.to_string()).collect()
+    );
+}
+
+#[test]
+fn the_library_exports_only_the_modules_its_users_name() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut users = walk(&root.join("tests"));
+    users.extend(walk(&root.join("benches")));
+    users.push(root.join("src/main.rs"));
+    let named: BTreeSet<String> = users
+        .iter()
+        .flat_map(|file| modules_named_in(&std::fs::read_to_string(file).unwrap()))
+        .collect();
+    let lib = read("src/lib.rs");
+    let exported: BTreeSet<String> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|l| l.trim_end_matches(';').to_string())
+        .collect();
+    // The scan reads what is there: the binary's door, and the tests'.
+    assert!(
+        named.contains("cli") && named.contains("testing"),
+        "{named:?}"
+    );
+    assert!(exported.len() >= 15, "{exported:?}");
+    let needless: Vec<&String> = exported.difference(&named).collect();
+    assert!(
+        needless.is_empty(),
+        "exported, but neither the binary nor a test nor a bench names them (make them \
+         `pub(crate) mod`, so the compiler reports what nothing uses): {needless:?}"
+    );
+}

@@ -87,13 +87,7 @@ pub async fn gaps(
     InfluencerId { id }: InfluencerId,
     Query(query): Query<GapsQuery>,
 ) -> Result<Json<GapsAnswer>, ApiError> {
-    let stretches: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "select expected_from, stopped_at from tracking_periods
-         where influencer_id = $1 order by expected_from",
-    )
-    .bind(id)
-    .fetch_all(&state.pool)
-    .await?;
+    let stretches = tracking_stretches(&state, id).await?;
     if stretches.is_empty() {
         // Registered (or never): a 404 for an id never tracked, else nothing expected yet.
         username_exists(&state, id).await?;
@@ -162,12 +156,32 @@ pub async fn gaps(
     }))
 }
 
+/// The stretches of tracking of `id` (each from when its first slot was planned to when it
+/// stopped, if it did), in order.
+async fn tracking_stretches(
+    state: &ApiState,
+    id: i64,
+) -> Result<Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>, ApiError> {
+    Ok(sqlx::query!(
+        "select expected_from, stopped_at from tracking_periods
+         where influencer_id = $1 order by expected_from",
+        id,
+    )
+    .fetch_all(&state.pool)
+    .await?
+    .into_iter()
+    .map(|stretch| (stretch.expected_from, stretch.stopped_at))
+    .collect())
+}
+
 /// A 404 unless `id` is in the registry.
 async fn username_exists(state: &ApiState, id: i64) -> Result<(), ApiError> {
-    sqlx::query_scalar::<_, i64>("select influencer_id from influencers where influencer_id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(|| ApiError::never_tracked(id))?;
+    sqlx::query_scalar!(
+        "select influencer_id from influencers where influencer_id = $1",
+        id
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or_else(|| ApiError::never_tracked(id))?;
     Ok(())
 }

@@ -247,12 +247,13 @@ async fn username(state: &ApiState, id: i64) -> Result<String, ApiError> {
     if let Some(name) = state.usernames.get(&id) {
         return Ok(name.to_string());
     }
-    let name: String =
-        sqlx::query_scalar("select username from influencers where influencer_id = $1")
-            .bind(id)
-            .fetch_optional(&state.pool)
-            .await?
-            .ok_or_else(|| ApiError::never_tracked(id))?;
+    let name: String = sqlx::query_scalar!(
+        "select username from influencers where influencer_id = $1",
+        id
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or_else(|| ApiError::never_tracked(id))?;
     state.usernames.insert(id, name.as_str().into());
     Ok(name)
 }
@@ -345,7 +346,7 @@ pub struct Rank {
     pub ranked_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Verdict {
     /// Who decided: "mockstagram" (the upstream's is_suspicious ratio rule) or "spike" (this
     /// project's follower-jump detector).
@@ -360,7 +361,6 @@ pub struct Verdict {
 
 /// The registry row of an influencer with its latest point and rank, each absent until there
 /// is one.
-#[derive(sqlx::FromRow)]
 struct LatestRow {
     username: String,
     tracked: bool,
@@ -384,22 +384,25 @@ pub async fn latest(
     InfluencerId { id }: InfluencerId,
     _: Query<NoQuery>,
 ) -> Result<Json<Latest>, ApiError> {
-    let row: Option<LatestRow> = sqlx::query_as(
-        "select i.username, i.tracked, i.untracked_reason, l.slot, l.fetched_at,
-                l.follower_count, l.following_count
+    let row = sqlx::query_as!(
+        LatestRow,
+        r#"select i.username, i.tracked, i.untracked_reason, l.slot as "slot?",
+                l.fetched_at as "fetched_at?", l.follower_count as "follower_count?",
+                l.following_count as "following_count?"
          from influencers i
          left join influencer_latest l using (influencer_id)
-         where i.influencer_id = $1",
+         where i.influencer_id = $1"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(&state.pool)
     .await?;
     let row = row.ok_or_else(|| ApiError::never_tracked(id))?;
-    let suspicious: Vec<Verdict> = sqlx::query_as(
+    let suspicious = sqlx::query_as!(
+        Verdict,
         "select source, suspicious, decided_at, detail from current_verdicts
          where influencer_id = $1 order by source",
+        id,
     )
-    .bind(id)
     .fetch_all(&state.pool)
     .await?;
     let ranking = state.ranking.current(&state.pool).await?;

@@ -218,7 +218,7 @@ fn broker_address(url: &ServiceUrl) -> (String, u16) {
 async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
     let database = tokio::time::timeout(
         Duration::from_secs(2),
-        sqlx::query("select 1").execute(&state.pool),
+        sqlx::query_scalar!("select 1 as ready").fetch_one(&state.pool),
     )
     .await
     .is_ok_and(|r| r.is_ok());

@@ -48,55 +48,59 @@ pub async fn average(
     let range = TimeRange::from_query(&query, Utc::now().timestamp(), 60)?;
     // Times come back as timestamptz and become epoch seconds here: `extract(epoch ...)` is
     // numeric in PostgreSQL, about a third of a day's grouped statement (3.4 ms against 2.4).
-    let rows: Vec<(DateTime<Utc>, f64, i64)> = match range.step {
-        // One stored row per minute already: no grouping to do.
-        None => {
-            sqlx::query_as(
-                "select bucket, avg_follower_count, influencer_count
-                 from average_followers where bucket >= $1 and bucket <= $2
-                 order by bucket",
-            )
-            .bind(range.start_at())
-            .bind(range.end_at())
-            .fetch_all(&state.pool)
-            .await?
-        }
-        Some(step) => {
-            sqlx::query_as(
-                "select time_bucket(make_interval(secs => $3), bucket),
-                        sum(avg_follower_count * influencer_count) / nullif(sum(influencer_count), 0),
-                        max(influencer_count)
-                 from average_followers where bucket >= $1 and bucket <= $2
-                 group by 1 order by 1",
-            )
-            .bind(range.start_at())
-            .bind(range.end_at())
-            .bind(step as f64)
-            .fetch_all(&state.pool)
-            .await?
-        }
-    };
-    let current: Option<(DateTime<Utc>, f64, i64)> = sqlx::query_as(
-        "select bucket, avg_follower_count, influencer_count
-         from average_followers order by bucket desc limit 1",
-    )
-    .fetch_optional(&state.pool)
-    .await?;
-    let point = |(time, avg_follower_count, influencers): (DateTime<Utc>, f64, i64)| AveragePoint {
+    let point = |time: DateTime<Utc>, avg_follower_count, influencers| AveragePoint {
         time: time.timestamp(),
         avg_follower_count,
         influencers,
     };
+    let points: Vec<AveragePoint> = match range.step {
+        // One stored row per minute already: no grouping to do.
+        None => sqlx::query!(
+            "select bucket, avg_follower_count, influencer_count
+             from average_followers where bucket >= $1 and bucket <= $2
+             order by bucket",
+            range.start_at(),
+            range.end_at(),
+        )
+        .fetch_all(&state.pool)
+        .await?
+        .into_iter()
+        .map(|row| point(row.bucket, row.avg_follower_count, row.influencer_count))
+        .collect(),
+        Some(step) => sqlx::query!(
+            r#"select time_bucket(make_interval(secs => $3), bucket) as "bucket!",
+                    sum(avg_follower_count * influencer_count)
+                        / nullif(sum(influencer_count), 0) as "avg_follower_count!",
+                    max(influencer_count) as "influencer_count!"
+             from average_followers where bucket >= $1 and bucket <= $2
+             group by 1 order by 1"#,
+            range.start_at(),
+            range.end_at(),
+            step as f64,
+        )
+        .fetch_all(&state.pool)
+        .await?
+        .into_iter()
+        .map(|row| point(row.bucket, row.avg_follower_count, row.influencer_count))
+        .collect(),
+    };
+    let current = sqlx::query!(
+        "select bucket, avg_follower_count, influencer_count
+         from average_followers order by bucket desc limit 1",
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .map(|row| point(row.bucket, row.avg_follower_count, row.influencer_count));
     Ok(Json(AverageAnswer {
         start_time: range.start,
         end_time: range.end,
         step: range.step,
-        current: current.map(point),
-        points: rows.into_iter().map(point).collect(),
+        current,
+        points,
     }))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Ranked {
     pub rank: i32,
     pub influencer_id: i64,
@@ -135,13 +139,14 @@ pub async fn top(
     };
     let page = ranking.page((after_rank, after_id), limit as usize);
     let ids: Vec<i64> = page.iter().map(|e| e.1).collect();
-    let names: std::collections::HashMap<i64, String> = sqlx::query_as(
+    let names: std::collections::HashMap<i64, String> = sqlx::query!(
         "select influencer_id, username from influencers where influencer_id = any($1)",
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(&state.pool)
     .await?
     .into_iter()
+    .map(|row| (row.influencer_id, row.username))
     .collect();
     let influencers: Vec<Ranked> = page
         .into_iter()
@@ -167,7 +172,7 @@ pub async fn top(
     }))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Suspect {
     pub influencer_id: i64,
     pub username: String,
@@ -199,18 +204,20 @@ pub async fn suspicious(
 ) -> Result<Json<SuspiciousAnswer>, ApiError> {
     let Limit(limit) = page.limit.unwrap_or(Limit(100));
     let Cursor([after_id]) = page.cursor.unwrap_or(Cursor([0]));
-    let influencers: Vec<Suspect> = sqlx::query_as(
-        "select v.influencer_id, i.username, array_agg(v.source order by v.source) as sources,
-                max(v.decided_at) as decided_at,
-                jsonb_object_agg(v.source, coalesce(v.detail, '{}'::jsonb)) as reasons
+    let influencers = sqlx::query_as!(
+        Suspect,
+        r#"select v.influencer_id as "influencer_id!", i.username,
+                array_agg(v.source order by v.source) as "sources!",
+                max(v.decided_at) as "decided_at!",
+                jsonb_object_agg(v.source, coalesce(v.detail, '{}'::jsonb)) as "reasons!"
          from current_verdicts v join influencers i using (influencer_id)
          where v.suspicious and v.influencer_id > $1
          group by v.influencer_id, i.username
          order by v.influencer_id
-         limit $2",
+         limit $2"#,
+        after_id,
+        limit,
     )
-    .bind(after_id)
-    .bind(limit)
     .fetch_all(&state.pool)
     .await?;
     let next_cursor = (influencers.len() as i64 == limit)

@@ -10,7 +10,7 @@ use axum::{
     body::Bytes,
     extract::{FromRequest, Request, State},
 };
-use chrono::{DateTime, Utc};
+
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -260,43 +260,34 @@ pub async fn record(
 }
 
 async fn read_record(state: &ApiState, id: i64) -> Result<RegistryRecord, ApiError> {
-    type Row = (
-        String,
-        bool,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Option<String>,
-    );
-    let row: Option<Row> = sqlx::query_as(
+    let row = sqlx::query!(
         "select username, tracked, added_at, untracked_at, untracked_reason
          from influencers where influencer_id = $1",
+        id,
     )
-    .bind(id)
     .fetch_optional(&state.pool)
-    .await?;
-    let (username, tracked, added_at, untracked_at, untracked_reason) =
-        row.ok_or_else(|| ApiError::never_tracked(id))?;
-    type StretchRow = (DateTime<Utc>, Option<DateTime<Utc>>, Option<String>);
-    let stretches: Vec<StretchRow> = sqlx::query_as(
+    .await?
+    .ok_or_else(|| ApiError::never_tracked(id))?;
+    let stretches = sqlx::query!(
         "select expected_from, stopped_at, stop_reason from tracking_periods
          where influencer_id = $1 order by expected_from",
+        id,
     )
-    .bind(id)
     .fetch_all(&state.pool)
     .await?;
     Ok(RegistryRecord {
         influencer_id: id,
-        username,
-        tracked,
-        added_at: added_at.timestamp(),
-        untracked_at: untracked_at.map(|t| t.timestamp()),
-        untracked_reason,
+        username: row.username,
+        tracked: row.tracked,
+        added_at: row.added_at.timestamp(),
+        untracked_at: row.untracked_at.map(|t| t.timestamp()),
+        untracked_reason: row.untracked_reason,
         stretches: stretches
             .into_iter()
-            .map(|(from, to, stop_reason)| Stretch {
-                from: from.timestamp(),
-                to: to.map(|t| t.timestamp()),
-                stop_reason,
+            .map(|stretch| Stretch {
+                from: stretch.expected_from.timestamp(),
+                to: stretch.stopped_at.map(|t| t.timestamp()),
+                stop_reason: stretch.stop_reason,
             })
             .collect(),
     })

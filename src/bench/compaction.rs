@@ -170,6 +170,6 @@ pub(crate) async fn write_closed_hour(
         written(minute);
     }
     inspect::analyze(pool, TierTable::Raw, true).await?;
-    sqlx::query("checkpoint").execute(pool).await?;
+    sqlx::query!("checkpoint").execute(pool).await?;
     Ok(hour_ms)
 }

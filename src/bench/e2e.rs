@@ -288,12 +288,13 @@ async fn measure(
     to: DateTime<Utc>,
 ) -> anyhow::Result<Measured> {
     let raw = series::inspect::raw_window(pool, from, to).await?;
-    let failures: i64 =
-        sqlx::query_scalar("select count(*) from fetch_failures where slot >= $1 and slot < $2")
-            .bind(from)
-            .bind(to)
-            .fetch_one(pool)
-            .await?;
+    let failures: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "failures!" from fetch_failures where slot >= $1 and slot < $2"#,
+        from,
+        to
+    )
+    .fetch_one(pool)
+    .await?;
     Ok(Measured {
         stored: raw.points,
         failures,

@@ -340,20 +340,23 @@ pub(crate) async fn bench_database(
 
 /// Registers `influencers` influencers from id 1,000,000, each with a latest value (followers
 /// spread over 5,000 to 405,000): what the ranking and the classification read.
-async fn register_with_latest(pool: &sqlx::PgPool, influencers: i64) -> sqlx::Result<()> {
-    sqlx::query(
+pub(super) async fn register_with_latest(
+    pool: &sqlx::PgPool,
+    influencers: i64,
+) -> sqlx::Result<()> {
+    sqlx::query!(
         "insert into influencers (influencer_id, username)
-         select id, 'influencer-' || id from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
+         select id, 'influencer-' || id from generate_series(1000000::bigint, 1000000 + $1::bigint - 1) id",
+        influencers
     )
-    .bind(influencers)
     .execute(pool)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "insert into influencer_latest
          select id, now(), now(), 5000 + ((id * 2654435761) % 400000)::int, 50 + (id % 2000)::int
-         from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
+         from generate_series(1000000::bigint, 1000000 + $1::bigint - 1) id",
+        influencers
     )
-    .bind(influencers)
     .execute(pool)
     .await?;
     Ok(())

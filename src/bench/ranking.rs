@@ -61,9 +61,11 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         anyhow::ensure!(ranking.standing(id).is_some(), "{id} is not ranked");
     }
     let lookup = started.elapsed() / lookups as u32;
-    let bytes: i64 = sqlx::query_scalar("select octet_length(entries)::bigint from ranking_runs")
-        .fetch_one(&pool)
-        .await?;
+    let bytes: i64 = sqlx::query_scalar!(
+        r#"select octet_length(entries)::bigint as "bytes!" from ranking_runs"#
+    )
+    .fetch_one(&pool)
+    .await?;
     pool.close().await;
 
     let (snapshot, rows) = (median(&mut snapshot), median(&mut rows));
@@ -96,17 +98,17 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
 /// the snapshot rewrote (`bench_rank_rows`, as `influencer_ranks` was).
 async fn populate(pool: &sqlx::PgPool, influencers: i64) -> anyhow::Result<()> {
     super::register_with_latest(pool, influencers).await?;
-    sqlx::query(
+    sqlx::query!(
         "create table bench_rank_rows (
              influencer_id bigint primary key, rank integer not null, fewer integer not null,
-             follower_count integer not null, ranked_at timestamptz not null)",
+             follower_count integer not null, ranked_at timestamptz not null)"
     )
     .execute(pool)
     .await?;
-    sqlx::query("create index on bench_rank_rows (rank, influencer_id)")
+    sqlx::query!("create index on bench_rank_rows (rank, influencer_id)")
         .execute(pool)
         .await?;
-    sqlx::query("vacuum analyze influencer_latest, influencers")
+    sqlx::query!("vacuum analyze influencer_latest, influencers")
         .execute(pool)
         .await?;
 

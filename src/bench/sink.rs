@@ -105,12 +105,12 @@ async fn write(pool: &PgPool, held: &[Outcomes]) -> anyhow::Result<u64> {
 
 /// Registers influencers 1000000.. (the latest-value upsert joins the registry).
 pub async fn register(pool: &PgPool, influencers: usize) -> anyhow::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into influencers (influencer_id, username)
          select id, 'influencer-' || id from generate_series(1000000::bigint, 1000000 + $1 - 1) id
          on conflict do nothing",
+        influencers as i64
     )
-    .bind(influencers as i64)
     .execute(pool)
     .await?;
     Ok(())

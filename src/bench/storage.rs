@@ -242,15 +242,15 @@ async fn write_day(pool: &sqlx::PgPool, influencers: usize, day_ms: i64) -> anyh
 /// classification runs it (read through the one read path, judged, verdicts stored): its
 /// seconds and how many influencers it judged.
 async fn spike_scan(pool: &sqlx::PgPool, end_ms: i64) -> anyhow::Result<(f64, u64)> {
-    let (id, started_at): (i64, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+    let created = sqlx::query!(
         "insert into classification_passes (started_at) values ($1) returning pass_id, started_at",
+        chrono::DateTime::from_timestamp_millis(end_ms),
     )
-    .bind(chrono::DateTime::from_timestamp_millis(end_ms))
     .fetch_one(pool)
     .await?;
     let pass = crate::classify::Pass {
-        id,
-        started_at,
+        id: created.pass_id,
+        started_at: created.started_at,
         mockstagram_done: true,
         spike_done: false,
         spike_cursor: 0,

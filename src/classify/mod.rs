@@ -168,10 +168,12 @@ async fn run_under_lock(
     let scan = scan?;
     let finished = (pass.mockstagram_done || questions.done) && (pass.spike_done || scan.done);
     if finished {
-        sqlx::query("update classification_passes set finished_at = now() where pass_id = $1")
-            .bind(pass.id)
-            .execute(pool)
-            .await?;
+        sqlx::query!(
+            "update classification_passes set finished_at = now() where pass_id = $1",
+            pass.id
+        )
+        .execute(pool)
+        .await?;
     }
     let report = PassReport {
         pass_id: pass.id,
@@ -188,7 +190,6 @@ async fn run_under_lock(
 
 /// Picks the pass to work on (under the lock, so two processes cannot both start one).
 async fn choose_pass(pool: &PgPool, start: PassStart) -> anyhow::Result<Option<Pass>> {
-    #[derive(sqlx::FromRow)]
     struct Latest {
         pass_id: i64,
         started_at: DateTime<Utc>,
@@ -197,11 +198,12 @@ async fn choose_pass(pool: &PgPool, start: PassStart) -> anyhow::Result<Option<P
         spike_done: bool,
         spike_cursor: i64,
     }
-    let latest: Option<Latest> = sqlx::query_as(
-        "select pass_id, started_at, finished_at,
-                mockstagram_finished_at is not null as mockstagram_done,
-                spike_finished_at is not null as spike_done, spike_cursor
-         from classification_passes order by pass_id desc limit 1",
+    let latest = sqlx::query_as!(
+        Latest,
+        r#"select pass_id, started_at, finished_at,
+                mockstagram_finished_at is not null as "mockstagram_done!",
+                spike_finished_at is not null as "spike_done!", spike_cursor
+         from classification_passes order by pass_id desc limit 1"#,
     )
     .fetch_optional(pool)
     .await?;
@@ -235,16 +237,17 @@ async fn choose_pass(pool: &PgPool, start: PassStart) -> anyhow::Result<Option<P
         }
     }
     let mut tx = pool.begin().await?;
-    let (id, started_at): (i64, DateTime<Utc>) = sqlx::query_as(
+    let created = sqlx::query!(
         "insert into classification_passes default values returning pass_id, started_at",
     )
     .fetch_one(&mut *tx)
     .await?;
-    let superseded = sqlx::query(
+    let (id, started_at) = (created.pass_id, created.started_at);
+    let superseded = sqlx::query!(
         "update classification_passes set superseded_by = $1, finished_at = now()
          where finished_at is null and pass_id < $1",
+        id
     )
-    .bind(id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -292,7 +295,7 @@ pub(crate) async fn write_verdicts(
     let followers: Vec<Option<i32>> = rows.iter().map(|r| r.follower_count).collect();
     let following: Vec<Option<i32>> = rows.iter().map(|r| r.following_count).collect();
     let details: Vec<&str> = rows.iter().map(|r| r.detail.as_str()).collect();
-    sqlx::query(
+    sqlx::query!(
         "with v as (
              select u.id, u.suspicious, u.followers, u.following, u.detail::jsonb as detail
              from unnest($3::bigint[], $4::bool[], $5::int[], $6::int[], $7::text[])
@@ -309,14 +312,15 @@ pub(crate) async fn write_verdicts(
          on conflict (influencer_id, source) do update set
              suspicious = excluded.suspicious, decided_at = excluded.decided_at,
              detail = excluded.detail",
+        pass_id,
+        source,
+        &ids,
+        &verdicts,
+        // (unknown counts are nulls in the arrays; the details are JSON text)
+        &followers as &[Option<i32>],
+        &following as &[Option<i32>],
+        &details as &[&str],
     )
-    .bind(pass_id)
-    .bind(source)
-    .bind(&ids)
-    .bind(&verdicts)
-    .bind(&followers)
-    .bind(&following)
-    .bind(&details)
     .execute(&mut **tx)
     .await?;
     metrics::counter!("classifications_total", "source" => source.to_owned())
@@ -325,7 +329,6 @@ pub(crate) async fn write_verdicts(
 }
 
 /// A pass's progress, as `classify --status` prints it.
-#[derive(sqlx::FromRow)]
 struct PassRow {
     pass_id: i64,
     started_at: DateTime<Utc>,
@@ -342,11 +345,12 @@ struct PassRow {
 
 /// The state of the latest pass, for `classify --status`.
 pub async fn status(pool: &PgPool) -> anyhow::Result<Option<String>> {
-    let row: Option<PassRow> = sqlx::query_as(
-        "select pass_id, started_at, finished_at, influencers, classified, skipped,
-                spike_judged, spike_flagged, spike_finished_at is not null as spike_done,
-                mockstagram_finished_at is not null as mockstagram_done, superseded_by
-             from classification_passes order by pass_id desc limit 1",
+    let row = sqlx::query_as!(
+        PassRow,
+        r#"select pass_id, started_at, finished_at, influencers, classified, skipped,
+                spike_judged, spike_flagged, spike_finished_at is not null as "spike_done!",
+                mockstagram_finished_at is not null as "mockstagram_done!", superseded_by
+             from classification_passes order by pass_id desc limit 1"#,
     )
     .fetch_optional(pool)
     .await?;

@@ -163,13 +163,14 @@ pub(crate) async fn scan(
         });
     }
     let window = (pass.started_at - WINDOW, pass.started_at);
-    let (total, done_before): (i64, i64) = sqlx::query_as(
-        "select count(*), count(*) filter (where influencer_id <= $1)
-         from influencers where tracked",
+    let counts = sqlx::query!(
+        r#"select count(*) as "total!", count(*) filter (where influencer_id <= $1) as "done_before!"
+         from influencers where tracked"#,
+        pass.spike_cursor,
     )
-    .bind(pass.spike_cursor)
     .fetch_one(pool)
     .await?;
+    let (total, done_before) = (counts.total, counts.done_before);
     metrics::gauge!("classification_pass_total", "source" => SOURCE).set(total as f64);
     metrics::gauge!("classification_pass_done", "source" => SOURCE).set(done_before as f64);
     let interval = interval.as_secs().max(1) as i64;
@@ -203,10 +204,10 @@ pub(crate) async fn scan(
         scanned.flagged += flagged as u64;
     }
     if scanned.done {
-        sqlx::query(
+        sqlx::query!(
             "update classification_passes set spike_finished_at = now() where pass_id = $1",
+            pass.id
         )
-        .bind(pass.id)
         .execute(pool)
         .await?;
     }
@@ -248,17 +249,17 @@ async fn store_chunk(
 ) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     write_verdicts(&mut tx, pass_id, SOURCE, rows).await?;
-    let covered: i64 = sqlx::query_scalar(
+    let covered: i64 = sqlx::query_scalar!(
         "with progress as (
              update classification_passes set spike_cursor = $2,
                  spike_judged = spike_judged + $3, spike_flagged = spike_flagged + $4
              where pass_id = $1)
-         select count(*) from influencers where tracked and influencer_id <= $2",
+         select count(*) as \"covered!\" from influencers where tracked and influencer_id <= $2",
+        pass_id,
+        last_id,
+        rows.len() as i64,
+        flagged
     )
-    .bind(pass_id)
-    .bind(last_id)
-    .bind(rows.len() as i64)
-    .bind(flagged)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -272,13 +273,13 @@ async fn read_chunk(
     after: i64,
     window: (DateTime<Utc>, DateTime<Utc>),
 ) -> anyhow::Result<Chunk> {
-    let last_id: Option<i64> = sqlx::query_scalar(
+    let last_id: Option<i64> = sqlx::query_scalar!(
         "select max(influencer_id) from (
              select influencer_id from influencers
              where tracked and influencer_id > $1 order by influencer_id limit $2) c",
+        after,
+        CHUNK
     )
-    .bind(after)
-    .bind(CHUNK)
     .fetch_one(&pool)
     .await?;
     let Some(last) = last_id else {
@@ -287,12 +288,12 @@ async fn read_chunk(
             series: Vec::new(),
         });
     };
-    let tracked: Vec<i64> = sqlx::query_scalar(
+    let tracked: Vec<i64> = sqlx::query_scalar!(
         "select influencer_id from influencers
          where tracked and influencer_id > $1 and influencer_id <= $2 order by 1",
+        after,
+        last
     )
-    .bind(after)
-    .bind(last)
     .fetch_all(&pool)
     .await?;
     // Both tiers, through the one read path; the window's end is exclusive.

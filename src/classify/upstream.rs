@@ -79,10 +79,10 @@ pub(crate) async fn ask(
     .await?;
     stage.done = !shutdown.is_cancelled() && stage.asked as usize == total && stage.failed == 0;
     if stage.done {
-        sqlx::query(
+        sqlx::query!(
             "update classification_passes set mockstagram_finished_at = now() where pass_id = $1",
+            pass.id
         )
-        .bind(pass.id)
         .execute(pool)
         .await?;
     }
@@ -92,47 +92,39 @@ pub(crate) async fn ask(
 /// The tracked influencers with data and no verdict in this pass yet, with their latest
 /// counts.
 async fn candidates(pool: &PgPool, pass: &Pass) -> anyhow::Result<Vec<Candidate>> {
-    let rows = sqlx::query_as::<_, (i64, String, i32, i32)>(
-        "select i.influencer_id, i.username, l.follower_count, l.following_count
+    let rows = sqlx::query_as!(
+        Candidate,
+        "select i.influencer_id as pk, i.username, l.follower_count, l.following_count
          from influencers i join influencer_latest l using (influencer_id)
          where i.tracked
            and not exists (select 1 from suspicious_classifications c
                            where c.pass_id = $1 and c.source = 'mockstagram'
                              and c.influencer_id = i.influencer_id)
          order by i.influencer_id",
+        pass.id,
     )
-    .bind(pass.id)
     .fetch_all(pool)
     .await
     .context("cannot list the influencers to classify")?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(pk, username, follower_count, following_count)| Candidate {
-                pk,
-                username,
-                follower_count,
-                following_count,
-            },
-        )
-        .collect())
+    Ok(rows)
 }
 
 /// Records the pass's size: those classified so far and the `pending`, and those skipped
 /// (tracked without data). Returns (influencers, skipped).
 async fn count_pass(pool: &PgPool, pass: &Pass, pending: usize) -> sqlx::Result<(i64, i64)> {
-    sqlx::query_as(
+    let counted = sqlx::query!(
         "update classification_passes p set
              influencers = p.classified + $2,
              skipped = (select count(*) from influencers i where i.tracked
                         and not exists (select 1 from influencer_latest l where l.influencer_id = i.influencer_id))
          where pass_id = $1
          returning influencers, skipped",
+        pass.id,
+        pending as i64,
     )
-    .bind(pass.id)
-    .bind(pending as i64)
     .fetch_one(pool)
-    .await
+    .await?;
+    Ok((counted.influencers, counted.skipped))
 }
 
 /// Asks about every candidate, `concurrency` questions at a time, storing verdicts in batches
@@ -216,11 +208,13 @@ async fn store(pool: &PgPool, pass_id: i64, batch: &[VerdictRow]) -> anyhow::Res
     }
     let mut tx = pool.begin().await?;
     write_verdicts(&mut tx, pass_id, SOURCE, batch).await?;
-    sqlx::query("update classification_passes set classified = classified + $2 where pass_id = $1")
-        .bind(pass_id)
-        .bind(batch.len() as i64)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "update classification_passes set classified = classified + $2 where pass_id = $1",
+        pass_id,
+        batch.len() as i64
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     metrics::gauge!("classification_pass_done", "source" => SOURCE).increment(batch.len() as f64);
     Ok(())

@@ -219,8 +219,8 @@ pub async fn migrate(pool: &PgPool, url: &ServiceUrl) -> anyhow::Result<()> {
 
 /// Fails with a clear message when the server does not offer the timescaledb extension.
 async fn ensure_timescaledb(connection: &mut PgConnection, url: &ServiceUrl) -> anyhow::Result<()> {
-    let available: bool = sqlx::query_scalar(
-        "select exists (select 1 from pg_available_extensions where name = 'timescaledb')",
+    let available = sqlx::query_scalar!(
+        r#"select exists (select 1 from pg_available_extensions where name = 'timescaledb') as "available!""#,
     )
     .fetch_one(connection)
     .await
@@ -255,12 +255,12 @@ pub struct FenceLost {
 impl Fence {
     /// Takes the next token of `key` (call it once the lock is held).
     pub(crate) async fn claim(pool: &PgPool, key: i64) -> sqlx::Result<Self> {
-        let token: i64 = sqlx::query_scalar(
+        let token = sqlx::query_scalar!(
             "insert into work_fences (lock_key, token) values ($1, 1)
              on conflict (lock_key) do update set token = work_fences.token + 1
              returning token",
+            key,
         )
-        .bind(key)
         .fetch_one(pool)
         .await?;
         Ok(Self { key, token })
@@ -271,11 +271,12 @@ impl Fence {
     /// with [`FenceLost`] once another holder has claimed a newer token (the error is that, or
     /// the database's `sqlx::Error`, for callers to tell apart by downcasting).
     pub async fn check(&self, tx: &mut PgConnection) -> anyhow::Result<()> {
-        let current: i64 =
-            sqlx::query_scalar("select token from work_fences where lock_key = $1 for share")
-                .bind(self.key)
-                .fetch_one(&mut *tx)
-                .await?;
+        let current = sqlx::query_scalar!(
+            "select token from work_fences where lock_key = $1 for share",
+            self.key
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         if current != self.token {
             return Err(FenceLost {
                 key: self.key,
@@ -300,8 +301,7 @@ impl SessionLock {
     /// Takes the lock `key` if no other session holds it.
     pub async fn try_take(pool: &PgPool, key: i64) -> Result<Option<Self>, sqlx::Error> {
         let mut connection = pool.acquire().await?.detach();
-        let taken: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-            .bind(key)
+        let taken = sqlx::query_scalar!(r#"select pg_try_advisory_lock($1) as "taken!""#, key)
             .fetch_one(&mut connection)
             .await?;
         if taken {
@@ -317,9 +317,8 @@ impl SessionLock {
     /// that moment would be told the work is still running. (If the connection is gone, so is
     /// the lock.)
     pub async fn release(mut self) {
-        let _ = sqlx::query("select pg_advisory_unlock($1)")
-            .bind(self.key)
-            .execute(&mut self.connection)
+        let _ = sqlx::query_scalar!("select pg_advisory_unlock($1)", self.key)
+            .fetch_one(&mut self.connection)
             .await;
         let _ = self.connection.close().await;
     }
@@ -332,11 +331,11 @@ pub(crate) async fn drop_chunks_older(
     table: &str,
     secs: f64,
 ) -> sqlx::Result<u64> {
-    let dropped: Vec<String> = sqlx::query_scalar(
-        "select drop_chunks($1::regclass, older_than => now() - make_interval(secs => $2))::text",
+    let dropped = sqlx::query_scalar!(
+        "select drop_chunks($1::text::regclass, older_than => now() - make_interval(secs => $2))::text",
+        table,
+        secs,
     )
-    .bind(table)
-    .bind(secs)
     .fetch_all(&mut *tx)
     .await?;
     Ok(dropped.len() as u64)

@@ -9,7 +9,7 @@ use super::{JobOutcome, try_lock};
 const LOCK_KEY: i64 = 0x61_7665_7261_6765;
 
 /// One minute's average.
-#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Average {
     pub follower_count: f64,
     pub influencers: i64,
@@ -22,8 +22,9 @@ pub async fn record_if_due(pool: &PgPool) -> Result<JobOutcome<Option<Average>>,
         tx.rollback().await?;
         return Ok(JobOutcome::Busy);
     }
-    let stored: bool = sqlx::query_scalar(
-        "select exists (select 1 from average_followers where bucket = date_trunc('minute', now()))",
+    let stored: bool = sqlx::query_scalar!(
+        r#"select exists (select 1 from average_followers where bucket = date_trunc('minute', now()))
+            as "stored!""#
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -47,7 +48,8 @@ pub async fn record(pool: &PgPool) -> Result<Option<Average>, sqlx::Error> {
 }
 
 async fn store(tx: &mut Transaction<'_, Postgres>) -> Result<Option<Average>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Average,
         "insert into average_followers (bucket, avg_follower_count, influencer_count)
          select date_trunc('minute', now()), avg(l.follower_count)::float8, count(*)
          from influencer_latest l join influencers i using (influencer_id)

@@ -17,7 +17,7 @@ pub(crate) const FIRST_RETRY: Duration = Duration::from_secs(10 * 60);
 pub(crate) const LAST_RETRY: Duration = Duration::from_secs(6 * 3600);
 
 /// Quarantined work as `compact --status` lists it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Quarantined {
     pub work: String,
     pub error: String,
@@ -35,13 +35,16 @@ pub(crate) struct Quarantine {
 impl Quarantine {
     /// Reads the quarantine.
     pub async fn read(pool: &PgPool) -> sqlx::Result<Self> {
-        let rows: Vec<(String, DateTime<Utc>, DateTime<Utc>)> =
-            sqlx::query_as("select work, retry_at, now() from compaction_quarantine")
+        let rows =
+            sqlx::query!(r#"select work, retry_at, now() as "now!" from compaction_quarantine"#)
                 .fetch_all(pool)
                 .await?;
-        let now = rows.first().map_or_else(Utc::now, |row| row.2);
+        let now = rows.first().map_or_else(Utc::now, |row| row.now);
         Ok(Self {
-            retry_at: rows.into_iter().map(|(work, at, _)| (work, at)).collect(),
+            retry_at: rows
+                .into_iter()
+                .map(|row| (row.work, row.retry_at))
+                .collect(),
             now,
         })
     }
@@ -59,7 +62,7 @@ impl Quarantine {
         error: &anyhow::Error,
     ) -> sqlx::Result<()> {
         let error = format!("{error:#}");
-        let (failures, retry_at): (i32, DateTime<Utc>) = sqlx::query_as(
+        let counted = sqlx::query!(
             "insert into compaction_quarantine
                  (work, error, failures, first_failed_at, failed_at, retry_at)
              values ($1, $2, 1, now(), now(), now() + make_interval(secs => $3))
@@ -70,13 +73,14 @@ impl Quarantine {
                  retry_at = now() + make_interval(secs => least(
                      $3 * power(2, compaction_quarantine.failures), $4))
              returning failures, retry_at",
+            work,
+            &error,
+            FIRST_RETRY.as_secs_f64(),
+            LAST_RETRY.as_secs_f64(),
         )
-        .bind(work)
-        .bind(&error)
-        .bind(FIRST_RETRY.as_secs_f64())
-        .bind(LAST_RETRY.as_secs_f64())
         .fetch_one(pool)
         .await?;
+        let (failures, retry_at) = (counted.failures, counted.retry_at);
         self.retry_at.insert(work.to_string(), retry_at);
         metrics::counter!("compaction_quarantined_total").increment(1);
         tracing::error!(
@@ -92,8 +96,7 @@ impl Quarantine {
     /// `work` succeeded: out of the quarantine if it was in.
     pub async fn release(&mut self, pool: &PgPool, work: &str) -> sqlx::Result<()> {
         if self.retry_at.remove(work).is_some() {
-            sqlx::query("delete from compaction_quarantine where work = $1")
-                .bind(work)
+            sqlx::query!("delete from compaction_quarantine where work = $1", work)
                 .execute(pool)
                 .await?;
             tracing::info!(work, "quarantined compaction work done");
@@ -104,7 +107,8 @@ impl Quarantine {
 
 /// Everything quarantined, oldest first; sets the `compaction_quarantined` gauge.
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Quarantined>> {
-    let rows: Vec<Quarantined> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        Quarantined,
         "select work, error, failures, first_failed_at, retry_at
          from compaction_quarantine order by first_failed_at, work",
     )

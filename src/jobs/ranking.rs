@@ -22,9 +22,10 @@ pub async fn refresh_if_due(pool: &PgPool) -> Result<JobOutcome<i64>, sqlx::Erro
         tx.rollback().await?;
         return Ok(JobOutcome::Busy);
     }
-    let done: bool = sqlx::query_scalar(
-        "select coalesce((select ranked_at >= date_trunc('minute', now()) from ranking_runs), false)",
-    )
+    let done: bool = sqlx::query_scalar!(
+r#"select coalesce((select ranked_at >= date_trunc('minute', now()) from ranking_runs), false)
+     as "done!""#,
+)
     .fetch_one(&mut *tx)
     .await?;
     if done {
@@ -48,24 +49,27 @@ pub async fn refresh(pool: &PgPool) -> Result<i64, sqlx::Error> {
 
 /// Reads the tracked influencers' latest followers, sorts them here and writes the snapshot.
 async fn rank(tx: &mut Transaction<'_, Postgres>) -> Result<i64, sqlx::Error> {
-    let entries: Vec<(i64, i32)> = sqlx::query_as(
+    let entries: Vec<(i64, i32)> = sqlx::query!(
         "select l.influencer_id, l.follower_count
          from influencer_latest l join influencers i using (influencer_id)
          where i.tracked",
     )
     .fetch_all(&mut **tx)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| (row.influencer_id, row.follower_count))
+    .collect();
     let bytes = tokio::task::spawn_blocking(move || Ranking::new(Utc::now(), entries).encode())
         .await
         .expect("sorting the ranking does not panic");
     let ranked = (bytes.len() / ENTRY_BYTES) as i64;
-    sqlx::query(
-        "insert into ranking_runs (id, ranked_at, influencers, entries) values (true, now(), $1, $2)
+    sqlx::query!(
+"insert into ranking_runs (id, ranked_at, influencers, entries) values (true, now(), $1, $2)
          on conflict (id) do update set ranked_at = excluded.ranked_at,
              influencers = excluded.influencers, entries = excluded.entries",
-    )
-    .bind(ranked)
-    .bind(bytes)
+ranked,
+bytes
+)
     .execute(&mut **tx)
     .await?;
     Ok(ranked)
@@ -207,7 +211,7 @@ impl RankingCache {
         pool: &PgPool,
     ) -> Result<Option<std::sync::Arc<Ranking>>, sqlx::Error> {
         let stored: Option<DateTime<Utc>> =
-            sqlx::query_scalar("select ranked_at from ranking_runs where entries is not null")
+            sqlx::query_scalar!("select ranked_at from ranking_runs where entries is not null")
                 .fetch_optional(pool)
                 .await?;
         let Some(stored) = stored else {
@@ -217,10 +221,13 @@ impl RankingCache {
         if let Some(ranking) = held.as_ref().filter(|r| r.ranked_at == stored) {
             return Ok(Some(ranking.clone()));
         }
-        let (ranked_at, bytes): (DateTime<Utc>, Vec<u8>) =
-            sqlx::query_as("select ranked_at, entries from ranking_runs where entries is not null")
-                .fetch_one(pool)
-                .await?;
+        let stored = sqlx::query!(
+            r#"select ranked_at, entries as "entries!"
+             from ranking_runs where entries is not null"#
+        )
+        .fetch_one(pool)
+        .await?;
+        let (ranked_at, bytes) = (stored.ranked_at, stored.entries);
         let ranking = tokio::task::spawn_blocking(move || Ranking::decode(ranked_at, &bytes))
             .await
             .expect("decoding the ranking does not panic")

@@ -38,10 +38,10 @@ pub async fn apply(pool: &PgPool, retention: Duration) -> anyhow::Result<Retenti
         dropped_by_table.push((table, db::drop_chunks_older(&mut tx, table, secs).await?));
     }
     report.rows += series::retention::delete_rows(&mut tx, secs).await?;
-    report.rows += sqlx::query(
+    report.rows += sqlx::query!(
         "delete from classification_passes where started_at < now() - make_interval(secs => $1)",
+        secs
     )
-    .bind(secs)
     .execute(&mut *tx)
     .await?
     .rows_affected();

@@ -22,7 +22,7 @@ const DROP_LOCK_TIMEOUT: &str = "2s";
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// A chunk of the hot tier (`influencer_metrics`): an hour of raw points.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct RawChunk {
     pub chunk_schema: String,
     pub chunk_name: String,
@@ -44,15 +44,17 @@ fn quote(name: &str) -> String {
 /// The raw chunks in time order: all of them, or only those closed and settled
 /// ([`SETTLE_MS`]), due for compaction.
 pub async fn raw_chunks(pool: &PgPool, due_only: bool) -> sqlx::Result<Vec<RawChunk>> {
-    sqlx::query_as(
-        "select chunk_schema, chunk_name, range_start, range_end
+    sqlx::query_as!(
+        RawChunk,
+        r#"select chunk_schema as "chunk_schema!", chunk_name as "chunk_name!",
+                range_start as "range_start!", range_end as "range_end!"
          from timescaledb_information.chunks
          where hypertable_name = 'influencer_metrics'
            and (not $1 or range_end <= now() - make_interval(secs => $2))
-         order by range_start",
+         order by range_start"#,
+        due_only,
+        (SETTLE_MS / 1000) as f64,
     )
-    .bind(due_only)
-    .bind((SETTLE_MS / 1000) as f64)
     .fetch_all(pool)
     .await
 }
@@ -60,13 +62,13 @@ pub async fn raw_chunks(pool: &PgPool, due_only: bool) -> sqlx::Result<Vec<RawCh
 /// Seconds since the end of the oldest closed hour still raw (0 when none is due). Reads only
 /// the chunk catalogue: cheap enough for every pass.
 pub async fn lag_seconds(pool: &PgPool) -> sqlx::Result<f64> {
-    let lag: Option<f64> = sqlx::query_scalar(
+    let lag: Option<f64> = sqlx::query_scalar!(
         "select extract(epoch from now() - min(range_end))::float8
          from timescaledb_information.chunks
          where hypertable_name = 'influencer_metrics'
            and range_end <= now() - make_interval(secs => $1)",
+        (SETTLE_MS / 1000) as f64
     )
-    .bind((SETTLE_MS / 1000) as f64)
     .fetch_one(pool)
     .await?;
     Ok(lag.unwrap_or(0.0).max(0.0))
@@ -89,32 +91,35 @@ pub struct TierCounts {
 
 /// Counts the tiers' contents (a scan of the cold tier: for a status, not for every pass).
 pub async fn counts(pool: &PgPool) -> sqlx::Result<TierCounts> {
-    let row: (i64, i64, i64, i64, i64, i64, Option<i64>) = sqlx::query_as(
-        "select count(c.*),
-                count(c.*) filter (where c.range_end <= now() - make_interval(secs => $1)),
-                (select count(*) from late_points),
-                (select count(*) from compaction_days where merged_at is null),
-                (select count(*) from influencer_hour_blocks b, unnest(b.points) p where p > 0),
-                (select count(*) from influencer_segments),
+    let row = sqlx::query!(
+        r#"select count(c.*) as "raw_chunks!",
+                count(c.*) filter (where c.range_end <= now() - make_interval(secs => $1))
+                    as "due_chunks!",
+                (select count(*) from late_points) as "late_points!",
+                (select count(*) from compaction_days where merged_at is null) as "days_pending!",
+                (select count(*) from influencer_hour_blocks b, unnest(b.points) p where p > 0)
+                    as "hour_segments!",
+                (select count(*) from influencer_segments) as "day_segments!",
                 (select sum(total_bytes)::bigint from (
                      select total_bytes from hypertable_detailed_size('influencer_segments')
                      union all
                      select total_bytes from hypertable_detailed_size('influencer_summary_packs')
                      union all
                      select total_bytes from hypertable_detailed_size('influencer_hour_blocks')) s)
-         from timescaledb_information.chunks c where c.hypertable_name = 'influencer_metrics'",
+                    as segment_bytes
+         from timescaledb_information.chunks c where c.hypertable_name = 'influencer_metrics'"#,
+        (SETTLE_MS / 1000) as f64,
     )
-    .bind((SETTLE_MS / 1000) as f64)
     .fetch_one(pool)
     .await?;
     Ok(TierCounts {
-        raw_chunks: row.0,
-        due_chunks: row.1,
-        late_points: row.2,
-        days_pending: row.3,
-        hour_segments: row.4,
-        day_segments: row.5,
-        segment_bytes: row.6.unwrap_or(0),
+        raw_chunks: row.raw_chunks,
+        due_chunks: row.due_chunks,
+        late_points: row.late_points,
+        days_pending: row.days_pending,
+        hour_segments: row.hour_segments,
+        day_segments: row.day_segments,
+        segment_bytes: row.segment_bytes.unwrap_or(0),
     })
 }
 
@@ -139,20 +144,22 @@ impl<'c> ChunkScan<'c> {
         chunk: &'c RawChunk,
         pass_points: usize,
     ) -> sqlx::Result<Self> {
-        let look_up: bool = sqlx::query_scalar(
+        let look_up: bool = sqlx::query_scalar!(
             "select exists (select 1 from all_segments
-                            where period_start > $1 - interval '1 day' and period_start < $2
-                              and period_end > $1)",
+                            where period_start > $1::timestamptz - interval '1 day'
+                              and period_start < $2 and period_end > $1) as \"look_up!\"",
+            chunk.range_start,
+            chunk.range_end
         )
-        .bind(chunk.range_start)
-        .bind(chunk.range_end)
         .fetch_one(&mut *tx)
         .await?;
         let table = chunk.table();
-        let bytes: i64 = sqlx::query_scalar("select pg_relation_size($1::regclass)")
-            .bind(&table)
-            .fetch_one(&mut *tx)
-            .await?;
+        let bytes: i64 = sqlx::query_scalar!(
+            r#"select pg_relation_size($1::text::regclass) as "bytes!""#,
+            &table
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         let passes = passes_for(bytes, pass_points);
         Ok(Self {
             chunk,
@@ -207,18 +214,22 @@ impl<'c> ChunkScan<'c> {
     /// chunk's value stays), then drops the chunk. `None` if readers held it past the lock
     /// timeout: the caller rolls back, nothing changed.
     pub async fn finish(self, tx: &mut PgConnection) -> anyhow::Result<Option<MergeReport>> {
-        let late: Vec<RawRow> = sqlx::query_as(&format!(
-            "delete from late_points where slot >= $1 and slot < $2 returning {}",
-            RawRow::COLUMNS
-        ))
-        .bind(self.chunk.range_start)
-        .bind(self.chunk.range_end)
+        let late = sqlx::query_as!(
+            RawRow,
+            "delete from late_points where slot >= $1 and slot < $2
+             returning influencer_id, slot, fetched_at, follower_count, following_count",
+            self.chunk.range_start,
+            self.chunk.range_end,
+        )
         .fetch_all(&mut *tx)
         .await?;
         let late = merge_rows(tx, &late).await?;
-        sqlx::query(&format!("set local lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query_scalar!(
+            "select set_config('lock_timeout', $1, true)",
+            DROP_LOCK_TIMEOUT
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         match sqlx::query(&format!("drop table {}", self.table))
             .execute(&mut *tx)
             .await
@@ -283,18 +294,18 @@ pub(crate) async fn merge_late_points(
 ) -> anyhow::Result<(usize, MergeReport)> {
     let starts: Vec<DateTime<Utc>> = remaining.iter().map(|c| c.range_start).collect();
     let ends: Vec<DateTime<Utc>> = remaining.iter().map(|c| c.range_end).collect();
-    let rows: Vec<RawRow> = sqlx::query_as(&format!(
+    let rows = sqlx::query_as!(
+        RawRow,
         "delete from late_points where (influencer_id, slot) in (
              select influencer_id, slot from late_points l
              where not exists (select 1 from unnest($1::timestamptz[], $2::timestamptz[]) c(s, e)
                                where l.slot >= c.s and l.slot < c.e)
              order by influencer_id, slot limit $3)
-         returning {}",
-        RawRow::COLUMNS
-    ))
-    .bind(&starts)
-    .bind(&ends)
-    .bind(limit)
+         returning influencer_id, slot, fetched_at, follower_count, following_count",
+        &starts,
+        &ends,
+        limit,
+    )
     .fetch_all(&mut *tx)
     .await?;
     Ok((rows.len(), merge_rows(tx, &rows).await?))
@@ -302,7 +313,7 @@ pub(crate) async fn merge_late_points(
 
 /// Days with hour segments to merge: ended a settle time ago, none of their hours still raw.
 pub async fn days_due(pool: &PgPool) -> sqlx::Result<Vec<DateTime<Utc>>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select d.day from compaction_days d
          where d.merged_at is null
            and d.day + interval '1 day' <= now() - make_interval(secs => $1)
@@ -310,8 +321,8 @@ pub async fn days_due(pool: &PgPool) -> sqlx::Result<Vec<DateTime<Utc>>> {
                            where c.hypertable_name = 'influencer_metrics'
                              and c.range_start < d.day + interval '1 day' and c.range_end > d.day)
          order by d.day",
+        (SETTLE_MS / 1000) as f64
     )
-    .bind((SETTLE_MS / 1000) as f64)
     .fetch_all(pool)
     .await
 }
@@ -321,16 +332,18 @@ pub(crate) use store::merge_day;
 /// Marks `day` merged, once all its hour segments are in day segments, and drops the day's
 /// chunk of hour blocks whole.
 pub(crate) async fn finish_day(tx: &mut PgConnection, day: DateTime<Utc>) -> sqlx::Result<()> {
-    sqlx::query("update compaction_days set merged_at = now() where day = $1")
-        .bind(day)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "select drop_chunks('influencer_hour_blocks',
-                            older_than => $1 + interval '1 day', newer_than => $1)",
+    sqlx::query!(
+        "update compaction_days set merged_at = now() where day = $1",
+        day
     )
-    .bind(day)
     .execute(&mut *tx)
+    .await?;
+    sqlx::query_scalar!(
+        "select drop_chunks('influencer_hour_blocks',
+                            older_than => $1::timestamptz + interval '1 day', newer_than => $1)",
+        day
+    )
+    .fetch_all(&mut *tx)
     .await?;
     Ok(())
 }

@@ -17,18 +17,18 @@ pub async fn insert_noise(
     (first_id, last_id): (i64, i64),
     (from_s, to_s): (i64, i64),
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into influencer_metrics
          select id, to_timestamp(t), to_timestamp(t) + interval '150 ms',
                 100000 + (hashint8(id * 100000 + t / 60) & 65535),
                 1000 + ((hashint8(id * 100000 + t / 60) >> 16) & 255)
          from generate_series($1::bigint, $2, 60) t, generate_series($3::bigint, $4) id
          order by t, id",
+        from_s,
+        to_s,
+        first_id,
+        last_id
     )
-    .bind(from_s)
-    .bind(to_s)
-    .bind(first_id)
-    .bind(last_id)
     .execute(pool)
     .await?;
     Ok(())
@@ -42,19 +42,19 @@ pub async fn insert_minute(
     (first_id, last_id): (i64, i64),
     minute_s: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into influencer_metrics
              (influencer_id, slot, fetched_at, follower_count, following_count)
-         select id, s, s + make_interval(secs => (hashint8(id + $3) & 1023) / 1000.0),
-                100000 + (hashint8(id * 100000 + $3 / 60) & 65535),
-                1000 + ((hashint8(id * 100000 + $3 / 60) >> 16) & 255)
+         select id, s, s + make_interval(secs => (hashint8(id + $3::bigint) & 1023) / 1000.0),
+                100000 + (hashint8(id * 100000 + $3::bigint / 60) & 65535),
+                1000 + ((hashint8(id * 100000 + $3::bigint / 60) >> 16) & 255)
          from generate_series($1::bigint, $2::bigint) id,
-              lateral (select to_timestamp($3 + (hashint8(id) & 65535) % 60) s) slot
-         order by s, hashint8(id + $3 * 7)",
+              lateral (select to_timestamp($3::bigint + (hashint8(id) & 65535) % 60) s) slot
+         order by s, hashint8(id + $3::bigint * 7)",
+        first_id,
+        last_id,
+        minute_s
     )
-    .bind(first_id)
-    .bind(last_id)
-    .bind(minute_s)
     .execute(pool)
     .await?;
     Ok(())
@@ -73,29 +73,35 @@ pub async fn clear_after(
         TierTable::DaySegments,
         TierTable::SummaryPacks,
     ] {
-        sqlx::query("select drop_chunks($1::regclass, newer_than => to_timestamp($2))")
-            .bind(table.name())
-            .bind(after_s as f64)
-            .execute(pool)
-            .await?;
+        sqlx::query_scalar!(
+            "select drop_chunks($1::text::regclass, newer_than => to_timestamp($2))",
+            table.name(),
+            after_s as f64
+        )
+        .fetch_all(pool)
+        .await?;
     }
-    sqlx::query("delete from compaction_days where day >= to_timestamp($1)")
-        .bind(after_s as f64)
-        .execute(pool)
-        .await?;
-    sqlx::query("delete from late_points where influencer_id between $1 and $2")
-        .bind(first_id)
-        .bind(last_id)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "delete from compaction_days where day >= to_timestamp($1)",
+        after_s as f64
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query!(
+        "delete from late_points where influencer_id between $1 and $2",
+        first_id,
+        last_id
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 /// Empties every tier (and compaction's days).
 pub async fn truncate_all(pool: &PgPool) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "truncate influencer_segments, influencer_summary_packs, influencer_hour_blocks,
-                  late_points, compaction_days, influencer_metrics cascade",
+                  late_points, compaction_days, influencer_metrics cascade"
     )
     .execute(pool)
     .await?;
@@ -104,7 +110,7 @@ pub async fn truncate_all(pool: &PgPool) -> sqlx::Result<()> {
 
 /// Empties the raw points.
 pub async fn truncate_raw(pool: &PgPool) -> sqlx::Result<()> {
-    sqlx::query("truncate influencer_metrics")
+    sqlx::query!("truncate influencer_metrics")
         .execute(pool)
         .await?;
     Ok(())
@@ -112,7 +118,7 @@ pub async fn truncate_raw(pool: &PgPool) -> sqlx::Result<()> {
 
 /// How many raw points are stored.
 pub async fn raw_points(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("select count(*) from influencer_metrics")
+    sqlx::query_scalar!(r#"select count(*) as "points!" from influencer_metrics"#)
         .fetch_one(pool)
         .await
 }

@@ -47,18 +47,19 @@ pub async fn analyze(pool: &PgPool, table: TierTable, vacuum: bool) -> sqlx::Res
 /// dead rows are not counted as live.
 pub async fn bytes(pool: &PgPool, table: TierTable) -> sqlx::Result<i64> {
     analyze(pool, table, true).await?;
-    sqlx::query_scalar(
-        "select coalesce((select total_bytes from hypertable_detailed_size($1::regclass)), 0)::bigint",
-    )
-    .bind(table.name())
+    sqlx::query_scalar!(
+r#"select coalesce((select total_bytes from hypertable_detailed_size($1::text::regclass)), 0)::bigint
+     as "bytes!""#,
+table.name()
+)
     .fetch_one(pool)
     .await
 }
 
 /// The bytes of the day segments' encoded points (`None` when there is no day segment).
 pub async fn day_data_bytes(pool: &PgPool) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar(
-        "select sum(length(data_head) + length(data_tail))::bigint from influencer_segments",
+    sqlx::query_scalar!(
+        "select sum(length(data_head) + length(data_tail))::bigint from influencer_segments"
     )
     .fetch_one(pool)
     .await
@@ -78,20 +79,22 @@ pub async fn raw_window(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<RawWindow> {
-    let (points, p50, p99): (i64, Option<f64>, Option<f64>) = sqlx::query_as(
-        "select count(*),
-                percentile_disc(0.5) within group (order by extract(epoch from fetched_at - slot))::float8,
-                percentile_disc(0.99) within group (order by extract(epoch from fetched_at - slot))::float8
-         from influencer_metrics where slot >= $1 and slot < $2",
+    let row = sqlx::query!(
+        r#"select count(*) as "points!",
+                percentile_disc(0.5) within group
+                    (order by extract(epoch from fetched_at - slot))::float8 as p50,
+                percentile_disc(0.99) within group
+                    (order by extract(epoch from fetched_at - slot))::float8 as p99
+         from influencer_metrics where slot >= $1 and slot < $2"#,
+        from,
+        to,
     )
-    .bind(from)
-    .bind(to)
     .fetch_one(pool)
     .await?;
     Ok(RawWindow {
-        points,
-        lateness_p50: p50.unwrap_or(f64::NAN),
-        lateness_p99: p99.unwrap_or(f64::NAN),
+        points: row.points,
+        lateness_p50: row.p50.unwrap_or(f64::NAN),
+        lateness_p99: row.p99.unwrap_or(f64::NAN),
     })
 }
 
@@ -101,12 +104,13 @@ pub async fn hot_points_fetched(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "select (select count(*) from influencer_metrics where fetched_at >= $1 and fetched_at < $2)
-              + (select count(*) from late_points where fetched_at >= $1 and fetched_at < $2)",
-    )
-    .bind(from)
-    .bind(to)
+    sqlx::query_scalar!(
+"select (select count(*) from influencer_metrics where fetched_at >= $1 and fetched_at < $2)
+              + (select count(*) from late_points where fetched_at >= $1 and fetched_at < $2)
+     as \"points!\"",
+from,
+to
+)
     .fetch_one(pool)
     .await
 }
@@ -114,11 +118,12 @@ pub async fn hot_points_fetched(
 /// Whether the raw chunk of the hour starting at `hour_ms` is still there (not compacted).
 pub async fn raw_hour_left(pool: &PgPool, hour_ms: i64) -> sqlx::Result<bool> {
     debug_assert_eq!(hour_ms.rem_euclid(HOUR_MS), 0);
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select exists (select 1 from timescaledb_information.chunks
-                        where hypertable_name = 'influencer_metrics' and range_start = $1)",
+                        where hypertable_name = 'influencer_metrics' and range_start = $1)
+         as \"left!\"",
+        DateTime::from_timestamp_millis(hour_ms)
     )
-    .bind(DateTime::from_timestamp_millis(hour_ms))
     .fetch_one(pool)
     .await
 }
@@ -137,28 +142,25 @@ pub async fn range_holdings(
     (first, last): (i64, i64),
     (start_s, end_s): (i64, i64),
 ) -> sqlx::Result<RangeHoldings> {
-    let (day_segments, hour_segments, raw_points) = sqlx::query_as(
-        "select
+    sqlx::query_as!(
+        RangeHoldings,
+        r#"select
            (select count(*) from influencer_segments
             where influencer_id between $1 and $2
-              and period_end > to_timestamp($3) and period_start <= to_timestamp($4)),
+              and period_end > to_timestamp($3) and period_start <= to_timestamp($4))
+               as "day_segments!",
            (select count(*) from influencer_hour_blocks b, generate_series(0, 63) m
-            where b.block between $1 >> 6 and $2 >> 6 and b.points[m + 1] > 0
+            where b.block between $1::bigint >> 6 and $2::bigint >> 6 and b.points[m + 1] > 0
               and b.period_start > to_timestamp($3) - interval '1 hour'
-              and b.period_start <= to_timestamp($4)),
+              and b.period_start <= to_timestamp($4)) as "hour_segments!",
            (select count(*) from influencer_metrics
             where influencer_id between $1 and $2
-              and slot between to_timestamp($3) and to_timestamp($4))",
+              and slot between to_timestamp($3) and to_timestamp($4)) as "raw_points!""#,
+        first,
+        last,
+        start_s as f64,
+        end_s as f64,
     )
-    .bind(first)
-    .bind(last)
-    .bind(start_s as f64)
-    .bind(end_s as f64)
     .fetch_one(pool)
-    .await?;
-    Ok(RangeHoldings {
-        day_segments,
-        hour_segments,
-        raw_points,
-    })
+    .await
 }

@@ -131,21 +131,21 @@ pub async fn update(tx: &mut PgConnection, days: &[DaySummary<'_>]) -> sqlx::Res
     let ids: Vec<i64> = packs.keys().map(|&(id, _)| id).collect();
     let starts: Vec<DateTime<Utc>> = packs.keys().map(|&(_, start)| at(start)).collect();
     // $3 and $4 bound the packs read to their chunks when the statement is planned.
-    let stored: Vec<(i64, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
+    let stored = sqlx::query!(
         "select p.influencer_id, p.period_start, p.days
          from unnest($1::bigint[], $2::timestamptz[]) k(id, start)
          join influencer_summary_packs p on p.influencer_id = k.id and p.period_start = k.start
          where p.period_start >= $3 and p.period_start <= $4",
+        &ids,
+        &starts,
+        at(first),
+        at(last),
     )
-    .bind(&ids)
-    .bind(&starts)
-    .bind(at(first))
-    .bind(at(last))
     .fetch_all(&mut *tx)
     .await?;
-    for (id, start, bytes) in stored {
-        let start = start.timestamp_millis();
-        let entries = decode(start, &bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    for row in stored {
+        let (id, start) = (row.influencer_id, row.period_start.timestamp_millis());
+        let entries = decode(start, &row.days).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         let pack = packs.entry((id, start)).or_default();
         pack.extend(entries.into_iter().map(|day| (day.0.0, day)));
     }
@@ -162,14 +162,14 @@ pub async fn update(tx: &mut PgConnection, days: &[DaySummary<'_>]) -> sqlx::Res
             encode(start, &pack)
         })
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "insert into influencer_summary_packs (influencer_id, period_start, days)
          select * from unnest($1::bigint[], $2::timestamptz[], $3::bytea[])
          on conflict (influencer_id, period_start) do update set days = excluded.days",
+        &ids,
+        &starts,
+        &bytes
     )
-    .bind(&ids)
-    .bind(&starts)
-    .bind(&bytes)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -27,16 +27,18 @@ pub(crate) async fn drop_chunks(
 
 /// Deletes the late points and the compaction days older than `secs`; returns how many rows.
 pub(crate) async fn delete_rows(tx: &mut PgConnection, secs: f64) -> sqlx::Result<u64> {
-    let mut rows = 0;
-    for statement in [
+    let late = sqlx::query!(
         "delete from late_points where slot < now() - make_interval(secs => $1)",
-        "delete from compaction_days where day < now() - make_interval(secs => $1) - interval '1 day'",
-    ] {
-        rows += sqlx::query(statement)
-            .bind(secs)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    }
-    Ok(rows)
+        secs,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let days = sqlx::query!(
+        "delete from compaction_days
+         where day < now() - make_interval(secs => $1) - interval '1 day'",
+        secs,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(late.rows_affected() + days.rows_affected())
 }

@@ -58,10 +58,6 @@ struct Held {
     outcomes: Outcomes,
 }
 
-/// The probe of a database the sink could not write to: a write, as the sink needs.
-const PROBE_SQL: &str = "insert into sink_probe (only_row, probed_at) values (true, now())
-     on conflict (only_row) do update set probed_at = excluded.probed_at";
-
 pub(crate) struct Sink {
     pool: PgPool,
     broker: Broker,
@@ -265,7 +261,12 @@ impl Sink {
             failures += 1;
             let probe = tokio::time::timeout(
                 Duration::from_secs(5),
-                sqlx::query(PROBE_SQL).execute(&self.pool),
+                // The probe of a database the sink could not write to: a write, as the sink needs.
+                sqlx::query!(
+                    "insert into sink_probe (only_row, probed_at) values (true, now())
+                     on conflict (only_row) do update set probed_at = excluded.probed_at"
+                )
+                .execute(&self.pool),
             );
             match probe.await {
                 Ok(Ok(_)) => return,

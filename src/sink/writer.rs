@@ -59,7 +59,7 @@ pub(crate) async fn write_with_cutoff(
 /// The newest slot of the batch per influencer, where newer than what is stored. Points of
 /// influencers not in the registry are stored but have no latest row.
 async fn store_latest(tx: &mut PgConnection, all: &series::hot::Columns) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into influencer_latest
              (influencer_id, slot, fetched_at, follower_count, following_count)
          select distinct on (u.id) u.id, u.slot, u.fetched_at, u.followers, u.following
@@ -73,12 +73,12 @@ async fn store_latest(tx: &mut PgConnection, all: &series::hot::Columns) -> sqlx
              follower_count = excluded.follower_count,
              following_count = excluded.following_count
          where influencer_latest.slot < excluded.slot",
+        &all.ids,
+        &all.slots,
+        &all.fetched,
+        &all.followers,
+        &all.following
     )
-    .bind(&all.ids)
-    .bind(&all.slots)
-    .bind(&all.fetched)
-    .bind(&all.followers)
-    .bind(&all.following)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -90,15 +90,15 @@ async fn store_failures(tx: &mut PgConnection, failures: &[&Failure]) -> sqlx::R
     let slots: Vec<_> = failures.iter().map(|f| at(f.slot_ms)).collect();
     let failed: Vec<_> = failures.iter().map(|f| at(f.failed_ms)).collect();
     let reasons: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "insert into fetch_failures (influencer_id, slot, failed_at, reason)
          select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[])
          on conflict do nothing",
+        &ids,
+        &slots,
+        &failed,
+        &reasons as &[&str],
     )
-    .bind(&ids)
-    .bind(&slots)
-    .bind(&failed)
-    .bind(&reasons)
     .execute(&mut *tx)
     .await?
     .rows_affected())
@@ -112,7 +112,7 @@ async fn untrack_gone(tx: &mut PgConnection, gone: &[&Gone]) -> sqlx::Result<u64
     let ids: Vec<i64> = gone.iter().map(|g| g.pk).collect();
     let reasons: Vec<&str> = gone.iter().map(|g| g.reason.as_str()).collect();
     let decided: Vec<Option<DateTime<Utc>>> = gone.iter().map(|g| g.decided_ms.map(at)).collect();
-    Ok(sqlx::query_scalar::<_, i64>(
+    Ok(sqlx::query_scalar!(
         "with gone as (
              update influencers i set tracked = false, untracked_reason = u.reason,
                  untracked_at = coalesce(u.decided, now()),
@@ -128,11 +128,12 @@ async fn untrack_gone(tx: &mut PgConnection, gone: &[&Gone]) -> sqlx::Result<u64
              from gone
              where p.influencer_id = gone.influencer_id and p.stopped_at is null
          )
-         select count(*) from gone",
+         select count(*) as \"untracked!\" from gone",
+        &ids,
+        &reasons as &[&str],
+        // (none: decided when written)
+        &decided as &[Option<DateTime<Utc>>],
     )
-    .bind(&ids)
-    .bind(&reasons)
-    .bind(&decided)
     .fetch_one(&mut *tx)
     .await? as u64)
 }

@@ -183,12 +183,12 @@ pub(super) async fn ensure_history(pool: &PgPool, influencers: i64) -> anyhow::R
     Ok(())
 }
 
-/// Makes sure the database holds `with_points` influencers × one day of points and 1,000,000
-/// ranked influencers; generates what is missing. Returns the number of points.
 /// The marker of the generated day of points (its name changes with what is generated, so
 /// that a dataset of an older kind is generated again).
 pub(super) const DATASET: &str = "bench_dataset_noise";
 
+/// Makes sure the database holds `with_points` influencers × one day of points and 1,000,000
+/// ranked influencers; generates what is missing. Returns the number of points.
 pub(super) async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::Result<i64> {
     if let Some(points) = generated(pool, DATASET, with_points).await? {
         return Ok(points);
@@ -198,10 +198,10 @@ pub(super) async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::R
         "bench api: generating {with_points} influencers × {MINUTES} minutes of points (once; kept for the next run)"
     );
     // The year of history is generated again for the new dataset.
-    sqlx::query("drop table if exists bench_history")
+    sqlx::query!("drop table if exists bench_history")
         .execute(pool)
         .await?;
-    sqlx::query("drop table if exists bench_dataset")
+    sqlx::query!("drop table if exists bench_dataset")
         .execute(pool)
         .await?;
     for table in [
@@ -218,14 +218,10 @@ pub(super) async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::R
             .await?;
     }
     fixtures::truncate_all(pool).await?;
-    sqlx::query("delete from influencers").execute(pool).await?;
-    sqlx::query(
-        "insert into influencers (influencer_id, username)
-         select id, 'influencer-' || id from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
-    )
-    .bind(RANKED)
-    .execute(pool)
-    .await?;
+    sqlx::query!("delete from influencers")
+        .execute(pool)
+        .await?;
+    crate::bench::register_with_latest(pool, RANKED).await?;
     // One hour at a time (one chunk per statement); compacted before it is read, so a day
     // segment of noise is as big as a real one (about 4.3 kB, two TOAST chunks and a tail).
     for hour in 0..24 {
@@ -242,25 +238,17 @@ pub(super) async fn ensure_dataset(pool: &PgPool, with_points: i64) -> anyhow::R
             started.elapsed().as_secs_f64()
         );
     }
-    sqlx::query(
-        "insert into influencer_latest
-         select id, now(), now(), 5000 + ((id * 2654435761) % 400000)::int, 50 + (id % 2000)::int
-         from generate_series(1000000::bigint, 1000000 + $1 - 1) id",
-    )
-    .bind(RANKED)
-    .execute(pool)
-    .await?;
-    sqlx::query(
+    sqlx::query!(
         "insert into average_followers
          select to_timestamp(t), 150000 + (t % 1000), $1
          from generate_series($2::bigint, $2 + 86400 - 60, 60) t",
+        RANKED,
+        DAY_START
     )
-    .bind(RANKED)
-    .bind(DAY_START)
     .execute(pool)
     .await?;
     crate::jobs::ranking::refresh(pool).await?;
-    sqlx::query("vacuum analyze").execute(pool).await?;
+    sqlx::query!("vacuum analyze").execute(pool).await?;
     let points = with_points * MINUTES;
     record_generated(pool, DATASET, with_points, points).await?;
     eprintln!(

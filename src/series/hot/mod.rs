@@ -62,16 +62,16 @@ impl Columns {
 /// Stores late points (a point delivered again is stored once); returns how many were new.
 async fn store_late(tx: &mut PgConnection, c: &Columns) -> Result<u64, sqlx::Error> {
     metrics::counter!("sink_late_points_total").increment(c.ids.len() as u64);
-    Ok(sqlx::query(
-        "insert into late_points (influencer_id, slot, fetched_at, follower_count, following_count)
+    Ok(sqlx::query!(
+"insert into late_points (influencer_id, slot, fetched_at, follower_count, following_count)
          select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::int[])
          on conflict do nothing",
-    )
-    .bind(&c.ids)
-    .bind(&c.slots)
-    .bind(&c.fetched)
-    .bind(&c.followers)
-    .bind(&c.following)
+&c.ids,
+&c.slots,
+&c.fetched,
+&c.followers,
+&c.following
+)
     .execute(&mut *tx)
     .await?
     .rows_affected())
@@ -115,17 +115,17 @@ async fn copy_in(tx: &mut PgConnection, rows: Vec<u8>) -> Result<u64, sqlx::Erro
 
 /// The points not stored yet, by an insert that skips the stored ones.
 async fn insert_new(tx: &mut PgConnection, c: &Columns) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "insert into influencer_metrics
+    Ok(sqlx::query!(
+"insert into influencer_metrics
              (influencer_id, slot, fetched_at, follower_count, following_count)
          select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::int[])
          on conflict do nothing",
-    )
-    .bind(&c.ids)
-    .bind(&c.slots)
-    .bind(&c.fetched)
-    .bind(&c.followers)
-    .bind(&c.following)
+&c.ids,
+&c.slots,
+&c.fetched,
+&c.followers,
+&c.following
+)
     .execute(&mut *tx)
     .await?
     .rows_affected())

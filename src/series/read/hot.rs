@@ -3,9 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-#[cfg(doc)]
-use super::sql;
-use crate::series::{SeriesPoint, codec};
+use crate::series::{SeriesPoint, at, codec};
 
 /// A `timestamptz` read as epoch milliseconds, straight from PostgreSQL's binary form (an i64 of
 /// microseconds since 2000-01-01 UTC), without building a calendar date: a year at step=1d
@@ -38,11 +36,43 @@ impl<'r> sqlx::Decode<'r, sqlx::Postgres> for EpochMs {
     }
 }
 
-/// Bytes a hot point takes in [`sql::HOT`]: its slot (`timestamptz_send`: microseconds since
+/// Raw points of one influencer over `[$2, $3]`, both hot tables, packed in one `bytea`, 16
+/// bytes a point ([`unpack_hot`]; null when there are none), in slot order, a slot in both
+/// hot tables first as `influencer_metrics` holds it (the first stored answer, which
+/// [`first_stored`] keeps; `late` is false there). One value instead of a row a point: the
+/// last 24 hours read up to 70 raw minutes, and each row through sqlx's row stream cost more of
+/// the API than PostgreSQL spends packing it.
+///
+/// A slot can be in both hot tables (a re-fetch that reached the sink late, with other
+/// counts): the first stored answer wins, and `influencer_metrics` holds the first (the sink
+/// writes only later slots there, `series::hot`), as compaction keeps it (a chunk's points go
+/// into segments before the late points of its hour, which keep a stored slot's value).
+pub(super) async fn fetch(
+    connection: &mut sqlx::PgConnection,
+    influencer_id: i64,
+    (start_ms, end_ms): (i64, i64),
+) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar!(
+        "select string_agg(timestamptz_send(at) || int4send(follower_count)
+                               || int4send(following_count), ''::bytea order by at, late)
+         from (select slot as at, follower_count, following_count, false as late
+               from influencer_metrics where influencer_id = $1 and slot >= $2 and slot <= $3
+               union all
+               select slot as at, follower_count, following_count, true as late
+               from late_points where influencer_id = $1 and slot >= $2 and slot <= $3) hot",
+        influencer_id,
+        at(start_ms),
+        at(end_ms),
+    )
+    .fetch_one(connection)
+    .await
+}
+
+/// Bytes a hot point takes in [`fetch`]: its slot (`timestamptz_send`: microseconds since
 /// 2000-01-01 UTC, big-endian), then its two counts (`int4send`).
 pub(super) const PACKED_HOT_POINT: usize = 16;
 
-/// The points [`sql::HOT`] packed, in the order PostgreSQL aggregated them.
+/// The points [`fetch`] packed, in the order PostgreSQL aggregated them.
 pub(super) fn unpack_hot(
     packed: &[u8],
 ) -> Result<impl Iterator<Item = SeriesPoint> + '_, codec::CodecError> {
@@ -63,7 +93,7 @@ pub(super) fn unpack_hot(
     }))
 }
 
-/// Hot points as [`sql::HOT`] orders them (by slot, the first stored answer of a slot first)
+/// Hot points as [`fetch`] orders them (by slot, the first stored answer of a slot first)
 /// with one point a slot: the first stored. The one rule of every read path and of compaction
 /// (`store::merge` keeps a stored slot's value): an answer never changes with which copy a read
 /// happened to meet first.
@@ -75,7 +105,7 @@ pub(super) fn first_stored(hot: &mut Vec<SeriesPoint>) {
     hot.dedup_by_key(|p| p.slot_ms);
 }
 
-/// Merges one influencer's hot points (as [`sql::HOT`] orders them) into its decoded segment
+/// Merges one influencer's hot points (as [`fetch`] orders them) into its decoded segment
 /// points (in slot order); a slot in both keeps the segment's value, a slot in both hot tables
 /// the first stored. Only points within `[start, end]` are kept.
 pub(super) fn merge(

@@ -13,7 +13,7 @@
 
 use sqlx::PgPool;
 
-use crate::series::{BucketStats, DAY_MS, SeriesPoint, at, codec, pack};
+use crate::series::{BucketStats, DAY_MS, SeriesPoint, codec, pack};
 use hot::{first_stored, unpack_hot};
 use summaries::{DatabaseSegments, buckets_from_summaries};
 use tiers::read_tiers;
@@ -105,12 +105,7 @@ pub async fn buckets(
     }
     // All statements on one connection: one acquisition (and its round trips) for the range.
     let mut connection = pool.acquire().await?;
-    let packed: Option<Vec<u8>> = sqlx::query_scalar(sql::HOT)
-        .bind(influencer_id)
-        .bind(at(start_ms))
-        .bind(at(end_ms))
-        .fetch_one(&mut *connection)
-        .await?;
+    let packed = hot::fetch(&mut connection, influencer_id, (start_ms, end_ms)).await?;
     let mut hot_points: Vec<SeriesPoint> = match &packed {
         Some(packed) => unpack_hot(packed)?.collect(),
         None => Vec::new(),

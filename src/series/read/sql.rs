@@ -1,27 +1,9 @@
-//! The read path's statements. The hot tier's is fixed text; the cold tier's are written for a
-//! [`Window`] of period starts, given as constants so that PostgreSQL plans them with the
+//! The cold tier's statements of the read path (the hot tier's is fixed text, in `hot`),
+//! written for a [`Window`] of period starts, given as constants so that PostgreSQL plans them with the
 //! chunks they reach (see [`Window`]): the one kind of statement built at run time, and built
 //! only here, from fixed fragments and a window.
 
 use crate::series::{DAY_MS, at, pack};
-
-/// Raw points of one influencer over `[$2, $3]`, both hot tables, packed in one `bytea`, 16
-/// bytes a point (`hot::unpack_hot`; null when there are none), in slot order, a slot in both
-/// hot tables first as `influencer_metrics` holds it (the first stored answer, which
-/// `hot::first_stored` keeps; `late` is false there). One value instead of a row a point: the
-/// last 24 hours read up to 70 raw minutes, and each row through sqlx's row stream cost more of
-/// the API than PostgreSQL spends packing it.
-///
-/// A slot can be in both hot tables (a re-fetch that reached the sink late, with other
-/// counts): the first stored answer wins, and `influencer_metrics` holds the first (the sink
-/// writes only later slots there, `series::hot`), as compaction keeps it (a chunk's points go
-/// into segments before the late points of its hour, which keep a stored slot's value).
-pub(super) const HOT: &str = "select string_agg(timestamptz_send(at) || int4send(follower_count) || int4send(following_count), ''::bytea order by at, late)
-     from (select slot as at, follower_count, following_count, false as late
-           from influencer_metrics where influencer_id = $1 and slot >= $2 and slot <= $3
-           union all
-           select slot as at, follower_count, following_count, true as late
-           from late_points where influencer_id = $1 and slot >= $2 and slot <= $3) hot";
 
 /// The grid a window's bounds are aligned to: `influencer_segments`' chunk interval (a summary
 /// pack's span).
@@ -94,7 +76,7 @@ const HOUR_END: &str = "(period_start + interval '1 hour')";
 /// in one snapshot: a compaction has committed either before it (its segments are seen, its
 /// points are gone) or after it (the other way round), never half, and the range costs one
 /// round trip. Rows: `influencer_id, at, data, hot`: an influencer's hot points packed in one
-/// row (as [`HOT`] packs them; `at` the earliest slot), or a segment with its encoded points.
+/// row (as `hot::fetch` packs them; `at` the earliest slot), or a segment with its encoded points.
 ///
 /// Segments overlapping the range are found by their period start (a segment spans at most a
 /// day, which lets the chunks of other times be skipped). Both cold tables are written out

@@ -41,7 +41,7 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for RangeRow {
 pub(super) struct Tiers {
     /// Its segments' encoded points, in period order.
     pub(super) segments: Vec<Vec<u8>>,
-    /// Its hot points, as [`sql::HOT`] orders them (a slot may be in a segment too).
+    /// Its hot points, as [`super::hot::fetch`] orders them (a slot may be in a segment too).
     pub(super) hot: Vec<SeriesPoint>,
 }
 

@@ -19,7 +19,6 @@ fn column<R, T>(rows: &[R], f: impl FnMut(&R) -> T) -> Vec<T> {
 
 /// A row of `influencer_hour_blocks`: the hour segments of up to [`BLOCK_MEMBERS`] consecutive
 /// influencers (migration 0005).
-#[derive(sqlx::FromRow)]
 pub(super) struct HourBlockRow {
     block: i64,
     period_start: DateTime<Utc>,
@@ -32,9 +31,6 @@ pub(super) struct HourBlockRow {
 }
 
 impl HourBlockRow {
-    const COLUMNS: &'static str = "block, period_start, points, lateness_max_ms, lateness_p99_ms, offsets, data_head, \
-         data_tail";
-
     /// Its members' segments (those with points), in member order; a row whose arrays do not
     /// describe its bytes is corrupt.
     fn segments(&self) -> Result<Vec<Segment>, codec::CodecError> {
@@ -82,7 +78,7 @@ impl HourBlockRow {
     }
 }
 
-/// Block rows as the columns of [`UPSERT_HOUR_BLOCKS`]: each block's member arrays flattened
+/// Block rows as the columns of the upsert in [`upsert_hours`]: each block's member arrays flattened
 /// one block after the other.
 #[derive(Default)]
 pub(super) struct HourBlockColumns {
@@ -121,23 +117,6 @@ impl HourBlockColumns {
     }
 }
 
-/// Writes block rows given as [`HourBlockColumns`] (`$3` to `$6` hold 64 or 65 elements a
-/// row), replacing any stored under the same (block, period start).
-const UPSERT_HOUR_BLOCKS: &str = "
-    insert into influencer_hour_blocks (block, period_start, points, lateness_max_ms,
-                                        lateness_p99_ms, offsets, data_head, data_tail)
-    select a.blocks[i], a.starts[i], a.points[(i - 1) * 64 + 1 : i * 64],
-           a.late_max[(i - 1) * 64 + 1 : i * 64], a.late_p99[(i - 1) * 64 + 1 : i * 64],
-           a.offsets[(i - 1) * 65 + 1 : i * 65], a.heads[i], a.tails[i]
-    from (select $1::bigint[] as blocks, $2::timestamptz[] as starts, $3::int[] as points,
-                 $4::int[] as late_max, $5::int[] as late_p99, $6::int[] as offsets,
-                 $7::bytea[] as heads, $8::bytea[] as tails) a,
-         generate_subscripts(a.blocks, 1) i
-    on conflict (block, period_start) do update set
-        points = excluded.points, lateness_max_ms = excluded.lateness_max_ms,
-        lateness_p99_ms = excluded.lateness_p99_ms, offsets = excluded.offsets,
-        data_head = excluded.data_head, data_tail = excluded.data_tail";
-
 /// Hour segments: into their block rows (migration 0005). A block row already stored for the
 /// hour keeps its other members; a segment replaces its influencer's.
 pub(super) async fn upsert_hours(
@@ -153,14 +132,16 @@ pub(super) async fn upsert_hours(
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    let stored: Vec<HourBlockRow> = sqlx::query_as(&format!(
-        "select {} from influencer_hour_blocks
+    let stored = sqlx::query_as!(
+        HourBlockRow,
+        "select block, period_start, points, lateness_max_ms, lateness_p99_ms, offsets, data_head,
+                data_tail
+         from influencer_hour_blocks
          where (block, period_start) in (select * from unnest($1::bigint[], $2::timestamptz[]))
          for update",
-        HourBlockRow::COLUMNS
-    ))
-    .bind(column(&keys, |k| k.0))
-    .bind(column(&keys, |k| at(k.1)))
+        &column(&keys, |k| k.0),
+        &column(&keys, |k| at(k.1)),
+    )
     .fetch_all(&mut *tx)
     .await?;
     let stored: Vec<Segment> = stored
@@ -181,17 +162,31 @@ pub(super) async fn upsert_hours(
     for (key, members) in &rows {
         columns.push(*key, members);
     }
-    sqlx::query(UPSERT_HOUR_BLOCKS)
-        .bind(&columns.blocks)
-        .bind(&columns.starts)
-        .bind(&columns.points)
-        .bind(&columns.lateness_max_ms)
-        .bind(&columns.lateness_p99_ms)
-        .bind(&columns.offsets)
-        .bind(&columns.data_heads)
-        .bind(&columns.data_tails)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "    insert into influencer_hour_blocks (block, period_start, points, lateness_max_ms,
+                                        lateness_p99_ms, offsets, data_head, data_tail)
+    select a.blocks[i], a.starts[i], a.points[(i - 1) * 64 + 1 : i * 64],
+           a.late_max[(i - 1) * 64 + 1 : i * 64], a.late_p99[(i - 1) * 64 + 1 : i * 64],
+           a.offsets[(i - 1) * 65 + 1 : i * 65], a.heads[i], a.tails[i]
+    from (select $1::bigint[] as blocks, $2::timestamptz[] as starts, $3::int[] as points,
+                 $4::int[] as late_max, $5::int[] as late_p99, $6::int[] as offsets,
+                 $7::bytea[] as heads, $8::bytea[] as tails) a,
+         generate_subscripts(a.blocks, 1) i
+    on conflict (block, period_start) do update set
+        points = excluded.points, lateness_max_ms = excluded.lateness_max_ms,
+        lateness_p99_ms = excluded.lateness_p99_ms, offsets = excluded.offsets,
+        data_head = excluded.data_head, data_tail = excluded.data_tail",
+        &columns.blocks,
+        &columns.starts,
+        &columns.points,
+        &columns.lateness_max_ms,
+        &columns.lateness_p99_ms,
+        &columns.offsets,
+        &columns.data_heads,
+        &columns.data_tails,
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -202,7 +197,7 @@ pub(super) async fn upsert_days(tx: &mut PgConnection, segments: &[&Segment]) ->
     }
     let (heads, tails): (Vec<&[u8]>, Vec<&[u8]>) =
         segments.iter().map(|s| split_for_toast(&s.data)).unzip();
-    sqlx::query(
+    sqlx::query!(
         "insert into influencer_segments (influencer_id, period_start, period_end, points,
              lateness_max_ms, lateness_p99_ms, data_head, data_tail)
          select * from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[],
@@ -212,15 +207,15 @@ pub(super) async fn upsert_days(tx: &mut PgConnection, segments: &[&Segment]) ->
              lateness_max_ms = excluded.lateness_max_ms,
              lateness_p99_ms = excluded.lateness_p99_ms, data_head = excluded.data_head,
              data_tail = excluded.data_tail",
+        &column(segments, |s| s.influencer_id),
+        &column(segments, |s| at(s.period_start_ms)),
+        &column(segments, |s| at(s.period_end_ms)),
+        &column(segments, |s| s.points),
+        &column(segments, |s| s.lateness_max_ms),
+        &column(segments, |s| s.lateness_p99_ms),
+        &heads as &[&[u8]],
+        &tails as &[&[u8]],
     )
-    .bind(column(segments, |s| s.influencer_id))
-    .bind(column(segments, |s| at(s.period_start_ms)))
-    .bind(column(segments, |s| at(s.period_end_ms)))
-    .bind(column(segments, |s| s.points))
-    .bind(column(segments, |s| s.lateness_max_ms))
-    .bind(column(segments, |s| s.lateness_p99_ms))
-    .bind(&heads)
-    .bind(&tails)
     .execute(&mut *tx)
     .await?;
     let summaries: Vec<pack::DaySummary> = segments
@@ -249,20 +244,21 @@ pub(crate) async fn merge_day(
     after: i64,
     limit: i64,
 ) -> anyhow::Result<(Option<i64>, MergeReport)> {
-    let rows: Vec<HourBlockRow> = sqlx::query_as(&format!(
+    let rows = sqlx::query_as!(
+        HourBlockRow,
         "delete from influencer_hour_blocks
-         where period_start >= $1 and period_start < $1 + interval '1 day'
+         where period_start >= $1 and period_start < $1::timestamptz + interval '1 day'
            and block in (
                  select distinct block from influencer_hour_blocks
-                 where period_start >= $1 and period_start < $1 + interval '1 day'
+                 where period_start >= $1 and period_start < $1::timestamptz + interval '1 day'
                    and block > $2
                  order by block limit $3)
-         returning {}",
-        HourBlockRow::COLUMNS
-    ))
-    .bind(at(day_ms))
-    .bind(after)
-    .bind(limit)
+         returning block, period_start, points, lateness_max_ms, lateness_p99_ms, offsets,
+                   data_head, data_tail",
+        at(day_ms),
+        after,
+        limit,
+    )
     .fetch_all(&mut *tx)
     .await?;
     let last = rows.iter().map(|row| row.block).max();

@@ -11,7 +11,6 @@ use super::{MergeReport, RawPoint, Segment, p99, upsert};
 use crate::series::{DAY_MS, HOUR_MS, SeriesPoint, at, codec};
 
 /// A segment stored over some of the points' hours, as loaded.
-#[derive(sqlx::FromRow)]
 pub struct StoredSegment {
     pub influencer_id: i64,
     pub period_start: DateTime<Utc>,
@@ -51,12 +50,15 @@ async fn load(tx: &mut PgConnection, points: &[RawPoint]) -> sqlx::Result<Vec<St
     let (lo, hi) = points.iter().fold((i64::MAX, i64::MIN), |(lo, hi), p| {
         (lo.min(p.point.slot_ms), hi.max(p.point.slot_ms))
     });
-    sqlx::query_as(
-        "select influencer_id, period_start, period_end, lateness_max_ms, lateness_p99_ms,
-                data_head || data_tail as data
+    sqlx::query_as!(
+        StoredSegment,
+        r#"select influencer_id as "influencer_id!", period_start as "period_start!",
+                period_end as "period_end!", lateness_max_ms as "lateness_max_ms!",
+                lateness_p99_ms as "lateness_p99_ms!", data_head || data_tail as "data!"
          from influencer_segments
          where influencer_id = any($1)
-           and period_start > $2 - interval '1 day' and period_start <= $3 and period_end > $2
+           and period_start > $2::timestamptz - interval '1 day' and period_start <= $3
+           and period_end > $2
          union all
          select s.id, b.period_start, b.period_start + interval '1 hour',
                 b.lateness_max_ms[(s.id & 63) + 1], b.lateness_p99_ms[(s.id & 63) + 1],
@@ -66,11 +68,11 @@ async fn load(tx: &mut PgConnection, points: &[RawPoint]) -> sqlx::Result<Vec<St
          join influencer_hour_blocks b on b.block = s.id >> 6
          where b.period_start > $2 - interval '1 hour' and b.period_start <= $3
            and b.points[(s.id & 63) + 1] > 0
-         order by 1, 2",
+         order by 1, 2"#,
+        &ids,
+        at(lo),
+        at(hi),
     )
-    .bind(&ids)
-    .bind(at(lo))
-    .bind(at(hi))
     .fetch_all(&mut *tx)
     .await
 }
@@ -228,11 +230,11 @@ async fn write(tx: &mut PgConnection, plan: &MergePlan) -> anyhow::Result<()> {
     upsert(tx, &plan.segments).await?;
     if !plan.new_days.is_empty() {
         let days: Vec<DateTime<Utc>> = plan.new_days.iter().map(|&day| at(day)).collect();
-        sqlx::query(
+        sqlx::query!(
             "insert into compaction_days (day) select unnest($1::timestamptz[])
              on conflict (day) do update set merged_at = null",
+            &days
         )
-        .bind(&days)
         .execute(&mut *tx)
         .await?;
     }

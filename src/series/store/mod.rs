@@ -17,7 +17,7 @@ pub struct RawPoint {
 }
 
 /// A raw row as `influencer_metrics` and `late_points` hold it ([`RawRow::COLUMNS`]).
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub(crate) struct RawRow {
     pub influencer_id: i64,
     pub slot: DateTime<Utc>,
@@ -27,6 +27,7 @@ pub(crate) struct RawRow {
 }
 
 impl RawRow {
+    /// Its columns, for the statements that must name a chunk's table (built at run time).
     pub(crate) const COLUMNS: &'static str =
         "influencer_id, slot, fetched_at, follower_count, following_count";
 }
