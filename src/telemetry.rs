@@ -59,9 +59,9 @@ fn builder() -> PrometheusBuilder {
             ],
         )
         .expect("static buckets are valid")
-        // Minutes-long jobs.
+        // Jobs of up to minutes.
         .set_buckets_for_metric(
-            Matcher::Full("ranking_refresh_seconds".into()),
+            Matcher::Full("job_run_seconds".into()),
             &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0],
         )
         .expect("static buckets are valid")

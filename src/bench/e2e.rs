@@ -66,9 +66,9 @@ pub async fn run(
     if let Some((lock, _)) = held {
         lock.release().await;
     }
-    let ranking_before = job_seconds(&sink_metrics, "ranking_refresh_seconds").await;
+    let jobs_before = job_runs(&sink_metrics).await;
     let (watches, compacted_after) = watch(&mut roles, &pool, (from, to), closed_hour).await?;
-    let ranking_after = job_seconds(&sink_metrics, "ranking_refresh_seconds").await;
+    let jobs_after = job_runs(&sink_metrics).await;
     // Let the last measured slots land.
     tokio::time::sleep(Duration::from_secs(15)).await;
     roles.stop();
@@ -95,7 +95,7 @@ pub async fn run(
         .info("slots expected", expected as f64, "slots")
         .info("slots stored", measured.stored as f64, "slots")
         .info("fetch failures recorded", measured.failures as f64, "slots");
-    job_figures(&mut report, ranking_before.zip(ranking_after));
+    job_figures(&mut report, jobs_before.zip(jobs_after));
     compaction_figure(&mut report, closed_hour, compacted_after);
     cpu_figures(&mut report, &watches, seconds);
     Ok(report)
@@ -222,24 +222,34 @@ async fn watch(
     Ok((watches, compacted_after))
 }
 
-/// The ranking job's runs and mean time over the measured minutes, from its histogram's
-/// (sum, count) before and after.
-fn job_figures(report: &mut Report, ranking: Option<((f64, f64), (f64, f64))>) {
-    let Some(((sum_0, runs_0), (sum_1, runs_1))) = ranking else {
+/// The periodic jobs' runs and time over the measured minutes, from `job_run_seconds`'
+/// (sum, count) per job before and after: the time each takes of the database (a job is a
+/// few statements), which should follow what changed rather than the population.
+fn job_figures(report: &mut Report, runs: Option<(JobRuns, JobRuns)>) {
+    let Some((before, after)) = runs else {
         return;
     };
-    let runs = runs_1 - runs_0;
-    report
-        .info("ranking job runs in the measured minutes", runs, "runs")
-        .info(
-            "ranking job, mean time a run",
-            if runs > 0.0 {
-                (sum_1 - sum_0) / runs
-            } else {
-                0.0
-            },
-            "s",
-        );
+    for job in ["average", "ranking", "compaction", "retention"] {
+        let (sum_0, runs_0) = before.get(job).copied().unwrap_or_default();
+        let (sum_1, runs_1) = after.get(job).copied().unwrap_or_default();
+        let (seconds, runs) = (sum_1 - sum_0, runs_1 - runs_0);
+        report
+            .info(
+                &format!("{job} job runs in the measured minutes"),
+                runs,
+                "runs",
+            )
+            .info(
+                &format!("{job} job, time in the measured minutes"),
+                seconds,
+                "s",
+            )
+            .info(
+                &format!("{job} job, mean time a run"),
+                if runs > 0.0 { seconds / runs } else { 0.0 },
+                "s",
+            );
+    }
 }
 
 fn compaction_figure(report: &mut Report, closed_hour: Option<i64>, compacted_after: Option<f64>) {
@@ -303,9 +313,12 @@ async fn measure(
     })
 }
 
-/// A histogram's `(sum, count)` from the process's `/metrics` at `addr`; `None` when it cannot
-/// be read (the figure is then left out of the report).
-async fn job_seconds(addr: &str, histogram: &str) -> Option<(f64, f64)> {
+/// `job_run_seconds`' (sum, count) per job.
+type JobRuns = std::collections::BTreeMap<String, (f64, f64)>;
+
+/// The jobs' runs from the process's `/metrics` at `addr`; `None` when it cannot be read (the
+/// figures are then left out of the report).
+async fn job_runs(addr: &str) -> Option<JobRuns> {
     let exposition = crate::tls::http_client()
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -314,18 +327,57 @@ async fn job_seconds(addr: &str, histogram: &str) -> Option<(f64, f64)> {
         .text()
         .await
         .ok()?;
-    let value = |suffix: &str| -> f64 {
-        exposition
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{histogram}{suffix} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    Some((value("_sum"), value("_count")))
+    Some(parse_job_runs(&exposition))
+}
+
+/// `job_run_seconds_sum{job="…"} v` and `job_run_seconds_count{job="…"} n` lines, by job.
+fn parse_job_runs(exposition: &str) -> JobRuns {
+    let mut runs = JobRuns::new();
+    for line in exposition.lines() {
+        for (suffix, sum) in [("_sum", true), ("_count", false)] {
+            let prefix = format!("job_run_seconds{suffix}{{job=\"");
+            let Some(rest) = line.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((job, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let entry = runs.entry(job.to_string()).or_default();
+            if sum {
+                entry.0 = value;
+            } else {
+                entry.1 = value;
+            }
+        }
+    }
+    runs
 }
 
 async fn sleep_until(at: DateTime<Utc>) {
     if let Ok(wait) = (at - Utc::now()).to_std() {
         tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_runs_are_read_per_job_from_the_exposition() {
+        let exposition = "# TYPE job_run_seconds histogram\n\
+             job_run_seconds_bucket{job=\"ranking\",le=\"0.1\"} 0\n\
+             job_run_seconds_sum{job=\"ranking\"} 12.5\n\
+             job_run_seconds_count{job=\"ranking\"} 5\n\
+             job_run_seconds_sum{job=\"average\"} 0.25\n\
+             job_run_seconds_count{job=\"average\"} 10\n\
+             sink_flush_seconds_sum 99\n";
+        let runs = parse_job_runs(exposition);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs["ranking"], (12.5, 5.0));
+        assert_eq!(runs["average"], (0.25, 10.0));
     }
 }
