@@ -223,8 +223,8 @@ async fn watch(
 }
 
 /// The periodic jobs' runs and time over the measured minutes, from `job_run_seconds`'
-/// (sum, count) per job before and after: the time each takes of the database (a job is a
-/// few statements), which should follow what changed rather than the population.
+/// (sum, count) per job before and after: for the average, the ranking and retention nearly
+/// all of it the database's (a few statements each); compaction's includes its pace's rests.
 fn job_figures(report: &mut Report, runs: Option<(JobRuns, JobRuns)>) {
     let Some((before, after)) = runs else {
         return;

@@ -111,7 +111,8 @@ pub(crate) async fn run_minutely(
 }
 
 /// Records one run of a periodic job that did its work, start to end (`job_run_seconds`):
-/// each is a few statements, so nearly all of the time is the database's.
+/// the average, the ranking and retention are a few statements each, so nearly all of their
+/// time is the database's; a compaction pass's includes the rests its pace takes.
 fn record_run(job: &'static str, started: Instant) {
     metrics::histogram!("job_run_seconds", "job" => job).record(started.elapsed().as_secs_f64());
 }
