@@ -7,6 +7,7 @@
 pub mod dashboard;
 pub mod error;
 pub mod gaps;
+pub mod growth;
 pub mod influencers;
 pub mod limits;
 pub mod params;
@@ -35,6 +36,7 @@ use error::{ApiError, Problem};
         influencers::range,
         influencers::latest,
         gaps::gaps,
+        growth::growth,
         population::average,
         population::top,
         population::suspicious,
@@ -153,6 +155,7 @@ pub fn router(state: ApiState) -> Router {
             get(influencers::latest),
         )
         .route("/influencer_analytics/{id}/gaps", get(gaps::gaps))
+        .route("/influencer_analytics/{id}/growth", get(growth::growth))
         .route("/influencers", axum::routing::post(tracking::track))
         .route(
             "/influencers/{id}",

@@ -6,6 +6,7 @@ mod classify;
 mod cli;
 mod compose;
 mod dashboard;
+mod growth;
 mod jobs;
 mod monitoring;
 mod pipeline;
