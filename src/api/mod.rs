@@ -4,6 +4,7 @@
 //! unknown routes and malformed parameters: parameters are parsed by hand ([`params`]), so no
 //! framework rejection answers in another shape.
 
+pub mod compare;
 pub mod dashboard;
 pub mod error;
 pub mod gaps;
@@ -37,6 +38,7 @@ use error::{ApiError, Problem};
         influencers::latest,
         gaps::gaps,
         growth::growth,
+        compare::compare,
         population::average,
         population::top,
         population::suspicious,
@@ -51,6 +53,7 @@ use error::{ApiError, Problem};
         Problem,
         influencers::RawPoint,
         influencers::Bucket,
+        compare::Normalize,
         tracking::TrackRequest,
         tracking::Pk,
         tracking::TrackAnswer,
@@ -145,6 +148,7 @@ pub fn router(state: ApiState) -> Router {
     let mut router = Router::new()
         .route("/influencer_analytics/average", get(population::average))
         .route("/influencer_analytics/top", get(population::top))
+        .route("/influencer_analytics/compare", get(compare::compare))
         .route(
             "/influencer_analytics/suspicious",
             get(population::suspicious),

@@ -130,6 +130,8 @@ impl ValueError {
             "Invalid time",
             "Invalid step",
             "Invalid limit",
+            "Invalid days",
+            "Invalid ids",
             "Invalid cursor",
         ] {
             if let Some(detail) = message
@@ -231,6 +233,41 @@ impl<'de> Deserialize<'de> for Days {
                     shown(raw)
                 ),
             }),
+        })
+    }
+}
+
+/// Most influencers one list of `ids` holds.
+pub(crate) const MAX_IDS: usize = 20;
+
+/// Comma-separated influencer ids, 1 to [`MAX_IDS`] of them, in the order given; an id given
+/// twice counts once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdList(pub Vec<i64>);
+
+impl<'de> Deserialize<'de> for IdList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, |raw| {
+            let mut ids = Vec::new();
+            for part in raw.split(',') {
+                let id = parse_id(part).map_err(|_| ValueError {
+                    title: "Invalid ids",
+                    detail: format!(
+                        "must be influencer ids (whole numbers from 1 to {MAX_PK}) separated by commas, got {:?}",
+                        shown(part)
+                    ),
+                })?;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            if ids.len() > MAX_IDS {
+                return Err(ValueError {
+                    title: "Invalid ids",
+                    detail: format!("at most {MAX_IDS} influencers, got {}", ids.len()),
+                });
+            }
+            Ok(IdList(ids))
         })
     }
 }

@@ -4,6 +4,7 @@
 mod api;
 mod classify;
 mod cli;
+mod compare;
 mod compose;
 mod dashboard;
 mod growth;

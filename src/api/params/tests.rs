@@ -168,3 +168,42 @@ fn the_suggested_step_fits_the_cap() {
     assert_eq!(suggest_step(30 * 86_400, 10_000), "5m");
     assert_eq!(suggest_step(365 * 86_400, 10_000), "1h");
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct IdsOnly {
+    #[param(value_type = String)]
+    ids: IdList,
+}
+
+#[test]
+fn days_are_one_to_four_hundred_and_say_so() {
+    #[derive(Debug, Deserialize, IntoParams)]
+    #[into_params(parameter_in = Query)]
+    struct DaysOnly {
+        #[allow(dead_code)]
+        #[param(value_type = i64)]
+        days: Days,
+    }
+    assert!(parse_query::<DaysOnly>("days=400").is_ok());
+    let (title, detail) = bad_request(parse_query::<DaysOnly>("days=401"));
+    assert_eq!(title, "Invalid days");
+    assert_eq!(
+        detail,
+        "days must be a whole number of days from 1 to 400, got \"401\""
+    );
+}
+
+#[test]
+fn an_id_list_counts_each_id_once_and_holds_at_most_twenty() {
+    let parse = |raw: &str| parse_query::<IdsOnly>(&format!("ids={raw}")).map(|q| q.ids);
+    assert_eq!(parse("3,1,3").unwrap(), IdList(vec![3, 1]));
+    let twenty: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    assert_eq!(parse(&twenty.join(",")).unwrap().0.len(), 20);
+    let (title, detail) = bad_request(parse(&format!("{},21", twenty.join(","))));
+    assert_eq!(title, "Invalid ids");
+    assert_eq!(detail, "ids at most 20 influencers, got 21");
+    for bad in ["1,,2", "0", "", "1,x"] {
+        assert_eq!(bad_request(parse(bad)).0, "Invalid ids", "{bad:?}");
+    }
+}
