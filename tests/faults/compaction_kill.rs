@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use influencer_analytics::{series, testing::TestDb};
+use influencer_analytics::{jobs::compaction, series, testing::TestDb};
 
 use crate::common::{SERIAL, report};
 
@@ -60,8 +60,9 @@ fn compact(db: &TestDb) -> std::process::Child {
 async fn a_compaction_killed_half_way_and_run_again_ends_with_the_same_points() {
     let _serial = SERIAL.lock().await;
     let db = TestDb::new().await;
-    // Twelve hours of yesterday (a closed day), every influencer once a minute.
-    let day_s = (chrono::Utc::now().timestamp() / 86_400 - 1) * 86_400;
+    // Twelve hours of the latest day compaction may merge (yesterday, or the day before in
+    // the first minutes after midnight), every influencer once a minute.
+    let day_s = compaction::latest_settled_day_ms(chrono::Utc::now().timestamp_millis()) / 1000;
     for hour in 0..HOURS {
         sqlx::query(
             "insert into influencer_metrics
