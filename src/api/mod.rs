@@ -11,8 +11,10 @@ pub mod gaps;
 pub mod growth;
 pub mod influencers;
 pub mod limits;
+pub mod movers;
 pub mod params;
 pub mod population;
+pub mod search;
 pub mod tracking;
 
 use std::{sync::Arc, time::Duration};
@@ -39,6 +41,8 @@ use error::{ApiError, Problem};
         gaps::gaps,
         growth::growth,
         compare::compare,
+        movers::movers,
+        search::search,
         population::average,
         population::top,
         population::suspicious,
@@ -54,6 +58,10 @@ use error::{ApiError, Problem};
         influencers::RawPoint,
         influencers::Bucket,
         compare::Normalize,
+        movers::Window,
+        movers::board::Metric,
+        movers::board::By,
+        movers::board::Direction,
         tracking::TrackRequest,
         tracking::Pk,
         tracking::TrackAnswer,
@@ -81,6 +89,8 @@ pub struct ApiState {
     pub scheduler: Option<tracking::Scheduler>,
     /// The latest ranking, read once each time a newer one is stored.
     pub ranking: crate::jobs::ranking::RankingCache,
+    /// The movers' snapshots and boards, the newest few.
+    pub movers: movers::Boards,
     /// Usernames of registered influencers, kept once read ([`USERNAMES_KEPT`]).
     pub usernames: moka::sync::Cache<i64, Arc<str>>,
 }
@@ -103,6 +113,7 @@ impl ApiState {
             metrics_with_api: true,
             scheduler: None,
             ranking: Default::default(),
+            movers: Default::default(),
             usernames: moka::sync::Cache::new(USERNAMES_KEPT),
         }
     }
@@ -149,6 +160,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/influencer_analytics/average", get(population::average))
         .route("/influencer_analytics/top", get(population::top))
         .route("/influencer_analytics/compare", get(compare::compare))
+        .route("/influencer_analytics/movers", get(movers::movers))
+        .route("/influencer_analytics/search", get(search::search))
         .route(
             "/influencer_analytics/suspicious",
             get(population::suspicious),

@@ -133,6 +133,8 @@ impl ValueError {
             "Invalid days",
             "Invalid ids",
             "Invalid cursor",
+            "Invalid day",
+            "Invalid min_followers",
         ] {
             if let Some(detail) = message
                 .strip_prefix(title)
@@ -288,6 +290,88 @@ impl<'de, const N: usize> Deserialize<'de> for Cursor<N> {
                 .collect::<Option<Vec<i64>>>()
                 .and_then(|parts| parts.try_into().ok())
                 .map(Cursor)
+                .ok_or_else(|| ValueError {
+                    title: "Invalid cursor",
+                    detail: "must be the next_cursor of a previous page".into(),
+                })
+        })
+    }
+}
+
+/// A UTC day, `YYYY-MM-DD` (years 0000 to 9999): its start in epoch milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Day(pub i64);
+
+impl Day {
+    /// The day as `YYYY-MM-DD`.
+    pub fn name(self) -> String {
+        crate::series::at(self.0).format("%Y-%m-%d").to_string()
+    }
+}
+
+impl<'de> Deserialize<'de> for Day {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, |raw| {
+            chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                .ok()
+                .filter(|_| raw.len() == 10)
+                .map(|date| {
+                    Day(date
+                        .and_time(chrono::NaiveTime::MIN)
+                        .and_utc()
+                        .timestamp_millis())
+                })
+                .ok_or_else(|| ValueError {
+                    title: "Invalid day",
+                    detail: format!("must be a UTC date, YYYY-MM-DD, got {:?}", shown(raw)),
+                })
+        })
+    }
+}
+
+/// A least number of followers, 0 to 2147483647.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinFollowers(pub i32);
+
+impl<'de> Deserialize<'de> for MinFollowers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, |raw| match raw.parse::<i32>() {
+            Ok(n) if n >= 0 && raw.bytes().all(|b| b.is_ascii_digit()) => Ok(MinFollowers(n)),
+            _ => Err(ValueError {
+                title: "Invalid min_followers",
+                detail: format!(
+                    "must be a whole number of followers from 0 to {}, got {:?}",
+                    i32::MAX,
+                    shown(raw)
+                ),
+            }),
+        })
+    }
+}
+
+/// The keyset cursor of a page of movers: the last row's sort value and influencer id,
+/// `<value>_<id>`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyCursor(pub f64, pub i64);
+
+impl KeyCursor {
+    pub fn text(key: f64, id: i64) -> String {
+        format!("{key}_{id}")
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyCursor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_text(d, |raw| {
+            raw.rsplit_once('_')
+                .and_then(|(key, id)| {
+                    let key = key.parse::<f64>().ok().filter(|k| k.is_finite())?;
+                    let id = id
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|_| id.bytes().all(|b| b.is_ascii_digit()))?;
+                    Some(KeyCursor(key, id))
+                })
                 .ok_or_else(|| ValueError {
                     title: "Invalid cursor",
                     detail: "must be the next_cursor of a previous page".into(),

@@ -14,6 +14,7 @@ pub mod compaction;
 pub mod e2e;
 pub mod fleet;
 pub mod load;
+pub mod movers;
 pub mod procs;
 pub mod ranking;
 pub mod sink;
@@ -72,6 +73,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             classify::run(database, args.classify.classify_concurrency, quick).await?
         }
         Scenario::Ranking => ranking::run(database, quick).await?,
+        Scenario::Movers => movers::run(database, quick).await?,
     };
     println!("{}", report.markdown());
     println!("written to {}", report.write_json()?.display());
@@ -99,6 +101,8 @@ pub enum Scenario {
     Classify,
     /// The minutely ranking job at 1,000,000: its snapshot ÷ a row per influencer rewritten.
     Ranking,
+    /// The movers at 1,000,000: the minutely mark's cost, and the endpoint under load.
+    Movers,
 }
 
 impl Scenario {
@@ -113,6 +117,7 @@ impl Scenario {
             Scenario::Compaction => "compaction",
             Scenario::Classify => "classify",
             Scenario::Ranking => "ranking",
+            Scenario::Movers => "movers",
         }
     }
 }

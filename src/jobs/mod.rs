@@ -2,6 +2,8 @@
 //!
 //! - [`average`]: the average followerCount across tracked influencers, once a minute.
 //! - [`ranking`]: every tracked influencer's rank by followerCount, once a minute.
+//! - [`movers`]: a mark of every tracked influencer's latest value, once a minute, which the
+//!   movers of the last hour and day start from.
 //! - [`compaction`]: closed hours and days of raw points into compact segments; work that
 //!   fails with an error of its own waits in the [`quarantine`] for a later retry.
 //! - [`retention`]: drops what is older than `RETENTION`.
@@ -15,6 +17,7 @@
 pub mod average;
 pub mod compaction;
 pub mod daily_classification;
+pub mod movers;
 pub mod quarantine;
 pub mod ranking;
 pub mod retention;
@@ -88,6 +91,15 @@ pub(crate) async fn run_minutely(
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot refresh the ranking"),
+        }
+        let started = Instant::now();
+        match movers::mark_if_due(&pool).await {
+            Ok(JobOutcome::Done(marked)) => {
+                record_run("movers", started);
+                tracing::debug!(marked, "movers mark taken");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot take the movers mark"),
         }
         if maintenance.as_ref().is_none_or(|task| task.is_finished()) {
             let pool = pool.clone();

@@ -6,7 +6,8 @@
 //!   [`BLOCK_MEMBERS`] consecutive influencers, each member's points encoded ([`codec`]); then
 //!   `influencer_segments`, one row per influencer per closed UTC day, its points encoded, and
 //!   its [`Summary`] in `influencer_summary_packs`, one row per influencer and 28 days
-//!   ([`pack`]).
+//!   ([`pack`]); and each influencer's last point of each closed day in
+//!   `influencer_day_closes`, one [`Snapshot`] per batch of influencers ([`closes`]).
 //!
 //! Compaction (`jobs::compaction`) moves points from hot to cold through [`store`]; every reader
 //! (the range API, the dashboard, the gaps endpoint, the spike detector, the benchmarks) goes
@@ -38,6 +39,7 @@ pub fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or(chrono::DateTime::UNIX_EPOCH)
 }
 
+pub mod closes;
 pub mod codec;
 pub mod compact;
 #[cfg(feature = "tools")]
@@ -47,9 +49,11 @@ pub mod inspect;
 pub mod pack;
 pub mod read;
 pub mod retention;
+pub mod snapshot;
 pub mod store;
 
 pub use codec::SeriesPoint;
+pub use snapshot::Snapshot;
 
 /// A closed hour is compacted once it has been over this long (late points have landed).
 pub(crate) const SETTLE_MS: i64 = 10 * 60_000;

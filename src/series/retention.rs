@@ -25,7 +25,7 @@ pub(crate) async fn drop_chunks(
     Ok(dropped)
 }
 
-/// Deletes the late points and the compaction days older than `secs`; returns how many rows.
+/// Deletes the late points, the compaction days and the day closes older than `secs`; returns how many rows.
 pub(crate) async fn delete_rows(tx: &mut PgConnection, secs: f64) -> sqlx::Result<u64> {
     let late = sqlx::query!(
         "delete from late_points where slot < now() - make_interval(secs => $1)",
@@ -40,5 +40,12 @@ pub(crate) async fn delete_rows(tx: &mut PgConnection, secs: f64) -> sqlx::Resul
     )
     .execute(&mut *tx)
     .await?;
-    Ok(late.rows_affected() + days.rows_affected())
+    let closes = sqlx::query!(
+        "delete from influencer_day_closes
+         where day < now() - make_interval(secs => $1) - interval '1 day'",
+        secs,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(late.rows_affected() + days.rows_affected() + closes.rows_affected())
 }

@@ -122,3 +122,67 @@ async fn a_released_session_lock_can_be_taken_again_at_once() {
         assert_eq!(held, 0, "round {round}: still held after release()");
     }
 }
+
+#[tokio::test]
+async fn movers_marks_are_kept_an_hour_each_minute_and_a_day_each_ten_minutes() {
+    use chrono::{DateTime, Duration, Utc};
+    use influencer_analytics::{jobs::movers, series::Snapshot};
+    let db = TestDb::new().await;
+    some_influencers(&db).await;
+    let (now, bin): (DateTime<Utc>, DateTime<Utc>) =
+        sqlx::query_as("select now(), date_bin('10 minutes', now() - interval '2 hours', 'epoch')")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let minutes = Duration::minutes;
+    // Within the hour; two in one ten minutes two hours ago and one in the next; past a day.
+    let marks = [
+        ("1 min ago", now - minutes(1)),
+        ("30 min ago", now - minutes(30)),
+        ("first of its ten minutes", bin + minutes(1)),
+        ("second of its ten minutes", bin + minutes(3)),
+        ("alone in the next ten minutes", bin + minutes(12)),
+        ("a day and 30 min ago", now - minutes(24 * 60 + 30)),
+    ];
+    for (_, at) in marks {
+        sqlx::query("insert into movers_marks (marked_at, influencers, data) values ($1, 0, $2)")
+            .bind(at)
+            .bind(Snapshot::default().encode())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    // Two takers at once: one mark.
+    let (a, b) = tokio::join!(movers::mark_if_due(&db.pool), movers::mark_if_due(&db.pool));
+    let outcomes = [a.unwrap(), b.unwrap()];
+    assert!(outcomes.contains(&JobOutcome::Done(2)), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&JobOutcome::Busy) || outcomes.contains(&JobOutcome::AlreadyDone),
+        "{outcomes:?}"
+    );
+    let kept: Vec<DateTime<Utc>> =
+        sqlx::query_scalar("select marked_at from movers_marks where marked_at < $1")
+            .bind(now)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let kept: Vec<&str> = marks
+        .iter()
+        .filter(|(_, at)| kept.contains(at))
+        .map(|(name, _)| *name)
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            "1 min ago",
+            "30 min ago",
+            "first of its ten minutes",
+            "alone in the next ten minutes"
+        ]
+    );
+    let newest = movers::read(&db.pool, movers::newest(&db.pool).await.unwrap().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(newest.ids, vec![1_000_001, 1_000_002]);
+    assert_eq!(newest.followers, vec![100, 300]);
+}

@@ -207,3 +207,75 @@ fn an_id_list_counts_each_id_once_and_holds_at_most_twenty() {
         assert_eq!(bad_request(parse(bad)).0, "Invalid ids", "{bad:?}");
     }
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct MoversParams {
+    #[param(value_type = Option<String>)]
+    day: Option<Day>,
+    #[param(value_type = Option<i64>)]
+    min_followers: Option<MinFollowers>,
+    #[param(value_type = Option<String>)]
+    cursor: Option<KeyCursor>,
+}
+
+#[test]
+fn days_are_utc_dates_and_say_so() {
+    let day = |raw: &str| parse_query::<MoversParams>(&format!("day={raw}")).map(|q| q.day);
+    assert_eq!(day("2026-12-01").unwrap(), Some(Day(1_796_083_200_000)));
+    assert_eq!(Day(1_796_083_200_000).name(), "2026-12-01");
+    assert_eq!(day("1970-01-01").unwrap(), Some(Day(0)));
+    assert!(day("1969-12-31").unwrap().unwrap().0 < 0);
+    assert!(day("9999-12-31").is_ok());
+    for bad in [
+        "2026-02-30",
+        "2026-12-1",
+        "26-12-01",
+        "2026-12-01T00",
+        "+2026-12-01",
+        "x",
+        "",
+    ] {
+        let (title, detail) = bad_request(day(bad));
+        assert_eq!(title, "Invalid day", "{bad:?}");
+        assert!(
+            detail.starts_with("day must be a UTC date, YYYY-MM-DD"),
+            "{detail}"
+        );
+    }
+}
+
+#[test]
+fn min_followers_is_a_count_and_cursors_carry_a_value_and_an_id() {
+    let q = |raw: &str| parse_query::<MoversParams>(raw);
+    assert_eq!(
+        q("min_followers=0").unwrap().min_followers,
+        Some(MinFollowers(0))
+    );
+    assert_eq!(
+        q("min_followers=2147483647").unwrap().min_followers,
+        Some(MinFollowers(i32::MAX))
+    );
+    for bad in ["-1", "2147483648", "1e3", "+5"] {
+        assert_eq!(
+            bad_request(q(&format!("min_followers={bad}"))).0,
+            "Invalid min_followers",
+            "{bad:?}"
+        );
+    }
+    for (key, id) in [(-12.5, 42), (0.1 + 0.2, 7), (1e15, 1), (3.0, 9)] {
+        let text = KeyCursor::text(key, id);
+        assert_eq!(
+            q(&format!("cursor={text}")).unwrap().cursor,
+            Some(KeyCursor(key, id)),
+            "{text}"
+        );
+    }
+    for bad in ["12", "_3", "1.5_", "1.5_-3", "inf_3", "NaN_3", "x_1"] {
+        assert_eq!(
+            bad_request(q(&format!("cursor={bad}"))).0,
+            "Invalid cursor",
+            "{bad:?}"
+        );
+    }
+}

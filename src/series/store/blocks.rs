@@ -9,7 +9,8 @@ use sqlx::PgConnection;
 
 use super::{MergeReport, Segment, split_for_toast, upsert};
 use crate::series::{
-    BLOCK_MEMBERS, DAY_MS, HOUR_MS, SeriesPoint, at, block_of, codec, member_of, pack,
+    BLOCK_MEMBERS, DAY_MS, HOUR_MS, SeriesPoint, Snapshot, at, block_of, closes, codec, member_of,
+    pack,
 };
 
 /// One column of `rows` as an array: `f` applied to each row.
@@ -273,10 +274,15 @@ pub(crate) async fn merge_day(
     }
     let mut report = MergeReport::default();
     let mut segments = Vec::with_capacity(by_influencer.len());
+    // Each influencer's last point of the day, in id order (the map's).
+    let mut closes = Snapshot::with_capacity(by_influencer.len());
     for (id, (mut points, late_max, late_p99)) in by_influencer {
         points.sort_by_key(|p| p.slot_ms);
         points.dedup_by_key(|p| p.slot_ms);
         report.points += points.len() as u64;
+        if let Some(last) = points.last() {
+            closes.push(id, last.follower_count, last.following_count, last.slot_ms);
+        }
         segments.push(Segment::new(
             id,
             (day_ms, day_ms + DAY_MS),
@@ -288,6 +294,7 @@ pub(crate) async fn merge_day(
     report.segments = segments.len() as u64;
     report.bytes = segments.iter().map(|s| s.data.len() as u64).sum();
     upsert(tx, &segments).await?;
+    closes::write(tx, day_ms, &closes).await?;
     Ok((last, report))
 }
 
