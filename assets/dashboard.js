@@ -47,9 +47,24 @@ function say(text, kind) {
   box.className = text ? kind : "";
 }
 
+// With API_KEYS set the API wants a key: the page asks for it once (on the first 401) and
+// keeps it for the tab (sessionStorage: gone when the tab closes, never in the URL).
+const KEY = "influencer-analytics.api-key";
+
 async function getJson(url) {
-  const response = await fetch(url, { headers: { accept: "application/json" } });
+  const headers = { accept: "application/json" };
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.authorization = "Bearer " + key;
+  const response = await fetch(url, { headers });
   const body = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    sessionStorage.removeItem(KEY);
+    $("key-form").hidden = false;
+    const error = new Error(key ? "That API key was refused: enter another above."
+                                : "This server wants an API key: enter it above.");
+    error.status = 401;
+    throw error;
+  }
   if (!response.ok) {
     const error = new Error(body.detail || `HTTP ${response.status}`);
     error.status = response.status;
@@ -165,6 +180,10 @@ async function render() {
       : "no average stored yet";
   } catch (e) {
     $("average-now").textContent = "average unavailable: " + e.message;
+    if (e.status === 401) {
+      say(e.message, "error");
+      return;
+    }
   }
   if (!view.influencer) {
     say("Enter an influencer pk (for example 1000000) and press Show.", "info");
@@ -207,6 +226,14 @@ $("pick").addEventListener("submit", (event) => {
   const params = new URLSearchParams({ influencer: $("influencer").value.trim(), range: $("range").value });
   if ($("range").value === "custom") { params.set("from", $("from").value); params.set("to", $("to").value); }
   location.hash = params.toString();
+});
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY, $("api-key").value.trim());
+  $("api-key").value = "";
+  $("key-form").hidden = true;
+  say("", "info");
+  refresh();
 });
 $("range").addEventListener("change", () => {
   $("custom").style.display = $("range").value === "custom" ? "inline-flex" : "none";

@@ -1,10 +1,11 @@
 // Drives the dashboard in headless Chromium: choose an influencer through the form, wait for
 // the charts, and check what a person would read. Prints one JSON line with what it saw;
 // the Rust test (tests/it/dashboard.rs) judges it. Usage:
-//   node dashboard.mjs <base-url> <influencer-id> <screenshot.png>
+//   node dashboard.mjs <base-url> <influencer-id> <screenshot.png> [<keyed-base-url> <key>]
+// The last two: an API that wants a key (API_KEYS), which the page must ask for once.
 import { chromium } from "playwright-core";
 
-const [base, influencer, screenshot] = process.argv.slice(2);
+const [base, influencer, screenshot, keyedBase, key] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -62,7 +63,36 @@ try {
     range: document.querySelector("#range").value,
     message: document.querySelector("#message").textContent,
   }));
-  console.log(JSON.stringify({ prompt, ...seen, unknown, badRange, errors }));
+  let keyed = null;
+  if (keyedBase) {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => errors.push(String(e)));
+    const loaded = () => page.waitForFunction(
+      () => document.body.dataset.points !== undefined, null, { timeout: 15000 });
+    await page.goto(`${keyedBase}/#influencer=${influencer}&range=3600`);
+    await page.waitForSelector("#key-form:not([hidden])", { timeout: 15000 });
+    const asked = await page.textContent("#message");
+    await page.fill("#api-key", "wrong-key-0123456789");
+    await page.click("#key-use");
+    await page.waitForFunction(
+      () => document.querySelector("#message").textContent.includes("refused"), null, { timeout: 15000 });
+    const refused = await page.textContent("#message");
+    await page.fill("#api-key", key);
+    await page.click("#key-use");
+    await loaded();
+    const points = await page.evaluate(() => Number(document.body.dataset.points));
+    // The same tab keeps the key: a reload asks for nothing.
+    await page.reload();
+    await loaded();
+    keyed = {
+      asked, refused, points,
+      afterReload: await page.evaluate(() => ({
+        points: Number(document.body.dataset.points),
+        asked: !document.querySelector("#key-form").hidden,
+      })),
+    };
+  }
+  console.log(JSON.stringify({ prompt, ...seen, unknown, badRange, keyed, errors }));
 } finally {
   await browser.close();
 }

@@ -3,7 +3,12 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use influencer_analytics::{api::ApiState, model::follower_ratio, roles::Roles};
+use influencer_analytics::{
+    api::ApiState,
+    config::{ApiKey, ApiSettings},
+    model::follower_ratio,
+    roles::Roles,
+};
 use tokio_util::sync::CancellationToken;
 
 use influencer_analytics::testing::TestDb;
@@ -88,6 +93,18 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         .await
         .unwrap();
     let base = format!("http://{addr}");
+    // The same data behind an API that wants a key.
+    let key = "dashboard-key-0123456789";
+    let keyed_state =
+        ApiState::new(pool.clone(), Duration::from_secs(60)).with_limits(ApiSettings {
+            api_keys: vec![ApiKey::new(key).unwrap()],
+            ..ApiSettings::default()
+        });
+    let keyed_addr = roles
+        .serve_api(keyed_state, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let keyed_base = format!("http://{keyed_addr}");
 
     let screenshot = root.join("target/dashboard.png");
     let output = tokio::task::spawn_blocking(move || {
@@ -96,6 +113,8 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
             .arg(&base)
             .arg("1000001")
             .arg(&screenshot)
+            .arg(&keyed_base)
+            .arg(key)
             .env("CHROMIUM", browser)
             .output()
             .unwrap()
@@ -195,6 +214,26 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         seen["badRange"],
         serde_json::json!({"points": 48, "range": "86400", "message": ""}),
         "a link with an unknown range opens the default view"
+    );
+    // With API_KEYS the page asks for a key once, says so when one is refused, and keeps it
+    // for the tab (before: every request of the page got a 401).
+    let keyed = &seen["keyed"];
+    assert!(
+        keyed["asked"]
+            .as_str()
+            .unwrap()
+            .contains("wants an API key"),
+        "{keyed}"
+    );
+    assert!(
+        keyed["refused"].as_str().unwrap().contains("was refused"),
+        "{keyed}"
+    );
+    assert_eq!(keyed["points"], 48, "{keyed}");
+    assert_eq!(
+        keyed["afterReload"],
+        serde_json::json!({"points": 48, "asked": false}),
+        "{keyed}"
     );
     assert_eq!(seen["errors"], serde_json::json!([]), "no script errors");
 }

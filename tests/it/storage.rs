@@ -645,8 +645,29 @@ async fn retention_drops_only_what_is_older_than_retention() {
     let packs_before = f
         .count("select count(*) from influencer_summary_packs")
         .await;
+    // Compaction wrote each merged day's closes.
+    let close_days = |f: &Fixture| {
+        let db = f.db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select (extract(epoch from day) * 1000)::bigint from influencer_day_closes order by 1",
+            )
+            .fetch_all(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let closed = close_days(&f).await;
+    let merged = [70, 45, 16, 14, 3].map(midnight_days_ago).to_vec();
+    assert_eq!(closed, merged, "a row of closes for each merged day");
     let keep = Duration::from_secs(15 * 86_400);
     let report = retention::apply(&f.db, keep).await.unwrap();
+    // Closes go a day after their day passes the cutoff (as the compaction days do).
+    assert_eq!(
+        close_days(&f).await,
+        [14, 3].map(midnight_days_ago).to_vec(),
+        "the closes of the days older than the retention are deleted"
+    );
     // A span's days and its pack go together.
     f.assert_packs_agree_with_days("after retention").await;
     assert!(
