@@ -24,8 +24,11 @@ function readHash() {
   const params = new URLSearchParams(location.hash.slice(1));
   const offered = [...$("range").options].map((option) => option.value);
   const range = params.get("range");
+  const windows = [...$("movers-window").options].map((option) => option.value);
+  const chosen = params.get("window");
   return { influencer: params.get("influencer") || "",
            range: offered.includes(range) ? range : "86400",
+           window: windows.includes(chosen) ? chosen : "24h",
            from: params.get("from") || "", to: params.get("to") || "" };
 }
 
@@ -148,6 +151,41 @@ async function showLatest(id) {
   $("latest-when").textContent = when + ranked;
 }
 
+const signed = (n) => (n > 0 ? "+" : "") + numbers.format(n);
+
+// The home view's movers: the top gainers and losers by followers over the chosen window.
+async function showMovers(span) {
+  $("movers-window").value = span;
+  const note = [];
+  for (const direction of ["gainers", "losers"]) {
+    const body = $(direction).querySelector("tbody");
+    body.replaceChildren();
+    let answer;
+    try {
+      answer = await getJson(`/influencer_analytics/movers?window=${span}&direction=${direction}&limit=10`);
+    } catch (e) {
+      $("movers-note").textContent = e.status === 404 ? "Not enough history yet: " + e.message : e.message;
+      if (e.status === 401) throw e;
+      continue;
+    }
+    for (const m of answer.movers) {
+      const row = body.insertRow();
+      const link = document.createElement("a");
+      link.href = `#influencer=${m.influencer_id}&range=86400`;
+      link.textContent = m.username || String(m.influencer_id);
+      row.insertCell().append(link);
+      for (const text of [numbers.format(m.from.follower_count), numbers.format(m.to.follower_count),
+                          signed(m.change), m.percent == null ? "–" : signed(m.percent) + "%"]) {
+        row.insertCell().textContent = text;
+      }
+    }
+    note[0] = `as of ${new Date(answer.as_of).toISOString().slice(0, 16).replace("T", " ")} UTC · ` +
+      `${numbers.format(answer.compared)} compared, ${numbers.format(answer.stale)} left out (no value near an end) · ` +
+      `at least ${numbers.format(answer.min_followers)} followers at the start`;
+    $("movers-note").textContent = note[0];
+  }
+}
+
 // Draws everything for the view in the URL; marks the page ready (for tests) whatever happens.
 async function refresh() {
   try {
@@ -185,8 +223,14 @@ async function render() {
       return;
     }
   }
+  $("movers").hidden = Boolean(view.influencer);
   if (!view.influencer) {
-    say("Enter an influencer pk (for example 1000000) and press Show.", "info");
+    say("Enter an influencer pk (for example 1000000) and press Show, or search by username.", "info");
+    try {
+      await showMovers(view.window);
+    } catch (e) {
+      say(e.message, "error");
+    }
     return;
   }
   try {
@@ -226,6 +270,46 @@ $("pick").addEventListener("submit", (event) => {
   const params = new URLSearchParams({ influencer: $("influencer").value.trim(), range: $("range").value });
   if ($("range").value === "custom") { params.set("from", $("from").value); params.set("to", $("to").value); }
   location.hash = params.toString();
+});
+$("movers-window").addEventListener("change", () => {
+  const params = new URLSearchParams(location.hash.slice(1));
+  params.set("window", $("movers-window").value);
+  location.hash = params.toString();
+});
+// Suggestions as one types; Enter opens the influencer whose pk was typed, or the first match.
+let searching = null;
+$("search").addEventListener("input", () => {
+  clearTimeout(searching);
+  const q = $("search").value.trim();
+  if (!q) return;
+  searching = setTimeout(async () => {
+    try {
+      const answer = await getJson(`/influencer_analytics/search?q=${encodeURIComponent(q)}&limit=10`);
+      $("search-results").replaceChildren(...answer.influencers.map((f) => {
+        const option = document.createElement("option");
+        option.value = String(f.influencer_id);
+        option.label = f.username;
+        return option;
+      }));
+    } catch (e) {
+      say(e.message, "error");
+    }
+  }, 200);
+});
+$("search-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const q = $("search").value.trim();
+  if (!q) return;
+  try {
+    const answer = await getJson(`/influencer_analytics/search?q=${encodeURIComponent(q)}&limit=1`);
+    if (!answer.influencers.length) {
+      say(`No influencer's username starts with "${q}".`, "error");
+      return;
+    }
+    location.hash = new URLSearchParams({ influencer: answer.influencers[0].influencer_id, range: $("range").value }).toString();
+  } catch (e) {
+    say(e.message, "error");
+  }
 });
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();

@@ -18,6 +18,19 @@ try {
   await page.goto(base + "/");
   await page.waitForSelector("body[data-ready=true]", { timeout: 15000 });
   const prompt = await page.textContent("#message");
+  // The home view's movers: the day's window has no history here; the hour's has.
+  await page.waitForFunction(
+    () => document.querySelector("#movers-note").textContent !== "", null, { timeout: 15000 });
+  const moversDay = await page.textContent("#movers-note");
+  await page.selectOption("#movers-window", "1h");
+  await page.waitForFunction(
+    () => document.querySelectorAll("#gainers tbody tr").length > 0, null, { timeout: 15000 });
+  const rows = (id) => page.evaluate((id) => [...document.querySelectorAll(`#${id} tbody tr`)].map(
+    (tr) => [...tr.cells].map((cell) => cell.textContent)), id);
+  const movers = { day: moversDay, gainers: await rows("gainers"), losers: await rows("losers"),
+                   note: await page.textContent("#movers-note"),
+                   hash: await page.evaluate(() => location.hash) };
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "-home.png"), fullPage: true });
 
   await page.fill("#influencer", influencer);
   await page.selectOption("#range", "3600");
@@ -63,6 +76,21 @@ try {
     range: document.querySelector("#range").value,
     message: document.querySelector("#message").textContent,
   }));
+  // Search: a username's start, then Enter, opens that influencer.
+  const searching = await browser.newPage();
+  searching.on("pageerror", (e) => errors.push(String(e)));
+  await searching.goto(base + "/");
+  await searching.waitForSelector("body[data-ready=true]", { timeout: 15000 });
+  await searching.fill("#search", "INFLUENCER-1000003");
+  await searching.press("#search", "Enter");
+  await searching.waitForFunction(
+    () => document.querySelector("#who").textContent.includes("1000003"), null, { timeout: 15000 });
+  const searched = await searching.evaluate(() => ({
+    who: document.querySelector("#who").textContent,
+    followers: document.querySelector("#latest-followers").textContent,
+    moversHidden: document.querySelector("#movers").hidden,
+  }));
+
   let keyed = null;
   if (keyedBase) {
     const page = await browser.newPage();
@@ -92,7 +120,7 @@ try {
       })),
     };
   }
-  console.log(JSON.stringify({ prompt, ...seen, unknown, badRange, keyed, errors }));
+  console.log(JSON.stringify({ prompt, movers, ...seen, unknown, badRange, searched, keyed, errors }));
 } finally {
   await browser.close();
 }

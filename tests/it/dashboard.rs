@@ -55,6 +55,32 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
             .await
             .unwrap();
     }
+    // The movers: an hour ago 1000001 had 1,166 followers fewer, 1000002 5,000 more and
+    // 1000003 500 fewer; a mark of then (moved back an hour) and one of now.
+    let shift = "case influencer_id when 1000001 then 1166 when 1000002 then -5000 else 500 end";
+    sqlx::query(&format!(
+        "update influencer_latest set slot = now() - interval '1 hour',
+             follower_count = follower_count - {shift}"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    influencer_analytics::jobs::movers::mark_now(pool)
+        .await
+        .unwrap();
+    sqlx::query("update movers_marks set marked_at = marked_at - interval '1 hour'")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "update influencer_latest set slot = now(), follower_count = follower_count + {shift}"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    influencer_analytics::jobs::movers::mark_now(pool)
+        .await
+        .unwrap();
     // 50 minutes of points on the influencer's slot grid, but for two (a gap the page shades).
     let grid = influencer_analytics::schedule::SlotGrid::new(Duration::from_secs(60));
     let slot_ms = |minute: i64| grid.slot_at_or_after(1_000_001, (now - 60 * minute) * 1000);
@@ -135,6 +161,44 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
             .contains("Enter an influencer")
     );
     assert_eq!(seen["points"], 48);
+    // The home view's movers, as the inserted values say.
+    let movers = &seen["movers"];
+    assert!(
+        movers["day"]
+            .as_str()
+            .unwrap()
+            .starts_with("Not enough history yet"),
+        "{movers}"
+    );
+    assert_eq!(
+        movers["gainers"],
+        serde_json::json!([
+            ["influencer-1000001", "56,000", "57,166", "+1,166", "+2.08%"],
+            ["influencer-1000003", "9,500", "10,000", "+500", "+5.26%"]
+        ]),
+        "{movers}"
+    );
+    assert_eq!(
+        movers["losers"],
+        serde_json::json!([["influencer-1000002", "95,000", "90,000", "-5,000", "-5.26%"]]),
+        "{movers}"
+    );
+    assert!(
+        movers["note"]
+            .as_str()
+            .unwrap()
+            .contains("3 compared, 0 left out"),
+        "{movers}"
+    );
+    assert!(
+        movers["hash"].as_str().unwrap().contains("window=1h"),
+        "the window is in the URL: {movers}"
+    );
+    assert_eq!(
+        seen["searched"],
+        serde_json::json!({"who": "· influencer-1000003", "followers": "10,000", "moversHidden": true}),
+        "search by a username's start, in another case, opens the influencer"
+    );
     // The gaps: the page shows what the gaps endpoint counts, and shades each run (the two
     // missing minutes, and the first ten minutes of the hour, before the points began).
     let (expected, missing) = (
