@@ -392,7 +392,7 @@ fn a_path_is_told_from_a_media_type_and_a_placeholder() {
 
 /// The tier tables: the hot tier, the cold tier and compaction's bookkeeping of them, which
 /// only `series` reads and writes (migrations name them too).
-const TIER_TABLES: [&str; 7] = [
+const TIER_TABLES: [&str; 9] = [
     "influencer_metrics",
     "late_points",
     "influencer_hour_blocks",
@@ -400,6 +400,8 @@ const TIER_TABLES: [&str; 7] = [
     "influencer_summary_packs",
     "compaction_days",
     "influencer_day_closes",
+    "rank_moments",
+    "rank_blocks",
 ];
 
 /// The string literals of Rust source, with the line each starts on: `"..."` with its escapes

@@ -64,6 +64,15 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::series::ranks::RanksError> for ApiError {
+    fn from(e: crate::series::ranks::RanksError) -> Self {
+        match e {
+            crate::series::ranks::RanksError::Database(e) => e.into(),
+            e => Self::Internal(e.into()),
+        }
+    }
+}
+
 impl From<crate::series::read::ReadError> for ApiError {
     fn from(e: crate::series::read::ReadError) -> Self {
         match e {

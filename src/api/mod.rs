@@ -14,6 +14,7 @@ pub mod limits;
 pub mod movers;
 pub mod params;
 pub mod population;
+pub mod rank;
 pub mod search;
 pub mod tracking;
 
@@ -40,6 +41,7 @@ use error::{ApiError, Problem};
         influencers::latest,
         gaps::gaps,
         growth::growth,
+        rank::rank,
         compare::compare,
         movers::movers,
         search::search,
@@ -173,6 +175,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/influencer_analytics/{id}/gaps", get(gaps::gaps))
         .route("/influencer_analytics/{id}/growth", get(growth::growth))
+        .route("/influencer_analytics/{id}/rank", get(rank::rank))
         .route("/influencers", axum::routing::post(tracking::track))
         .route(
             "/influencers/{id}",

@@ -113,6 +113,15 @@ pub(crate) async fn run_minutely(
                     }
                 }
                 let started = Instant::now();
+                match ranking::rank_closed_days(&pool).await {
+                    Ok(JobOutcome::Done(days)) => {
+                        record_run("rank_days", started);
+                        tracing::debug!(days, "closed days ranked");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot rank closed days"),
+                }
+                let started = Instant::now();
                 match retention::apply(&pool, retention).await {
                     Ok(_) => record_run("retention", started),
                     Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot apply retention"),

@@ -8,9 +8,12 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::{JobOutcome, try_lock};
+use crate::series::ranks;
 
 /// Advisory lock key: "ranking" in ASCII.
 const LOCK_KEY: i64 = 0x72_616e_6b69_6e67;
+/// Advisory lock key of ranking closed days: "rankdays" in ASCII.
+const DAYS_LOCK_KEY: i64 = 0x7261_6e6b_6461_7973;
 
 /// Bytes of one entry of the snapshot: follower_count (i32) then influencer_id (i64), LE.
 const ENTRY_BYTES: usize = 12;
@@ -59,6 +62,10 @@ async fn rank(tx: &mut Transaction<'_, Postgres>) -> Result<i64, sqlx::Error> {
     .into_iter()
     .map(|row| (row.influencer_id, row.follower_count))
     .collect();
+    // The rank history's hourly moment, on the first ranking of each hour.
+    if let Some(hour_ms) = ranks::hour_due(tx).await? {
+        ranks::write(tx, ranks::Kind::Hour, hour_ms, entries.clone()).await?;
+    }
     let bytes = tokio::task::spawn_blocking(move || Ranking::new(Utc::now(), entries).encode())
         .await
         .expect("sorting the ranking does not panic");
@@ -73,6 +80,30 @@ bytes
     .execute(&mut **tx)
     .await?;
     Ok(ranked)
+}
+
+/// Ranks every day whose closes compaction has finished writing and that has no ranks yet
+/// (the rank history's days), unless another process is at it; returns the days ranked.
+pub async fn rank_closed_days(pool: &PgPool) -> anyhow::Result<JobOutcome<usize>> {
+    let days = ranks::days_to_rank(pool).await?;
+    if days.is_empty() {
+        return Ok(JobOutcome::AlreadyDone);
+    }
+    for (done, &day_ms) in days.iter().enumerate() {
+        let mut tx = pool.begin().await?;
+        if !try_lock(&mut tx, DAYS_LOCK_KEY).await? {
+            tx.rollback().await?;
+            return Ok(if done == 0 {
+                JobOutcome::Busy
+            } else {
+                JobOutcome::Done(done)
+            });
+        }
+        let ranked = ranks::rank_day(&mut tx, pool, day_ms).await?;
+        tx.commit().await?;
+        tracing::info!(day = %crate::series::at(day_ms).date_naive(), ranked, "day ranked");
+    }
+    Ok(JobOutcome::Done(days.len()))
 }
 
 /// Where one influencer stands in a ranking.

@@ -47,6 +47,7 @@ pub mod fixtures;
 pub mod hot;
 pub mod inspect;
 pub mod pack;
+pub mod ranks;
 pub mod read;
 pub mod retention;
 pub mod snapshot;

@@ -25,7 +25,8 @@ pub(crate) async fn drop_chunks(
     Ok(dropped)
 }
 
-/// Deletes the late points, the compaction days and the day closes older than `secs`; returns how many rows.
+/// Deletes the late points, the compaction days, the day closes and the days' ranks older than
+/// `secs`; returns how many rows.
 pub(crate) async fn delete_rows(tx: &mut PgConnection, secs: f64) -> sqlx::Result<u64> {
     let late = sqlx::query!(
         "delete from late_points where slot < now() - make_interval(secs => $1)",
@@ -47,5 +48,18 @@ pub(crate) async fn delete_rows(tx: &mut PgConnection, secs: f64) -> sqlx::Resul
     )
     .execute(&mut *tx)
     .await?;
-    Ok(late.rows_affected() + days.rows_affected() + closes.rows_affected())
+    // A day's ranks go with its closes (their blocks by cascade).
+    let ranks = sqlx::query!(
+        "delete from rank_moments
+         where kind = 'day' and at < now() - make_interval(secs => $1) - interval '1 day'",
+        secs,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(
+        late.rows_affected()
+            + days.rows_affected()
+            + closes.rows_affected()
+            + ranks.rows_affected(),
+    )
 }

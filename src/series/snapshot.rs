@@ -128,7 +128,7 @@ impl Snapshot {
     }
 }
 
-fn column<T: pco::data_types::Number>(out: &mut Vec<u8>, values: &[T]) {
+pub(super) fn column<T: pco::data_types::Number>(out: &mut Vec<u8>, values: &[T]) {
     let bytes = if values.is_empty() {
         Vec::new()
     } else {
@@ -139,7 +139,9 @@ fn column<T: pco::data_types::Number>(out: &mut Vec<u8>, values: &[T]) {
     out.extend_from_slice(&bytes);
 }
 
-fn read_column<T: pco::data_types::Number>(rest: &mut &[u8]) -> Result<Vec<T>, CodecError> {
+pub(super) fn read_column<T: pco::data_types::Number>(
+    rest: &mut &[u8],
+) -> Result<Vec<T>, CodecError> {
     let (len, tail) = rest.split_first_chunk::<4>().ok_or(CodecError::Truncated)?;
     let len = u32::from_le_bytes(*len) as usize;
     if tail.len() < len {

@@ -12,6 +12,7 @@ mod jobs;
 mod monitoring;
 mod movers;
 mod pipeline;
+mod rank;
 mod schema;
 mod search;
 mod simulator;

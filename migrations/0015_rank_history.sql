@@ -1,0 +1,27 @@
+-- Rank history (issue 39): each influencer's rank and percentile by followers at each UTC
+-- day's close (from influencer_day_closes, kept for the retention) and each hour (from the
+-- ranking job, kept 48 hours). src/series/ranks.rs describes the layout.
+-- * rank_moments: one row a moment, with how many influencers it ranked.
+-- * rank_blocks: the moment's ranks, one row per 1,024 consecutive ids (block = id >> 10).
+--   A dense row is 8 bytes an id of the block (rank u32 then "fewer" u32, little-endian; rank
+--   0 = not ranked), read for one influencer with substring(), which with EXTERNAL storage
+--   fetches only the chunk it needs; a sparse row (few ids of the block ranked) holds pco
+--   columns and is read whole.
+create table rank_moments (
+    kind     text not null check (kind in ('day', 'hour')),
+    -- A day: its start (00:00 UTC); an hour: the hour.
+    at       timestamptz not null,
+    ranked   integer not null,
+    primary key (kind, at)
+);
+
+create table rank_blocks (
+    kind     text not null,
+    at       timestamptz not null,
+    block    bigint not null,
+    dense    boolean not null,
+    data     bytea not null,
+    primary key (kind, at, block),
+    foreign key (kind, at) references rank_moments (kind, at) on delete cascade
+);
+alter table rank_blocks alter column data set storage external;
