@@ -2,9 +2,9 @@
 -- day's close (from influencer_day_closes, kept for the retention) and each hour (from the
 -- ranking job, kept 48 hours). src/series/ranks.rs describes the layout.
 -- * rank_moments: one row a moment, with how many influencers it ranked.
--- * rank_blocks: the moment's ranks, one row per 1,024 consecutive ids (block = id >> 10).
---   A dense row is 8 bytes an id of the block (rank u32 then "fewer" u32, little-endian; rank
---   0 = not ranked), read for one influencer with substring(), which with EXTERNAL storage
+-- * rank_blocks: the moment's ranks, one row per 1,330 consecutive ids (block = floor(id / 1330)).
+--   A dense row is 6 bytes an id of the block (rank u32 then percentile in hundredths u16,
+--   little-endian; rank 0 = not ranked), read for one influencer with substring(), which with EXTERNAL storage
 --   fetches only the chunk it needs; a sparse row (few ids of the block ranked) holds pco
 --   columns and is read whole.
 create table rank_moments (

@@ -118,16 +118,11 @@ fn split(history: &[RankAt], start_ms: i64, end_ms: i64) -> (Vec<RankPoint>, Vec
                     .unwrap_or_default()
             }),
             rank: r.standing.rank,
-            percentile: percentile(r.standing.fewer, r.ranked),
+            percentile: f64::from(r.standing.percentile) / 100.0,
             ranked: r.ranked,
         });
     }
     (days, hours)
-}
-
-/// `fewer` of `ranked` in percent, to the hundredth (as `/latest` gives it).
-fn percentile(fewer: u32, ranked: u32) -> f64 {
-    (f64::from(fewer) * 10_000.0 / f64::from(ranked.max(1))).round() / 100.0
 }
 
 #[cfg(test)]
@@ -138,17 +133,17 @@ mod tests {
     #[test]
     fn days_are_answered_at_their_close_and_both_ends_are_inclusive() {
         let day = 20_000 * DAY_MS;
-        let at = |kind, at_ms, rank, fewer| RankAt {
+        let at = |kind, at_ms, rank, percentile| RankAt {
             kind,
             at_ms,
-            standing: Standing { rank, fewer },
+            standing: Standing { rank, percentile },
             ranked: 3,
         };
         let history = [
-            at(Kind::Day, day - DAY_MS, 1, 2),
+            at(Kind::Day, day - DAY_MS, 1, 6_667),
             at(Kind::Day, day, 3, 0),
-            at(Kind::Hour, day + DAY_MS, 2, 1),
-            at(Kind::Hour, day + DAY_MS + 3_600_000, 2, 1),
+            at(Kind::Hour, day + DAY_MS, 2, 3_333),
+            at(Kind::Hour, day + DAY_MS + 3_600_000, 2, 3_333),
         ];
         let (days, hours) = split(&history, day, day + DAY_MS);
         assert_eq!(days.len(), 2);

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod load;
 pub mod movers;
 pub mod procs;
+pub mod rank;
 pub mod ranking;
 pub mod sink;
 pub mod storage;
@@ -74,6 +75,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Scenario::Ranking => ranking::run(database, quick).await?,
         Scenario::Movers => movers::run(database, quick).await?,
+        Scenario::Rank => rank::run(database, quick).await?,
     };
     println!("{}", report.markdown());
     println!("written to {}", report.write_json()?.display());
@@ -103,6 +105,8 @@ pub enum Scenario {
     Ranking,
     /// The movers at 1,000,000: the minutely mark's cost, and the endpoint under load.
     Movers,
+    /// The rank history at 1,000,000 over a year: a day's ranking, bytes, the endpoint.
+    Rank,
 }
 
 impl Scenario {
@@ -118,6 +122,7 @@ impl Scenario {
             Scenario::Classify => "classify",
             Scenario::Ranking => "ranking",
             Scenario::Movers => "movers",
+            Scenario::Rank => "rank",
         }
     }
 }

@@ -4,28 +4,32 @@
 //! `rank_blocks` (migration 0015).
 //!
 //! A moment's ranks are stored one row per [`BLOCK_IDS`] consecutive ids, in the smaller of two
-//! layouts ([`Block`]): dense, 8 bytes an id of the block (rank and "fewer", u32 LE; rank 0
-//! for an id not ranked), which a reader of one influencer takes 8 bytes of with `substring`
+//! layouts ([`Block`]): dense, 6 bytes an id of the block (rank u32 and percentile in
+//! hundredths u16, LE; rank 0 for an id not ranked), which a reader of one influencer takes
+//! 6 bytes of with `substring`
 //! (the row is stored uncompressed, so PostgreSQL fetches only the TOAST chunk that holds
-//! them); or sparse, three pco columns (offset in the block, rank, fewer) read whole, for
-//! blocks with fewer than 7/8 of their ids ranked. With ids as dense as Mockstagram's pks that
-//! is 8 bytes an influencer-moment; with sparse ids the pco columns take fewer (about 5).
+//! them); or sparse, three pco columns (offset in the block, rank, percentile) read whole,
+//! for blocks with under 7/8 of their ids ranked. With ids as dense as Mockstagram's pks that
+//! is 6 bytes an influencer-moment (6.3 with TOAST's own), about 4 in the pco columns.
 //!
 //! A sparse row is read whole, so it is kept for blocks where few ids are ranked: the dense
-//! layout's 8 bytes are what a year's history of one influencer costs to read (365 small
+//! layout's 6 bytes are what a year's history of one influencer costs to read (365 small
 //! fetches), where a sparse block is 5 KB and its decoding.
 //!
 //! Ranks follow the ranking job's rule (`jobs::ranking`): 1 = most followers, ties share a
-//! rank; "fewer" counts the ranked influencers with fewer followers, for the percentile.
+//! rank; the percentile is the share of the ranked with fewer followers, to the hundredth (as
+//! `/latest` answers it).
 
 use sqlx::{PgConnection, PgPool};
 
 use super::{DAY_MS, at, closes, codec::CodecError, snapshot};
 
-/// Ids per row of `rank_blocks`: block `b` holds ids `b * 1024` to `b * 1024 + 1023`.
-pub const BLOCK_IDS: usize = 1024;
+/// Ids per row of `rank_blocks`: block `b` holds ids `b * 1330` to `b * 1330 + 1329`. A dense
+/// row is then 7,980 bytes: four whole TOAST chunks (1,996 bytes each, four to a page), where
+/// a power of two (1,024 ids, 6,144 bytes) left a quarter of each page empty.
+pub const BLOCK_IDS: usize = 1330;
 /// Bytes a dense row gives each id of its block.
-const DENSE_ENTRY: usize = 8;
+const DENSE_ENTRY: usize = 6;
 /// How long the hourly moments are kept.
 pub const HOURS_KEPT_MS: i64 = 48 * 3_600_000;
 /// Ranked ids from which a block is stored dense: 7/8 of its ids (up to 9.1 bytes an id).
@@ -55,8 +59,8 @@ impl Kind {
 pub struct Standing {
     /// 1 = most followers; ties share a rank.
     pub rank: u32,
-    /// Ranked influencers with fewer followers.
-    pub fewer: u32,
+    /// The share of the ranked with fewer followers, in hundredths of a percent (0 to 10,000).
+    pub percentile: u16,
 }
 
 /// Ranks `(influencer_id, followers)` pairs (each id once): `(id, standing)` by id.
@@ -71,7 +75,7 @@ pub fn rank(mut entries: Vec<(i64, i32)>) -> Vec<(i64, Standing)> {
         for &(id, _) in &entries[start..end] {
             let standing = Standing {
                 rank: (start + 1) as u32,
-                fewer: (n - end) as u32,
+                percentile: hundredths(n - end, n),
             };
             out.push((id, standing));
         }
@@ -81,9 +85,15 @@ pub fn rank(mut entries: Vec<(i64, i32)>) -> Vec<(i64, Standing)> {
     out
 }
 
-/// The block of an id and its offset in it (as SQL's `>> 10` and `& 1023`).
+/// `fewer` of `ranked` in hundredths of a percent, rounded (as `/latest` rounds it).
+pub fn hundredths(fewer: usize, ranked: usize) -> u16 {
+    (fewer as f64 * 10_000.0 / ranked.max(1) as f64).round() as u16
+}
+
+/// The block of an id and its offset in it (negative ids too).
 pub fn block_of(id: i64) -> (i64, usize) {
-    (id >> 10, (id & (BLOCK_IDS as i64 - 1)) as usize)
+    let n = BLOCK_IDS as i64;
+    (id.div_euclid(n), id.rem_euclid(n) as usize)
 }
 
 /// One stored row of a moment: a block's standings.
@@ -96,7 +106,7 @@ pub struct Block {
 
 impl Block {
     /// The row of `block` for its ranked ids `(offset, standing)`, in offset order: dense
-    /// when at least [`DENSE_FROM`] of its ids are ranked (a reader then fetches 8 bytes of
+    /// when at least [`DENSE_FROM`] of its ids are ranked (a reader then fetches 6 bytes of
     /// it), sparse otherwise.
     fn encode(block: i64, members: &[(usize, Standing)]) -> Self {
         if members.len() >= DENSE_FROM {
@@ -104,7 +114,7 @@ impl Block {
             for &(offset, s) in members {
                 let at = offset * DENSE_ENTRY;
                 data[at..at + 4].copy_from_slice(&s.rank.to_le_bytes());
-                data[at + 4..at + 8].copy_from_slice(&s.fewer.to_le_bytes());
+                data[at + 4..at + 6].copy_from_slice(&s.percentile.to_le_bytes());
             }
             return Self {
                 block,
@@ -114,11 +124,11 @@ impl Block {
         }
         let offsets: Vec<u32> = members.iter().map(|m| m.0 as u32).collect();
         let ranks: Vec<u32> = members.iter().map(|m| m.1.rank).collect();
-        let fewer: Vec<u32> = members.iter().map(|m| m.1.fewer).collect();
+        let percentiles: Vec<u32> = members.iter().map(|m| u32::from(m.1.percentile)).collect();
         let mut data = vec![SPARSE_FORMAT];
         snapshot::column(&mut data, &offsets);
         snapshot::column(&mut data, &ranks);
-        snapshot::column(&mut data, &fewer);
+        snapshot::column(&mut data, &percentiles);
         Self {
             block,
             dense: false,
@@ -139,7 +149,7 @@ impl Block {
     }
 }
 
-/// The standing at `offset` from what a reader fetched of a row: the 8 bytes of a dense row
+/// The standing at `offset` from what a reader fetched of a row: the 6 bytes of a dense row
 /// (`substring`), or a whole sparse row. `None` when the id is not ranked.
 pub fn standing_in(
     dense: bool,
@@ -147,10 +157,10 @@ pub fn standing_in(
     offset: usize,
 ) -> Result<Option<Standing>, CodecError> {
     if dense {
-        let entry: &[u8; 8] = bytes.try_into().map_err(|_| CodecError::Truncated)?;
+        let entry: &[u8; DENSE_ENTRY] = bytes.try_into().map_err(|_| CodecError::Truncated)?;
         let rank = u32::from_le_bytes(entry[..4].try_into().expect("4 bytes"));
-        let fewer = u32::from_le_bytes(entry[4..].try_into().expect("4 bytes"));
-        return Ok((rank != 0).then_some(Standing { rank, fewer }));
+        let percentile = u16::from_le_bytes(entry[4..].try_into().expect("2 bytes"));
+        return Ok((rank != 0).then_some(Standing { rank, percentile }));
     }
     let (&format, mut rest) = bytes.split_first().ok_or(CodecError::Truncated)?;
     if format != SPARSE_FORMAT {
@@ -158,8 +168,8 @@ pub fn standing_in(
     }
     let offsets: Vec<u32> = snapshot::read_column(&mut rest)?;
     let ranks: Vec<u32> = snapshot::read_column(&mut rest)?;
-    let fewer: Vec<u32> = snapshot::read_column(&mut rest)?;
-    if ranks.len() != offsets.len() || fewer.len() != offsets.len() {
+    let percentiles: Vec<u32> = snapshot::read_column(&mut rest)?;
+    if ranks.len() != offsets.len() || percentiles.len() != offsets.len() {
         return Err(CodecError::Corrupt("rank block columns disagree".into()));
     }
     Ok(offsets
@@ -167,7 +177,7 @@ pub fn standing_in(
         .ok()
         .map(|i| Standing {
             rank: ranks[i],
-            fewer: fewer[i],
+            percentile: percentiles[i].min(10_000) as u16,
         }))
 }
 
@@ -242,7 +252,7 @@ pub async fn history(
     let rows = sqlx::query!(
         r#"select m.kind as "kind!", (extract(epoch from m.at) * 1000)::bigint as "at_ms!",
                 m.ranked, b.dense as "dense?",
-                case when b.dense then substring(b.data from $2 for 8) else b.data end as "data?"
+                case when b.dense then substring(b.data from $2 for 6) else b.data end as "data?"
          from rank_moments m
          left join rank_blocks b on b.kind = m.kind and b.at = m.at and b.block = $1
          where m.at >= $3 and m.at <= $4
@@ -339,20 +349,20 @@ pub async fn hour_due(tx: &mut PgConnection) -> sqlx::Result<Option<i64>> {
 mod tests {
     use super::*;
 
-    fn s(rank: u32, fewer: u32) -> Standing {
-        Standing { rank, fewer }
+    fn s(rank: u32, percentile: u16) -> Standing {
+        Standing { rank, percentile }
     }
 
     #[test]
-    fn ties_share_a_rank_and_fewer_counts_only_the_smaller() {
+    fn ties_share_a_rank_and_the_percentile_counts_only_the_smaller() {
         let ranked = rank(vec![(5, 100), (3, 300), (4, 300), (9, 50), (7, 100)]);
         assert_eq!(
             ranked,
             vec![
-                (3, s(1, 3)),
-                (4, s(1, 3)),
-                (5, s(3, 1)),
-                (7, s(3, 1)),
+                (3, s(1, 6_000)),
+                (4, s(1, 6_000)),
+                (5, s(3, 2_000)),
+                (7, s(3, 2_000)),
                 (9, s(5, 0)),
             ]
         );
@@ -364,7 +374,7 @@ mod tests {
         let (block, offset) = block_of(id);
         let row = blocks.iter().find(|b| b.block == block)?;
         let bytes = if row.dense {
-            &row.data[offset * DENSE_ENTRY..offset * DENSE_ENTRY + 8]
+            &row.data[offset * DENSE_ENTRY..(offset + 1) * DENSE_ENTRY]
         } else {
             &row.data[..]
         };
@@ -381,7 +391,10 @@ mod tests {
         let standings = rank(entries.clone());
         let blocks = Block::all(&standings);
         assert!(blocks.iter().any(|b| b.dense) && blocks.iter().any(|b| !b.dense));
-        let full = blocks.iter().find(|b| b.block == 1_001_000 >> 10).unwrap();
+        let full = blocks
+            .iter()
+            .find(|b| b.block == block_of(1_001_000).0)
+            .unwrap();
         assert!(full.dense);
         assert_eq!(full.data.len(), BLOCK_IDS * DENSE_ENTRY);
         let far = blocks.iter().find(|b| b.block == block_of(5).0).unwrap();
@@ -394,7 +407,7 @@ mod tests {
         assert_eq!(read_back(&blocks, 999_999), None);
         assert_eq!(read_back(&blocks, 3_000_000), None);
         let total: usize = blocks.iter().map(|b| b.data.len()).sum();
-        assert!(total <= 8 * entries.len(), "{total} bytes");
+        assert!(total <= 6 * entries.len(), "{total} bytes");
     }
 
     #[test]

@@ -190,15 +190,15 @@ async fn a_rank_history_refuses_bad_ranges_and_unknown_influencers() {
 }
 
 #[tokio::test]
-async fn a_full_block_of_ids_is_read_back_eight_bytes_at_a_time() {
+async fn a_full_block_of_ids_is_read_back_six_bytes_at_a_time() {
     let api = TestApi::start().await;
-    // Ids 2,048 to 3,071 (one block, dense) and 3,072 to 3,099 (the next, sparse); followers
-    // a permutation with ties.
+    // Ids 2,660 to 3,989 (one block, dense) and 3,990 to 4,019 (the next, sparse); followers
+    // spread with ties.
     sqlx::raw_sql(
         "insert into influencers (influencer_id, username)
-         select id, 'influencer-' || id from generate_series(2048, 3099) id;
+         select id, 'influencer-' || id from generate_series(2660, 4019) id;
          insert into influencer_latest (influencer_id, slot, fetched_at, follower_count, following_count)
-         select id, now(), now(), (id * 7919) % 613, 1 from generate_series(2048, 3099) id",
+         select id, now(), now(), (id * 7919) % 613, 1 from generate_series(2660, 4019) id",
     )
     .execute(&api.db.pool)
     .await
@@ -210,19 +210,19 @@ async fn a_full_block_of_ids_is_read_back_eight_bytes_at_a_time() {
         .unwrap();
     assert_eq!(dense, vec![true, false]);
     let followers = |id: i64| (id * 7919) % 613;
-    for id in [2048, 2049, 2500, 3071, 3072, 3099] {
-        let more = (2048..=3099)
+    for id in [2660, 2661, 3500, 3989, 3990, 4019] {
+        let more = (2660..=4019)
             .filter(|&o| followers(o) > followers(id))
             .count() as i64;
-        let fewer = (2048..=3099)
+        let fewer = (2660..=4019)
             .filter(|&o| followers(o) < followers(id))
             .count() as f64;
         let (status, _, answer) = api.get(&format!("/influencer_analytics/{id}/rank")).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         let hour = &answer["hours"][0];
         assert_eq!(hour["rank"].as_i64(), Some(more + 1), "{id}: {answer}");
-        let percentile = (fewer * 10_000.0 / 1_052.0).round() / 100.0;
+        let percentile = (fewer * 10_000.0 / 1_360.0).round() / 100.0;
         assert_eq!(hour["percentile"].as_f64(), Some(percentile), "{id}");
-        assert_eq!(hour["ranked"], 1_052);
+        assert_eq!(hour["ranked"], 1_360);
     }
 }
