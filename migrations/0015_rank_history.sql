@@ -4,9 +4,8 @@
 -- * rank_moments: one row a moment, with how many influencers it ranked.
 -- * rank_blocks: the moment's ranks, one row per 1,330 consecutive ids (block = floor(id / 1330)).
 --   A dense row is 6 bytes an id of the block (rank u32 then percentile in hundredths u16,
---   little-endian; rank 0 = not ranked), read for one influencer with substring(), which with EXTERNAL storage
---   fetches only the chunk it needs; a sparse row (few ids of the block ranked) holds pco
---   columns and is read whole.
+--   little-endian; rank 0 = not ranked), read for one influencer with substring(); a sparse
+--   row (few ids of the block ranked) holds pco columns and is read whole.
 create table rank_moments (
     kind     text not null check (kind in ('day', 'hour')),
     -- A day: its start (00:00 UTC); an hour: the hour.
@@ -15,13 +14,17 @@ create table rank_moments (
     primary key (kind, at)
 );
 
+-- Keyed by block first, so that one influencer's history is one index range; each row on a
+-- page of its own, inline (PLAIN: a dense row is 7,980 bytes and fits), so that a moment costs
+-- one heap page and no TOAST lookup.
 create table rank_blocks (
     kind     text not null,
-    at       timestamptz not null,
     block    bigint not null,
+    at       timestamptz not null,
     dense    boolean not null,
     data     bytea not null,
-    primary key (kind, at, block),
+    primary key (kind, block, at),
     foreign key (kind, at) references rank_moments (kind, at) on delete cascade
 );
-alter table rank_blocks alter column data set storage external;
+create index rank_blocks_moment on rank_blocks (kind, at);
+alter table rank_blocks alter column data set storage plain;

@@ -6,12 +6,14 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::csv::{Format, Table, ToCsv, opt, respond};
 use super::{
     ApiState,
     error::{ApiError, Problem},
     params::{Epoch, IdList, Query, RangeQuery, Step, TimeRange, bounds, parse_step, suggest_step},
 };
 use crate::{model::follower_ratio, series};
+use axum::response::IntoResponse;
 
 /// Buckets a comparison holds when no `step` is given: the smallest usual step that keeps the
 /// range under this many.
@@ -47,6 +49,9 @@ pub struct CompareQuery {
     /// `none` (default) or `percent`.
     #[param(value_type = Option<Normalize>)]
     pub normalize: Option<Normalize>,
+    /// `json` (default) or `csv` (also by `Accept: text/csv`).
+    #[param(value_type = Option<crate::api::csv::Format>)]
+    pub format: Option<crate::api::csv::Format>,
 }
 
 /// One influencer's series on the comparison's buckets: a value a bucket (its last point), or
@@ -73,18 +78,50 @@ pub struct CompareAnswer {
     pub series: Vec<ComparedSeries>,
 }
 
+impl ToCsv for CompareAnswer {
+    /// A row per bucket and series (long form): the bucket's values, empty where it has none.
+    fn table(&self) -> Table {
+        let mut t = Table::new(
+            "compare",
+            &[
+                "time",
+                "influencer_id",
+                "username",
+                "follower_count",
+                "following_count",
+                "follower_ratio",
+            ],
+        );
+        for (i, &time) in self.times.iter().enumerate() {
+            for s in &self.series {
+                t.push(vec![
+                    time.to_string(),
+                    s.influencer_id.to_string(),
+                    s.username.clone(),
+                    opt(s.follower_count[i]),
+                    opt(s.following_count[i]),
+                    opt(s.follower_ratio[i]),
+                ]);
+            }
+        }
+        t
+    }
+}
+
 /// Several influencers' series aligned on the same buckets.
 #[utoipa::path(get, path = "/influencer_analytics/compare", tag = "influencers",
     params(CompareQuery),
     responses(
-        (status = 200, body = CompareAnswer),
+        (status = 200, content((CompareAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn compare(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
     Query(query): Query<CompareQuery>,
-) -> Result<Json<CompareAnswer>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    let format = Format::of(query.format, &headers);
     let IdList(ids) = query.ids;
     let names = usernames(&state, &ids).await?;
     let now = Utc::now().timestamp();
@@ -92,6 +129,7 @@ pub async fn compare(
         start_time: query.start_time,
         end_time: query.end_time,
         step: query.step,
+        format: None,
     };
     if range.step.is_none() {
         let (start, end) = bounds(range.start_time, range.end_time, now, 86_400)?;
@@ -128,14 +166,15 @@ pub async fn compare(
             },
         )
         .collect();
-    Ok(Json(CompareAnswer {
+    let answer = CompareAnswer {
         start_time: range.start,
         end_time: range.end,
         step,
         normalize,
         times,
         series,
-    }))
+    };
+    Ok(respond(format, answer, |a| Json(a).into_response()))
 }
 
 /// A series' followers, following and ratio on the comparison's buckets (null where it has no

@@ -7,13 +7,14 @@
 //! day segment, not a year), and the daily table is a range bucketed by day, which closed days
 //! answer from their stored summaries.
 
-use axum::{Json, extract::State};
+use axum::{Json, extract::State, response::IntoResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiState,
+    csv::{Format, Table, ToCsv, opt, respond},
     error::{ApiError, Problem},
     params::{Days, InfluencerId, Query},
 };
@@ -46,6 +47,9 @@ pub struct GrowthQuery {
     /// (the default retention); default 30.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 400)]
     pub days: Option<Days>,
+    /// `json` (default) or `csv` (also by `Accept: text/csv`): the daily gains table.
+    #[param(value_type = Option<crate::api::csv::Format>)]
+    pub format: Option<crate::api::csv::Format>,
 }
 
 /// A stored value: its time (epoch seconds, the second its slot falls in) and counts.
@@ -149,15 +153,17 @@ pub struct GrowthAnswer {
 #[utoipa::path(get, path = "/influencer_analytics/{id}/growth", tag = "influencers",
     params(InfluencerId, GrowthQuery),
     responses(
-        (status = 200, body = GrowthAnswer),
+        (status = 200, content((GrowthAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn growth(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
     InfluencerId { id }: InfluencerId,
     Query(query): Query<GrowthQuery>,
-) -> Result<Json<GrowthAnswer>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    let format = Format::of(query.format, &headers);
     let days = query.days.map_or(DEFAULT_DAYS, |Days(d)| d);
     let latest = latest_point(&state, id).await?;
     let mut windows = Vec::new();
@@ -180,12 +186,41 @@ pub async fn growth(
         .iter()
         .map(|b| (b.time * 1000, b.follower_count.last, b.following_count.last))
         .collect();
-    Ok(Json(GrowthAnswer {
+    let answer = GrowthAnswer {
         influencer_id: id,
         latest: latest.map(Value::from),
         windows,
         days: daily_gains(&closes, first_ms + DAY_MS, today),
-    }))
+    };
+    Ok(respond(format, answer, |a| Json(a).into_response()))
+}
+
+impl ToCsv for GrowthAnswer {
+    /// The daily gains table, a row a day.
+    fn table(&self) -> Table {
+        let mut t = Table::new(
+            format!("growth-{}", self.influencer_id),
+            &[
+                "day",
+                "closed",
+                "follower_count",
+                "following_count",
+                "follower_change",
+                "following_change",
+            ],
+        );
+        for d in &self.days {
+            t.push(vec![
+                d.day.clone(),
+                d.closed.to_string(),
+                d.follower_count.to_string(),
+                d.following_count.to_string(),
+                opt(d.follower_change),
+                opt(d.following_change),
+            ]);
+        }
+        t
+    }
 }
 
 fn window_growth(window: &'static str, seconds: i64, from: Value, to: Value) -> WindowGrowth {
@@ -231,7 +266,10 @@ pub(crate) fn daily_gains(
 }
 
 /// The influencer's latest stored point; a 404 for an id never registered.
-async fn latest_point(state: &ApiState, id: i64) -> Result<Option<SeriesPoint>, ApiError> {
+pub(crate) async fn latest_point(
+    state: &ApiState,
+    id: i64,
+) -> Result<Option<SeriesPoint>, ApiError> {
     let row = sqlx::query!(
         r#"select (extract(epoch from l.slot) * 1000)::bigint as "slot_ms?",
                 l.follower_count as "follower_count?", l.following_count as "following_count?"

@@ -10,6 +10,7 @@ use crate::{model::follower_ratio, series};
 
 use super::{
     ApiState,
+    csv::{Format, Table, ToCsv, opt, respond},
     error::{ApiError, Problem},
     params::{InfluencerId, NoQuery, Query, RangeQuery, TimeRange},
 };
@@ -276,15 +277,17 @@ impl From<crate::series::SeriesPoint> for RawPoint {
 #[utoipa::path(get, path = "/influencer_analytics/{id}", tag = "influencers",
     params(InfluencerId, RangeQuery),
     responses(
-        (status = 200, body = RangeAnswer),
+        (status = 200, content((RangeAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn range(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
     InfluencerId { id }: InfluencerId,
     Query(query): Query<RangeQuery>,
-) -> Result<RangeAnswer, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    let format = Format::of(query.format, &headers);
     // Who first: an influencer never tracked is a 404 whatever range was asked for.
     let username = username(&state, id).await?;
     let range = TimeRange::from_query(&query, Utc::now().timestamp(), state.interval_seconds())?;
@@ -305,15 +308,83 @@ pub async fn range(
                 .collect(),
         ),
     };
-    Ok(RangeAnswer {
+    let answer = RangeAnswer {
         influencer_id: id,
         username,
         start_time: range.start,
         end_time: range.end,
         step: range.step,
         points,
-    })
+    };
+    Ok(respond(
+        format,
+        answer,
+        axum::response::IntoResponse::into_response,
+    ))
 }
+
+impl ToCsv for RangeAnswer {
+    /// A row a raw point, or a bucket with each statistic a column.
+    fn table(&self) -> Table {
+        let name = format!("influencer-{}", self.influencer_id);
+        match &self.points {
+            Points::Raw(points) => {
+                let header = &[
+                    "time",
+                    "follower_count",
+                    "following_count",
+                    "follower_ratio",
+                ];
+                let mut t = Table::new(name, header);
+                for p in points {
+                    let (followers, following) = (p.follower_count, p.following_count);
+                    let time = p.time.to_string();
+                    let ratio = opt(p.follower_ratio);
+                    t.push(vec![
+                        time,
+                        followers.to_string(),
+                        following.to_string(),
+                        ratio,
+                    ]);
+                }
+                t
+            }
+            Points::Buckets(buckets) => {
+                let mut t = Table::new(name, BUCKET_COLUMNS);
+                for b in buckets {
+                    let mut row = vec![b.time.to_string(), b.samples.to_string()];
+                    for s in [&b.follower_count, &b.following_count] {
+                        row.extend([s.avg.to_string(), s.min.to_string(), s.max.to_string()]);
+                        row.push(s.last.to_string());
+                    }
+                    let r = b.follower_ratio.as_ref();
+                    row.extend([opt(r.map(|s| s.avg)), opt(r.map(|s| s.min))]);
+                    row.extend([opt(r.map(|s| s.max)), opt(r.map(|s| s.last))]);
+                    t.push(row);
+                }
+                t
+            }
+        }
+    }
+}
+
+/// The columns of a bucketed range in CSV.
+const BUCKET_COLUMNS: &[&str] = &[
+    "time",
+    "samples",
+    "follower_count_avg",
+    "follower_count_min",
+    "follower_count_max",
+    "follower_count_last",
+    "following_count_avg",
+    "following_count_min",
+    "following_count_max",
+    "following_count_last",
+    "follower_ratio_avg",
+    "follower_ratio_min",
+    "follower_ratio_max",
+    "follower_ratio_last",
+];
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Latest {

@@ -5,8 +5,10 @@
 //! framework rejection answers in another shape.
 
 pub mod compare;
+pub mod csv;
 pub mod dashboard;
 pub mod error;
+pub mod forecast;
 pub mod gaps;
 pub mod growth;
 pub mod influencers;
@@ -42,6 +44,7 @@ use error::{ApiError, Problem};
         gaps::gaps,
         growth::growth,
         rank::rank,
+        forecast::forecast,
         compare::compare,
         movers::movers,
         search::search,
@@ -60,6 +63,8 @@ use error::{ApiError, Problem};
         influencers::RawPoint,
         influencers::Bucket,
         compare::Normalize,
+        csv::Format,
+        forecast::Horizon,
         movers::Window,
         movers::board::Metric,
         movers::board::By,
@@ -176,6 +181,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/influencer_analytics/{id}/gaps", get(gaps::gaps))
         .route("/influencer_analytics/{id}/growth", get(growth::growth))
         .route("/influencer_analytics/{id}/rank", get(rank::rank))
+        .route(
+            "/influencer_analytics/{id}/forecast",
+            get(forecast::forecast),
+        )
         .route("/influencers", axum::routing::post(tracking::track))
         .route(
             "/influencers/{id}",

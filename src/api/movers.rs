@@ -15,7 +15,7 @@ pub mod board;
 
 use std::{collections::VecDeque, future::Future, sync::Arc};
 
-use axum::{Json, extract::State};
+use axum::{Json, extract::State, response::IntoResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -24,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use self::board::{Board, By, Direction, Metric, Side};
 use super::{
     ApiState,
+    csv::{Format, Table, ToCsv, opt, respond},
     error::{ApiError, Problem},
     growth::Value,
     params::{Day, KeyCursor, Limit, MinFollowers, Query},
@@ -114,6 +115,9 @@ pub struct MoversQuery {
     /// The next_cursor of the previous page (of the same query).
     #[param(value_type = Option<String>, pattern = r"^-?[0-9]{1,20}(\.[0-9]{1,20})?_[0-9]{1,18}$")]
     pub cursor: Option<KeyCursor>,
+    /// `json` (default) or `csv` (also by `Accept: text/csv`).
+    #[param(value_type = Option<crate::api::csv::Format>)]
+    pub format: Option<crate::api::csv::Format>,
 }
 
 /// One mover.
@@ -166,14 +170,16 @@ pub struct MoversAnswer {
 #[utoipa::path(get, path = "/influencer_analytics/movers", tag = "population",
     params(MoversQuery),
     responses(
-        (status = 200, body = MoversAnswer),
+        (status = 200, content((MoversAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn movers(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
     Query(query): Query<MoversQuery>,
-) -> Result<Json<MoversAnswer>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    let format = Format::of(query.format, &headers);
     let span = Span::of(&query)?;
     let (from, to) = match span {
         Span::Window(window) => window_sources(&state, window).await?,
@@ -227,7 +233,7 @@ pub async fn movers(
         Span::Window(w) => (Some(w), None, None),
         Span::Days(start, end) => (None, Some(start.name()), Some(end.name())),
     };
-    Ok(Json(MoversAnswer {
+    let answer = MoversAnswer {
         window,
         start_day,
         end_day,
@@ -241,7 +247,45 @@ pub async fn movers(
         stale: board.stale,
         movers,
         next_cursor,
-    }))
+    };
+    Ok(respond(format, answer, |a| Json(a).into_response()))
+}
+
+impl ToCsv for MoversAnswer {
+    /// A row a mover: both values of the metric with their times, the change.
+    fn table(&self) -> Table {
+        let mut t = Table::new(
+            "movers",
+            &[
+                "influencer_id",
+                "username",
+                "from_time",
+                "from_value",
+                "to_time",
+                "to_value",
+                "change",
+                "percent",
+            ],
+        );
+        let value = |v: &Value| match self.metric {
+            Metric::Followers => v.follower_count.to_string(),
+            Metric::Following => v.following_count.to_string(),
+            Metric::Ratio => opt(v.follower_ratio),
+        };
+        for m in &self.movers {
+            t.push(vec![
+                m.influencer_id.to_string(),
+                m.username.clone(),
+                m.from.time.to_string(),
+                value(&m.from),
+                m.to.time.to_string(),
+                value(&m.to),
+                m.change.to_string(),
+                opt(m.percent),
+            ]);
+        }
+        t
+    }
 }
 
 /// What a query compares.

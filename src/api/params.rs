@@ -395,6 +395,9 @@ pub struct RangeQuery {
     /// Bucket width: seconds (60) or with a unit (5m, 1h, 1d); 60 s to 366 d.
     #[param(value_type = Option<String>, pattern = r"^((6[0-9]|[7-9][0-9]|[1-9][0-9]{2,6})s?|[1-9][0-9]{0,2}[mh]|([1-9]|[1-9][0-9]|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d)$")]
     pub step: Option<Step>,
+    /// `json` (default) or `csv` (also by `Accept: text/csv`).
+    #[param(value_type = Option<crate::api::csv::Format>)]
+    pub format: Option<crate::api::csv::Format>,
 }
 
 /// No query parameters at all.
@@ -412,6 +415,9 @@ pub struct TopQuery {
     /// The next_cursor of the previous page.
     #[param(value_type = Option<String>, pattern = r"^[0-9]{1,18}\.[0-9]{1,18}$")]
     pub cursor: Option<Cursor<2>>,
+    /// `json` (default) or `csv` (also by `Accept: text/csv`).
+    #[param(value_type = Option<crate::api::csv::Format>)]
+    pub format: Option<crate::api::csv::Format>,
 }
 
 /// A page of `/suspicious`.
@@ -424,6 +430,9 @@ pub struct SuspiciousQuery {
     /// The next_cursor of the previous page.
     #[param(value_type = Option<String>, pattern = r"^[0-9]{1,18}$")]
     pub cursor: Option<Cursor<1>>,
+    /// `json` (default) or `csv` (also by `Accept: text/csv`).
+    #[param(value_type = Option<crate::api::csv::Format>)]
+    pub format: Option<crate::api::csv::Format>,
 }
 
 /// Most points (or buckets) one answer holds.

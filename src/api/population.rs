@@ -1,12 +1,13 @@
 //! Answers about all influencers: the average followerCount, the leaderboard, the suspicious.
 
-use axum::{Json, extract::State};
+use axum::{Json, extract::State, http::HeaderMap, response::IntoResponse, response::Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
     ApiState,
+    csv::{Format, Table, ToCsv, respond},
     error::{ApiError, Problem},
     params::{Cursor, Limit, Query, RangeQuery, SuspiciousQuery, TimeRange, TopQuery},
 };
@@ -37,13 +38,15 @@ pub struct AverageAnswer {
 #[utoipa::path(get, path = "/influencer_analytics/average", tag = "population",
     params(RangeQuery),
     responses(
-        (status = 200, body = AverageAnswer),
+        (status = 200, content((AverageAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn average(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     Query(query): Query<RangeQuery>,
-) -> Result<Json<AverageAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
+    let format = Format::of(query.format, &headers);
     // The average is stored once a minute.
     let range = TimeRange::from_query(&query, Utc::now().timestamp(), 60)?;
     // Times come back as timestamptz and become epoch seconds here: `extract(epoch ...)` is
@@ -91,13 +94,14 @@ pub async fn average(
     .fetch_optional(&state.pool)
     .await?
     .map(|row| point(row.bucket, row.avg_follower_count, row.influencer_count));
-    Ok(Json(AverageAnswer {
+    let answer = AverageAnswer {
         start_time: range.start,
         end_time: range.end,
         step: range.step,
         current,
         points,
-    }))
+    };
+    Ok(respond(format, answer, |a| Json(a).into_response()))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,21 +125,25 @@ pub struct TopAnswer {
 #[utoipa::path(get, path = "/influencer_analytics/top", tag = "population",
     params(TopQuery),
     responses(
-        (status = 200, body = TopAnswer),
+        (status = 200, content((TopAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn top(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     Query(page): Query<TopQuery>,
-) -> Result<Json<TopAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
+    let format = Format::of(page.format, &headers);
+    let json = |a: TopAnswer| Json(a).into_response();
     let Limit(limit) = page.limit.unwrap_or(Limit(10));
     let Cursor([after_rank, after_id]) = page.cursor.unwrap_or(Cursor([0, 0]));
     let Some(ranking) = state.ranking.current(&state.pool).await? else {
-        return Ok(Json(TopAnswer {
+        let answer = TopAnswer {
             influencers: Vec::new(),
             next_cursor: None,
             ranked_at: None,
-        }));
+        };
+        return Ok(respond(format, answer, json));
     };
     let page = ranking.page((after_rank, after_id), limit as usize);
     let ids: Vec<i64> = page.iter().map(|e| e.1).collect();
@@ -165,11 +173,12 @@ pub async fn top(
                 .map(|r| format!("{}.{}", r.rank, r.influencer_id))
         })
         .flatten();
-    Ok(Json(TopAnswer {
+    let answer = TopAnswer {
         influencers,
         next_cursor,
         ranked_at,
-    }))
+    };
+    Ok(respond(format, answer, json))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -195,13 +204,15 @@ pub struct SuspiciousAnswer {
 #[utoipa::path(get, path = "/influencer_analytics/suspicious", tag = "population",
     params(SuspiciousQuery),
     responses(
-        (status = 200, body = SuspiciousAnswer),
+        (status = 200, content((SuspiciousAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn suspicious(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     Query(page): Query<SuspiciousQuery>,
-) -> Result<Json<SuspiciousAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
+    let format = Format::of(page.format, &headers);
     let Limit(limit) = page.limit.unwrap_or(Limit(100));
     let Cursor([after_id]) = page.cursor.unwrap_or(Cursor([0]));
     let influencers = sqlx::query_as!(
@@ -223,8 +234,67 @@ pub async fn suspicious(
     let next_cursor = (influencers.len() as i64 == limit)
         .then(|| influencers.last().map(|s| s.influencer_id.to_string()))
         .flatten();
-    Ok(Json(SuspiciousAnswer {
+    let answer = SuspiciousAnswer {
         influencers,
         next_cursor,
-    }))
+    };
+    Ok(respond(format, answer, |a| Json(a).into_response()))
+}
+
+impl ToCsv for AverageAnswer {
+    fn table(&self) -> Table {
+        let mut t = Table::new("average", &["time", "avg_follower_count", "influencers"]);
+        for p in &self.points {
+            t.push(vec![
+                p.time.to_string(),
+                p.avg_follower_count.to_string(),
+                p.influencers.to_string(),
+            ]);
+        }
+        t
+    }
+}
+
+impl ToCsv for TopAnswer {
+    fn table(&self) -> Table {
+        let mut t = Table::new(
+            "top",
+            &["rank", "influencer_id", "username", "follower_count"],
+        );
+        for r in &self.influencers {
+            t.push(vec![
+                r.rank.to_string(),
+                r.influencer_id.to_string(),
+                r.username.clone(),
+                r.follower_count.to_string(),
+            ]);
+        }
+        t
+    }
+}
+
+impl ToCsv for SuspiciousAnswer {
+    /// A row an influencer; `sources` separated by `;`, `reasons` as their JSON.
+    fn table(&self) -> Table {
+        let mut t = Table::new(
+            "suspicious",
+            &[
+                "influencer_id",
+                "username",
+                "sources",
+                "decided_at",
+                "reasons",
+            ],
+        );
+        for s in &self.influencers {
+            t.push(vec![
+                s.influencer_id.to_string(),
+                s.username.clone(),
+                s.sources.join(";"),
+                s.decided_at.to_rfc3339(),
+                s.reasons.to_string(),
+            ]);
+        }
+        t
+    }
 }

@@ -2,13 +2,14 @@
 //! day's close (for the retention) and at each hour of the last 48, from the rank history
 //! (`series::ranks`): one small read a moment, never a ranking of everyone.
 
-use axum::{Json, extract::State};
+use axum::{Json, extract::State, response::IntoResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiState,
+    csv::{Format, Table, ToCsv, opt, respond},
     error::{ApiError, Problem},
     params::{Epoch, InfluencerId, Query, bounds},
 };
@@ -30,6 +31,9 @@ pub struct RankQuery {
     /// Epoch seconds, inclusive; default now.
     #[param(value_type = Option<i64>, minimum = 0, maximum = 32_503_680_000_i64)]
     pub end_time: Option<Epoch>,
+    /// `json` (default) or `csv` (also by `Accept: text/csv`).
+    #[param(value_type = Option<crate::api::csv::Format>)]
+    pub format: Option<crate::api::csv::Format>,
 }
 
 /// Where the influencer stood at one moment.
@@ -65,15 +69,17 @@ pub struct RankAnswer {
 #[utoipa::path(get, path = "/influencer_analytics/{id}/rank", tag = "influencers",
     params(InfluencerId, RankQuery),
     responses(
-        (status = 200, body = RankAnswer),
+        (status = 200, content((RankAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn rank(
     State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
     InfluencerId { id }: InfluencerId,
     Query(query): Query<RankQuery>,
-) -> Result<Json<RankAnswer>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    let format = Format::of(query.format, &headers);
     let now = Utc::now().timestamp();
     let (start, end) = bounds(query.start_time, query.end_time, now, DEFAULT_SPAN_SECONDS)?;
     let registered: bool = sqlx::query_scalar!(
@@ -89,13 +95,40 @@ pub async fn rank(
     let (start_ms, end_ms) = (start.saturating_mul(1000), end.saturating_mul(1000));
     let history = ranks::history(&state.pool, id, start_ms - DAY_MS, end_ms).await?;
     let (days, hours) = split(&history, start_ms, end_ms);
-    Ok(Json(RankAnswer {
+    let answer = RankAnswer {
         influencer_id: id,
         start_time: start,
         end_time: end,
         days,
         hours,
-    }))
+    };
+    Ok(respond(format, answer, |a| Json(a).into_response()))
+}
+
+impl ToCsv for RankAnswer {
+    /// A row a moment: the days' closes, then the hours.
+    fn table(&self) -> Table {
+        let mut t = Table::new(
+            format!("rank-{}", self.influencer_id),
+            &["kind", "time", "day", "rank", "percentile", "ranked"],
+        );
+        let rows = self
+            .days
+            .iter()
+            .map(|p| ("day", p))
+            .chain(self.hours.iter().map(|p| ("hour", p)));
+        for (kind, p) in rows {
+            t.push(vec![
+                kind.to_string(),
+                p.time.to_string(),
+                opt(p.day.as_ref()),
+                p.rank.to_string(),
+                p.percentile.to_string(),
+                p.ranked.to_string(),
+            ]);
+        }
+        t
+    }
 }
 
 /// The days and the hours of a history whose moments (a day at its close) fall within

@@ -13,6 +13,7 @@ pub mod classify;
 pub mod compaction;
 pub mod e2e;
 pub mod fleet;
+pub mod forecast;
 pub mod load;
 pub mod movers;
 pub mod procs;
@@ -76,6 +77,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Ranking => ranking::run(database, quick).await?,
         Scenario::Movers => movers::run(database, quick).await?,
         Scenario::Rank => rank::run(database, quick).await?,
+        Scenario::Forecast => forecast::run(database, quick).await?,
     };
     println!("{}", report.markdown());
     println!("written to {}", report.write_json()?.display());
@@ -107,6 +109,8 @@ pub enum Scenario {
     Movers,
     /// The rank history at 1,000,000 over a year: a day's ranking, bytes, the endpoint.
     Rank,
+    /// The forecast's intervals backtested on stored walks: how often each held what came.
+    Forecast,
 }
 
 impl Scenario {
@@ -123,6 +127,7 @@ impl Scenario {
             Scenario::Ranking => "ranking",
             Scenario::Movers => "movers",
             Scenario::Rank => "rank",
+            Scenario::Forecast => "forecast",
         }
     }
 }
@@ -132,6 +137,8 @@ impl Scenario {
 pub enum Goal {
     AtLeast(f64),
     AtMost(f64),
+    /// From the first to the second, both included.
+    Between(f64, f64),
 }
 
 impl Goal {
@@ -139,6 +146,7 @@ impl Goal {
         match self {
             Goal::AtLeast(goal) => value >= goal,
             Goal::AtMost(goal) => value <= goal,
+            Goal::Between(low, high) => (low..=high).contains(&value),
         }
     }
 
@@ -146,6 +154,7 @@ impl Goal {
         match self {
             Goal::AtLeast(goal) => format!("≥ {}", number(goal)),
             Goal::AtMost(goal) => format!("≤ {}", number(goal)),
+            Goal::Between(low, high) => format!("{} to {}", number(low), number(high)),
         }
     }
 }

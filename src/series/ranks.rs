@@ -3,18 +3,15 @@
 //! (from the ranking job's latest values, kept [`HOURS_KEPT_MS`]), in `rank_moments` and
 //! `rank_blocks` (migration 0015).
 //!
-//! A moment's ranks are stored one row per [`BLOCK_IDS`] consecutive ids, in the smaller of two
-//! layouts ([`Block`]): dense, 6 bytes an id of the block (rank u32 and percentile in
-//! hundredths u16, LE; rank 0 for an id not ranked), which a reader of one influencer takes
-//! 6 bytes of with `substring`
-//! (the row is stored uncompressed, so PostgreSQL fetches only the TOAST chunk that holds
-//! them); or sparse, three pco columns (offset in the block, rank, percentile) read whole,
-//! for blocks with under 7/8 of their ids ranked. With ids as dense as Mockstagram's pks that
-//! is 6 bytes an influencer-moment (6.3 with TOAST's own), about 4 in the pco columns.
-//!
-//! A sparse row is read whole, so it is kept for blocks where few ids are ranked: the dense
-//! layout's 6 bytes are what a year's history of one influencer costs to read (365 small
-//! fetches), where a sparse block is 5 KB and its decoding.
+//! A moment's ranks are stored one row per [`BLOCK_IDS`] consecutive ids, keyed by block first
+//! (one influencer's history is one index range) and inline (`PLAIN`: no compression, no
+//! TOAST; a dense row fills a page), so a moment read costs one heap page. Two layouts
+//! ([`Block`]): dense, 6 bytes an id of the block (rank u32 and percentile in hundredths u16,
+//! LE; rank 0 for an id not ranked), of which a reader of one influencer takes its 6 with
+//! `substring`; or sparse, three pco columns (offset in the block, rank, percentile) read whole,
+//! for blocks with under 7/8 of their ids ranked (and never larger than a dense row). With ids
+//! as consecutive as Mockstagram's pks that is 6 bytes an influencer-moment, about 4 in the
+//! pco columns.
 //!
 //! Ranks follow the ranking job's rule (`jobs::ranking`): 1 = most followers, ties share a
 //! rank; the percentile is the share of the ranked with fewer followers, to the hundredth (as
@@ -25,8 +22,7 @@ use sqlx::{PgConnection, PgPool};
 use super::{DAY_MS, at, closes, codec::CodecError, snapshot};
 
 /// Ids per row of `rank_blocks`: block `b` holds ids `b * 1330` to `b * 1330 + 1329`. A dense
-/// row is then 7,980 bytes: four whole TOAST chunks (1,996 bytes each, four to a page), where
-/// a power of two (1,024 ids, 6,144 bytes) left a quarter of each page empty.
+/// row is then 7,980 bytes, with its header one full 8 KB page (at most 8,164 bytes a row).
 pub const BLOCK_IDS: usize = 1330;
 /// Bytes a dense row gives each id of its block.
 const DENSE_ENTRY: usize = 6;
@@ -109,19 +105,27 @@ impl Block {
     /// when at least [`DENSE_FROM`] of its ids are ranked (a reader then fetches 6 bytes of
     /// it), sparse otherwise.
     fn encode(block: i64, members: &[(usize, Standing)]) -> Self {
-        if members.len() >= DENSE_FROM {
-            let mut data = vec![0; BLOCK_IDS * DENSE_ENTRY];
-            for &(offset, s) in members {
-                let at = offset * DENSE_ENTRY;
-                data[at..at + 4].copy_from_slice(&s.rank.to_le_bytes());
-                data[at + 4..at + 6].copy_from_slice(&s.percentile.to_le_bytes());
+        if members.len() < DENSE_FROM {
+            let sparse = Self::sparse(block, members);
+            // Never larger than the dense row, so that every row fits a page inline.
+            if sparse.data.len() < BLOCK_IDS * DENSE_ENTRY {
+                return sparse;
             }
-            return Self {
-                block,
-                dense: true,
-                data,
-            };
         }
+        let mut data = vec![0; BLOCK_IDS * DENSE_ENTRY];
+        for &(offset, s) in members {
+            let at = offset * DENSE_ENTRY;
+            data[at..at + 4].copy_from_slice(&s.rank.to_le_bytes());
+            data[at + 4..at + 6].copy_from_slice(&s.percentile.to_le_bytes());
+        }
+        Self {
+            block,
+            dense: true,
+            data,
+        }
+    }
+
+    fn sparse(block: i64, members: &[(usize, Standing)]) -> Self {
         let offsets: Vec<u32> = members.iter().map(|m| m.0 as u32).collect();
         let ranks: Vec<u32> = members.iter().map(|m| m.1.rank).collect();
         let percentiles: Vec<u32> = members.iter().map(|m| u32::from(m.1.percentile)).collect();
@@ -216,7 +220,7 @@ pub async fn write(
         let data: Vec<Vec<u8>> = part.iter().map(|b| b.data.clone()).collect();
         sqlx::query!(
             "insert into rank_blocks (kind, at, block, dense, data)
-             select $1, $2, * from unnest($3::bigint[], $4::boolean[], $5::bytea[])",
+             select $1, $2, b, d, x from unnest($3::bigint[], $4::boolean[], $5::bytea[]) u(b, d, x)",
             kind.as_str(),
             at(at_ms),
             &numbers,
@@ -250,13 +254,12 @@ pub async fn history(
 ) -> Result<Vec<RankAt>, RanksError> {
     let (block, offset) = block_of(id);
     let rows = sqlx::query!(
-        r#"select m.kind as "kind!", (extract(epoch from m.at) * 1000)::bigint as "at_ms!",
-                m.ranked, b.dense as "dense?",
-                case when b.dense then substring(b.data from $2 for 6) else b.data end as "data?"
-         from rank_moments m
-         left join rank_blocks b on b.kind = m.kind and b.at = m.at and b.block = $1
-         where m.at >= $3 and m.at <= $4
-         order by m.kind, m.at"#,
+        r#"select b.kind, (extract(epoch from b.at) * 1000)::bigint as "at_ms!", m.ranked,
+                b.dense, case when b.dense then substring(b.data from $2 for 6) else b.data end
+                    as "data!"
+         from rank_blocks b join rank_moments m on m.kind = b.kind and m.at = b.at
+         where b.kind = any('{day,hour}') and b.block = $1 and b.at >= $3 and b.at <= $4
+         order by b.kind, b.at"#,
         block,
         (offset * DENSE_ENTRY + 1) as i32,
         at(from_ms),
@@ -266,13 +269,11 @@ pub async fn history(
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let (Some(dense), Some(data)) = (row.dense, row.data) else {
-            continue;
-        };
-        let standing = standing_in(dense, &data, offset).map_err(|source| RanksError::Damaged {
-            moment: at(row.at_ms),
-            source,
-        })?;
+        let standing =
+            standing_in(row.dense, &row.data, offset).map_err(|source| RanksError::Damaged {
+                moment: at(row.at_ms),
+                source,
+            })?;
         if let Some(standing) = standing {
             out.push(RankAt {
                 kind: if row.kind == "day" {
@@ -342,6 +343,20 @@ pub async fn hour_due(tx: &mut PgConnection) -> sqlx::Result<Option<i64>> {
                            where kind = 'hour' and at = date_trunc('hour', now()))"#
     )
     .fetch_optional(&mut *tx)
+    .await
+}
+
+/// What the rank history takes on disk (heap, TOAST and indexes), after a `VACUUM ANALYZE`
+/// (for `bench rank`).
+pub async fn bytes_on_disk(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query!("vacuum analyze rank_moments, rank_blocks")
+        .execute(pool)
+        .await?;
+    sqlx::query_scalar!(
+        r#"select (pg_total_relation_size('rank_blocks') + pg_total_relation_size('rank_moments'))
+                  ::bigint as "bytes!""#
+    )
+    .fetch_one(pool)
     .await
 }
 

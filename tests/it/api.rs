@@ -16,8 +16,8 @@ use influencer_analytics::testing::TestDb;
 /// The API served as `serve` serves it (its role, on port 0), over a database of its own.
 pub(crate) struct TestApi {
     pub(crate) db: TestDb,
-    base: String,
-    client: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
     _roles: Roles,
 }
 
@@ -693,7 +693,7 @@ async fn the_openapi_document_lists_every_endpoint_and_the_docs_page_is_served()
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["id", "start_time", "end_time", "step"]);
+    assert_eq!(names, ["id", "start_time", "end_time", "step", "format"]);
     let (status, content_type, _) = api.get("/docs/").await;
     assert_eq!(status, 200);
     assert!(content_type.starts_with("text/html"), "{content_type}");
@@ -740,7 +740,7 @@ async fn every_request_the_openapi_document_calls_valid_is_accepted() {
         "schemathesis found requests the API answers against its document:\n{report}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(report.contains("Tested: 17"), "{report}");
+    assert!(report.contains("Tested: 18"), "{report}");
 }
 
 /// Issue 18: at a poll interval under 9 s the default day held more than 10,000 points and a

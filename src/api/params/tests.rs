@@ -119,6 +119,7 @@ fn range(start: i64, end: i64, step: Option<i64>) -> RangeQuery {
         start_time: Some(Epoch(start)),
         end_time: Some(Epoch(end)),
         step: step.map(Step),
+        format: None,
     }
 }
 
