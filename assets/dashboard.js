@@ -26,9 +26,11 @@ function readHash() {
   const range = params.get("range");
   const windows = [...$("movers-window").options].map((option) => option.value);
   const chosen = params.get("window");
+  const horizon = params.get("horizon");
   return { influencer: params.get("influencer") || "",
            range: offered.includes(range) ? range : "86400",
            window: windows.includes(chosen) ? chosen : "24h",
+           horizon: ["7d", "30d", "90d"].includes(horizon) ? horizon : "30d",
            from: params.get("from") || "", to: params.get("to") || "" };
 }
 
@@ -156,6 +158,7 @@ const signed = (n) => (n > 0 ? "+" : "") + numbers.format(n);
 // The home view's movers: the top gainers and losers by followers over the chosen window.
 async function showMovers(span) {
   $("movers-window").value = span;
+  delete document.body.dataset.movers;
   const note = [];
   for (const direction of ["gainers", "losers"]) {
     const body = $(direction).querySelector("tbody");
@@ -184,6 +187,74 @@ async function showMovers(span) {
       `at least ${numbers.format(answer.min_followers)} followers at the start`;
     $("movers-note").textContent = note[0];
   }
+  // Both tables are filled (for tests: the window they show).
+  document.body.dataset.movers = span;
+}
+
+function fillTable(id, rows) {
+  const body = $(id).querySelector("tbody");
+  body.replaceChildren();
+  for (const cells of rows) {
+    const row = body.insertRow();
+    for (const text of cells) row.insertCell().textContent = text;
+  }
+}
+
+const day = (t) => new Date(t * 1000).toISOString().slice(0, 10);
+
+// The influencer view's growth table, rank history and forecast, each from its endpoint.
+async function showInsight(id, horizon) {
+  const growth = await getJson(`/influencer_analytics/${id}/growth?days=14`);
+  fillTable("growth-windows", growth.windows.map((w) => [
+    w.window, numbers.format(w.from.follower_count), numbers.format(w.to.follower_count),
+    signed(w.followers.change), w.followers.percent == null ? "–" : signed(w.followers.percent) + "%"]));
+  fillTable("growth-days", growth.days.slice().reverse().map((d) => [
+    d.day + (d.closed ? "" : " (so far)"), numbers.format(d.follower_count),
+    d.follower_change == null ? "–" : signed(d.follower_change)]));
+  // The newest hour's rank, then each day's close, newest first.
+  const rank = await getJson(`/influencer_analytics/${id}/rank`);
+  const hour = rank.hours.slice(-1).map((h) => [
+    new Date(h.time * 1000).toISOString().slice(0, 13).replace("T", " ") + ":00", "#" + numbers.format(h.rank), h.percentile.toFixed(2)]);
+  fillTable("rank-days", hour.concat(rank.days.slice(-14).reverse().map((d) => [
+    d.day, "#" + numbers.format(d.rank), d.percentile.toFixed(2)])));
+  $("forecast-horizon").value = horizon;
+  try {
+    const f = await getJson(`/influencer_analytics/${id}/forecast?horizon=${horizon}`);
+    const at = f.at_horizon;
+    const m = f.milestone;
+    const milestone = !m ? ""
+      : m.expected_day ? ` · ${numbers.format(m.followers)} followers expected on ${m.expected_day} (80%: ${m.earliest_day || "later"} to ${m.latest_day || "not within the horizon"})`
+      : ` · ${numbers.format(m.followers)} followers not within the horizon`;
+    $("forecast").textContent = `${numbers.format(at.expected)} followers expected on ${day(at.time)} ` +
+      `(80%: ${numbers.format(at.interval_80.low)}–${numbers.format(at.interval_80.high)}; ` +
+      `95%: ${numbers.format(at.interval_95.low)}–${numbers.format(at.interval_95.high)})${milestone}`;
+    $("forecast").title = f.method;
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    $("forecast").textContent = "not enough history: " + e.message;
+  }
+}
+
+// The range shown, as a CSV file (fetched with the tab's key, if any).
+async function downloadCsv(event) {
+  event.preventDefault();
+  const view = readHash();
+  const [start, end] = shownRange;
+  const step = stepFor(end - start);
+  const url = `/influencer_analytics/${encodeURIComponent(view.influencer)}?start_time=${start}&end_time=${end}${step ? "&step=" + step : ""}&format=csv`;
+  const headers = {};
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.authorization = "Bearer " + key;
+  const response = await fetch(url, { headers });
+  if (!response.ok) {
+    say(`The CSV could not be made: HTTP ${response.status}`, "error");
+    return;
+  }
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = `influencer-${view.influencer}.csv`;
+  link.click();
+  URL.revokeObjectURL(link.href);
 }
 
 // Draws everything for the view in the URL; marks the page ready (for tests) whatever happens.
@@ -224,6 +295,7 @@ async function render() {
     }
   }
   $("movers").hidden = Boolean(view.influencer);
+  $("insight").hidden = !view.influencer;
   if (!view.influencer) {
     say("Enter an influencer pk (for example 1000000) and press Show, or search by username.", "info");
     try {
@@ -248,6 +320,7 @@ async function render() {
     draw("following", "following", times, series(range.points, "following_count"), "#059669");
     draw("ratio", "ratio", times, series(range.points, "follower_ratio"), "#d97706");
     await showLatest(range.influencer_id);
+    await showInsight(range.influencer_id, view.horizon);
     say(range.points.length === 0 ? `No points for ${range.username} in this range.` : "", "info");
     document.body.dataset.points = String(range.points.length);
   } catch (e) {
@@ -260,6 +333,7 @@ async function render() {
     $("who").textContent = "";
     $("latest-when").textContent = "";
     $("gaps").textContent = "";
+    $("insight").hidden = true;
     gapRuns = [];
   }
   $("refreshed").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC" + (step ? ` · step ${step}` : " · every minute");
@@ -318,6 +392,12 @@ $("key-form").addEventListener("submit", (event) => {
   $("key-form").hidden = true;
   say("", "info");
   refresh();
+});
+$("csv-download").addEventListener("click", downloadCsv);
+$("forecast-horizon").addEventListener("change", () => {
+  const params = new URLSearchParams(location.hash.slice(1));
+  params.set("horizon", $("forecast-horizon").value);
+  location.hash = params.toString();
 });
 $("range").addEventListener("change", () => {
   $("custom").style.display = $("range").value === "custom" ? "inline-flex" : "none";

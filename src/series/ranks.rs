@@ -254,11 +254,16 @@ pub async fn history(
 ) -> Result<Vec<RankAt>, RanksError> {
     let (block, offset) = block_of(id);
     let rows = sqlx::query!(
-        r#"select b.kind, (extract(epoch from b.at) * 1000)::bigint as "at_ms!", m.ranked,
-                b.dense, case when b.dense then substring(b.data from $2 for 6) else b.data end
-                    as "data!"
-         from rank_blocks b join rank_moments m on m.kind = b.kind and m.at = b.at
-         where b.kind = any('{day,hour}') and b.block = $1 and b.at >= $3 and b.at <= $4
+        // The rows' bytes are cut down before the join: a join that hashes whole 8 KB rows
+        // took most of the statement's time.
+        r#"with b as materialized (
+             select kind, at, dense,
+                    case when dense then substring(data from $2 for 6) else data end as data
+             from rank_blocks
+             where kind = any('{day,hour}') and block = $1 and at >= $3 and at <= $4)
+         select b.kind as "kind!", (extract(epoch from b.at) * 1000)::bigint as "at_ms!",
+                m.ranked, b.dense as "dense!", b.data as "data!"
+         from b join rank_moments m on m.kind = b.kind and m.at = b.at
          order by b.kind, b.at"#,
         block,
         (offset * DENSE_ENTRY + 1) as i32,

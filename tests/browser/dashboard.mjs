@@ -3,6 +3,7 @@
 // the Rust test (tests/it/dashboard.rs) judges it. Usage:
 //   node dashboard.mjs <base-url> <influencer-id> <screenshot.png> [<keyed-base-url> <key>]
 // The last two: an API that wants a key (API_KEYS), which the page must ask for once.
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const [base, influencer, screenshot, keyedBase, key] = process.argv.slice(2);
@@ -23,8 +24,7 @@ try {
     () => document.querySelector("#movers-note").textContent !== "", null, { timeout: 15000 });
   const moversDay = await page.textContent("#movers-note");
   await page.selectOption("#movers-window", "1h");
-  await page.waitForFunction(
-    () => document.querySelectorAll("#gainers tbody tr").length > 0, null, { timeout: 15000 });
+  await page.waitForSelector('body[data-movers="1h"]', { timeout: 15000 });
   const rows = (id) => page.evaluate((id) => [...document.querySelectorAll(`#${id} tbody tr`)].map(
     (tr) => [...tr.cells].map((cell) => cell.textContent)), id);
   const movers = { day: moversDay, gainers: await rows("gainers"), losers: await rows("losers"),
@@ -59,6 +59,17 @@ try {
     series: Object.fromEntries(["followers", "following", "ratio", "average"].map(
       (n) => [n, charts[n] ? charts[n].data.map((column) => Array.from(column)) : null])),
   }));
+  // Growth, rank and forecast; the range as a CSV file; the forecast's horizon in the URL.
+  await page.waitForFunction(() => document.querySelector("#forecast").textContent !== "", null, { timeout: 15000 });
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#csv-download")]);
+  const csvLines = readFileSync(await download.path(), "utf8").split("\r\n").filter((l) => l !== "");
+  await page.selectOption("#forecast-horizon", "7d");
+  await page.waitForFunction(() => location.hash.includes("horizon=7d"), null, { timeout: 15000 });
+  const insight = {
+    windows: await rows("growth-windows"), days: await rows("growth-days"), ranks: await rows("rank-days"),
+    forecast: await page.textContent("#forecast"), csvHeader: csvLines[0], csvRows: csvLines.length - 1,
+    csvName: download.suggestedFilename(), hash: await page.evaluate(() => location.hash),
+  };
   await page.screenshot({ path: screenshot, fullPage: true });
 
   await page.fill("#influencer", "424242");
@@ -120,7 +131,7 @@ try {
       })),
     };
   }
-  console.log(JSON.stringify({ prompt, movers, ...seen, unknown, badRange, searched, keyed, errors }));
+  console.log(JSON.stringify({ prompt, movers, ...seen, insight, unknown, badRange, searched, keyed, errors }));
 } finally {
   await browser.close();
 }

@@ -96,6 +96,14 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         .await
         .unwrap();
     }
+    // A point 70 minutes ago: the start of the growth table's hour.
+    sqlx::query(
+        "insert into influencer_metrics values (1000001, to_timestamp($1), to_timestamp($1), 40000, 1300)",
+    )
+    .bind(slot_ms(70) as f64 / 1000.0)
+    .execute(pool)
+    .await
+    .unwrap();
     sqlx::query("insert into average_followers values (date_trunc('minute', now()), 52388.7, 3)")
         .execute(pool)
         .await
@@ -132,6 +140,7 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         .unwrap();
     let keyed_base = format!("http://{keyed_addr}");
 
+    let api_base = base.clone();
     let screenshot = root.join("target/dashboard.png");
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
@@ -161,6 +170,53 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
             .contains("Enter an influencer")
     );
     assert_eq!(seen["points"], 48);
+    // The influencer view's growth, rank and forecast, as the API answers them.
+    let insight = &seen["insight"];
+    assert_eq!(
+        insight["windows"][0],
+        serde_json::json!(["1h", "40,000", "57,166", "+17,166", "+42.92%"]),
+        "{insight}"
+    );
+    let growth: serde_json::Value = influencer_analytics::tls::http_client()
+        .get(format!(
+            "{api_base}/influencer_analytics/1000001/growth?days=14"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let days = growth["days"].as_array().unwrap();
+    assert_eq!(
+        insight["days"].as_array().unwrap().len(),
+        days.len(),
+        "{insight}"
+    );
+    let newest = days.last().unwrap()["follower_count"].as_i64().unwrap();
+    assert!(
+        insight["days"][0][1] == format_thousands(newest),
+        "{insight} against {growth}"
+    );
+    assert_eq!(insight["ranks"][0][1], "#2", "{insight}");
+    assert_eq!(insight["ranks"][0][2], "33.33", "{insight}");
+    assert!(
+        insight["forecast"]
+            .as_str()
+            .unwrap()
+            .starts_with("not enough history"),
+        "{insight}"
+    );
+    assert_eq!(
+        insight["csvHeader"],
+        "time,follower_count,following_count,follower_ratio"
+    );
+    assert_eq!(insight["csvRows"], 48, "the CSV holds the range shown");
+    assert_eq!(insight["csvName"], "influencer-1000001.csv");
+    assert!(
+        insight["hash"].as_str().unwrap().contains("horizon=7d"),
+        "the horizon is in the URL: {insight}"
+    );
     // The home view's movers, as the inserted values say.
     let movers = &seen["movers"];
     assert!(
@@ -273,10 +329,11 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
             .unwrap()
             .contains("Unknown influencer")
     );
-    // Issue 18: an unknown range in the link asked the API for start_time=NaN.
+    // Issue 18: an unknown range in the link asked the API for start_time=NaN. The default
+    // view, the last day, holds the point of 70 minutes ago too.
     assert_eq!(
         seen["badRange"],
-        serde_json::json!({"points": 48, "range": "86400", "message": ""}),
+        serde_json::json!({"points": 49, "range": "86400", "message": ""}),
         "a link with an unknown range opens the default view"
     );
     // With API_KEYS the page asks for a key once, says so when one is refused, and keeps it
@@ -300,4 +357,17 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         "{keyed}"
     );
     assert_eq!(seen["errors"], serde_json::json!([]), "no script errors");
+}
+
+/// `n` with thousands separated by commas, as the page writes it.
+fn format_thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
 }
