@@ -31,6 +31,8 @@ function readHash() {
            range: offered.includes(range) ? range : "86400",
            window: windows.includes(chosen) ? chosen : "24h",
            horizon: ["7d", "30d", "90d"].includes(horizon) ? horizon : "30d",
+           compare: (params.get("compare") || "").split(",").filter((pk) => /^[1-9][0-9]{0,14}$/.test(pk)).slice(0, 19),
+           percent: params.get("normalize") === "percent",
            from: params.get("from") || "", to: params.get("to") || "" };
 }
 
@@ -235,6 +237,33 @@ async function showInsight(id, horizon) {
   }
 }
 
+const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d"];
+
+// The influencer and those it is compared with, on the same buckets: followers, or their
+// change in percent from each one's first bucket.
+async function showCompare(id, view, start, end) {
+  $("compare-ids").value = view.compare.join(",");
+  $("compare-percent").checked = view.percent;
+  const target = $("chart-compare");
+  if (charts.compare) { charts.compare.destroy(); delete charts.compare; }
+  target.replaceChildren();
+  $("compare-note").textContent = "";
+  if (!view.compare.length) return;
+  const ids = [id, ...view.compare.filter((pk) => pk !== String(id))].join(",");
+  const answer = await getJson(`/influencer_analytics/compare?ids=${ids}&start_time=${start}&end_time=${end}` +
+    (view.percent ? "&normalize=percent" : ""));
+  const format = view.percent ? (v) => v.toFixed(2) + "%" : (v) => numbers.format(v);
+  charts.compare = new uPlot({
+    width: Math.max(300, target.clientWidth || 1100), height: 260,
+    scales: { x: { time: true, range: () => shownRange } },
+    series: [{}, ...answer.series.map((s, i) => ({
+      label: s.username, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true,
+      value: (u, v) => v == null ? "–" : format(v) }))],
+    axes: [{}, { size: 80, values: (u, ticks) => ticks.map(format) }],
+  }, [answer.times, ...answer.series.map((s) => s.follower_count)], target);
+  $("compare-note").textContent = `followers${view.percent ? ", change in % from each one's first bucket" : ""}, a bucket every ${answer.step} s`;
+}
+
 // The range shown, as a CSV file (fetched with the tab's key, if any).
 async function downloadCsv(event) {
   event.preventDefault();
@@ -258,12 +287,17 @@ async function downloadCsv(event) {
 }
 
 // Draws everything for the view in the URL; marks the page ready (for tests) whatever happens.
-async function refresh() {
-  try {
-    await render();
-  } finally {
+// One render at a time, in order: a render of an older view must not finish after a newer one
+// (a hash changed twice in a row, or the periodic refresh).
+let rendering = Promise.resolve();
+function refresh() {
+  const hash = location.hash;
+  rendering = rendering.then(render).catch((e) => say(e.message, "error")).finally(() => {
     document.body.dataset.ready = "true";
-  }
+    // The view drawn last (for tests: a form filled before it would be written over).
+    document.body.dataset.rendered = hash;
+  });
+  return rendering;
 }
 
 async function render() {
@@ -321,6 +355,12 @@ async function render() {
     draw("ratio", "ratio", times, series(range.points, "follower_ratio"), "#d97706");
     await showLatest(range.influencer_id);
     await showInsight(range.influencer_id, view.horizon);
+    try {
+      await showCompare(range.influencer_id, view, start, end);
+    } catch (e) {
+      if (e.status === 401) throw e;
+      $("compare-note").textContent = "cannot compare: " + e.message;
+    }
     say(range.points.length === 0 ? `No points for ${range.username} in this range.` : "", "info");
     document.body.dataset.points = String(range.points.length);
   } catch (e) {
@@ -394,6 +434,14 @@ $("key-form").addEventListener("submit", (event) => {
   refresh();
 });
 $("csv-download").addEventListener("click", downloadCsv);
+$("compare-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const params = new URLSearchParams(location.hash.slice(1));
+  const ids = $("compare-ids").value.split(/[\s,]+/).filter(Boolean).join(",");
+  if (ids) params.set("compare", ids); else params.delete("compare");
+  if ($("compare-percent").checked) params.set("normalize", "percent"); else params.delete("normalize");
+  location.hash = params.toString();
+});
 $("forecast-horizon").addEventListener("change", () => {
   const params = new URLSearchParams(location.hash.slice(1));
   params.set("horizon", $("forecast-horizon").value);

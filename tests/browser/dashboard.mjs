@@ -70,6 +70,19 @@ try {
     forecast: await page.textContent("#forecast"), csvHeader: csvLines[0], csvRows: csvLines.length - 1,
     csvName: download.suggestedFilename(), hash: await page.evaluate(() => location.hash),
   };
+  // Compare with another, in percent: the state goes into the URL, the chart holds both. The
+  // view of the horizon's change drawn first (it sets the form).
+  await page.waitForFunction(() => document.body.dataset.rendered === location.hash, null, { timeout: 15000 });
+  await page.fill("#compare-ids", "1000002");
+  await page.check("#compare-percent");
+  await page.click("#compare-go");
+  await page.waitForFunction(() => document.querySelector("#compare-note").textContent !== "", null, { timeout: 15000 });
+  const compared = await page.evaluate(() => ({
+    hash: location.hash,
+    labels: charts.compare ? charts.compare.series.slice(1).map((s) => s.label) : [],
+    other: charts.compare ? Array.from(charts.compare.data[2]).filter((v) => v != null) : [],
+    note: document.querySelector("#compare-note").textContent,
+  }));
   await page.screenshot({ path: screenshot, fullPage: true });
 
   await page.fill("#influencer", "424242");
@@ -131,7 +144,7 @@ try {
       })),
     };
   }
-  console.log(JSON.stringify({ prompt, movers, ...seen, insight, unknown, badRange, searched, keyed, errors }));
+  console.log(JSON.stringify({ prompt, movers, ...seen, insight, compared, unknown, badRange, searched, keyed, errors }));
 } finally {
   await browser.close();
 }

@@ -96,6 +96,17 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         .await
         .unwrap();
     }
+    // Three points of 1000002, to compare with.
+    for (minute, followers) in [(40, 90_000), (30, 91_000), (10, 92_000)] {
+        sqlx::query(
+            "insert into influencer_metrics values (1000002, to_timestamp($1), to_timestamp($1), $2, 1300)",
+        )
+        .bind(grid.slot_at_or_after(1_000_002, (now - 60 * minute) * 1000) as f64 / 1000.0)
+        .bind(followers)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
     // A point 70 minutes ago: the start of the growth table's hour.
     sqlx::query(
         "insert into influencer_metrics values (1000001, to_timestamp($1), to_timestamp($1), 40000, 1300)",
@@ -216,6 +227,24 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
     assert!(
         insight["hash"].as_str().unwrap().contains("horizon=7d"),
         "the horizon is in the URL: {insight}"
+    );
+    let compared = &seen["compared"];
+    assert!(
+        compared["hash"]
+            .as_str()
+            .unwrap()
+            .contains("compare=1000002&normalize=percent"),
+        "{compared}"
+    );
+    assert_eq!(
+        compared["labels"],
+        serde_json::json!(["influencer-1000001", "influencer-1000002"])
+    );
+    // 90,000, 91,000 and 92,000 as change from the first.
+    assert_eq!(
+        compared["other"],
+        serde_json::json!([0, 1.11, 2.22]),
+        "{compared}"
     );
     // The home view's movers, as the inserted values say.
     let movers = &seen["movers"];
