@@ -70,7 +70,8 @@ pub enum Command {
     /// jobs (average, ranking, compaction, retention; one process at a time does each).
     Sink(SinkArgs),
     /// Compact now: closed hours of raw points into segments, closed days into day segments,
-    /// late points into theirs; then apply RETENTION. With --status, only print how far
+    /// late points into theirs; then apply RETENTION; write the day closes of days merged
+    /// before they were kept, and rank the closed days. With --status, only print how far
     /// compaction lags.
     Compact(CompactArgs),
     /// Move the messages of a dead-letter queue back to the queue they came from, once the
@@ -363,6 +364,17 @@ async fn compact(args: CompactArgs) -> anyhow::Result<()> {
         )
         .await?;
         let retained = jobs::retention::apply(&pool, args.storage.retention).await?;
+        // Days merged before the day closes were kept get theirs, then their ranks.
+        let filled = crate::series::closes::backfill(&pool, &mut |line| println!("{line}")).await?;
+        if !filled.is_empty() {
+            println!(
+                "day closes written for {} days merged before they were kept",
+                filled.len()
+            );
+        }
+        if let jobs::JobOutcome::Done(days) = jobs::ranking::rank_closed_days(&pool).await? {
+            println!("{days} closed days ranked");
+        }
         println!(
             "compacted {} hours ({} points), {} late points, {} days: {} segments, {} bytes, in {:.1} s; retention dropped {} chunks and {} rows",
             report.chunks,

@@ -84,3 +84,72 @@ pub async fn latest_day_at_or_before(pool: &PgPool, day_ms: i64) -> sqlx::Result
     .await?;
     Ok(day.map(|d| d.timestamp_millis()))
 }
+
+/// Influencers a transaction of [`backfill`] reads the packs of.
+const BACKFILL_BATCH: i64 = 20_000;
+
+/// Writes the closes of days merged before the closes were kept (migration 0013), from the
+/// day summaries in the packs (each day's last point, its counts and slot): every merged day
+/// of `compaction_days` without closes, a span of packs at a time and [`BACKFILL_BATCH`]
+/// influencers a transaction, each transaction writing its rows of every such day of the span.
+/// Returns the days filled. Runs beside compaction (`influencer-analytics compact`): days it
+/// merges later get their closes from the merge.
+pub async fn backfill(
+    pool: &PgPool,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<Vec<i64>> {
+    let days: Vec<i64> = sqlx::query_scalar!(
+        r#"select (extract(epoch from d.day) * 1000)::bigint as "day_ms!"
+         from compaction_days d
+         where d.merged_at is not null
+           and not exists (select 1 from influencer_day_closes c where c.day = d.day)
+         order by d.day"#
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut spans: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for &day in &days {
+        spans
+            .entry(super::pack::start_of(day))
+            .or_default()
+            .push(day);
+    }
+    for (span, span_days) in spans {
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query!(
+                "select influencer_id, days from influencer_summary_packs
+                 where period_start = $1 and influencer_id > $2
+                 order by influencer_id limit $3",
+                at(span),
+                after,
+                BACKFILL_BATCH
+            )
+            .fetch_all(pool)
+            .await?;
+            let Some(last) = rows.last().map(|r| r.influencer_id) else {
+                break;
+            };
+            let mut closes: Vec<Snapshot> = vec![Snapshot::default(); span_days.len()];
+            for row in &rows {
+                for ((start, _), s) in super::pack::decode(span, &row.days)? {
+                    if let Some(i) = span_days.iter().position(|&d| d == start) {
+                        let (followers, following) = (s.follower_last, s.following_last);
+                        closes[i].push(row.influencer_id, followers, following, s.last_slot_ms);
+                    }
+                }
+            }
+            let mut tx = pool.begin().await?;
+            for (&day, part) in span_days.iter().zip(&closes) {
+                write(&mut tx, day, part).await?;
+            }
+            tx.commit().await?;
+            progress(&format!(
+                "day closes of the span from {}: up to influencer {last}",
+                at(span).date_naive()
+            ));
+            after = last;
+        }
+    }
+    Ok(days)
+}

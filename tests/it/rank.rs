@@ -226,3 +226,59 @@ async fn a_full_block_of_ids_is_read_back_six_bytes_at_a_time() {
         assert_eq!(hour["ranked"], 1_360);
     }
 }
+
+#[tokio::test]
+async fn days_merged_before_the_closes_were_kept_get_them_from_the_packs() {
+    let api = TestApi::start().await;
+    let now_ms = Utc::now().timestamp_millis();
+    let d2 = compaction::latest_settled_day_ms(now_ms);
+    let d1 = d2 - DAY_MS;
+    for id in 1..=3_i64 {
+        api.register(id).await;
+        for day in [d1, d2] {
+            for minute in [100, 1_200 + id] {
+                let followers = (id * 1_000 + minute + day / DAY_MS % 100) as i32;
+                api.point_at_ms(id, day + minute * 60_000 + 20_000, followers, 7)
+                    .await;
+            }
+        }
+    }
+    compaction::run(&api.db.pool, Budget::FULL, &mut |_| {})
+        .await
+        .unwrap();
+    let closes = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (chrono::DateTime<Utc>, i64, i32, Vec<u8>)>(
+            "select day, first_id, influencers, data from influencer_day_closes order by day, first_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let written = closes(api.db.pool.clone()).await;
+    assert_eq!(written.len(), 2);
+    // As if merged by a version before the closes: none, then the backfill.
+    sqlx::query("delete from influencer_day_closes")
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    let filled = influencer_analytics::series::closes::backfill(&api.db.pool, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(filled, vec![d1, d2]);
+    assert_eq!(
+        closes(api.db.pool.clone()).await,
+        written,
+        "the same closes"
+    );
+    let again = influencer_analytics::series::closes::backfill(&api.db.pool, &mut |_| {})
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    // And the days are ranked from them.
+    assert_eq!(
+        ranking::rank_closed_days(&api.db.pool).await.unwrap(),
+        JobOutcome::Done(2)
+    );
+    let (_, _, answer) = api.get("/influencer_analytics/3/rank").await;
+    assert_eq!(days(&answer)[1], (day_name(d2), 1, 66.67, 3));
+}
