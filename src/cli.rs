@@ -83,6 +83,9 @@ pub enum Command {
     /// Run one suspicious-classification pass now (or resume the unfinished one): Mockstagram's
     /// is_suspicious for every influencer, and the follower-spike detector over the last day.
     Classify(ClassifyArgs),
+    /// Write every point of the chosen influencers (all by default) over a range to a CSV or
+    /// Parquet file, straight from the tiers, with a progress bar.
+    Export(crate::export::ExportArgs),
     /// Measure a performance goal: prints a Markdown table and writes target/bench/<scenario>.json.
     #[cfg(feature = "tools")]
     Bench(crate::bench::BenchArgs),
@@ -257,6 +260,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ReplayDead(args) => replay_dead(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Classify(args) => classify(args).await,
+        Command::Export(args) => crate::export::run(args).await,
         #[cfg(feature = "tools")]
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Run(args) => run_all(args).await,

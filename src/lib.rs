@@ -42,6 +42,7 @@
 //! - [`classify`]: the suspicious classification: Mockstagram's is_suspicious and the
 //!   follower-spike detector.
 //! - [`api`]: the HTTP API (`serve`): range queries, latest values and rank, health.
+//! - [`export`]: every point of chosen influencers over a range as a CSV or Parquet file.
 //!
 //! With the `tools` feature (on by default), outside the production core:
 //! `simulator`, a faithful Mockstagram stand-in with fault injection (`simulate`, and
@@ -56,6 +57,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub(crate) mod export;
 pub mod fetch;
 pub mod health;
 pub mod jobs;

@@ -38,7 +38,7 @@ pub(crate) fn run_ok(args: &[&str], url: &url::Url) -> String {
 fn every_role_has_help() {
     for role in [
         "migrate", "simulate", "seed", "untrack", "poll", "sink", "serve", "classify", "compact",
-        "run",
+        "export", "run",
     ] {
         let output = binary().args([role, "--help"]).output().unwrap();
         assert!(output.status.success(), "{role} --help");

@@ -8,6 +8,7 @@ mod compare;
 mod compose;
 mod csv;
 mod dashboard;
+mod export;
 mod forecast;
 mod growth;
 mod jobs;
