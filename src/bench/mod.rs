@@ -12,6 +12,7 @@ pub mod api;
 pub mod classify;
 pub mod compaction;
 pub mod e2e;
+pub mod export;
 pub mod fleet;
 pub mod forecast;
 pub mod load;
@@ -78,6 +79,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Movers => movers::run(database, quick).await?,
         Scenario::Rank => rank::run(database, quick).await?,
         Scenario::Forecast => forecast::run(database, quick).await?,
+        Scenario::Export => export::run(database, quick).await?,
     };
     println!("{}", report.markdown());
     println!("written to {}", report.write_json()?.display());
@@ -111,6 +113,8 @@ pub enum Scenario {
     Rank,
     /// The forecast's intervals backtested on stored walks: how often each held what came.
     Forecast,
+    /// A day of 100,000 influencers exported to Parquet and CSV: points/s, bytes a point.
+    Export,
 }
 
 impl Scenario {
@@ -128,6 +132,7 @@ impl Scenario {
             Scenario::Movers => "movers",
             Scenario::Rank => "rank",
             Scenario::Forecast => "forecast",
+            Scenario::Export => "export",
         }
     }
 }
