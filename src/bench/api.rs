@@ -7,6 +7,9 @@
 //!   soon as its answer is in): the most the box answers, and the ratio of its p50/p99 to the
 //!   same read run directly at the same concurrency with the same pool size (goal ≤ 1.5).
 //! - Rank (`/latest`) and `/average` at 1,000,000 ranked influencers: p99 ≤ 5 ms.
+//! - Growth and compare on the influencers with a year of history ([`analytics`]): growth
+//!   p99 ≤ 20 ms at 50 clients, compare of 10 over 30 days at step=1h p99 ≤ 100 ms at 100
+//!   requests a second.
 //!
 //! The data is generated with `generate_series` (minutes, not the pipeline's hours) once, and
 //! kept in its own database for the next run.
@@ -68,6 +71,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     setup.sql_pool.close().await;
     let long = long_ranges(&setup).await?;
     let (mut latest, mut average) = point_reads(&setup).await?;
+    let analytics = analytics::measure(&setup, quick).await?;
     let mut report = Report::new(Scenario::Api, quick, setup.description());
     let connections = setup.sql_pool.options().get_max_connections();
     let (points, recent_of_setup) = (setup.points, setup.recent);
@@ -108,6 +112,7 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
         );
     recent.report(&mut report, answered_goal, recent_of_setup);
     long_figures(&mut report, &long);
+    analytics.report(&mut report);
     report
         .info(
             "database connections (API and SQL alike)",
@@ -553,6 +558,7 @@ async fn sql_load(
     Ok(all)
 }
 
+mod analytics;
 mod dataset;
 
 use dataset::Recent;
