@@ -138,6 +138,12 @@ async fn every_point_of_every_tier_is_exported_once_as_csv_and_as_parquet() {
         "{stdout}"
     );
 
+    // To standard output: the same file, the summary on standard error.
+    let (ok, stdout, stderr) = export(&api, &["--start", &start_date, "--out", "-"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, text);
+    assert!(stderr.contains("exported"), "{stderr}");
+
     let parquet = dir.path().join("points.parquet");
     let (ok, _, stderr) = export(
         &api,
