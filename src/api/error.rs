@@ -22,6 +22,9 @@ pub enum ApiError {
     /// 404: no such influencer, or no such route.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request conflicts with what exists (a watchlist of that name).
+    #[error("{0}")]
+    Conflict(String),
     /// 503: a dependency (the database) is unreachable.
     #[error("{0}")]
     Unavailable(String),
@@ -102,6 +105,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNAUTHORIZED, "Unauthorized", detail.clone())
             }
             ApiError::NotFound(detail) => (StatusCode::NOT_FOUND, "Not found", detail.clone()),
+            ApiError::Conflict(detail) => (StatusCode::CONFLICT, "Conflict", detail.clone()),
             ApiError::Unavailable(detail) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service unavailable",

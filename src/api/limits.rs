@@ -125,10 +125,10 @@ fn request_id(request: &Request) -> HeaderValue {
         })
 }
 
-/// Whether `path` is one of the endpoints API keys guard: the data (`/influencer_analytics`)
-/// and the registry (`/influencers`).
+/// Whether `path` is one of the endpoints API keys guard: the data (`/influencer_analytics`),
+/// the registry (`/influencers`) and the watchlists (`/watchlists`).
 fn guarded(path: &str) -> bool {
-    ["/influencer_analytics", "/influencers"]
+    ["/influencer_analytics", "/influencers", "/watchlists"]
         .iter()
         .any(|root| {
             path == *root
@@ -269,6 +269,9 @@ mod tests {
         assert!(!guarded("/influencer_analyticsX"));
         assert!(guarded("/influencers"));
         assert!(guarded("/influencers/1000001"));
+        assert!(guarded("/watchlists"));
+        assert!(guarded("/watchlists/campaign/members"));
+        assert!(!guarded("/watchlistsX"));
         assert!(!guarded("/influencersX"));
     }
 }

@@ -19,6 +19,7 @@ pub mod population;
 pub mod rank;
 pub mod search;
 pub mod tracking;
+pub mod watchlists;
 
 use std::{sync::Arc, time::Duration};
 
@@ -54,6 +55,12 @@ use error::{ApiError, Problem};
         tracking::track,
         tracking::record,
         tracking::untrack,
+        watchlists::create,
+        watchlists::list,
+        watchlists::view,
+        watchlists::delete,
+        watchlists::add_members,
+        watchlists::remove_members,
         health,
         ready,
         metrics,
@@ -73,6 +80,8 @@ use error::{ApiError, Problem};
         tracking::Pk,
         tracking::TrackAnswer,
         tracking::RegistryRecord,
+        watchlists::CreateWatchlist,
+        watchlists::MembersRequest,
     ))
 )]
 pub(crate) struct ApiDoc;
@@ -189,6 +198,18 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/influencers/{id}",
             get(tracking::record).delete(tracking::untrack),
+        )
+        .route(
+            "/watchlists",
+            get(watchlists::list).post(watchlists::create),
+        )
+        .route(
+            "/watchlists/{name}",
+            get(watchlists::view).delete(watchlists::delete),
+        )
+        .route(
+            "/watchlists/{name}/members",
+            axum::routing::put(watchlists::add_members).delete(watchlists::remove_members),
         )
         .merge(dashboard::router())
         .route("/healthz", get(health))

@@ -180,7 +180,7 @@ pub(crate) async fn track(
 
 /// The ids of a request, checked, each once, in the order asked. A whole number written with
 /// a fraction (`1000001.0`) is that number, as JSON Schema counts it.
-fn checked_ids(ids: Vec<serde_json::Number>) -> Result<Vec<i64>, ApiError> {
+pub(crate) fn checked_ids(ids: Vec<serde_json::Number>) -> Result<Vec<i64>, ApiError> {
     if ids.is_empty() {
         return Err(ApiError::bad_request("No ids", "`ids` is empty"));
     }

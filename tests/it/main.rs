@@ -21,3 +21,4 @@ mod search;
 mod simulator;
 mod storage;
 mod tls;
+mod watchlists;

@@ -5,8 +5,9 @@ The API has four rules that relate parameters to each other, which an OpenAPI do
 express and which the operations' descriptions state instead: a range whose start is after its
 end, a range of more than 10,000 points or buckets, a gaps range longer than 400 days, and the
 movers' days (start_day and end_day together, the first before the second, not with a window). This
-check is the same check with those four rules, and only them, allowed; a 404 for an influencer that was never tracked is allowed too
-(the document promises the shape of an id, not that it exists).
+check is the same check with those four rules, and only them, allowed; a 404 for an influencer that was never tracked or a
+watchlist that does not exist is allowed too (the document promises the shape of an id, not that it exists), and so is a
+409 for a watchlist name taken already or a list full (the shape of a name, not that it is free).
 """
 
 import json
@@ -27,7 +28,7 @@ def schema_valid_requests_are_accepted(ctx, response, case):
     if meta is None or not meta.generation.mode.is_positive:
         return None
     status = response.status_code
-    if status < 400 or status == 404 or status >= 500:
+    if status < 400 or status in (404, 409) or status >= 500:
         return None  # 5xx are the `not_a_server_error` check's
     try:
         title = json.loads(response.text).get("title")
