@@ -115,6 +115,9 @@ pub struct MoversQuery {
     /// The next_cursor of the previous page (of the same query).
     #[param(value_type = Option<String>, pattern = r"^-?[0-9]{1,20}(\.[0-9]{1,20})?_[0-9]{1,18}$")]
     pub cursor: Option<KeyCursor>,
+    /// Only the members of this watchlist (`compared` and `stale` count them).
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+    pub watchlist: Option<String>,
     /// `json` (default) or `csv` (also by `Accept: text/csv`).
     #[param(value_type = Option<crate::api::csv::Format>)]
     pub format: Option<crate::api::csv::Format>,
@@ -185,6 +188,10 @@ pub async fn movers(
         Span::Window(window) => window_sources(&state, window).await?,
         Span::Days(start, end) => (Source::Close(start.0), Source::Close(end.0)),
     };
+    let members = match &query.watchlist {
+        Some(name) => Some(super::watchlists::member_ids(&state, name).await?),
+        None => None,
+    };
     let tolerance_ms = 3 * state.interval.as_millis() as i64;
     let board = state
         .movers
@@ -200,11 +207,20 @@ pub async fn movers(
         .map_or(DEFAULT_MIN_FOLLOWERS, |MinFollowers(n)| n);
     let Limit(limit) = query.limit.unwrap_or(Limit(DEFAULT_LIMIT));
     let after = query.cursor.map(|KeyCursor(key, id)| (key, id));
-    let page = {
+    let (page, among) = {
         let board = board.clone();
-        tokio::task::spawn_blocking(move || board.page(order, min_followers, after, limit as usize))
-            .await
-            .expect("paging movers does not panic")
+        tokio::task::spawn_blocking(move || {
+            let only = members.as_deref();
+            let page = board.page_within(order, min_followers, after, limit as usize, only);
+            (page, only.map(|m| (board.compared_among(m), m.len())))
+        })
+        .await
+        .expect("paging movers does not panic")
+    };
+    // Within a watchlist, its members are counted: compared, or stale (no value near an end).
+    let (compared, stale) = match among {
+        Some((compared, members)) => (compared, members - compared),
+        None => (board.compared(), board.stale),
     };
     let ids: Vec<i64> = page.iter().map(|m| m.influencer_id).collect();
     let names = usernames(&state, &ids).await?;
@@ -243,8 +259,8 @@ pub async fn movers(
         min_followers,
         as_of: at(board.to.at_ms),
         from_as_of: at(board.from.at_ms),
-        compared: board.compared(),
-        stale: board.stale,
+        compared,
+        stale,
         movers,
         next_cursor,
     };

@@ -415,6 +415,9 @@ pub struct TopQuery {
     /// The next_cursor of the previous page.
     #[param(value_type = Option<String>, pattern = r"^[0-9]{1,18}\.[0-9]{1,18}$")]
     pub cursor: Option<Cursor<2>>,
+    /// Only the members of this watchlist (each with its rank among everyone).
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+    pub watchlist: Option<String>,
     /// `json` (default) or `csv` (also by `Accept: text/csv`).
     #[param(value_type = Option<crate::api::csv::Format>)]
     pub format: Option<crate::api::csv::Format>,

@@ -121,12 +121,14 @@ pub struct TopAnswer {
     pub ranked_at: Option<DateTime<Utc>>,
 }
 
-/// `GET /influencer_analytics/top?limit&cursor`: the leaderboard by followerCount.
+/// `GET /influencer_analytics/top?limit&cursor`: the leaderboard by followerCount; with
+/// `watchlist`, of its members (404 if there is no such list).
 #[utoipa::path(get, path = "/influencer_analytics/top", tag = "population",
     params(TopQuery),
     responses(
         (status = 200, content((TopAnswer = "application/json"), (String = "text/csv"))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn top(
     State(state): State<ApiState>,
@@ -137,6 +139,10 @@ pub async fn top(
     let json = |a: TopAnswer| Json(a).into_response();
     let Limit(limit) = page.limit.unwrap_or(Limit(10));
     let Cursor([after_rank, after_id]) = page.cursor.unwrap_or(Cursor([0, 0]));
+    let members = match &page.watchlist {
+        Some(name) => Some(super::watchlists::member_ids(&state, name).await?),
+        None => None,
+    };
     let Some(ranking) = state.ranking.current(&state.pool).await? else {
         let answer = TopAnswer {
             influencers: Vec::new(),
@@ -145,7 +151,10 @@ pub async fn top(
         };
         return Ok(respond(format, answer, json));
     };
-    let page = ranking.page((after_rank, after_id), limit as usize);
+    let page = match &members {
+        Some(members) => ranking.page_among(members, (after_rank, after_id), limit as usize),
+        None => ranking.page((after_rank, after_id), limit as usize),
+    };
     let ids: Vec<i64> = page.iter().map(|e| e.1).collect();
     let names: std::collections::HashMap<i64, String> = sqlx::query!(
         "select influencer_id, username from influencers where influencer_id = any($1)",

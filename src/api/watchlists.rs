@@ -307,6 +307,19 @@ pub(crate) async fn remove_members(
     }))
 }
 
+/// The ids of a watchlist's members, sorted, for the endpoints that take `watchlist=`: a 400
+/// for a name that cannot be one, a 404 for a list that does not exist.
+pub(crate) async fn member_ids(state: &ApiState, name: &str) -> Result<Vec<i64>, ApiError> {
+    let name = check_name(name)?;
+    exists(state, &name).await?;
+    Ok(sqlx::query_scalar!(
+        "select influencer_id from watchlist_members where watchlist = $1 order by influencer_id",
+        name
+    )
+    .fetch_all(&state.pool)
+    .await?)
+}
+
 /// A 404 unless the watchlist exists.
 pub(crate) async fn exists(state: &ApiState, name: &str) -> Result<(), ApiError> {
     let found = sqlx::query_scalar!(

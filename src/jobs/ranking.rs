@@ -212,7 +212,38 @@ impl Ranking {
     /// Up to `limit` entries after `(rank, id)` in rank order (the leaderboard's keyset):
     /// `(rank, influencer_id, follower_count)`.
     pub fn page(&self, after: (i64, i64), limit: usize) -> Vec<(i64, i64, i32)> {
-        // (rank, id) grows strictly along the order: the first position past `after`.
+        let low = self.first_after(after);
+        (low..self.len().min(low.saturating_add(limit)))
+            .map(|i| (self.rank_at(i), self.ids[i], self.counts[i]))
+            .collect()
+    }
+
+    /// As [`Self::page`], of only `members` (a watchlist's ids, sorted): its leaderboard, each
+    /// entry with its rank among everyone. Members not ranked are left out.
+    pub fn page_among(
+        &self,
+        members: &[i64],
+        after: (i64, i64),
+        limit: usize,
+    ) -> Vec<(i64, i64, i32)> {
+        let low = self.first_after(after);
+        let mut positions: Vec<usize> = members
+            .iter()
+            .filter_map(|id| {
+                let at = self.by_id.binary_search_by_key(id, |e| e.0).ok()?;
+                Some(self.by_id[at].1 as usize).filter(|&i| i >= low)
+            })
+            .collect();
+        positions.sort_unstable();
+        positions
+            .into_iter()
+            .take(limit)
+            .map(|i| (self.rank_at(i), self.ids[i], self.counts[i]))
+            .collect()
+    }
+
+    /// The first position past `(rank, id)`: the pair grows strictly along the order.
+    fn first_after(&self, after: (i64, i64)) -> usize {
         let (mut low, mut high) = (0, self.len());
         while low < high {
             let mid = (low + high) / 2;
@@ -222,9 +253,7 @@ impl Ranking {
                 high = mid;
             }
         }
-        (low..self.len().min(low.saturating_add(limit)))
-            .map(|i| (self.rank_at(i), self.ids[i], self.counts[i]))
-            .collect()
+        low
     }
 }
 
@@ -298,6 +327,20 @@ mod tests {
         assert_eq!(r.page((5, 9), 10), vec![]);
         assert_eq!(r.page((i64::MAX, 0), 10), vec![]);
         assert_eq!(r.page((0, 0), 0), vec![]);
+    }
+
+    #[test]
+    fn a_watchlists_page_holds_only_its_members_with_their_ranks_among_everyone() {
+        let r = ranking(&[(5, 100), (3, 300), (4, 300), (9, 50), (7, 100)]);
+        // 8 is not ranked: left out.
+        let members = [4, 7, 8, 9];
+        assert_eq!(
+            r.page_among(&members, (0, 0), 2),
+            vec![(1, 4, 300), (3, 7, 100)]
+        );
+        assert_eq!(r.page_among(&members, (3, 7), 2), vec![(5, 9, 50)]);
+        assert_eq!(r.page_among(&members, (5, 9), 2), vec![]);
+        assert_eq!(r.page_among(&[], (0, 0), 2), vec![]);
     }
 
     #[test]

@@ -159,6 +159,38 @@ async fn movers_of_the_last_hour_compare_two_marks_of_everyone() {
     }
     assert_eq!(seen, vec![(4, 1_000.0), (3, 900.0), (1, 400.0)]);
 
+    // Within a watchlist: only its members, and they are what is counted (5 is stale).
+    sqlx::query("insert into watchlists (name) values ('rivals')")
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("insert into watchlist_members (watchlist, influencer_id) values ('rivals', 2), ('rivals', 4), ('rivals', 5)")
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    let (status, _, answer) = api
+        .get("/influencer_analytics/movers?window=1h&min_followers=0&watchlist=rivals")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(rows(&answer), vec![(4, 1_000.0)]);
+    assert_eq!(
+        (&answer["compared"], &answer["stale"]),
+        (&2.into(), &1.into()),
+        "{answer}"
+    );
+    let (_, _, answer) = api
+        .get("/influencer_analytics/movers?window=1h&direction=losers&watchlist=rivals")
+        .await;
+    assert_eq!(rows(&answer), vec![(2, -1_500.0)]);
+    let (status, _, answer) = api
+        .get("/influencer_analytics/movers?window=1h&watchlist=nobody")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let (status, _, answer) = api
+        .get("/influencer_analytics/movers?window=1h&watchlist=no%20such")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+
     // No mark a day old yet.
     let (status, _, answer) = api.get("/influencer_analytics/movers?window=24h").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");

@@ -138,6 +138,52 @@ async fn a_watchlist_is_made_filled_viewed_and_deleted() {
     assert_eq!(rest["items"][1]["time"], Value::Null);
     assert_eq!(rest["next_cursor"], Value::Null);
 
+    // The leaderboard within the list: its members in rank order, each with its rank among
+    // everyone (15 is not a member).
+    api.influencer_with_latest(15, t, 5_000, 7).await;
+    influencer_analytics::jobs::ranking::refresh(&api.db.pool)
+        .await
+        .unwrap();
+    let (status, top) = send(
+        &api,
+        "GET",
+        "/influencer_analytics/top?watchlist=campaign&limit=2",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{top}");
+    let ranked = |v: &Value| -> Vec<(i64, i64)> {
+        v["influencers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["influencer_id"].as_i64().unwrap(),
+                    r["rank"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(ranked(&top), [(13, 1), (12, 3)]);
+    let cursor = top["next_cursor"].as_str().unwrap().to_string();
+    let (_, rest) = send(
+        &api,
+        "GET",
+        &format!("/influencer_analytics/top?watchlist=campaign&limit=2&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(ranked(&rest), [(11, 4)]);
+    let (status, _) = send(
+        &api,
+        "GET",
+        "/influencer_analytics/top?watchlist=nobody",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
     let (status, removed) = send(
         &api,
         "DELETE",
@@ -175,7 +221,7 @@ async fn a_watchlist_is_made_filled_viewed_and_deleted() {
         .fetch_one(&api.db.pool)
         .await
         .unwrap();
-    assert_eq!(registered, 4);
+    assert_eq!(registered, 5);
 }
 
 #[tokio::test]

@@ -143,6 +143,19 @@ impl Board {
         self.pairs.len()
     }
 
+    /// How many of `members` (sorted ids) are compared.
+    pub fn compared_among(&self, members: &[i64]) -> usize {
+        let ids = &self.to.snapshot.ids;
+        members
+            .iter()
+            .filter(|&&id| {
+                self.pairs
+                    .binary_search_by_key(&id, |&(_, t)| ids[t as usize])
+                    .is_ok()
+            })
+            .count()
+    }
+
     fn values(&self, pair: u32) -> (i64, Value, Value) {
         let (f, t) = self.pairs[pair as usize];
         let (from, to) = (&self.from.snapshot, &self.to.snapshot);
@@ -176,12 +189,26 @@ impl Board {
 
     /// Up to `limit` movers after `after` (the `(key, id)` of the previous page's last), of
     /// those that started with at least `min_followers` followers.
+    #[cfg(test)]
     pub fn page(
+        &self,
+        order: (Metric, By, Direction),
+        min_followers: i32,
+        after: Option<(f64, i64)>,
+        limit: usize,
+    ) -> Vec<Mover> {
+        self.page_within(order, min_followers, after, limit, None)
+    }
+
+    /// As [`Self::page`], of only `only`'s influencers (sorted ids: a watchlist's members)
+    /// when given.
+    pub fn page_within(
         &self,
         (metric, by, direction): (Metric, By, Direction),
         min_followers: i32,
         after: Option<(f64, i64)>,
         limit: usize,
+        only: Option<&[i64]>,
     ) -> Vec<Mover> {
         let order = self.order(metric, by, direction);
         let start = after.map_or(0, |after| {
@@ -190,6 +217,9 @@ impl Board {
         order[start..]
             .iter()
             .filter_map(|k| {
+                if only.is_some_and(|members| members.binary_search(&k.id).is_err()) {
+                    return None;
+                }
                 let (influencer_id, from, to) = self.values(k.pair);
                 (from.1 >= min_followers).then_some(Mover {
                     influencer_id,
@@ -336,6 +366,26 @@ mod tests {
         assert_eq!(ids(&b.page(gainers, 0, Some((450.0, 0)), 5)), vec![4]);
         let losers = (Metric::Followers, By::Absolute, Direction::Losers);
         assert!(b.page(losers, 0, Some((-1_000.0, 2)), 5).is_empty());
+    }
+
+    #[test]
+    fn within_a_watchlist_only_its_members_move_and_are_counted() {
+        let b = board();
+        let gainers = (Metric::Followers, By::Absolute, Direction::Gainers);
+        // 7 and 8 are stale, 99 was never in a snapshot: none of them compared.
+        let members = [3, 4, 7, 8, 99];
+        assert_eq!(
+            ids(&b.page_within(gainers, 0, None, 10, Some(&members))),
+            vec![3, 4]
+        );
+        let first = b.page_within(gainers, 0, None, 1, Some(&members));
+        let after = Some((first[0].key, first[0].influencer_id));
+        assert_eq!(
+            ids(&b.page_within(gainers, 0, after, 10, Some(&members))),
+            vec![4]
+        );
+        assert_eq!(b.compared_among(&members), 2);
+        assert_eq!(b.compared_among(&[]), 0);
     }
 
     #[test]
