@@ -188,10 +188,7 @@ pub async fn movers(
         Span::Window(window) => window_sources(&state, window).await?,
         Span::Days(start, end) => (Source::Close(start.0), Source::Close(end.0)),
     };
-    let members = match &query.watchlist {
-        Some(name) => Some(super::watchlists::member_ids(&state, name).await?),
-        None => None,
-    };
+    let members = super::watchlists::members_if(&state, query.watchlist.as_deref()).await?;
     let tolerance_ms = 3 * state.interval.as_millis() as i64;
     let board = state
         .movers
@@ -207,44 +204,27 @@ pub async fn movers(
         .map_or(DEFAULT_MIN_FOLLOWERS, |MinFollowers(n)| n);
     let Limit(limit) = query.limit.unwrap_or(Limit(DEFAULT_LIMIT));
     let after = query.cursor.map(|KeyCursor(key, id)| (key, id));
-    let (page, among) = {
+    let (page, compared, stale) = {
         let board = board.clone();
         tokio::task::spawn_blocking(move || {
-            let only = members.as_deref();
-            let page = board.page_within(order, min_followers, after, limit as usize, only);
-            (page, only.map(|m| (board.compared_among(m), m.len())))
+            page_of(
+                &board,
+                order,
+                min_followers,
+                after,
+                limit,
+                members.as_deref(),
+            )
         })
         .await
         .expect("paging movers does not panic")
     };
-    // Within a watchlist, its members are counted: compared, or stale (no value near an end).
-    let (compared, stale) = match among {
-        Some((compared, members)) => (compared, members - compared),
-        None => (board.compared(), board.stale),
-    };
     let ids: Vec<i64> = page.iter().map(|m| m.influencer_id).collect();
     let names = usernames(&state, &ids).await?;
-    let value = |(time_ms, followers, following): board::Value| {
-        Value::from(SeriesPoint {
-            slot_ms: time_ms,
-            follower_count: followers,
-            following_count: following,
-        })
-    };
     let next_cursor = (page.len() as i64 == limit)
         .then(|| page.last().map(|m| KeyCursor::text(m.key, m.influencer_id)))
         .flatten();
-    let movers = page
-        .into_iter()
-        .map(|m| MoverRow {
-            influencer_id: m.influencer_id,
-            username: names.get(&m.influencer_id).cloned().unwrap_or_default(),
-            from: value(m.from),
-            to: value(m.to),
-            change: board::change(order.0, By::Absolute, m.from, m.to).unwrap_or_default(),
-            percent: board::change(order.0, By::Percent, m.from, m.to),
-        })
-        .collect();
+    let movers = mover_rows(page, &names, order.0);
     let (window, start_day, end_day) = match span {
         Span::Window(w) => (Some(w), None, None),
         Span::Days(start, end) => (None, Some(start.name()), Some(end.name())),
@@ -265,6 +245,51 @@ pub async fn movers(
         next_cursor,
     };
     Ok(respond(format, answer, |a| Json(a).into_response()))
+}
+
+/// A page's movers as answered: both values with their times, the change of `metric`.
+fn mover_rows(
+    page: Vec<board::Mover>,
+    names: &std::collections::HashMap<i64, String>,
+    metric: Metric,
+) -> Vec<MoverRow> {
+    let value = |(time_ms, followers, following): board::Value| {
+        Value::from(SeriesPoint {
+            slot_ms: time_ms,
+            follower_count: followers,
+            following_count: following,
+        })
+    };
+    page.into_iter()
+        .map(|m| MoverRow {
+            influencer_id: m.influencer_id,
+            username: names.get(&m.influencer_id).cloned().unwrap_or_default(),
+            from: value(m.from),
+            to: value(m.to),
+            change: board::change(metric, By::Absolute, m.from, m.to).unwrap_or_default(),
+            percent: board::change(metric, By::Percent, m.from, m.to),
+        })
+        .collect()
+}
+
+/// A page of a board (of a watchlist's members, if given), and how many were compared and
+/// stale: everyone, or within a watchlist its members (stale: no value near an end).
+fn page_of(
+    board: &board::Board,
+    order: (Metric, By, Direction),
+    min_followers: i32,
+    after: Option<(f64, i64)>,
+    limit: i64,
+    members: Option<&[i64]>,
+) -> (Vec<board::Mover>, usize, usize) {
+    let page = board.page_within(order, min_followers, after, limit as usize, members);
+    match members {
+        Some(members) => {
+            let compared = board.compared_among(members);
+            (page, compared, members.len() - compared)
+        }
+        None => (page, board.compared(), board.stale),
+    }
 }
 
 impl ToCsv for MoversAnswer {

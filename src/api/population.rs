@@ -139,10 +139,7 @@ pub async fn top(
     let json = |a: TopAnswer| Json(a).into_response();
     let Limit(limit) = page.limit.unwrap_or(Limit(10));
     let Cursor([after_rank, after_id]) = page.cursor.unwrap_or(Cursor([0, 0]));
-    let members = match &page.watchlist {
-        Some(name) => Some(super::watchlists::member_ids(&state, name).await?),
-        None => None,
-    };
+    let members = super::watchlists::members_if(&state, page.watchlist.as_deref()).await?;
     let Some(ranking) = state.ranking.current(&state.pool).await? else {
         let answer = TopAnswer {
             influencers: Vec::new(),

@@ -320,6 +320,17 @@ pub(crate) async fn member_ids(state: &ApiState, name: &str) -> Result<Vec<i64>,
     .await?)
 }
 
+/// [`member_ids`] of the watchlist a query names, if it names one.
+pub(crate) async fn members_if(
+    state: &ApiState,
+    name: Option<&str>,
+) -> Result<Option<Vec<i64>>, ApiError> {
+    match name {
+        Some(name) => Ok(Some(member_ids(state, name).await?)),
+        None => Ok(None),
+    }
+}
+
 /// A 404 unless the watchlist exists.
 pub(crate) async fn exists(state: &ApiState, name: &str) -> Result<(), ApiError> {
     let found = sqlx::query_scalar!(
