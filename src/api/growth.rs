@@ -166,22 +166,33 @@ pub async fn growth(
     let format = Format::of(query.format, &headers);
     let days = query.days.map_or(DEFAULT_DAYS, |Days(d)| d);
     let latest = latest_point(&state, id).await?;
-    let mut windows = Vec::new();
-    if let Some(to) = latest {
-        for (window, seconds) in WINDOWS {
-            let start_ms = to.slot_ms - seconds * 1000;
-            let before =
-                series::read::points(&state.pool, id, start_ms - LOOKBACK_MS, start_ms).await?;
-            if let Some(&from) = before.last() {
-                windows.push(window_growth(window, seconds, from.into(), to.into()));
-            }
-        }
-    }
     let today = Utc::now().timestamp_millis().div_euclid(DAY_MS) * DAY_MS;
     // One day more than asked: the first day's change is from the day before it.
     let first_ms = today - days * DAY_MS;
-    let closes =
-        series::read::buckets(&state.pool, id, first_ms, today + DAY_MS - 1, DAY_MS).await?;
+    // The windows' starting values and the daily table are read at once, each its own read.
+    let pool = &state.pool;
+    let starts = latest.into_iter().flat_map(|to| {
+        WINDOWS.map(|(window, seconds)| async move {
+            let start_ms = to.slot_ms - seconds * 1000;
+            let before =
+                series::read::points(pool, id, start_ms - LOOKBACK_MS, start_ms).await?;
+            Ok::<_, ApiError>(
+                before
+                    .last()
+                    .map(|&from| window_growth(window, seconds, from.into(), to.into())),
+            )
+        })
+    });
+    let (windows, closes) = futures_util::future::try_join(
+        futures_util::future::try_join_all(starts),
+        async {
+            series::read::buckets(pool, id, first_ms, today + DAY_MS - 1, DAY_MS)
+                .await
+                .map_err(ApiError::from)
+        },
+    )
+    .await?;
+    let windows: Vec<WindowGrowth> = windows.into_iter().flatten().collect();
     let closes: Vec<(i64, i32, i32)> = closes
         .iter()
         .map(|b| (b.time * 1000, b.follower_count.last, b.following_count.last))
