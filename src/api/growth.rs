@@ -174,8 +174,7 @@ pub async fn growth(
     let starts = latest.into_iter().flat_map(|to| {
         WINDOWS.map(|(window, seconds)| async move {
             let start_ms = to.slot_ms - seconds * 1000;
-            let before =
-                series::read::points(pool, id, start_ms - LOOKBACK_MS, start_ms).await?;
+            let before = series::read::points(pool, id, start_ms - LOOKBACK_MS, start_ms).await?;
             Ok::<_, ApiError>(
                 before
                     .last()
@@ -183,15 +182,13 @@ pub async fn growth(
             )
         })
     });
-    let (windows, closes) = futures_util::future::try_join(
-        futures_util::future::try_join_all(starts),
-        async {
+    let (windows, closes) =
+        futures_util::future::try_join(futures_util::future::try_join_all(starts), async {
             series::read::buckets(pool, id, first_ms, today + DAY_MS - 1, DAY_MS)
                 .await
                 .map_err(ApiError::from)
-        },
-    )
-    .await?;
+        })
+        .await?;
     let windows: Vec<WindowGrowth> = windows.into_iter().flatten().collect();
     let closes: Vec<(i64, i32, i32)> = closes
         .iter()

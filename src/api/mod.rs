@@ -58,6 +58,7 @@ use error::{ApiError, Problem};
         watchlists::create,
         watchlists::list,
         watchlists::view,
+        watchlists::series::series,
         watchlists::delete,
         watchlists::add_members,
         watchlists::remove_members,
@@ -207,6 +208,7 @@ pub fn router(state: ApiState) -> Router {
             "/watchlists/{name}",
             get(watchlists::view).delete(watchlists::delete),
         )
+        .route("/watchlists/{name}/series", get(watchlists::series::series))
         .route(
             "/watchlists/{name}/members",
             axum::routing::put(watchlists::add_members).delete(watchlists::remove_members),

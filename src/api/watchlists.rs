@@ -1,7 +1,8 @@
 //! Watchlists: named lists of influencers people follow together (a campaign's creators, a
 //! competitor set). `POST /watchlists`, `GET /watchlists`, `GET`/`DELETE /watchlists/{name}`,
 //! `PUT`/`DELETE /watchlists/{name}/members`. A list's view pages through its members with
-//! their latest values, with the list's total and average followers. With `API_KEYS` set,
+//! their latest values, with the list's total and average followers; `GET
+//! /watchlists/{name}/series` its followers over time ([`series`]). With `API_KEYS` set,
 //! every watchlist endpoint wants a key ([`super::limits`]).
 
 use axum::{
@@ -12,6 +13,8 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+
+pub(crate) mod series;
 
 use super::{
     ApiState,

@@ -138,6 +138,42 @@ async fn a_watchlist_is_made_filled_viewed_and_deleted() {
     assert_eq!(rest["items"][1]["time"], Value::Null);
     assert_eq!(rest["next_cursor"], Value::Null);
 
+    // Its followers over time: each member's last value in a bucket, summed (13 and 14 have
+    // no point in the range; 12's second hour stands alone).
+    for (id, at, followers, following) in [
+        (11, t, 100, 1),
+        (11, t + 60, 110, 1),
+        (12, t + 30, 200, 2),
+        (12, t + 3_605, 250, 2),
+    ] {
+        api.point(id, at, followers, following).await;
+    }
+    let path = format!(
+        "/watchlists/campaign/series?start_time={t}&end_time={}&step=1h",
+        t + 7_199
+    );
+    let (status, series) = send(&api, "GET", &path, None).await;
+    assert_eq!(status, 200, "{series}");
+    assert_eq!(series["members"], 4);
+    assert_eq!(
+        series["buckets"],
+        json!([
+            {"time": t, "members": 2, "total_followers": 310, "average_followers": 155.0, "total_following": 3},
+            {"time": t + 3_600, "members": 1, "total_followers": 250, "average_followers": 250.0, "total_following": 2},
+        ])
+    );
+    let (_, csv) = send(&api, "GET", &format!("{path}&format=csv"), None).await;
+    assert_eq!(
+        csv.as_str().unwrap().lines().collect::<Vec<_>>(),
+        [
+            "time,members,total_followers,average_followers,total_following",
+            &format!("{t},2,310,155,3"),
+            &format!("{},1,250,250,2", t + 3_600),
+        ]
+    );
+    let (status, _) = send(&api, "GET", "/watchlists/nobody/series", None).await;
+    assert_eq!(status, 404);
+
     // The leaderboard within the list: its members in rank order, each with its rank among
     // everyone (15 is not a member).
     api.influencer_with_latest(15, t, 5_000, 7).await;
