@@ -76,12 +76,9 @@ impl CaFile {
         &self.pem
     }
 
-    /// The certificates, as reqwest takes them.
-    pub(crate) fn reqwest_certificates(&self) -> Vec<reqwest::Certificate> {
-        self.certificates
-            .iter()
-            .map(|der| reqwest::Certificate::from_der(der).expect("parsed as PEM already"))
-            .collect()
+    /// The certificates, as rustls takes them.
+    pub(crate) fn certificates(&self) -> &[CertificateDer<'static>] {
+        &self.certificates
     }
 }
 
@@ -204,7 +201,7 @@ mod tests {
         let (cert, _) = self_signed();
         let good = write(&dir, "ca.pem", &cert);
         let ca = ca_file(good.to_str().unwrap()).unwrap();
-        assert_eq!(ca.reqwest_certificates().len(), 1);
+        assert_eq!(ca.certificates().len(), 1);
         assert_eq!(ca.pem(), cert);
         assert!(format!("{ca:?}").contains("ca.pem"));
         std::fs::remove_dir_all(&dir).unwrap();

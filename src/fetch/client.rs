@@ -12,7 +12,7 @@ use std::{num::NonZeroU32, sync::Arc, time::Duration};
 use reqwest::StatusCode;
 use tokio::{sync::Semaphore, time::Instant};
 
-use super::ceiling::RateCeiling;
+use super::{ceiling::RateCeiling, http1::Http1Client};
 use crate::{
     config::UpstreamSettings,
     mockstagram::{
@@ -103,13 +103,20 @@ struct Retry {
 struct Answer {
     status: StatusCode,
     retry_after: Option<Duration>,
-    body: bytes::Bytes,
+    body: Vec<u8>,
+}
+
+/// One request to the upstream.
+enum Request<'a> {
+    Get(&'a str),
+    PostJson(&'a str, &'a [u8]),
 }
 
 #[derive(Clone)]
 pub struct MockstagramClient {
-    http: reqwest::Client,
-    base: String,
+    http: Http1Client,
+    /// `MOCKSTAGRAM_TIMEOUT`: one request's time-out (retried after).
+    timeout: Duration,
     /// `MOCKSTAGRAM_RPS`, shared with the fleet's other pollers ([`RateCeiling`]).
     ceiling: Option<Arc<RateCeiling>>,
     in_flight: Arc<Semaphore>,
@@ -123,30 +130,16 @@ const RETRY_BACKOFF: Backoff =
 impl MockstagramClient {
     pub fn new(settings: &UpstreamSettings) -> anyhow::Result<Self> {
         let concurrency = settings.mockstagram_concurrency as usize;
-        let mut http = crate::tls::http_client_builder();
-        if let Some(ca) = settings.ca_file()? {
-            http = http.tls_certs_merge(ca.reqwest_certificates());
-        }
-        let http = http
-            // The real server closes idle connections after 5 s: let ours go first, so a pooled
-            // connection rarely races the server's close.
-            .pool_idle_timeout(Duration::from_secs(4))
-            .pool_max_idle_per_host(concurrency)
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(settings.mockstagram_timeout)
-            .tcp_nodelay(true)
-            .build()?;
+        let ca = settings.ca_file()?;
+        let http = Http1Client::new(settings.mockstagram_url.expose(), ca, concurrency)
+            .map_err(|e| anyhow::anyhow!("MOCKSTAGRAM_URL: {e:#}"))?;
         let ceiling = settings.mockstagram_rps.map(|rps| {
             let rps = NonZeroU32::new(rps.min(u32::MAX as u64) as u32).expect("rps ≥ 1");
             Arc::new(RateCeiling::new(rps))
         });
         Ok(Self {
             http,
-            base: settings
-                .mockstagram_url
-                .expose()
-                .trim_end_matches('/')
-                .to_string(),
+            timeout: settings.mockstagram_timeout,
             ceiling,
             in_flight: Arc::new(Semaphore::new(concurrency)),
         })
@@ -169,10 +162,10 @@ impl MockstagramClient {
 
     /// Fetches `pk`'s profile, retrying until `deadline`.
     pub async fn fetch(&self, pk: i64, deadline: Instant) -> FetchOutcome {
-        let url = format!("{}{PROFILE_PATH}{pk}", self.base);
+        let path = format!("{PROFILE_PATH}{pk}");
         let outcome = self
             .retrying(pk, deadline, || async {
-                match self.exchange(|http| http.get(&url), deadline).await {
+                match self.exchange(Request::Get(&path), deadline).await {
                     Ok(answer) => classify(pk, answer),
                     Err(retry) => Attempt::Retry(retry),
                 }
@@ -192,10 +185,10 @@ impl MockstagramClient {
         request: &SuspiciousRequest,
         deadline: Instant,
     ) -> Result<bool, UpstreamError> {
-        let url = format!("{}{IS_SUSPICIOUS_PATH}", self.base);
+        let json = serde_json::to_vec(request).expect("a profile serializes");
         self.retrying(request.pk, deadline, || async {
             match self
-                .exchange(|http| http.post(&url).json(request), deadline)
+                .exchange(Request::PostJson(IS_SUSPICIOUS_PATH, &json), deadline)
                 .await
             {
                 Ok(answer) => classify_verdict(request.pk, answer),
@@ -239,11 +232,7 @@ impl MockstagramClient {
     }
 
     /// One request under the rate ceiling and the in-flight bound, its answer read whole.
-    async fn exchange(
-        &self,
-        build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
-        deadline: Instant,
-    ) -> Result<Answer, Retry> {
+    async fn exchange(&self, request: Request<'_>, deadline: Instant) -> Result<Answer, Retry> {
         let deadline_passed = || Retry {
             reason: "deadline passed".into(),
             at_least: Duration::ZERO,
@@ -269,35 +258,31 @@ impl MockstagramClient {
             return Err(deadline_passed());
         }
         let started = Instant::now();
-        let sent = build(&self.http)
-            .timeout(remaining.min(Duration::from_secs(30)))
-            .send();
-        let transport = |e: reqwest::Error, what: &str| Retry {
-            reason: format!("{what}{}", error_chain(&e)),
+        // One request's time-out: `MOCKSTAGRAM_TIMEOUT`, or the time left if less.
+        let timeout = remaining.min(self.timeout);
+        let answered = match request {
+            Request::Get(path) => self.http.get(path, timeout).await,
+            Request::PostJson(path, json) => self.http.post_json(path, json, timeout).await,
+        };
+        let answer = answered.map_err(|e| Retry {
+            reason: e.to_string(),
             at_least: Duration::ZERO,
             label: if e.is_timeout() {
                 "timeout"
             } else {
                 "connection"
             },
-        };
-        let response = sent.await.map_err(|e| transport(e, ""))?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport(e, "reading the body: "))?;
+        })?;
         metrics::histogram!("fetch_duration_seconds").record(started.elapsed().as_secs_f64());
+        let status = StatusCode::from_u16(answer.status).map_err(|_| Retry {
+            reason: format!("HTTP status {}", answer.status),
+            at_least: Duration::ZERO,
+            label: "connection",
+        })?;
         Ok(Answer {
             status,
-            retry_after,
-            body,
+            retry_after: answer.retry_after,
+            body: answer.body,
         })
     }
 }
@@ -385,17 +370,6 @@ pub fn parse_profile(pk: i64, body: &[u8]) -> Result<(i32, i32), UpstreamError> 
     ))
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,7 +394,7 @@ mod tests {
         Answer {
             status,
             retry_after: retry_after.map(Duration::from_secs),
-            body: bytes::Bytes::from_static(body),
+            body: body.to_vec(),
         }
     }
 
