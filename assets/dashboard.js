@@ -193,6 +193,79 @@ async function showMovers(span) {
   document.body.dataset.movers = span;
 }
 
+// The live feed: the newest events, then each new one as the API streams it (`GET /events`
+// as Server-Sent Events, read with fetch so that the API key goes along), resumed after the
+// last one shown when the connection drops.
+let lastEventId = null;
+
+function eventSummary(e) {
+  const d = e.data || {};
+  switch (e.type) {
+    case "spike": return `${d.metric} ${signed(d.change)} (${d.from} → ${d.to}, z ${d.z})`;
+    case "milestone": return `${d.direction === "up" ? "passed" : "fell under"} ${numbers.format(d.milestone)} followers`;
+    case "stale": return `no point for ${d.slots_missed} slots`;
+    case "recovered": return "points again";
+    default: return "";
+  }
+}
+
+function addEvent(e) {
+  const list = $("events-list");
+  const item = document.createElement("li");
+  item.dataset.id = e.id;
+  item.dataset.type = e.type;
+  const when = e.detected_at ? new Date(e.detected_at * 1000).toISOString().slice(11, 19) : "";
+  const link = document.createElement("a");
+  link.href = `#influencer=${e.influencer_id}&range=3600`;
+  link.textContent = String(e.influencer_id);
+  const lists = e.watchlists && e.watchlists.length ? ` [${e.watchlists.join(", ")}]` : "";
+  item.append(`${when} ${e.type} `, link, ` ${eventSummary(e)}${lists}`);
+  list.prepend(item);
+  while (list.children.length > 50) list.lastElementChild.remove();
+  $("events-note").textContent = "";
+}
+
+async function followEvents() {
+  for (;;) {
+    try {
+      if (lastEventId === null) {
+        const page = await getJson("/events?limit=20");
+        page.items.forEach(addEvent);
+        lastEventId = page.next_after;
+        if (!page.items.length) $("events-note").textContent = "No events yet: they appear here as they are detected.";
+      }
+      const headers = { accept: "text/event-stream", "last-event-id": String(lastEventId) };
+      const key = sessionStorage.getItem(KEY);
+      if (key) headers.authorization = "Bearer " + key;
+      const response = await fetch("/events", { headers });
+      if (!response.ok) throw new Error(`the stream answered HTTP ${response.status}`);
+      document.body.dataset.live = "true";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block.split("\n").filter((l) => l.startsWith("data:"))
+            .map((l) => l.slice(5).trimStart()).join("\n");
+          if (!data) continue;
+          const event = JSON.parse(data);
+          lastEventId = event.id;
+          addEvent(event);
+        }
+      }
+    } catch (e) {
+      $("events-note").textContent = `Live feed interrupted (${e.message}); reconnecting.`;
+    }
+    delete document.body.dataset.live;
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+  }
+}
+
 function fillTable(id, rows) {
   const body = $(id).querySelector("tbody");
   body.replaceChildren();
@@ -453,3 +526,4 @@ $("range").addEventListener("change", () => {
 window.addEventListener("hashchange", refresh);
 refresh();
 setInterval(refresh, 30000);
+followEvents();

@@ -86,12 +86,22 @@ pub enum Command {
     /// Write every point of the chosen influencers (all by default) over a range to a CSV or
     /// Parquet file, straight from the tiers, with a progress bar.
     Export(crate::export::ExportArgs),
+    /// The event log: `events tail` follows an API's live stream (`GET /events`) and prints
+    /// each event as a line of JSON, resuming after a dropped connection.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Measure a performance goal: prints a Markdown table and writes target/bench/<scenario>.json.
     #[cfg(feature = "tools")]
     Bench(crate::bench::BenchArgs),
     /// Run every role in one process: poll, sink, reconciler, jobs, API (optionally with the
     /// built-in simulator and a seeded demo population).
     Run(RunArgs),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EventsCommand {
+    /// Print the API's events as they are detected, one JSON line each.
+    Tail(crate::events::tail::TailArgs),
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Classify(args) => classify(args).await,
         Command::Export(args) => crate::export::run(args).await,
+        Command::Events(EventsCommand::Tail(args)) => crate::events::tail::run(args).await,
         #[cfg(feature = "tools")]
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Run(args) => run_all(args).await,

@@ -288,6 +288,38 @@ pub struct StorageSettings {
     /// influencers at the default), so less memory costs the database more reading.
     #[arg(long, env = "COMPACTION_PASS_POINTS", default_value_t = DEFAULT_COMPACTION_PASS_POINTS, value_parser = positive_usize)]
     pub compaction_pass_points: usize,
+    #[command(flatten)]
+    pub events: EventSettings,
+}
+
+/// How events are detected and how long the log keeps them (run with the minutely jobs).
+#[derive(Args, Debug, Clone)]
+pub struct EventSettings {
+    /// Events detected longer ago than this are dropped from the log (e.g. 30days, 7days).
+    #[arg(long, env = "EVENTS_RETENTION", default_value = "30days", value_parser = events_retention)]
+    pub events_retention: Duration,
+    /// Slots of its own interval without a stored point before an influencer is `stale`.
+    #[arg(long, env = "EVENT_STALE_SLOTS", default_value = "5", value_parser = positive_u32)]
+    pub event_stale_slots: u32,
+    /// A change this many robust standard deviations (MAD × 1.4826) from the influencer's
+    /// median change of the last two hours is a `spike` (e.g. 10; at least 3).
+    #[arg(long, env = "EVENT_SPIKE_Z", default_value = "10", value_parser = event_spike_z)]
+    pub event_spike_z: f64,
+}
+
+fn events_retention(raw: &str) -> Result<Duration, String> {
+    let value = duration(raw)?;
+    if value < Duration::from_secs(3600) {
+        return Err("expected at least 1 hour (e.g. 30days)".into());
+    }
+    Ok(value)
+}
+
+fn event_spike_z(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(z) if (3.0..=1000.0).contains(&z) => Ok(z),
+        _ => Err("expected a number of standard deviations from 3 to 1000 (e.g. 10)".into()),
+    }
 }
 
 /// `COMPACTION_PASS_POINTS`' default.

@@ -57,6 +57,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod events;
 pub(crate) mod export;
 pub mod fetch;
 pub mod health;

@@ -128,14 +128,19 @@ fn request_id(request: &Request) -> HeaderValue {
 /// Whether `path` is one of the endpoints API keys guard: the data (`/influencer_analytics`),
 /// the registry (`/influencers`) and the watchlists (`/watchlists`).
 fn guarded(path: &str) -> bool {
-    ["/influencer_analytics", "/influencers", "/watchlists"]
-        .iter()
-        .any(|root| {
-            path == *root
-                || path
-                    .strip_prefix(root)
-                    .is_some_and(|rest| rest.starts_with('/'))
-        })
+    [
+        "/influencer_analytics",
+        "/influencers",
+        "/watchlists",
+        "/events",
+    ]
+    .iter()
+    .any(|root| {
+        path == *root
+            || path
+                .strip_prefix(root)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// What lets pages of the `API_CORS_ORIGINS` origins read the API from a browser; `None` when

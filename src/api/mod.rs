@@ -8,6 +8,7 @@ pub mod compare;
 pub mod csv;
 pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod forecast;
 pub mod gaps;
 pub mod growth;
@@ -62,6 +63,7 @@ use error::{ApiError, Problem};
         watchlists::delete,
         watchlists::add_members,
         watchlists::remove_members,
+        events::events,
         health,
         ready,
         metrics,
@@ -110,6 +112,8 @@ pub struct ApiState {
     pub movers: movers::Boards,
     /// Usernames of registered influencers, kept once read ([`USERNAMES_KEPT`]).
     pub usernames: moka::sync::Cache<i64, Arc<str>>,
+    /// The event streams served ([`events::MAX_STREAMS`]).
+    pub event_streams: events::Streams,
 }
 
 /// How many usernames the API keeps, so that a range costs one statement fewer: an influencer
@@ -132,6 +136,7 @@ impl ApiState {
             ranking: Default::default(),
             movers: Default::default(),
             usernames: moka::sync::Cache::new(USERNAMES_KEPT),
+            event_streams: Default::default(),
         }
     }
 
@@ -213,6 +218,7 @@ pub fn router(state: ApiState) -> Router {
             "/watchlists/{name}/members",
             axum::routing::put(watchlists::add_members).delete(watchlists::remove_members),
         )
+        .route("/events", get(events::events))
         .merge(dashboard::router())
         .route("/healthz", get(health))
         .route("/readyz", get(ready));

@@ -89,46 +89,88 @@ pub fn judge(
     interval: i64,
     rule: &SpikeRule,
 ) -> Option<SpikeFinding> {
-    debug_assert_eq!(slots.len(), followers.len());
-    let n = slots.len().min(followers.len());
-    if n < 2 || n - 1 < rule.min_changes {
-        return None;
-    }
-    let interval = interval.max(1) as f64;
-    // Per-slot changes: a random walk moves √k times as far in k slots.
-    let changes: Vec<f64> = (1..n)
-        .map(|i| {
-            let elapsed = ((slots[i] - slots[i - 1]) as f64 / interval).max(1.0);
-            (followers[i] as f64 - followers[i - 1] as f64) / elapsed.sqrt()
-        })
-        .collect();
-    let mut scratch = changes.clone();
-    let median_change = median(&mut scratch);
-    for (d, c) in scratch.iter_mut().zip(&changes) {
-        *d = (c - median_change).abs();
-    }
-    let mad = median(&mut scratch);
-    let mut levels: Vec<f64> = followers[..n].iter().map(|&f| f as f64).collect();
-    let level = median(&mut levels).abs();
-    let spread = (mad * MAD_TO_SIGMA)
-        .max(level * rule.min_relative_spread)
-        .max(1.0);
-    let (index, z) = changes
-        .iter()
-        .map(|c| (c - median_change) / spread)
-        .enumerate()
-        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+    let scored = Scored::of(slots, followers, interval, rule)?;
+    let index = (0..scored.changes.len())
+        .max_by(|&a, &b| scored.z(a).abs().total_cmp(&scored.z(b).abs()))
         .expect("at least one change");
-    Some(SpikeFinding {
-        suspicious: z.abs() >= rule.z_threshold,
-        z: (z * 100.0).round() / 100.0,
-        from: followers[index],
-        to: followers[index + 1],
-        at: slots[index + 1],
-        median_change: (median_change * 100.0).round() / 100.0,
-        spread: (spread * 100.0).round() / 100.0,
-        changes: changes.len(),
-    })
+    Some(scored.finding(index, slots, followers, rule))
+}
+
+/// As [`judge`], the window's last change only (the live detector asks whether the newest
+/// point is a spike, against the changes before it).
+pub fn judge_last(
+    slots: &[i64],
+    values: &[i32],
+    interval: i64,
+    rule: &SpikeRule,
+) -> Option<SpikeFinding> {
+    let scored = Scored::of(slots, values, interval, rule)?;
+    Some(scored.finding(scored.changes.len() - 1, slots, values, rule))
+}
+
+/// A window's per-slot changes, their median and their robust spread.
+struct Scored {
+    changes: Vec<f64>,
+    median_change: f64,
+    spread: f64,
+}
+
+impl Scored {
+    fn of(slots: &[i64], values: &[i32], interval: i64, rule: &SpikeRule) -> Option<Self> {
+        debug_assert_eq!(slots.len(), values.len());
+        let n = slots.len().min(values.len());
+        if n < 2 || n - 1 < rule.min_changes {
+            return None;
+        }
+        let interval = interval.max(1) as f64;
+        // Per-slot changes: a random walk moves √k times as far in k slots.
+        let changes: Vec<f64> = (1..n)
+            .map(|i| {
+                let elapsed = ((slots[i] - slots[i - 1]) as f64 / interval).max(1.0);
+                (values[i] as f64 - values[i - 1] as f64) / elapsed.sqrt()
+            })
+            .collect();
+        let mut scratch = changes.clone();
+        let median_change = median(&mut scratch);
+        for (d, c) in scratch.iter_mut().zip(&changes) {
+            *d = (c - median_change).abs();
+        }
+        let mad = median(&mut scratch);
+        let mut levels: Vec<f64> = values[..n].iter().map(|&f| f as f64).collect();
+        let level = median(&mut levels).abs();
+        let spread = (mad * MAD_TO_SIGMA)
+            .max(level * rule.min_relative_spread)
+            .max(1.0);
+        Some(Self {
+            changes,
+            median_change,
+            spread,
+        })
+    }
+
+    fn z(&self, index: usize) -> f64 {
+        (self.changes[index] - self.median_change) / self.spread
+    }
+
+    fn finding(
+        &self,
+        index: usize,
+        slots: &[i64],
+        values: &[i32],
+        rule: &SpikeRule,
+    ) -> SpikeFinding {
+        let z = self.z(index);
+        SpikeFinding {
+            suspicious: z.abs() >= rule.z_threshold,
+            z: (z * 100.0).round() / 100.0,
+            from: values[index],
+            to: values[index + 1],
+            at: slots[index + 1],
+            median_change: (self.median_change * 100.0).round() / 100.0,
+            spread: (self.spread * 100.0).round() / 100.0,
+            changes: self.changes.len(),
+        }
+    }
 }
 
 /// What the stage did in this run.

@@ -4,6 +4,7 @@
 //! - [`ranking`]: every tracked influencer's rank by followerCount, once a minute.
 //! - [`movers`]: a mark of every tracked influencer's latest value, once a minute, which the
 //!   movers of the last hour and day start from.
+//! - [`events`]: event detection on that mark, in the process that took it.
 //! - [`compaction`]: closed hours and days of raw points into compact segments; work that
 //!   fails with an error of its own waits in the [`quarantine`] for a later retry.
 //! - [`retention`]: drops what is older than `RETENTION`.
@@ -17,6 +18,7 @@
 pub mod average;
 pub mod compaction;
 pub mod daily_classification;
+pub mod events;
 pub mod movers;
 pub mod quarantine;
 pub mod ranking;
@@ -61,6 +63,8 @@ pub(crate) async fn run_minutely(
     shutdown: CancellationToken,
 ) {
     let (retention, budget) = (storage.retention, compaction::Budget::of(&storage));
+    let events_kept = storage.events.events_retention;
+    let mut detection = events::Detection::new(storage.events.clone());
     let mut maintenance: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
@@ -92,15 +96,7 @@ pub(crate) async fn run_minutely(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot refresh the ranking"),
         }
-        let started = Instant::now();
-        match movers::mark_if_due(&pool).await {
-            Ok(JobOutcome::Done(marked)) => {
-                record_run("movers", started);
-                tracing::debug!(marked, "movers mark taken");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot take the movers mark"),
-        }
+        mark_and_detect(&pool, &mut detection).await;
         if maintenance.as_ref().is_none_or(|task| task.is_finished()) {
             let pool = pool.clone();
             maintenance = Some(tokio::spawn(async move {
@@ -126,8 +122,37 @@ pub(crate) async fn run_minutely(
                     Ok(_) => record_run("retention", started),
                     Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot apply retention"),
                 }
+                if let Err(e) = crate::events::forget_older_than(&pool, events_kept).await {
+                    tracing::warn!(error = %e, "cannot drop events past EVENTS_RETENTION");
+                }
             }));
         }
+    }
+}
+
+/// Takes this minute's movers mark if it is due, and runs event detection on it.
+async fn mark_and_detect(pool: &PgPool, detection: &mut events::Detection) {
+    let started = Instant::now();
+    match movers::take_if_due(pool).await {
+        Ok(JobOutcome::Done(mark)) => {
+            record_run("movers", started);
+            tracing::debug!(marked = mark.len(), "movers mark taken");
+            let started = Instant::now();
+            match detection.on_mark(pool, mark, chrono::Utc::now()).await {
+                Ok(detected) => {
+                    record_run("events", started);
+                    tracing::debug!(?detected, "events detected");
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "cannot detect this minute's events"
+                    )
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot take the movers mark"),
     }
 }
 

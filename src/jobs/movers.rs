@@ -24,6 +24,16 @@ pub const TEN_MINUTE_MARKS_KEPT_SECS: i64 = 24 * 3600 + 15 * 60;
 /// Takes this minute's mark unless another process is taking it or it is taken; returns how
 /// many influencers it holds.
 pub async fn mark_if_due(pool: &PgPool) -> Result<JobOutcome<usize>, sqlx::Error> {
+    Ok(match take_if_due(pool).await? {
+        JobOutcome::Done(mark) => JobOutcome::Done(mark.len()),
+        JobOutcome::Busy => JobOutcome::Busy,
+        JobOutcome::AlreadyDone => JobOutcome::AlreadyDone,
+    })
+}
+
+/// As [`mark_if_due`], the mark itself (event detection runs on it, in the process that
+/// took it).
+pub async fn take_if_due(pool: &PgPool) -> Result<JobOutcome<Snapshot>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     if !try_lock(&mut tx, LOCK_KEY).await? {
         tx.rollback().await?;
@@ -50,10 +60,10 @@ pub async fn mark_now(pool: &PgPool) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let marked = mark(&mut tx).await?;
     tx.commit().await?;
-    Ok(marked)
+    Ok(marked.len())
 }
 
-async fn mark(tx: &mut Transaction<'_, Postgres>) -> Result<usize, sqlx::Error> {
+async fn mark(tx: &mut Transaction<'_, Postgres>) -> Result<Snapshot, sqlx::Error> {
     let rows = sqlx::query!(
         "select l.influencer_id, l.follower_count, l.following_count, l.slot
          from influencer_latest l join influencers i using (influencer_id)
@@ -71,17 +81,18 @@ async fn mark(tx: &mut Transaction<'_, Postgres>) -> Result<usize, sqlx::Error> 
                 row.slot.timestamp_millis(),
             );
         }
-        (snapshot.len(), snapshot.encode())
+        let bytes = snapshot.encode();
+        (snapshot, bytes)
     })
     .await
     .expect("encoding a mark does not panic");
-    let (marked, bytes) = bytes;
+    let (snapshot, bytes) = bytes;
     sqlx::query!(
         // To the millisecond, as readers name a mark.
         "insert into movers_marks (marked_at, influencers, data)
          values (date_trunc('milliseconds', now()), $1, $2)
          on conflict (marked_at) do nothing",
-        marked as i32,
+        snapshot.len() as i32,
         bytes,
     )
     .execute(&mut **tx)
@@ -100,7 +111,7 @@ async fn mark(tx: &mut Transaction<'_, Postgres>) -> Result<usize, sqlx::Error> 
     )
     .execute(&mut **tx)
     .await?;
-    Ok(marked)
+    Ok(snapshot)
 }
 
 /// The newest mark's time and, if `start` is given as `(ms before it, slack ms)`, the newest
@@ -144,6 +155,29 @@ pub enum MarkError {
         at: DateTime<Utc>,
         source: CodecError,
     },
+}
+
+/// Every mark taken after `since`, oldest first, with its time.
+pub async fn since(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, Snapshot)>, MarkError> {
+    let rows = sqlx::query!(
+        "select marked_at, data from movers_marks where marked_at > $1 order by marked_at",
+        since
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut marks = Vec::with_capacity(rows.len());
+    for row in rows {
+        let at = row.marked_at;
+        let snapshot = tokio::task::spawn_blocking(move || Snapshot::decode(&row.data))
+            .await
+            .expect("decoding a mark does not panic")
+            .map_err(|source| MarkError::Damaged { at, source })?;
+        marks.push((at, snapshot));
+    }
+    Ok(marks)
 }
 
 /// The mark taken at `marked_at`.

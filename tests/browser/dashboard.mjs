@@ -19,6 +19,10 @@ try {
   await page.goto(base + "/");
   await page.waitForSelector("body[data-ready=true]", { timeout: 15000 });
   const prompt = await page.textContent("#message");
+  // The live feed: the event logged before the page opened, then the one logged while it is.
+  await page.waitForSelector("#events-list li[data-type=spike]", { timeout: 15000 });
+  await page.waitForSelector("#events-list li[data-type=milestone]", { timeout: 30000 });
+  const feed = await page.$$eval("#events-list li", (items) => items.map((i) => i.textContent));
   // The home view's movers: the day's window has no history here; the hour's has.
   await page.waitForFunction(
     () => document.querySelector("#movers-note").textContent !== "", null, { timeout: 15000 });
@@ -144,7 +148,7 @@ try {
       })),
     };
   }
-  console.log(JSON.stringify({ prompt, movers, ...seen, insight, compared, unknown, badRange, searched, keyed, errors }));
+  console.log(JSON.stringify({ prompt, feed, movers, ...seen, insight, compared, unknown, badRange, searched, keyed, errors }));
 } finally {
   await browser.close();
 }

@@ -151,6 +151,34 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
         .unwrap();
     let keyed_base = format!("http://{keyed_addr}");
 
+    // The live feed: one event logged before the page opens, one while it is open.
+    let event = |kind, data: serde_json::Value| influencer_analytics::events::NewEvent {
+        kind,
+        influencer_id: 1_000_002,
+        slot_ms: Some(now * 1000),
+        data,
+    };
+    influencer_analytics::events::record(
+        pool,
+        &[event(
+            influencer_analytics::events::EventType::Spike,
+            serde_json::json!({"metric": "followers", "change": 40000, "from": 50000, "to": 90000, "z": 52.5}),
+        )],
+    )
+    .await
+    .unwrap();
+    let live_pool = pool.clone();
+    let live = event(
+        influencer_analytics::events::EventType::Milestone,
+        serde_json::json!({"milestone": 1_000_000, "direction": "up", "followers": 1_000_100}),
+    );
+    let logging_live = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        influencer_analytics::events::record(&live_pool, &[live])
+            .await
+            .unwrap();
+    });
+
     let api_base = base.clone();
     let screenshot = root.join("target/dashboard.png");
     let output = tokio::task::spawn_blocking(move || {
@@ -174,6 +202,22 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
     );
     let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     println!("the browser saw: {seen}");
+    logging_live.await.unwrap();
+    let feed: Vec<&str> = seen["feed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item.as_str().unwrap())
+        .collect();
+    assert_eq!(feed.len(), 2, "{feed:?}");
+    assert!(
+        feed[0].contains("milestone 1000002 passed 1,000,000 followers"),
+        "the newest first: {feed:?}"
+    );
+    assert!(
+        feed[1].contains("spike 1000002 followers +40,000 (50000 → 90000, z 52.5)"),
+        "{feed:?}"
+    );
     assert!(
         seen["prompt"]
             .as_str()

@@ -8,6 +8,7 @@ mod compare;
 mod compose;
 mod csv;
 mod dashboard;
+mod events;
 mod export;
 mod forecast;
 mod growth;
