@@ -229,7 +229,14 @@ fn job_figures(report: &mut Report, runs: Option<(JobRuns, JobRuns)>) {
     let Some((before, after)) = runs else {
         return;
     };
-    for job in ["average", "ranking", "movers", "events", "compaction", "retention"] {
+    for job in [
+        "average",
+        "ranking",
+        "movers",
+        "events",
+        "compaction",
+        "retention",
+    ] {
         let (sum_0, runs_0) = before.get(job).copied().unwrap_or_default();
         let (sum_1, runs_1) = after.get(job).copied().unwrap_or_default();
         let (seconds, runs) = (sum_1 - sum_0, runs_1 - runs_0);
