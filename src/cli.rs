@@ -197,6 +197,9 @@ pub struct ServeArgs {
     api: ApiSettings,
     #[command(flatten)]
     schedule: ScheduleSettings,
+    /// WEBHOOK_ALLOW_PRIVATE checks the URLs `POST /webhooks` is given.
+    #[command(flatten)]
+    webhooks: crate::config::WebhookSettings,
     /// Address of this process's /metrics, /healthz and /readyz, apart from the API. Unset:
     /// /metrics is served on LISTEN_ADDR with the API.
     #[arg(long, env = "METRICS_ADDR")]
@@ -363,6 +366,7 @@ async fn sink(args: SinkArgs) -> anyhow::Result<()> {
     let pool = db::connect(&args.database).await?;
     roles.serve_ops(args.metrics_addr).await?;
     roles.sink(pool.clone(), args.broker, args.sink);
+    roles.webhooks(pool.clone(), args.storage.events.webhooks.clone());
     roles.jobs(pool, args.storage);
     roles.wait().await
 }
@@ -429,7 +433,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // /influencers` tracks: its /readyz does not wait for the broker.
     let mut api = ApiState::new(pool, args.schedule.poll_interval)
         .with_limits(args.api)
-        .with_scheduler(args.broker);
+        .with_scheduler(args.broker)
+        .with_webhooks(&args.webhooks);
     let mut metrics_addr = None;
     if let Some(addr) = args.metrics_addr {
         api = api.without_metrics();
@@ -489,7 +494,8 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
     let api = ApiState::new(api_pool, interval)
         .with_broker(args.broker.amqp_url.clone())
         .with_scheduler(args.broker.clone())
-        .with_limits(args.api.clone());
+        .with_limits(args.api.clone())
+        .with_webhooks(&args.storage.events.webhooks);
     let addr = roles.serve_api(api, args.listen.listen_addr).await?;
     println!(
         "polling every {}; API at http://{addr}/influencer_analytics/1000000; metrics at http://{addr}/metrics; Ctrl-C stops",
@@ -510,6 +516,7 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
     roles.poll(pool.clone(), args.broker.clone(), client, interval);
     roles.reconcile(pool.clone(), args.broker.clone(), interval);
     roles.sink(pool.clone(), args.broker, args.sink);
+    roles.webhooks(pool.clone(), args.storage.events.webhooks.clone());
     roles.jobs(pool, args.storage);
     let ended = roles.wait().await;
     simulator_stop.cancel();

@@ -16,9 +16,11 @@ use clap::Args;
 use crate::tls::CaFile;
 
 mod service_url;
+mod webhooks;
 
 pub use service_url::ServiceUrl;
 use service_url::{amqp_url, http_url, postgres_url};
+pub use webhooks::WebhookSettings;
 
 /// Parses a duration written like `60s`, `2s`, `500ms`, `1m` or `1h30m`.
 pub fn duration(raw: &str) -> Result<Duration, String> {
@@ -305,6 +307,8 @@ pub struct EventSettings {
     /// median change of the last two hours is a `spike` (e.g. 10; at least 3).
     #[arg(long, env = "EVENT_SPIKE_Z", default_value = "10", value_parser = event_spike_z)]
     pub event_spike_z: f64,
+    #[command(flatten)]
+    pub webhooks: WebhookSettings,
 }
 
 fn events_retention(raw: &str) -> Result<Duration, String> {

@@ -80,3 +80,4 @@ pub mod telemetry;
 #[cfg(feature = "tools")]
 pub mod testing;
 pub mod tls;
+pub(crate) mod webhooks;

@@ -126,13 +126,15 @@ fn request_id(request: &Request) -> HeaderValue {
 }
 
 /// Whether `path` is one of the endpoints API keys guard: the data (`/influencer_analytics`),
-/// the registry (`/influencers`) and the watchlists (`/watchlists`).
+/// the registry (`/influencers`), the watchlists (`/watchlists`), the events (`/events`) and
+/// the webhooks (`/webhooks`).
 fn guarded(path: &str) -> bool {
     [
         "/influencer_analytics",
         "/influencers",
         "/watchlists",
         "/events",
+        "/webhooks",
     ]
     .iter()
     .any(|root| {
@@ -277,6 +279,8 @@ mod tests {
         assert!(guarded("/watchlists"));
         assert!(guarded("/watchlists/campaign/members"));
         assert!(!guarded("/watchlistsX"));
+        assert!(guarded("/webhooks"));
+        assert!(guarded("/webhooks/3/deliveries"));
         assert!(!guarded("/influencersX"));
     }
 }

@@ -21,6 +21,7 @@ pub mod rank;
 pub mod search;
 pub mod tracking;
 pub mod watchlists;
+pub mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -64,6 +65,12 @@ use error::{ApiError, Problem};
         watchlists::add_members,
         watchlists::remove_members,
         events::events,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::delete,
+        webhooks::enable,
+        webhooks::deliveries,
         health,
         ready,
         metrics,
@@ -85,6 +92,8 @@ use error::{ApiError, Problem};
         tracking::RegistryRecord,
         watchlists::CreateWatchlist,
         watchlists::MembersRequest,
+        webhooks::CreateWebhook,
+        webhooks::EventTypeName,
     ))
 )]
 pub(crate) struct ApiDoc;
@@ -114,6 +123,8 @@ pub struct ApiState {
     pub usernames: moka::sync::Cache<i64, Arc<str>>,
     /// The event streams served ([`events::MAX_STREAMS`]).
     pub event_streams: events::Streams,
+    /// Whether webhook URLs may name private addresses (`WEBHOOK_ALLOW_PRIVATE`).
+    pub webhook_allow_private: bool,
 }
 
 /// How many usernames the API keeps, so that a range costs one statement fewer: an influencer
@@ -137,6 +148,7 @@ impl ApiState {
             movers: Default::default(),
             usernames: moka::sync::Cache::new(USERNAMES_KEPT),
             event_streams: Default::default(),
+            webhook_allow_private: false,
         }
     }
 
@@ -149,6 +161,12 @@ impl ApiState {
     /// Guards and bounds the requests as `settings` say.
     pub fn with_limits(mut self, settings: crate::config::ApiSettings) -> Self {
         self.limits = limits::Limits::new(settings);
+        self
+    }
+
+    /// Webhook URLs are checked as `settings` say.
+    pub fn with_webhooks(mut self, settings: &crate::config::WebhookSettings) -> Self {
+        self.webhook_allow_private = settings.webhook_allow_private;
         self
     }
 
@@ -219,6 +237,16 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::put(watchlists::add_members).delete(watchlists::remove_members),
         )
         .route("/events", get(events::events))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route(
+            "/webhooks/{id}/enable",
+            axum::routing::post(webhooks::enable),
+        )
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .merge(dashboard::router())
         .route("/healthz", get(health))
         .route("/readyz", get(ready));

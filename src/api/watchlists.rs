@@ -175,13 +175,15 @@ pub(crate) async fn list(State(state): State<ApiState>) -> Result<Json<Watchlist
     Ok(Json(WatchlistList { watchlists }))
 }
 
-/// Deletes a watchlist (its influencers stay registered and tracked).
+/// Deletes a watchlist (its influencers stay registered and tracked); not while webhooks
+/// are sent its events (409).
 #[utoipa::path(delete, path = "/watchlists/{name}", tag = "watchlists",
     params(WatchlistName),
     responses(
         (status = 204),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn delete(
     State(state): State<ApiState>,
@@ -189,7 +191,16 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let deleted = sqlx::query!("delete from watchlists where name = $1", name)
         .execute(&state.pool)
-        .await?
+        .await
+        .map_err(|e| match e {
+            // webhooks.watchlist: the list's events have endpoints.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+                ApiError::Conflict(format!(
+                    "webhooks are sent the events of watchlist {name:?}: delete them first (GET /webhooks)"
+                ))
+            }
+            e => e.into(),
+        })?
         .rows_affected();
     match deleted {
         0 => Err(no_such_watchlist(&name)),

@@ -23,6 +23,7 @@ pub mod ranking;
 pub mod sink;
 pub mod storage;
 pub mod upstream;
+pub mod webhooks;
 
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
@@ -80,6 +81,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Rank => rank::run(database, quick).await?,
         Scenario::Forecast => forecast::run(database, quick).await?,
         Scenario::Export => export::run(database, quick).await?,
+        Scenario::Webhooks => webhooks::run(database, quick).await?,
     };
     println!("{}", report.markdown());
     println!("written to {}", report.write_json()?.display());
@@ -115,6 +117,9 @@ pub enum Scenario {
     Forecast,
     /// A day of 100,000 influencers exported to Parquet and CSV: points/s, bytes a point.
     Export,
+    /// 10,000 events a minute to 10 webhook receivers, one down for a stretch: delivery
+    /// latency, completeness, the backlog's drain.
+    Webhooks,
 }
 
 impl Scenario {
@@ -133,6 +138,7 @@ impl Scenario {
             Scenario::Rank => "rank",
             Scenario::Forecast => "forecast",
             Scenario::Export => "export",
+            Scenario::Webhooks => "webhooks",
         }
     }
 }

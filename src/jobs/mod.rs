@@ -125,6 +125,11 @@ pub(crate) async fn run_minutely(
                 if let Err(e) = crate::events::forget_older_than(&pool, events_kept).await {
                     tracing::warn!(error = %e, "cannot drop events past EVENTS_RETENTION");
                 }
+                if let Err(e) =
+                    crate::webhooks::forget_attempts_older_than(&pool, events_kept).await
+                {
+                    tracing::warn!(error = %e, "cannot drop webhook attempts past EVENTS_RETENTION");
+                }
             }));
         }
     }

@@ -21,6 +21,7 @@ const MINUTE_MS: i64 = 60_000;
 
 fn settings() -> EventSettings {
     EventSettings {
+        webhooks: Default::default(),
         events_retention: Duration::from_secs(30 * 86_400),
         event_stale_slots: 5,
         event_spike_z: 10.0,

@@ -23,3 +23,4 @@ mod simulator;
 mod storage;
 mod tls;
 mod watchlists;
+mod webhooks;

@@ -8,6 +8,8 @@ movers' days (start_day and end_day together, the first before the second, not w
 check is the same check with those four rules, and only them, allowed; a 404 for an influencer that was never tracked or a
 watchlist that does not exist is allowed too (the document promises the shape of an id, not that it exists), and so is a
 409 for a watchlist name taken already or a list full (the shape of a name, not that it is free).
+A webhook's URL must name a public address unless WEBHOOK_ALLOW_PRIVATE (the operation says so):
+that is about where a host is, not the URL's shape, so its 400 ("Invalid webhook URL") is allowed.
 """
 
 import json
@@ -19,6 +21,7 @@ CROSS_PARAMETER_RULES = {
     "Too many points",
     "Range too long",
     "Invalid day range",
+    "Invalid webhook URL",
 }
 
 
