@@ -28,6 +28,7 @@ function readHash() {
   const chosen = params.get("window");
   const horizon = params.get("horizon");
   return { influencer: params.get("influencer") || "",
+           watchlist: params.get("watchlist") || "",
            range: offered.includes(range) ? range : "86400",
            window: windows.includes(chosen) ? chosen : "24h",
            horizon: ["7d", "30d", "90d"].includes(horizon) ? horizon : "30d",
@@ -111,7 +112,7 @@ function draw(name, title, times, values, color) {
     scales: { x: { time: true, range: () => shownRange } },
     series: [{}, { label: title, stroke: color, width: 1.5, spanGaps: false,
                    value: (u, v) => v == null ? "–" : numbers.format(v) }],
-    hooks: name === "average" ? {} : { draw: [shadeGaps] },
+    hooks: ["followers", "following", "ratio"].includes(name) ? { draw: [shadeGaps] } : {},
     axes: [{}, { size: 70, values: (u, ticks) => ticks.map((v) => numbers.format(v)) }],
   }, data, target);
 }
@@ -218,8 +219,13 @@ function addEvent(e) {
   const link = document.createElement("a");
   link.href = `#influencer=${e.influencer_id}&range=3600`;
   link.textContent = String(e.influencer_id);
-  const lists = e.watchlists && e.watchlists.length ? ` [${e.watchlists.join(", ")}]` : "";
-  item.append(`${when} ${e.type} `, link, ` ${eventSummary(e)}${lists}`);
+  item.append(`${when} ${e.type} `, link, ` ${eventSummary(e)}`);
+  for (const name of e.watchlists || []) {
+    const list = document.createElement("a");
+    list.href = `#watchlist=${encodeURIComponent(name)}&range=86400`;
+    list.textContent = name;
+    item.append(" [", list, "]");
+  }
   list.prepend(item);
   while (list.children.length > 50) list.lastElementChild.remove();
   $("events-note").textContent = "";
@@ -401,9 +407,28 @@ async function render() {
       return;
     }
   }
-  $("movers").hidden = Boolean(view.influencer);
+  $("movers").hidden = Boolean(view.influencer || view.watchlist);
   $("insight").hidden = !view.influencer;
+  $("watchlists").hidden = Boolean(view.influencer || view.watchlist);
+  $("watchlist").hidden = !view.watchlist || Boolean(view.influencer);
+  $("latest").hidden = Boolean(view.watchlist) && !view.influencer;
+  for (const section of document.querySelectorAll("section.chart")) section.hidden = $("latest").hidden;
+  if (view.watchlist && !view.influencer) {
+    try {
+      await showWatchlist(view.watchlist, start, end, stepQuery, view.window);
+      say("", "info");
+    } catch (e) {
+      say(e.status === 404 ? `Unknown watchlist: ${e.message}.` : e.message, "error");
+    }
+    return;
+  }
   if (!view.influencer) {
+    try {
+      await listWatchlists(view.window);
+    } catch (e) {
+      if (e.status === 401) throw e;
+      $("watchlists-note").textContent = "watchlists unavailable: " + e.message;
+    }
     say("Enter an influencer pk (for example 1000000) and press Show, or search by username.", "info");
     try {
       await showMovers(view.window);

@@ -11,6 +11,7 @@ use axum::{
 
 const PAGE: &str = include_str!("../../assets/dashboard.html");
 const SCRIPT: &str = include_str!("../../assets/dashboard.js");
+const WATCHLISTS: &str = include_str!("../../assets/watchlists.js");
 const UPLOT_JS: &str = include_str!("../../assets/vendor/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../assets/vendor/uPlot.min.css");
 
@@ -30,6 +31,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/assets/dashboard.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/assets/watchlists.js",
+            get(|| async { asset("text/javascript; charset=utf-8", WATCHLISTS) }),
         )
         .route(
             "/assets/uPlot.iife.min.js",

@@ -68,6 +68,10 @@ pub struct EventsQuery {
     /// Only events about this influencer.
     #[param(minimum = 1)]
     pub influencer_id: Option<i64>,
+    /// Of `top_n` events, only those about this size of the top (10, 100, 1000, or a
+    /// webhook's own); all sizes when absent.
+    #[param(minimum = 1, maximum = 10000)]
+    pub top_n: Option<i64>,
     /// Only events with an id above this (`0`: from the oldest kept). JSON without it: the
     /// newest page; a stream without it (nor `Last-Event-ID`): events from now on.
     #[param(minimum = 0)]
@@ -148,10 +152,17 @@ fn filter_of(query: &EventsQuery) -> Result<Filter, ApiError> {
             "after is an event id, 0 or more",
         ));
     }
+    if query.top_n.is_some_and(|n| !(1..=10_000).contains(&n)) {
+        return Err(ApiError::bad_request(
+            "Invalid top_n",
+            "top_n is a size of the top, 1 to 10000",
+        ));
+    }
     Ok(Filter {
         types,
         watchlist: query.watchlist.as_deref().map(check_name).transpose()?,
         influencer_id: query.influencer_id,
+        top_n: query.top_n,
     })
 }
 

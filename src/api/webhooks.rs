@@ -94,6 +94,10 @@ pub(crate) struct CreateWebhook {
     /// Only events about this watchlist's members (as they were when each was detected).
     #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
     pub watchlist: Option<String>,
+    /// The size of the top whose `top_n` events it is sent (entered or left the top N); 100
+    /// when absent.
+    #[schema(minimum = 1, maximum = 10000)]
+    pub top_n: Option<i32>,
 }
 
 /// A webhook endpoint and where its deliveries stand.
@@ -105,6 +109,8 @@ pub struct WebhookView {
     #[schema(value_type = Vec<EventTypeName>)]
     pub events: Vec<EventType>,
     pub watchlist: Option<String>,
+    /// The size of the top whose `top_n` events it is sent.
+    pub top_n: i32,
     /// Epoch seconds.
     pub created_at: i64,
     /// `active`, `failing` (retrying after failed attempts) or `disabled`.
@@ -132,6 +138,7 @@ impl From<Webhook> for WebhookView {
             url: w.url,
             events: w.events,
             watchlist: w.watchlist,
+            top_n: w.top_n,
             created_at: w.created_at,
             status: status.into(),
             delivered_through: w.delivered_through,
@@ -236,10 +243,18 @@ pub(crate) async fn create(
     let mut events = request.events.unwrap_or_default();
     events.sort();
     events.dedup();
+    let top_n = request.top_n.unwrap_or(100);
+    if !(1..=10_000).contains(&top_n) {
+        return Err(ApiError::bad_request(
+            "Invalid top_n",
+            format!("top_n is a size of the top, 1 to 10000; got {top_n}"),
+        ));
+    }
     let new = NewWebhook {
         url: request.url,
         events,
         watchlist: request.watchlist.as_deref().map(check_name).transpose()?,
+        top_n,
     };
     let (webhook, secret) = webhooks::create(&state.pool, &new).await?.ok_or_else(|| {
         super::watchlists::no_such_watchlist(new.watchlist.as_deref().unwrap_or_default())

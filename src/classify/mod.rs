@@ -25,7 +25,11 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
-use crate::{db::SessionLock, fetch::MockstagramClient};
+use crate::{
+    db::SessionLock,
+    events::{EventType, NewEvent},
+    fetch::MockstagramClient,
+};
 
 pub use spike::SpikeRule;
 
@@ -269,7 +273,7 @@ async fn choose_pass(pool: &PgPool, start: PassStart) -> anyhow::Result<Option<P
 }
 
 /// One verdict to store.
-pub(crate) struct VerdictRow {
+pub struct VerdictRow {
     pub pk: i64,
     pub suspicious: bool,
     /// The counts the verdict was based on.
@@ -280,8 +284,10 @@ pub(crate) struct VerdictRow {
 }
 
 /// Stores verdicts of one source in the history and as the current verdicts, inside `tx`
-/// (the caller records its progress in the same transaction).
-pub(crate) async fn write_verdicts(
+/// (the caller records its progress in the same transaction). A verdict that differs from
+/// the source's previous one for that influencer, or a first verdict of suspicious, is a
+/// `verdict` event, logged in the same transaction.
+pub async fn write_verdicts(
     tx: &mut Transaction<'_, Postgres>,
     pass_id: i64,
     source: &str,
@@ -295,8 +301,8 @@ pub(crate) async fn write_verdicts(
     let followers: Vec<Option<i32>> = rows.iter().map(|r| r.follower_count).collect();
     let following: Vec<Option<i32>> = rows.iter().map(|r| r.following_count).collect();
     let details: Vec<&str> = rows.iter().map(|r| r.detail.as_str()).collect();
-    sqlx::query!(
-        "with v as (
+    let stored = sqlx::query!(
+        r#"with v as (
              select u.id, u.suspicious, u.followers, u.following, u.detail::jsonb as detail
              from unnest($3::bigint[], $4::bool[], $5::int[], $6::int[], $7::text[])
                   as u(id, suspicious, followers, following, detail)
@@ -305,13 +311,19 @@ pub(crate) async fn write_verdicts(
                  (influencer_id, decided_at, pass_id, source, suspicious, follower_count,
                   following_count, detail)
              select id, now(), $1, $2, suspicious, followers, following, detail from v
+         ), previous as (
+             select c.influencer_id, c.suspicious from current_verdicts c
+             where c.source = $2 and c.influencer_id = any($3)
          )
          insert into current_verdicts (influencer_id, source, suspicious, decided_at, detail)
          select id, $2, suspicious, now(), detail || jsonb_build_object('pass_id', $1::bigint)
          from v
          on conflict (influencer_id, source) do update set
              suspicious = excluded.suspicious, decided_at = excluded.decided_at,
-             detail = excluded.detail",
+             detail = excluded.detail
+         returning influencer_id, suspicious, detail,
+                   (select p.suspicious from previous p
+                    where p.influencer_id = current_verdicts.influencer_id) as "previous?""#,
         pass_id,
         source,
         &ids,
@@ -321,8 +333,27 @@ pub(crate) async fn write_verdicts(
         &following as &[Option<i32>],
         &details as &[&str],
     )
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
+    let changed: Vec<NewEvent> = stored
+        .into_iter()
+        .filter(|s| match s.previous {
+            Some(previous) => previous != s.suspicious,
+            None => s.suspicious,
+        })
+        .map(|s| NewEvent {
+            kind: EventType::Verdict,
+            influencer_id: s.influencer_id,
+            slot_ms: None,
+            data: serde_json::json!({
+                "source": source,
+                "suspicious": s.suspicious,
+                "previous": s.previous,
+                "detail": s.detail,
+            }),
+        })
+        .collect();
+    crate::events::record_in(tx, &changed).await?;
     metrics::counter!("classifications_total", "source" => source.to_owned())
         .increment(rows.len() as u64);
     Ok(())

@@ -114,6 +114,22 @@ pub async fn record(pool: &PgPool, events: &[NewEvent]) -> sqlx::Result<Vec<i64>
     if events.is_empty() {
         return Ok(Vec::new());
     }
+    let mut tx = pool.begin().await?;
+    let logged = record_in(&mut tx, events).await?;
+    tx.commit().await?;
+    Ok(logged)
+}
+
+/// [`record`] inside the caller's transaction (events that belong with its writes: an
+/// influencer untracked, a verdict stored). The writers' lock is held until it commits, so
+/// the caller commits soon after.
+pub(crate) async fn record_in(
+    tx: &mut sqlx::PgConnection,
+    events: &[NewEvent],
+) -> sqlx::Result<Vec<i64>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let kinds: Vec<String> = events.iter().map(|e| e.kind.as_str().into()).collect();
     let ids: Vec<i64> = events.iter().map(|e| e.influencer_id).collect();
     let slots: Vec<Option<DateTime<Utc>>> = events
@@ -121,7 +137,6 @@ pub async fn record(pool: &PgPool, events: &[NewEvent]) -> sqlx::Result<Vec<i64>
         .map(|e| e.slot_ms.and_then(DateTime::from_timestamp_millis))
         .collect();
     let data: Vec<serde_json::Value> = events.iter().map(|e| e.data.clone()).collect();
-    let mut tx = pool.begin().await?;
     sqlx::query!("select pg_advisory_xact_lock($1)", WRITE_LOCK)
         .execute(&mut *tx)
         .await?;
@@ -142,7 +157,6 @@ pub async fn record(pool: &PgPool, events: &[NewEvent]) -> sqlx::Result<Vec<i64>
     )
     .fetch_all(&mut *tx)
     .await?;
-    tx.commit().await?;
     for event in events {
         metrics::counter!("events_total", "type" => event.kind.as_str()).increment(1);
     }
@@ -160,6 +174,8 @@ pub struct Filter {
     pub watchlist: Option<String>,
     /// Only events about this influencer.
     pub influencer_id: Option<i64>,
+    /// Of `top_n` events, only those about this size of the top (all sizes when `None`).
+    pub top_n: Option<i64>,
 }
 
 /// Up to `limit` events with an id above `after` that pass `filter`, in id order.
@@ -180,6 +196,7 @@ pub async fn after(
              and (cardinality($2::text[]) = 0 or type = any($2))
              and ($3::text is null or $3 = any(watchlists))
              and ($4::int8 is null or influencer_id = $4)
+             and ($6::int8 is null or type <> 'top_n' or (data->>'n')::int8 = $6)
            order by id
            limit $5"#,
         after,
@@ -187,6 +204,7 @@ pub async fn after(
         filter.watchlist.as_deref(),
         filter.influencer_id,
         limit,
+        filter.top_n,
     )
     .fetch_all(pool)
     .await?;
@@ -214,12 +232,14 @@ pub async fn newest(pool: &PgPool, filter: &Filter, limit: i64) -> sqlx::Result<
            where (cardinality($1::text[]) = 0 or type = any($1))
              and ($2::text is null or $2 = any(watchlists))
              and ($3::int8 is null or influencer_id = $3)
+             and ($5::int8 is null or type <> 'top_n' or (data->>'n')::int8 = $5)
            order by id desc
            limit $4"#,
         &types,
         filter.watchlist.as_deref(),
         filter.influencer_id,
         limit,
+        filter.top_n,
     )
     .fetch_all(pool)
     .await?;

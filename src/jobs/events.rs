@@ -22,6 +22,8 @@ use crate::{
 
 use super::movers;
 
+mod top;
+
 /// The marks a process warms its detector on when it takes detection over.
 const WARM_MARKS: chrono::TimeDelta = chrono::TimeDelta::minutes(30);
 
@@ -38,6 +40,7 @@ const MAX_CANDIDATES: usize = 2_000;
 /// What a process keeps between minutes.
 pub struct Detection {
     settings: EventSettings,
+    top: top::TopWatch,
     detector: Option<Detector>,
     /// When this process's detector last saw a mark.
     last_mark: Option<DateTime<Utc>>,
@@ -56,9 +59,17 @@ impl Detection {
         events::register_metrics();
         Self {
             settings,
+            top: top::TopWatch::default(),
             detector: None,
             last_mark: None,
         }
+    }
+
+    /// Logs who entered or left each top N in the ranking this process just made; how many.
+    pub async fn on_ranking(&mut self, pool: &PgPool) -> anyhow::Result<usize> {
+        let found = self.top.on_ranking(pool).await?;
+        events::record(pool, &found).await?;
+        Ok(found.len())
     }
 
     /// Runs the rules on `mark`, taken by this process at `now`.

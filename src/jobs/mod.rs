@@ -92,6 +92,9 @@ pub(crate) async fn run_minutely(
             Ok(JobOutcome::Done(ranked)) => {
                 record_run("ranking", started);
                 tracing::debug!(ranked, "ranking refreshed");
+                if let Err(e) = detection.on_ranking(&pool).await {
+                    tracing::warn!(error = format!("{e:#}"), "cannot log the top N's changes");
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot refresh the ranking"),

@@ -196,6 +196,17 @@ impl Ranking {
         self.counts.partition_point(|&c| c > count) as i64 + 1
     }
 
+    /// The first `n` influencers of the order (ties by id).
+    pub(crate) fn top_ids(&self, n: usize) -> &[i64] {
+        &self.ids[..n.min(self.ids.len())]
+    }
+
+    /// `id`'s place in the order (1 for the first; ties by id); `None` if it is not ranked.
+    pub(crate) fn place_of(&self, id: i64) -> Option<usize> {
+        let at = self.by_id.binary_search_by_key(&id, |e| e.0).ok()?;
+        Some(self.by_id[at].1 as usize + 1)
+    }
+
     /// Where `id` stands; `None` if it is not ranked.
     pub(crate) fn standing(&self, id: i64) -> Option<Standing> {
         let at = self.by_id.binary_search_by_key(&id, |e| e.0).ok()?;

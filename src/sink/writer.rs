@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
 use crate::{
+    events,
     model::{Failure, Gone},
     queue::points::Outcomes,
     series::{self, at},
@@ -107,13 +108,14 @@ async fn store_failures(tx: &mut PgConnection, failures: &[&Failure]) -> sqlx::R
 /// Takes influencers the upstream says are gone out of the registry's tracked set, and closes
 /// their stretch of tracking (/gaps expects no slot after it), as of when the poller decided
 /// it; unless the influencer's state was decided later (tracked again since: the registry is
-/// the truth). Returns how many were untracked.
+/// the truth). Each one untracked is an `untracked` event, logged in the same transaction.
+/// Returns how many were untracked.
 async fn untrack_gone(tx: &mut PgConnection, gone: &[&Gone]) -> sqlx::Result<u64> {
     let ids: Vec<i64> = gone.iter().map(|g| g.pk).collect();
     let reasons: Vec<&str> = gone.iter().map(|g| g.reason.as_str()).collect();
     let decided: Vec<Option<DateTime<Utc>>> = gone.iter().map(|g| g.decided_ms.map(at)).collect();
-    Ok(sqlx::query_scalar!(
-        "with gone as (
+    let untracked = sqlx::query!(
+        r#"with gone as (
              update influencers i set tracked = false, untracked_reason = u.reason,
                  untracked_at = coalesce(u.decided, now()),
                  tracking_changed_at = coalesce(u.decided, now()),
@@ -128,14 +130,27 @@ async fn untrack_gone(tx: &mut PgConnection, gone: &[&Gone]) -> sqlx::Result<u64
              from gone
              where p.influencer_id = gone.influencer_id and p.stopped_at is null
          )
-         select count(*) as \"untracked!\" from gone",
+         select influencer_id, reason as "reason!",
+                (extract(epoch from untracked_at) * 1000)::bigint as "untracked_at_ms!"
+         from gone"#,
         &ids,
         &reasons as &[&str],
         // (none: decided when written)
         &decided as &[Option<DateTime<Utc>>],
     )
-    .fetch_one(&mut *tx)
-    .await? as u64)
+    .fetch_all(&mut *tx)
+    .await?;
+    let events: Vec<events::NewEvent> = untracked
+        .iter()
+        .map(|u| events::NewEvent {
+            kind: events::EventType::Untracked,
+            influencer_id: u.influencer_id,
+            slot_ms: Some(u.untracked_at_ms),
+            data: serde_json::json!({"reason": u.reason}),
+        })
+        .collect();
+    events::record_in(tx, &events).await?;
+    Ok(untracked.len() as u64)
 }
 
 /// The SQLSTATE class sqlx has no error kind for that is about the data: a data exception (a

@@ -251,7 +251,7 @@ impl Deliverer {
         let row = sqlx::query!(
             r#"update webhooks set lease_until = now() + make_interval(secs => $3)
                where id = $1 and lease_owner = $2 and disabled_at is null
-               returning url, event_types, watchlist, secret, delivered_through, failures,
+               returning url, event_types, watchlist, top_n, secret, delivered_through, failures,
                          (extract(epoch from next_attempt_at - now()) * 1000)::bigint as "wait_ms""#,
             id,
             self.owner,
@@ -261,7 +261,7 @@ impl Deliverer {
         .await?;
         Ok(row.map(|r| Held {
             url: r.url,
-            filter: filter_of(&types_of(&r.event_types), r.watchlist.as_deref()),
+            filter: filter_of(&types_of(&r.event_types), r.watchlist.as_deref(), r.top_n),
             secret: r.secret,
             delivered_through: r.delivered_through,
             failures: r.failures,

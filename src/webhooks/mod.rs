@@ -32,6 +32,8 @@ pub struct Webhook {
     pub events: Vec<EventType>,
     /// Only events about this watchlist's members.
     pub watchlist: Option<String>,
+    /// The size of the top whose `top_n` events it is sent.
+    pub top_n: i32,
     /// When it was created, epoch seconds.
     pub created_at: i64,
     /// Every event up to this id has been delivered (or did not concern it).
@@ -51,6 +53,8 @@ pub struct NewWebhook {
     pub url: String,
     pub events: Vec<EventType>,
     pub watchlist: Option<String>,
+    /// The size of the top whose `top_n` events it is sent (1 to 10,000).
+    pub top_n: i32,
 }
 
 /// One attempt to deliver an event to an endpoint.
@@ -105,13 +109,14 @@ pub async fn create(pool: &PgPool, new: &NewWebhook) -> sqlx::Result<Option<(Web
         .fetch_one(&mut *tx)
         .await?;
     let id = sqlx::query_scalar!(
-        "insert into webhooks (url, event_types, watchlist, secret, delivered_through)
-         values ($1, $2, $3, $4, $5) returning id",
+        "insert into webhooks (url, event_types, watchlist, secret, delivered_through, top_n)
+         values ($1, $2, $3, $4, $5, $6) returning id",
         new.url,
         &types,
         new.watchlist,
         secret,
         newest,
+        new.top_n,
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -132,7 +137,7 @@ pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<Webhook>> {
 
 async fn read(pool: &PgPool, id: Option<i64>) -> sqlx::Result<Vec<Webhook>> {
     let rows = sqlx::query!(
-        r#"select id, url, event_types, watchlist, delivered_through, failures, disabled_reason,
+        r#"select id, url, event_types, watchlist, top_n, delivered_through, failures, disabled_reason,
                   floor(extract(epoch from created_at))::bigint as "created_at!",
                   ceil(extract(epoch from next_attempt_at))::bigint as "next_attempt_at",
                   floor(extract(epoch from disabled_at))::bigint as "disabled_at"
@@ -148,6 +153,7 @@ async fn read(pool: &PgPool, id: Option<i64>) -> sqlx::Result<Vec<Webhook>> {
             url: r.url,
             events: types_of(&r.event_types),
             watchlist: r.watchlist,
+            top_n: r.top_n,
             created_at: r.created_at,
             delivered_through: r.delivered_through,
             failures: r.failures,
@@ -221,10 +227,22 @@ pub async fn forget_attempts_older_than(
 }
 
 /// The filter of the events an endpoint is sent.
-pub(crate) fn filter_of(events: &[EventType], watchlist: Option<&str>) -> events::Filter {
+pub(crate) fn filter_of(
+    events: &[EventType],
+    watchlist: Option<&str>,
+    top_n: i32,
+) -> events::Filter {
     events::Filter {
         types: events.to_vec(),
         watchlist: watchlist.map(str::to_string),
         influencer_id: None,
+        top_n: Some(i64::from(top_n)),
     }
+}
+
+/// The sizes of the top that webhooks want `top_n` events of.
+pub(crate) async fn top_sizes(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar!(r#"select distinct top_n::int8 as "n!" from webhooks order by 1"#)
+        .fetch_all(pool)
+        .await
 }

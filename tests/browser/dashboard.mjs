@@ -35,6 +35,22 @@ try {
                    note: await page.textContent("#movers-note"),
                    hash: await page.evaluate(() => location.hash) };
   await page.screenshot({ path: screenshot.replace(/\.png$/, "-home.png"), fullPage: true });
+  // The watchlists: listed on the home view; a list's view from its link (with the window).
+  await page.waitForSelector("#watchlists-list li a", { timeout: 15000 });
+  const listed = await page.$$eval("#watchlists-list li", (items) => items.map((i) => i.textContent));
+  await page.click("#watchlists-list li a");
+  await page.waitForSelector("body[data-watchlist=campaign]", { timeout: 15000 });
+  const watchlist = {
+    listed, hash: await page.evaluate(() => location.hash),
+    members: await page.textContent("#watchlist-members-count"),
+    total: await page.textContent("#watchlist-total"),
+    average: await page.textContent("#watchlist-average"),
+    rows: await rows("watchlist-members"), gainers: await rows("watchlist-gainers"), losers: await rows("watchlist-losers"),
+    chart: await page.evaluate(() => charts.watchlist ? Array.from(charts.watchlist.data[1]).filter((v) => v != null) : []),
+    hidden: await page.evaluate(() => ({ latest: document.querySelector("#latest").hidden,
+                                          movers: document.querySelector("#movers").hidden })),
+  };
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "-watchlist.png"), fullPage: true });
 
   await page.fill("#influencer", influencer);
   await page.selectOption("#range", "3600");
@@ -148,7 +164,7 @@ try {
       })),
     };
   }
-  console.log(JSON.stringify({ prompt, feed, movers, ...seen, insight, compared, unknown, badRange, searched, keyed, errors }));
+  console.log(JSON.stringify({ prompt, feed, movers, watchlist, ...seen, insight, compared, unknown, badRange, searched, keyed, errors }));
 } finally {
   await browser.close();
 }

@@ -128,6 +128,20 @@ async fn a_pass_agrees_with_the_ratio_rule_for_every_influencer() {
         flagged > 10 && flagged < 190,
         "the population mixes both verdicts ({flagged})"
     );
+    // A first verdict of suspicious is a `verdict` event; a first of not suspicious is not.
+    let verdict_events: Vec<(i64, serde_json::Value)> =
+        sqlx::query_as("select influencer_id, data from events where type = 'verdict' order by id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        verdict_events.len(),
+        flagged,
+        "one for each influencer flagged"
+    );
+    assert!(verdict_events.iter().all(|(_, d)| d["suspicious"] == true
+        && d["previous"].is_null()
+        && d["source"] == "mockstagram"));
     assert!(
         verdicts_in_pass(&db, pass_id)
             .await
@@ -142,6 +156,40 @@ async fn a_pass_agrees_with_the_ratio_rule_for_every_influencer() {
     .await
     .unwrap();
     assert_eq!(state, (202, 202, true));
+    // A verdict that changes is an event; one that stays is not.
+    let (first, _) = verdict_events[0];
+    let mut tx = db.pool.begin().await.unwrap();
+    let rows = [influencer_analytics::classify::VerdictRow {
+        pk: first,
+        suspicious: false,
+        follower_count: None,
+        following_count: None,
+        detail: "{}".into(),
+    }];
+    influencer_analytics::classify::write_verdicts(&mut tx, pass_id, "mockstagram", &rows)
+        .await
+        .unwrap();
+    influencer_analytics::classify::write_verdicts(&mut tx, pass_id, "mockstagram", &rows)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let newest: (i64, serde_json::Value, i64) = sqlx::query_as(
+        "select influencer_id, data, (select count(*) from events where type = 'verdict')
+         from events where type = 'verdict' order by id desc limit 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(newest.0, first);
+    assert_eq!(
+        (&newest.1["suspicious"], &newest.1["previous"]),
+        (&serde_json::json!(false), &serde_json::json!(true))
+    );
+    assert_eq!(
+        newest.2 as usize,
+        flagged + 1,
+        "the second, unchanged, is not an event"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

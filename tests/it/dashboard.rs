@@ -55,6 +55,17 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
             .await
             .unwrap();
     }
+    // A watchlist of two of them.
+    sqlx::query("insert into watchlists (name) values ('campaign')")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into watchlist_members (watchlist, influencer_id) values ('campaign', 1000001), ('campaign', 1000002)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     // The movers: an hour ago 1000001 had 1,166 followers fewer, 1000002 5,000 more and
     // 1000003 500 fewer; a mark of then (moved back an hour) and one of now.
     let shift = "case influencer_id when 1000001 then 1166 when 1000002 then -5000 else 500 end";
@@ -322,6 +333,71 @@ async fn the_dashboard_draws_an_influencers_charts_and_latest_panel_in_a_browser
     assert!(
         movers["hash"].as_str().unwrap().contains("window=1h"),
         "the window is in the URL: {movers}"
+    );
+    // The watchlist's view: its members' latest values, total and average, its total over the
+    // day, and the movers within it over the window the home view had.
+    let watchlist = &seen["watchlist"];
+    assert_eq!(
+        watchlist["listed"],
+        serde_json::json!(["campaign 2 influencers"])
+    );
+    assert!(
+        watchlist["hash"]
+            .as_str()
+            .unwrap()
+            .contains("watchlist=campaign")
+            && watchlist["hash"].as_str().unwrap().contains("window=1h"),
+        "{watchlist}"
+    );
+    assert_eq!(
+        (
+            &watchlist["members"],
+            &watchlist["total"],
+            &watchlist["average"]
+        ),
+        (
+            &serde_json::json!("2"),
+            &serde_json::json!("147,166"),
+            &serde_json::json!("73,583")
+        ),
+        "{watchlist}"
+    );
+    let members: Vec<&[serde_json::Value]> = watchlist["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| &row.as_array().unwrap()[..3])
+        .collect();
+    assert_eq!(
+        members,
+        [
+            &serde_json::json!(["influencer-1000001", "57,166", "1,328"])
+                .as_array()
+                .unwrap()[..],
+            &serde_json::json!(["influencer-1000002", "90,000", "1,328"])
+                .as_array()
+                .unwrap()[..],
+        ],
+        "{watchlist}"
+    );
+    assert_eq!(
+        watchlist["gainers"][0],
+        serde_json::json!(["influencer-1000001", "56,000", "57,166", "+1,166"]),
+        "only the list's members: {watchlist}"
+    );
+    assert_eq!(
+        watchlist["losers"],
+        serde_json::json!([["influencer-1000002", "95,000", "90,000", "-5,000"]]),
+        "{watchlist}"
+    );
+    assert!(
+        !watchlist["chart"].as_array().unwrap().is_empty(),
+        "the list's total over the day: {watchlist}"
+    );
+    assert_eq!(
+        watchlist["hidden"],
+        serde_json::json!({"latest": true, "movers": true}),
+        "{watchlist}"
     );
     assert_eq!(
         seen["searched"],

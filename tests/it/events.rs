@@ -174,6 +174,7 @@ async fn bad_event_queries_are_400s_naming_the_parameter() {
         ("watchlist=-x", "Invalid watchlist name"),
         ("after=-1", "after"),
         ("influencer_id=0", "influencer_id"),
+        ("top_n=0", "top_n"),
         ("limit=0", "limit"),
     ] {
         let (status, _, problem) = api.get(&format!("/events?{query}")).await;
@@ -309,4 +310,58 @@ async fn events_tail_prints_the_stream_as_json_lines() {
     assert_eq!(lines[0]["id"], ids[0]);
     assert_eq!(lines[1]["type"], "verdict");
     assert_eq!(lines[1]["data"]["n"], 6);
+}
+
+/// `top_n`: the process that makes a ranking logs who entered or left each top (10, 100,
+/// 1,000); the first ranking it sees is its baseline; `GET /events?top_n=` picks one size.
+#[tokio::test]
+async fn entering_and_leaving_the_top_ten_are_events_of_that_size() {
+    let api = TestApi::start().await;
+    for id in 1..=12 {
+        api.influencer_with_latest(id, Utc::now().timestamp(), 10_000 - id as i32 * 100, 10)
+            .await;
+    }
+    let mut detection = Detection::new(settings());
+    influencer_analytics::jobs::ranking::refresh(&api.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        detection.on_ranking(&api.db.pool).await.unwrap(),
+        0,
+        "the baseline"
+    );
+    // 12 (place 12) jumps to the first place; 9 falls to the last, past 10 and its band of 1.
+    sqlx::query(
+        "update influencer_latest set follower_count = case influencer_id when 12 then 50000 else 1 end
+         where influencer_id in (9, 12)",
+    )
+    .execute(&api.db.pool)
+    .await
+    .unwrap();
+    influencer_analytics::jobs::ranking::refresh(&api.db.pool)
+        .await
+        .unwrap();
+    let logged = detection.on_ranking(&api.db.pool).await.unwrap();
+    let (status, _, page) = api.get("/events?type=top_n&top_n=10&after=0").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let seen: Vec<(i64, Value)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["influencer_id"].as_i64().unwrap(), e["data"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (12, json!({"n": 10, "direction": "entered", "place": 1})),
+            (9, json!({"n": 10, "direction": "left", "place": 12})),
+        ],
+        "{page}"
+    );
+    // The top 100 and 1,000 hold everyone: nothing changed there.
+    assert_eq!(logged, 2);
+    let (_, _, hundred) = api.get("/events?type=top_n&top_n=100&after=0").await;
+    assert_eq!(hundred["items"], json!([]));
+    // Nothing new: nothing logged.
+    assert_eq!(detection.on_ranking(&api.db.pool).await.unwrap(), 0);
 }

@@ -403,6 +403,16 @@ async fn an_unknown_pk_leaves_the_schedule_after_one_answer_and_the_registry_say
     .unwrap();
     assert!(!tracked);
     assert!(reason.unwrap().contains("InfluencerNotFoundError"));
+    // The event log says so once: an `untracked` event with the upstream's reason.
+    let untracked: Vec<(i64, serde_json::Value)> =
+        sqlx::query_as("select influencer_id, data from events where type = 'untracked'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(untracked.len(), 1, "{untracked:?}");
+    assert_eq!(untracked[0].0, 1_000_777);
+    let said = untracked[0].1["reason"].as_str().unwrap_or_default();
+    assert!(said.contains("InfluencerNotFoundError"), "{said}");
     // Its stretch of tracking closed with the reason; the others go on.
     let (open, closed): (i64, i64) = sqlx::query_as(
         "select count(*) filter (where stopped_at is null),

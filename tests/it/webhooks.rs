@@ -459,6 +459,11 @@ async fn the_api_checks_webhooks_and_shows_the_secret_once() {
             "unknown variant",
         ),
         (
+            json!({"url": "https://example.com/in", "top_n": 0}),
+            StatusCode::BAD_REQUEST,
+            "top_n",
+        ),
+        (
             json!({"url": "https://example.com/in", "watchlist": "nobody"}),
             StatusCode::NOT_FOUND,
             "nobody",
@@ -477,6 +482,10 @@ async fn the_api_checks_webhooks_and_shows_the_secret_once() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
     assert_eq!(created["events"], json!(["spike", "milestone"]));
+    assert_eq!(
+        created["top_n"], 100,
+        "the top 100's top_n events by default"
+    );
     let id = created["id"].as_i64().unwrap();
     let (_, _, list) = api.get("/webhooks").await;
     assert_eq!(list["webhooks"][0]["id"], id);
