@@ -96,8 +96,8 @@ pub(crate) struct CreateWebhook {
     pub watchlist: Option<String>,
     /// The size of the top whose `top_n` events it is sent (entered or left the top N); 100
     /// when absent.
-    #[schema(minimum = 1, maximum = 10000)]
-    pub top_n: Option<i32>,
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 10000)]
+    pub top_n: Option<serde_json::Number>,
 }
 
 /// A webhook endpoint and where its deliveries stand.
@@ -243,13 +243,10 @@ pub(crate) async fn create(
     let mut events = request.events.unwrap_or_default();
     events.sort();
     events.dedup();
-    let top_n = request.top_n.unwrap_or(100);
-    if !(1..=10_000).contains(&top_n) {
-        return Err(ApiError::bad_request(
-            "Invalid top_n",
-            format!("top_n is a size of the top, 1 to 10000; got {top_n}"),
-        ));
-    }
+    let top_n = match &request.top_n {
+        None => 100,
+        Some(n) => size_of_top(n)?,
+    };
     let new = NewWebhook {
         url: request.url,
         events,
@@ -356,6 +353,22 @@ pub(crate) async fn deliveries(
         deliveries: attempts.into_iter().map(Into::into).collect(),
         next_before,
     }))
+}
+
+/// `top_n` as a whole number from 1 to 10,000 (JSON's `50` or `50.0`).
+fn size_of_top(n: &serde_json::Number) -> Result<i32, ApiError> {
+    let whole = n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e9)
+            .map(|f| f as i64)
+    });
+    match whole {
+        Some(n) if (1..=10_000).contains(&n) => Ok(n as i32),
+        _ => Err(ApiError::bad_request(
+            "Invalid top_n",
+            format!("top_n is a size of the top, a whole number from 1 to 10000; got {n}"),
+        )),
+    }
 }
 
 fn no_such_webhook(id: i64) -> ApiError {
