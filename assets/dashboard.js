@@ -206,6 +206,10 @@ function eventSummary(e) {
     case "milestone": return `${d.direction === "up" ? "passed" : "fell under"} ${numbers.format(d.milestone)} followers`;
     case "stale": return `no point for ${d.slots_missed} slots`;
     case "recovered": return "points again";
+    case "following_churn": return `following up and down ${d.legs} times by ${numbers.format(Math.round(d.threshold))}+`;
+    case "top_n": return `${d.direction} the top ${numbers.format(d.n)}${d.place ? ` (#${d.place})` : ""}`;
+    case "verdict": return `${d.source}: ${d.suspicious ? "suspicious" : "not suspicious"}`;
+    case "untracked": return `untracked: ${d.reason}`;
     default: return "";
   }
 }

@@ -543,6 +543,11 @@ pub struct SimulatorSettings {
     #[arg(long, env = "SIMULATOR_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<std::path::PathBuf>,
 
+    /// Share of the influencers that stage the follow/unfollow seesaw: their following count
+    /// is 10,000 higher every other three hours (docs/mockstagram.md). 0: none.
+    #[arg(long, env = "SIMULATOR_CHURN_SHARE", default_value = "0", value_parser = share)]
+    pub churn_share: f64,
+
     #[command(flatten)]
     pub faults: FaultSettings,
 }

@@ -131,6 +131,7 @@ pub fn simulator_settings(population: u64, seed: u64) -> SimulatorSettings {
         population,
         seed: Some(seed),
         delay_scale: 0.0,
+        churn_share: 0.0,
         capacity: None,
         tls_cert_file: None,
         tls_key_file: None,

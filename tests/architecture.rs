@@ -41,6 +41,11 @@ fn module_graph() -> Graph {
             continue;
         }
         let uses = graph.entry(module.clone()).or_default();
+        // A `tests.rs` is a module's `#[cfg(test)] mod tests;` moved beside it: test code, as
+        // an inline `mod tests` is (see `crate_paths`).
+        if entry.file_name().is_some_and(|name| name == "tests.rs") {
+            continue;
+        }
         for used in crate_paths(&std::fs::read_to_string(&entry).unwrap()) {
             if used != module {
                 uses.insert(used);

@@ -419,8 +419,8 @@ pub struct Rank {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Verdict {
-    /// Who decided: "mockstagram" (the upstream's is_suspicious ratio rule) or "spike" (this
-    /// project's follower-jump detector).
+    /// Who decided: "mockstagram" (the upstream's is_suspicious ratio rule), "spike" (this
+    /// project's follower-jump detector) or "churn" (its follow/unfollow seesaw detector).
     pub source: String,
     pub suspicious: bool,
     pub decided_at: DateTime<Utc>,

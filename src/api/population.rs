@@ -191,7 +191,7 @@ pub async fn top(
 pub struct Suspect {
     pub influencer_id: i64,
     pub username: String,
-    /// Which classifiers say suspicious: "mockstagram", "spike".
+    /// Which classifiers say suspicious: "mockstagram", "spike", "churn".
     pub sources: Vec<String>,
     pub decided_at: DateTime<Utc>,
     /// Per source that flagged it, the numbers behind the verdict (see `latest`).

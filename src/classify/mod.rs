@@ -16,6 +16,7 @@
 //!   are awaited and stored, so nobody is asked twice.
 //! - **Daily**: [`daily`] starts a pass at `CLASSIFY_AT` (UTC) from the long-running process.
 
+pub(crate) mod churn;
 pub mod spike;
 pub mod upstream;
 
@@ -301,7 +302,8 @@ pub async fn write_verdicts(
     let followers: Vec<Option<i32>> = rows.iter().map(|r| r.follower_count).collect();
     let following: Vec<Option<i32>> = rows.iter().map(|r| r.following_count).collect();
     let details: Vec<&str> = rows.iter().map(|r| r.detail.as_str()).collect();
-    let stored = sqlx::query!(
+    let stored = sqlx::query_as!(
+        Stored,
         r#"with v as (
              select u.id, u.suspicious, u.followers, u.following, u.detail::jsonb as detail
              from unnest($3::bigint[], $4::bool[], $5::int[], $6::int[], $7::text[])
@@ -335,13 +337,36 @@ pub async fn write_verdicts(
     )
     .fetch_all(&mut **tx)
     .await?;
-    let changed: Vec<NewEvent> = stored
-        .into_iter()
-        .filter(|s| match s.previous {
+    let changed = verdict_events(source, stored);
+    crate::events::record_in(tx, &changed).await?;
+    metrics::counter!("classifications_total", "source" => source.to_owned())
+        .increment(rows.len() as u64);
+    Ok(())
+}
+
+/// The events of verdicts just stored: `verdict` for each that changed (or is a first
+/// suspicious one), and `following_churn` with its evidence for a churn verdict that turned
+/// suspicious.
+fn verdict_events(source: &str, stored: Vec<Stored>) -> Vec<NewEvent> {
+    let mut changed: Vec<NewEvent> = Vec::new();
+    for s in stored {
+        let differs = match s.previous {
             Some(previous) => previous != s.suspicious,
             None => s.suspicious,
-        })
-        .map(|s| NewEvent {
+        };
+        if !differs {
+            continue;
+        }
+        // The seesaw found: its own event, with the legs as evidence.
+        if source == churn::SOURCE && s.suspicious {
+            changed.push(NewEvent {
+                kind: EventType::FollowingChurn,
+                influencer_id: s.influencer_id,
+                slot_ms: None,
+                data: s.detail.clone().unwrap_or_default(),
+            });
+        }
+        changed.push(NewEvent {
             kind: EventType::Verdict,
             influencer_id: s.influencer_id,
             slot_ms: None,
@@ -351,12 +376,17 @@ pub async fn write_verdicts(
                 "previous": s.previous,
                 "detail": s.detail,
             }),
-        })
-        .collect();
-    crate::events::record_in(tx, &changed).await?;
-    metrics::counter!("classifications_total", "source" => source.to_owned())
-        .increment(rows.len() as u64);
-    Ok(())
+        });
+    }
+    changed
+}
+
+/// A verdict as stored, with the source's previous one for that influencer.
+struct Stored {
+    influencer_id: i64,
+    suspicious: bool,
+    detail: Option<serde_json::Value>,
+    previous: Option<bool>,
 }
 
 /// A pass's progress, as `classify --status` prints it.

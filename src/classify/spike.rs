@@ -186,8 +186,11 @@ pub(crate) struct Scanned {
 /// last influencer id the chunk covers (`None`: no tracked influencer left).
 struct Chunk {
     last_id: Option<i64>,
-    series: Vec<(i64, Vec<i64>, Vec<i32>)>,
+    series: Vec<Series>,
 }
+
+/// One influencer's day: its id, slots (epoch seconds), followers and following.
+type Series = (i64, Vec<i64>, Vec<i32>, Vec<i32>);
 
 /// Scans every tracked influencer's day before the pass, in id order from the pass's cursor.
 /// While one chunk is judged (on rayon) and stored, the next is read.
@@ -232,9 +235,9 @@ pub(crate) async fn scan(
             reading = Some(tokio::spawn(read_chunk(pool.clone(), last_id, window)));
         }
         let scanned_here = chunk.series.len();
-        let rows = judge_all(chunk.series, interval, *rule).await?;
+        let (rows, churn) = judge_all(chunk.series, interval, *rule).await?;
         let flagged = rows.iter().filter(|r| r.suspicious).count() as i64;
-        store_chunk(pool, pass.id, last_id, &rows, flagged).await?;
+        store_chunk(pool, pass.id, last_id, (&rows, &churn), flagged).await?;
         tracing::debug!(
             last_id,
             scanned_here,
@@ -256,41 +259,58 @@ pub(crate) async fn scan(
     Ok(scanned)
 }
 
-/// Judges a chunk's series on rayon: a verdict row for each influencer with enough points.
+/// Judges a chunk's series on rayon: a verdict row for each influencer with enough points,
+/// of the spike rule and of the churn rule ([`super::churn`]) on the same day.
 async fn judge_all(
-    series: Vec<(i64, Vec<i64>, Vec<i32>)>,
+    series: Vec<Series>,
     interval: i64,
     rule: SpikeRule,
-) -> anyhow::Result<Vec<VerdictRow>> {
+) -> anyhow::Result<(Vec<VerdictRow>, Vec<VerdictRow>)> {
     tokio::task::spawn_blocking(move || {
-        series
+        let spikes = series
             .par_iter()
-            .filter_map(|(pk, slots, followers)| {
+            .filter_map(|(pk, slots, followers, following)| {
                 let finding = judge(slots, followers, interval, &rule)?;
                 Some(VerdictRow {
                     pk: *pk,
                     suspicious: finding.suspicious,
                     follower_count: followers.last().copied(),
-                    following_count: None,
+                    following_count: following.last().copied(),
                     detail: serde_json::to_string(&finding).expect("finding serializes"),
                 })
             })
-            .collect()
+            .collect();
+        let churn = series
+            .par_iter()
+            .filter_map(|(pk, slots, followers, following)| {
+                let finding = super::churn::judge(slots, following, interval)?;
+                Some(VerdictRow {
+                    pk: *pk,
+                    suspicious: finding.suspicious,
+                    follower_count: followers.last().copied(),
+                    following_count: following.last().copied(),
+                    detail: serde_json::to_string(&finding).expect("finding serializes"),
+                })
+            })
+            .collect();
+        (spikes, churn)
     })
     .await
-    .context("spike judging")
+    .context("spike and churn judging")
 }
 
-/// Stores a chunk's verdicts and moves the pass's cursor past `last_id`, in one transaction.
+/// Stores a chunk's verdicts, the spike rule's and the churn rule's, and moves the pass's
+/// cursor past `last_id`, in one transaction.
 async fn store_chunk(
     pool: &PgPool,
     pass_id: i64,
     last_id: i64,
-    rows: &[VerdictRow],
+    (rows, churn): (&[VerdictRow], &[VerdictRow]),
     flagged: i64,
 ) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     write_verdicts(&mut tx, pass_id, SOURCE, rows).await?;
+    write_verdicts(&mut tx, pass_id, super::churn::SOURCE, churn).await?;
     let covered: i64 = sqlx::query_scalar!(
         "with progress as (
              update classification_passes set spike_cursor = $2,
@@ -353,7 +373,8 @@ async fn read_chunk(
         .map(|(id, points)| {
             let times = points.iter().map(|p| p.slot_ms.div_euclid(1000)).collect();
             let followers = points.iter().map(|p| p.follower_count).collect();
-            (id, times, followers)
+            let following = points.iter().map(|p| p.following_count).collect();
+            (id, times, followers, following)
         })
         .collect();
     Ok(Chunk {
@@ -490,6 +511,7 @@ mod tests {
             population,
             seed: Some(7),
             delay_scale: 0.0,
+            churn_share: 0.0,
             capacity: None,
             tls_cert_file: None,
             tls_key_file: None,

@@ -8,6 +8,7 @@ fn settings(population: u64, seed: u64) -> SimulatorSettings {
         population,
         seed: Some(seed),
         delay_scale: 0.0,
+        churn_share: 0.0,
         capacity: None,
         tls_cert_file: None,
         tls_key_file: None,
@@ -134,4 +135,31 @@ async fn a_capacity_holds_answers_to_that_many_a_second() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(580), "60 answers in {took:?}");
     assert_eq!(sim.requests(), 60);
+}
+
+#[test]
+fn a_share_of_the_influencers_stage_the_follow_unfollow_seesaw() {
+    let sim = Simulator::new(&SimulatorSettings {
+        churn_share: 0.2,
+        ..settings(10_000, 3)
+    });
+    let churners: Vec<i64> = (FIRST_PK..FIRST_PK + 10_000)
+        .filter(|&pk| sim.churns(pk))
+        .collect();
+    assert!(
+        (1_800..2_200).contains(&churners.len()),
+        "{}",
+        churners.len()
+    );
+    // A churner follows 10,000 more every other three hours; the others never.
+    let pk = churners[0];
+    let offsets: Vec<i64> = (0..4)
+        .map(|half| sim.churned(pk, half * CHURN_HALF_PERIOD_MS - pk * 600_000))
+        .collect();
+    assert_eq!(offsets, [0, CHURN_AMOUNT, 0, CHURN_AMOUNT]);
+    let calm = (FIRST_PK..).find(|&pk| !sim.churns(pk)).unwrap();
+    assert!((0..8).all(|half| sim.churned(calm, half * CHURN_HALF_PERIOD_MS) == 0));
+    // Without a share, nobody.
+    let plain = Simulator::new(&settings(1_000, 3));
+    assert!((FIRST_PK..FIRST_PK + 1_000).all(|pk| !plain.churns(pk)));
 }

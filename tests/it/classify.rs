@@ -294,7 +294,7 @@ async fn a_day_of_walk(
         let (mut ids, mut at, mut followers, mut following) = (vec![], vec![], vec![], vec![]);
         for pk in (first..(first + 100).min(influencers)).map(|i| 1_000_000 + i) {
             for (minute, slot) in slots.iter().enumerate() {
-                let (f, g) = sim.simulator.step(pk).unwrap();
+                let (f, g) = sim.simulator.step_at(pk, slot * 1000).unwrap();
                 let extra = if pk == jump.0 && minute >= jump.1 {
                     jump.2
                 } else {
@@ -340,7 +340,10 @@ async fn a_day_of_walk(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spike_detector_flags_an_injected_jump_and_not_the_random_walk() {
     let db = TestDb::new().await;
-    let sim = TestSimulator::start(simulator_settings(500, 11)).await;
+    // About 2% of them stage the follow/unfollow seesaw, which the churn rule finds.
+    let mut settings = simulator_settings(500, 11);
+    settings.churn_share = 0.02;
+    let sim = TestSimulator::start(settings).await;
     let jumper = 1_000_007;
     let slots = a_day_of_walk(&db, &sim, 500, (jumper, 900, 300_000)).await;
 
@@ -388,8 +391,45 @@ async fn the_spike_detector_flags_an_injected_jump_and_not_the_random_walk() {
     .unwrap();
     assert_eq!(
         per_source,
-        [("mockstagram".into(), 500, 500), ("spike".into(), 500, 500)]
+        [
+            ("churn".into(), 500, 500),
+            ("mockstagram".into(), 500, 500),
+            ("spike".into(), 500, 500)
+        ]
     );
+    // The churn rule, on the same day: exactly the staged churners, each a `following_churn`
+    // event with its legs, and a `verdict` event of the source `churn`.
+    let staged: Vec<i64> = (1_000_000..1_000_500)
+        .filter(|&pk| sim.simulator.churns(pk))
+        .collect();
+    assert!(!staged.is_empty());
+    let churners: Vec<i64> = sqlx::query_scalar(
+        "select influencer_id from current_verdicts where source = 'churn' and suspicious order by 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        churners, staged,
+        "found and false alarms against the staged truth"
+    );
+    let events: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "select influencer_id, data from events where type = 'following_churn' order by influencer_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(events.iter().map(|e| e.0).collect::<Vec<_>>(), staged);
+    let legs = events[0].1["legs"].as_i64().unwrap();
+    assert!(legs >= 6, "{}", events[0].1);
+    assert!(events[0].1["evidence"].as_array().unwrap().len() >= 6);
+    let churn_verdicts: i64 = sqlx::query_scalar(
+        "select count(*) from events where type = 'verdict' and data->>'source' = 'churn'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(churn_verdicts as usize, staged.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
