@@ -547,6 +547,14 @@ pub struct SimulatorSettings {
     /// is 10,000 higher every other three hours (docs/mockstagram.md). 0: none.
     #[arg(long, env = "SIMULATOR_CHURN_SHARE", default_value = "0", value_parser = share)]
     pub churn_share: f64,
+    /// Share of the influencers that stage follower spikes: 150,000 more followers at once,
+    /// and as many fewer `SIMULATOR_SPIKE_EVERY` later, back and forth (docs/mockstagram.md).
+    /// 0: none.
+    #[arg(long, env = "SIMULATOR_SPIKE_SHARE", default_value = "0", value_parser = share)]
+    pub spike_share: f64,
+    /// How long a staged spike's level holds before it jumps back (e.g. `3h`, `30s`).
+    #[arg(long, env = "SIMULATOR_SPIKE_EVERY", default_value = "3h", value_parser = duration)]
+    pub spike_every: Duration,
 
     #[command(flatten)]
     pub faults: FaultSettings,

@@ -15,7 +15,9 @@
 //! the n-th answer for a pk is the same whatever the interleaving of requests across pks.
 //!
 //! Staged behaviour (for detection's tests): a share of the pks (`SIMULATOR_CHURN_SHARE`)
-//! follow and unfollow 10,000 accounts every other three hours ([`Simulator::churns`]).
+//! follow and unfollow 10,000 accounts every other three hours ([`Simulator::churns`]);
+//! another share (`SIMULATOR_SPIKE_SHARE`) gains 150,000 followers at once and loses them again
+//! `SIMULATOR_SPIKE_EVERY` later, back and forth ([`Simulator::spikes`]).
 //!
 //! Faults (for tests), drawn per `GET`: a share of retryable 500s, 429s with `Retry-After`,
 //! answers slower than a client's time-out, and malformed bodies. They can be changed while it
@@ -127,6 +129,9 @@ struct Inner {
     seed: u64,
     /// Share of the pks that stage the follow/unfollow seesaw ([`Simulator::churns`]).
     churn_share: f64,
+    /// Share of the pks that stage follower spikes ([`Simulator::spikes`]), and how often.
+    spike_share: f64,
+    spike_every_ms: i64,
     delay_scale: f64,
     influencers: Vec<Mutex<Walker>>,
     faults: Faults,
@@ -166,6 +171,8 @@ impl Simulator {
             inner: Arc::new(Inner {
                 seed,
                 churn_share: settings.churn_share,
+                spike_share: settings.spike_share,
+                spike_every_ms: (settings.spike_every.as_millis() as i64).max(1),
                 delay_scale: settings.delay_scale,
                 influencers,
                 faults,
@@ -212,25 +219,6 @@ impl Simulator {
         self.inner.influencers.get(index)
     }
 
-    /// Whether `pk` stages the follow/unfollow seesaw (`SIMULATOR_CHURN_SHARE`): decided by
-    /// the seed and the pk alone, so a test knows the truth.
-    pub fn churns(&self, pk: i64) -> bool {
-        let draw = splitmix(self.inner.seed ^ splitmix(pk as u64 ^ CHURN_SALT));
-        let unit = (draw >> 11) as f64 / (1u64 << 53) as f64;
-        unit < self.inner.churn_share
-    }
-
-    /// What a churner's following count has on top of its walk at `now_ms`: [`CHURN_AMOUNT`]
-    /// every other [`CHURN_HALF_PERIOD_MS`], its phase set by its pk.
-    fn churned(&self, pk: i64, now_ms: i64) -> i64 {
-        let phase = (now_ms + pk * 600_000).div_euclid(CHURN_HALF_PERIOD_MS);
-        if self.churns(pk) && phase % 2 == 1 {
-            CHURN_AMOUNT
-        } else {
-            0
-        }
-    }
-
     /// Advances the pk's random walk and returns its new counts: what one `GET` does.
     pub fn step(&self, pk: i64) -> Option<(i64, i64)> {
         self.step_at(pk, chrono::Utc::now().timestamp_millis())
@@ -249,7 +237,8 @@ impl Simulator {
             ((w.following_count as f64 + 100.0 * n2).round() as i64).max(FOLLOWING_FLOOR);
         w.calls += 1;
         let churned = self.churned(pk, now_ms);
-        Some((w.follower_count, w.following_count + churned))
+        let spiked = self.spiked(pk, now_ms);
+        Some((w.follower_count + spiked, w.following_count + churned))
     }
 
     /// The HTTP API: both Mockstagram endpoints.
@@ -346,11 +335,6 @@ async fn bind(settings: &SimulatorSettings, default: SocketAddr) -> anyhow::Resu
 }
 
 /// The deterministic random source for one draw: `hash(seed, pk, call)`.
-/// The seesaw a churner stages: this many more accounts followed, every other three hours.
-pub const CHURN_AMOUNT: i64 = 10_000;
-pub const CHURN_HALF_PERIOD_MS: i64 = 3 * 3_600_000;
-const CHURN_SALT: u64 = 0x6368_7572_6e00_0000;
-
 fn draws(seed: u64, pk: i64, call: u64) -> SmallRng {
     SmallRng::seed_from_u64(splitmix(seed ^ splitmix(pk as u64 ^ splitmix(call))))
 }
@@ -546,6 +530,9 @@ pub(crate) async fn serve_http1(
         });
     }
 }
+
+mod staged;
+pub use staged::{CHURN_AMOUNT, CHURN_HALF_PERIOD_MS, SPIKE_AMOUNT};
 
 #[cfg(test)]
 mod tests;

@@ -132,6 +132,8 @@ pub fn simulator_settings(population: u64, seed: u64) -> SimulatorSettings {
         seed: Some(seed),
         delay_scale: 0.0,
         churn_share: 0.0,
+        spike_share: 0.0,
+        spike_every: std::time::Duration::from_secs(3 * 3600),
         capacity: None,
         tls_cert_file: None,
         tls_key_file: None,

@@ -5,7 +5,9 @@
 //! across a gap of missed slots is compared as a random walk would move in that time), and
 //! scores every change with a **robust z-score**: its distance from the median change in units
 //! of the median absolute deviation (MAD × 1.4826, which equals the standard deviation for
-//! normally distributed changes). Median and MAD ignore the jump itself, so one bought batch of
+//! normally distributed changes; never below the mean absolute deviation × 1.2533, the same
+//! estimate for normal changes, for counts that
+//! mostly do not move). Median and MAD ignore the jump itself, so one bought batch of
 //! followers stands out against the influencer's own usual variation, whatever its size.
 //!
 //! An influencer is flagged when its largest |z| reaches [`SpikeRule::z_threshold`]. Drops
@@ -36,6 +38,9 @@ const WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// Scale factor from MAD to standard deviation for normally distributed data.
 const MAD_TO_SIGMA: f64 = 1.482_6;
+
+/// The same from the mean absolute deviation (√(π/2)).
+const MEAN_DEVIATION_TO_SIGMA: f64 = 1.253_3;
 
 /// How the detector decides.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,10 +140,15 @@ impl Scored {
         for (d, c) in scratch.iter_mut().zip(&changes) {
             *d = (c - median_change).abs();
         }
+        let mean_deviation = scratch.iter().sum::<f64>() / scratch.len() as f64;
         let mad = median(&mut scratch);
         let mut levels: Vec<f64> = values[..n].iter().map(|&f| f as f64).collect();
         let level = median(&mut levels).abs();
+        // The mean absolute deviation as a floor: where most changes are nothing (a count
+        // held at a floor, an account that moves now and then) the MAD is 0 and the first
+        // ordinary move would score in the hundreds.
         let spread = (mad * MAD_TO_SIGMA)
+            .max(mean_deviation * MEAN_DEVIATION_TO_SIGMA)
             .max(level * rule.min_relative_spread)
             .max(1.0);
         Some(Self {
@@ -501,6 +511,34 @@ mod tests {
         assert!(finding.suspicious, "{finding:?}");
     }
 
+    /// A count held at a floor most of the time (the upstream's following walk at its floor
+    /// of 50: half the steps go nowhere, the others up by |N(0,1)| × 100): most changes are 0,
+    /// so the MAD is 0, yet an ordinary step off the floor is no spike.
+    #[test]
+    fn a_walk_held_at_a_floor_is_not_flagged_when_it_leaves_it() {
+        use rand::{Rng, SeedableRng, rngs::SmallRng};
+        use rand_distr::StandardNormal;
+        let rule = SpikeRule {
+            min_changes: 30,
+            ..SpikeRule::default()
+        };
+        // As the live detector asks: each new point of the first hour against those before.
+        let mut flagged = 0;
+        for seed in 0..2_000 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut following = vec![50i32];
+            for i in 1..60 {
+                let step: f64 = rng.sample(StandardNormal);
+                following.push((following[i - 1] + (step * 100.0).round() as i32).max(50));
+            }
+            for n in 31..=60 {
+                let finding = judge_last(&minutes(n), &following[..n], MINUTE, &rule).unwrap();
+                flagged += usize::from(finding.suspicious);
+            }
+        }
+        assert_eq!(flagged, 0, "of 2,000 walks' 30 newest points each");
+    }
+
     /// The simulator's random walk (one step a minute, from the documented population) over a
     /// whole day: the detector must stay quiet. 20,000 influencers × 1,439 changes.
     #[test]
@@ -512,6 +550,8 @@ mod tests {
             seed: Some(7),
             delay_scale: 0.0,
             churn_share: 0.0,
+            spike_share: 0.0,
+            spike_every: std::time::Duration::from_secs(3 * 3600),
             capacity: None,
             tls_cert_file: None,
             tls_key_file: None,

@@ -9,6 +9,8 @@ fn settings(population: u64, seed: u64) -> SimulatorSettings {
         seed: Some(seed),
         delay_scale: 0.0,
         churn_share: 0.0,
+        spike_share: 0.0,
+        spike_every: std::time::Duration::from_secs(3 * 3600),
         capacity: None,
         tls_cert_file: None,
         tls_key_file: None,
@@ -141,6 +143,8 @@ async fn a_capacity_holds_answers_to_that_many_a_second() {
 fn a_share_of_the_influencers_stage_the_follow_unfollow_seesaw() {
     let sim = Simulator::new(&SimulatorSettings {
         churn_share: 0.2,
+        spike_share: 0.0,
+        spike_every: std::time::Duration::from_secs(3 * 3600),
         ..settings(10_000, 3)
     });
     let churners: Vec<i64> = (FIRST_PK..FIRST_PK + 10_000)
@@ -162,4 +166,40 @@ fn a_share_of_the_influencers_stage_the_follow_unfollow_seesaw() {
     // Without a share, nobody.
     let plain = Simulator::new(&settings(1_000, 3));
     assert!((FIRST_PK..FIRST_PK + 1_000).all(|pk| !plain.churns(pk)));
+}
+
+#[test]
+fn a_share_of_the_influencers_stage_follower_spikes_at_known_times() {
+    let every = Duration::from_secs(60);
+    let sim = Simulator::new(&SimulatorSettings {
+        spike_share: 0.1,
+        spike_every: every,
+        ..settings(10_000, 3)
+    });
+    let spikers: Vec<i64> = (FIRST_PK..FIRST_PK + 10_000)
+        .filter(|&pk| sim.spikes(pk))
+        .collect();
+    assert!((900..1_100).contains(&spikers.len()), "{}", spikers.len());
+    assert!(spikers.iter().all(|&pk| !sim.churns(pk)), "no churn share");
+    // Its followers are SPIKE_AMOUNT higher from one staged time to the next, every other.
+    let pk = spikers[0];
+    let times = sim.spike_times(pk, 0, 4 * 60_000);
+    assert_eq!(times.len(), 4, "{times:?}");
+    assert!(times.windows(2).all(|w| w[1] - w[0] == 60_000), "{times:?}");
+    let levels: Vec<i64> = times
+        .iter()
+        .flat_map(|&t| [sim.spiked(pk, t - 1), sim.spiked(pk, t)])
+        .collect();
+    let jumps: Vec<i64> = levels.chunks(2).map(|c| c[1] - c[0]).collect();
+    assert!(
+        jumps.iter().all(|j| j.abs() == SPIKE_AMOUNT),
+        "each staged time is a jump: {jumps:?}"
+    );
+    assert!(
+        jumps.windows(2).all(|w| w[0] == -w[1]),
+        "back and forth: {jumps:?}"
+    );
+    let calm = (FIRST_PK..).find(|&pk| !sim.spikes(pk)).unwrap();
+    assert!(sim.spike_times(calm, 0, 3_600_000).is_empty());
+    assert!((0..60).all(|m| sim.spiked(calm, m * 60_000) == 0));
 }

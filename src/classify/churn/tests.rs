@@ -84,6 +84,8 @@ fn the_simulators_staged_churners_are_found_and_no_one_else() {
     let population = 3_000;
     let sim = Simulator::new(&SimulatorSettings {
         churn_share: 0.1,
+        spike_share: 0.0,
+        spike_every: std::time::Duration::from_secs(3 * 3600),
         ..crate::testing::simulator_settings(population, 11)
     });
     let n = 1440;
