@@ -366,6 +366,7 @@ async fn sink(args: SinkArgs) -> anyhow::Result<()> {
     let pool = db::connect(&args.database).await?;
     roles.serve_ops(args.metrics_addr).await?;
     roles.sink(pool.clone(), args.broker, args.sink);
+    roles.spikes(pool.clone(), args.storage.events.event_spike_z);
     roles.webhooks(pool.clone(), args.storage.events.webhooks.clone());
     roles.jobs(pool, args.storage);
     roles.wait().await
@@ -516,6 +517,7 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
     roles.poll(pool.clone(), args.broker.clone(), client, interval);
     roles.reconcile(pool.clone(), args.broker.clone(), interval);
     roles.sink(pool.clone(), args.broker, args.sink);
+    roles.spikes(pool.clone(), args.storage.events.event_spike_z);
     roles.webhooks(pool.clone(), args.storage.events.webhooks.clone());
     roles.jobs(pool, args.storage);
     let ended = roles.wait().await;

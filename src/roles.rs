@@ -243,6 +243,16 @@ impl Roles {
         });
     }
 
+    /// Decides the spike candidates the sink's screen notes, as they come
+    /// ([`crate::jobs::spikes`]); `z` is `EVENT_SPIKE_Z`.
+    pub fn spikes(&mut self, pool: PgPool, z: f64) {
+        let shutdown = self.shutdown.clone();
+        self.spawn("spikes", Restart::OnFailure, move || {
+            let (pool, shutdown) = (pool.clone(), shutdown.clone());
+            Box::pin(crate::jobs::spikes::run(pool, z, shutdown))
+        });
+    }
+
     /// The daily classification pass at `at` (UTC); its first look is `first_look` after start.
     pub fn daily_classification(
         &mut self,

@@ -12,6 +12,7 @@ pub mod api;
 pub mod classify;
 pub mod compaction;
 pub mod e2e;
+pub mod events;
 pub mod export;
 pub mod fleet;
 pub mod forecast;
@@ -82,6 +83,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Forecast => forecast::run(database, quick).await?,
         Scenario::Export => export::run(database, quick).await?,
         Scenario::Webhooks => webhooks::run(database, quick).await?,
+        Scenario::Events => events::run(database, quick).await?,
     };
     println!("{}", report.markdown());
     println!("written to {}", report.write_json()?.display());
@@ -120,6 +122,9 @@ pub enum Scenario {
     /// 10,000 events a minute to 10 webhook receivers, one down for a stretch: delivery
     /// latency, completeness, the backlog's drain.
     Webhooks,
+    /// Event detection at 1,000,000 a minute (cores), a spike's time from stored to a webhook
+    /// receiver, and staged spikes and milestones found against the simulator's truth.
+    Events,
 }
 
 impl Scenario {
@@ -139,6 +144,7 @@ impl Scenario {
             Scenario::Forecast => "forecast",
             Scenario::Export => "export",
             Scenario::Webhooks => "webhooks",
+            Scenario::Events => "events",
         }
     }
 }

@@ -1,11 +1,7 @@
 //! The rules applied to each minute's values of every tracked influencer (the movers mark,
-//! [`Snapshot`]), and what they remember between minutes: about 32 bytes an influencer.
+//! [`Snapshot`]), and what they remember between minutes: about 24 bytes an influencer.
+//! (Spikes are found as the data arrives, not here: [`super::spikes`].)
 //!
-//! - **Spike**, in two stages. Here, a cheap screen: each count's per-slot change (a change
-//!   over k slots divided by √k, as a random walk moves) against an exponentially weighted
-//!   mean of its recent absolute changes; a change over [`SCREEN_FACTOR`] times that is a
-//!   [`Candidate`]. The job then reads the candidate's last two hours and decides with the
-//!   robust rule of the daily detector (median and MAD of its changes, `SPIKE_Z`).
 //! - **Milestone**: followers reached a line of [`MILESTONES`] from below (`up`), or fell
 //!   more than [`MILESTONE_BAND`] under a line passed upward (`down`): a value hovering at a
 //!   line is one event, not one a minute.
@@ -40,16 +36,6 @@ pub const MILESTONES: [i64; 11] = [
 /// A line passed upward is left (a `down` event) only under `line × (1 − band)`.
 pub const MILESTONE_BAND: f64 = 0.05;
 
-/// A change over this many times the influencer's mean absolute change is checked.
-pub const SCREEN_FACTOR: f32 = 5.0;
-
-/// Changes seen before the screen trusts its mean.
-const SCREEN_WARM: u8 = 10;
-
-/// How fast the mean absolute change follows: each change weighs 1/30 (about half an hour of
-/// minutes); a change counts at most 4 times the mean, so one jump does not hide the next.
-const SCREEN_WEIGHT: f32 = 1.0 / 30.0;
-
 /// Until an influencer's interval is seen, it is taken as a minute.
 const DEFAULT_STEP_MS: i64 = 60_000;
 
@@ -58,25 +44,6 @@ const DEFAULT_STEP_MS: i64 = 60_000;
 pub struct Rules {
     /// Slots without a stored point before an influencer is stale (`EVENT_STALE_SLOTS`).
     pub stale_slots: u32,
-}
-
-/// Which count a spike is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    Followers,
-    Following,
-}
-
-/// A change the screen let through, for the job to decide on.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
-    pub influencer_id: i64,
-    pub metric: Metric,
-    pub from: i32,
-    pub to: i32,
-    /// The slot of the new value, epoch ms.
-    pub slot_ms: i64,
 }
 
 /// What the log says, read when a process takes detection over ([`super::remembered`]).
@@ -96,9 +63,6 @@ struct Seen {
     time_ms: i64,
     /// The smallest step between two of its slots seen, ms (0: not seen yet).
     step_ms: i64,
-    /// Mean absolute per-slot change of followers and following.
-    scale: [f32; 2],
-    changes: u8,
     /// How many of [`MILESTONES`] it has passed upward and not left.
     level: u8,
     stale: bool,
@@ -108,7 +72,6 @@ struct Seen {
 #[derive(Debug, Default)]
 pub struct Observed {
     pub events: Vec<NewEvent>,
-    pub candidates: Vec<Candidate>,
 }
 
 /// Everyone's detection state, by influencer id (ascending).
@@ -224,36 +187,6 @@ impl Rules {
             } else {
                 was.step_ms.min(step)
             };
-            let slots = (step as f64 / next.step_ms as f64).round().max(1.0);
-            let counts = [
-                (Metric::Followers, was.followers, now.followers),
-                (Metric::Following, was.following, now.following),
-            ];
-            for (m, (metric, from, to)) in counts.into_iter().enumerate() {
-                let change = ((to as f64 - from as f64) / slots.sqrt()).abs() as f32;
-                let floor = (to.unsigned_abs() as f32 * 1e-4).max(1.0);
-                if was.changes >= SCREEN_WARM
-                    && change > SCREEN_FACTOR * was.scale[m].max(floor)
-                    && let Some(out) = out.as_deref_mut()
-                {
-                    out.candidates.push(Candidate {
-                        influencer_id: id,
-                        metric,
-                        from,
-                        to,
-                        slot_ms: now.time_ms,
-                    });
-                }
-                // A plain mean of the first changes, then an exponentially weighted one.
-                let weight = (1.0 / (f32::from(was.changes) + 1.0)).max(SCREEN_WEIGHT);
-                let counted = if was.changes == 0 {
-                    change
-                } else {
-                    change.min(4.0 * was.scale[m].max(floor))
-                };
-                next.scale[m] = was.scale[m] + weight * (counted - was.scale[m]);
-            }
-            next.changes = was.changes.saturating_add(1);
             next.followers = now.followers;
             next.following = now.following;
             next.time_ms = now.time_ms;

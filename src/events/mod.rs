@@ -1,7 +1,7 @@
 //! Events: what happened to an influencer that someone may want to be told about, kept in a
 //! durable log (`events`, migration 0017) that the live stream and webhooks read in id order.
 //!
-//! - [`detect`]: the rules applied to each minute's values of everyone (spikes, milestones,
+//! - [`detect`]: the rules applied to each minute's values of everyone (milestones,
 //!   staleness), with what they remember between minutes.
 //! - [`tail`]: the `events tail` command, a client of the API's live stream.
 //! - This file: the event types, the log's writes (in id order, under a lock, so that a reader

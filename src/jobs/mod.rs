@@ -23,6 +23,7 @@ pub mod movers;
 pub mod quarantine;
 pub mod ranking;
 pub mod retention;
+pub mod spikes;
 
 use std::time::Duration;
 

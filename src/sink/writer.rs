@@ -57,23 +57,44 @@ pub(crate) async fn write_with_cutoff(
     Ok(report)
 }
 
-/// The newest slot of the batch per influencer, where newer than what is stored. Points of
-/// influencers not in the registry are stored but have no latest row.
+/// The newest slot of the batch per influencer, where newer than what is stored, with the
+/// spike screen's step (migration 0021): each change a candidate by the screen is noted in
+/// `spike_candidates` in the same transaction, for the `spikes` role to decide
+/// (`jobs::spikes`). Points of influencers not in the registry are stored but have
+/// no latest row.
 async fn store_latest(tx: &mut PgConnection, all: &series::hot::Columns) -> sqlx::Result<()> {
     sqlx::query!(
-        "insert into influencer_latest
-             (influencer_id, slot, fetched_at, follower_count, following_count)
-         select distinct on (u.id) u.id, u.slot, u.fetched_at, u.followers, u.following
-         from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::int[])
-              as u(id, slot, fetched_at, followers, following)
-         join influencers i on i.influencer_id = u.id
-         order by u.id, u.slot desc
-         on conflict (influencer_id) do update set
-             slot = excluded.slot,
-             fetched_at = excluded.fetched_at,
-             follower_count = excluded.follower_count,
-             following_count = excluded.following_count
-         where influencer_latest.slot < excluded.slot",
+        "with latest as (
+             insert into influencer_latest as l
+                 (influencer_id, slot, fetched_at, follower_count, following_count)
+             select distinct on (u.id) u.id, u.slot, u.fetched_at, u.followers, u.following
+             from unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::int[])
+                  as u(id, slot, fetched_at, followers, following)
+             join influencers i on i.influencer_id = u.id
+             order by u.id, u.slot desc
+             on conflict (influencer_id) do update set
+                 slot = excluded.slot,
+                 fetched_at = excluded.fetched_at,
+                 follower_count = excluded.follower_count,
+                 following_count = excluded.following_count,
+                 screen_followers = spike_screen_mean(l.screen_followers, l.screen_changes,
+                     l.follower_count, excluded.follower_count, l.slot, excluded.slot),
+                 screen_following = spike_screen_mean(l.screen_following, l.screen_changes,
+                     l.following_count, excluded.following_count, l.slot, excluded.slot),
+                 screen_changes = least(l.screen_changes + 1, 10000),
+                 screen_hit =
+                     case when spike_screen_hit(l.screen_followers, l.screen_changes,
+                         l.follower_count, excluded.follower_count, l.slot, excluded.slot)
+                     then 1 else 0 end
+                   | case when spike_screen_hit(l.screen_following, l.screen_changes,
+                         l.following_count, excluded.following_count, l.slot, excluded.slot)
+                     then 2 else 0 end
+             where l.slot < excluded.slot
+             returning l.influencer_id, l.slot, l.screen_hit
+         )
+         insert into spike_candidates (influencer_id, slot, metrics)
+         select influencer_id, slot, screen_hit from latest where screen_hit <> 0
+         on conflict do nothing",
         &all.ids,
         &all.slots,
         &all.fetched,

@@ -1,5 +1,6 @@
-//! Events: the detection job over minute marks of stored values (a spike decided on the
-//! influencer's stored last two hours, a milestone with its band, stale and recovered), the
+//! Events: spikes screened by the sink as it stores each point and decided on the
+//! influencer's stored last two hours by the `spikes` role; the detection job over minute
+//! marks (a milestone with its band, stale and recovered); the
 //! log read as pages by type and watchlist, and the live stream resuming after
 //! `Last-Event-ID` without a gap or a repeat.
 
@@ -10,7 +11,11 @@ use influencer_analytics::{
     config::EventSettings,
     events::{self, EventType, NewEvent},
     jobs::events::Detection,
+    jobs::spikes,
+    model::Point,
+    queue::points::Outcomes,
     series::Snapshot,
+    sink::writer,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -50,12 +55,38 @@ async fn logged(api: &TestApi) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// Minute marks from 45 minutes ago: influencer 1 walks at 200,000 and jumps by 60,000 at
-/// minute 40 (its points stored, as the spike is decided on them); 2 walks just under
-/// 1,000,000 and passes it at minute 40, then hovers; 3 stops at minute 30 and comes back at
-/// 42. Each mark is observed 30 s after its slots.
+/// Stores one point through the sink's writer (which runs the spike screen).
+async fn store(api: &TestApi, id: i64, slot_ms: i64, followers: i32, following: i32) {
+    let outcomes = Outcomes {
+        points: vec![Point {
+            pk: id,
+            slot_ms,
+            fetched_ms: slot_ms + 20,
+            follower_count: followers,
+            following_count: following,
+        }],
+        ..Outcomes::default()
+    };
+    writer::write(&api.db.pool, &[&outcomes]).await.unwrap();
+}
+
+/// The candidates the screen has noted and not yet decided: `(influencer, slot ms, metrics)`.
+async fn noted(api: &TestApi) -> Vec<(i64, i64, i16)> {
+    sqlx::query_as(
+        "select influencer_id, (extract(epoch from slot) * 1000)::bigint, metrics
+         from spike_candidates order by noted_at, influencer_id",
+    )
+    .fetch_all(&api.db.pool)
+    .await
+    .unwrap()
+}
+
+/// Points stored through the sink from 45 minutes ago: influencer 1 walks at 200,000 and its
+/// followers jump by 60,000 at minute 40; 2 walks the same way but its following jumps at
+/// minute 5, before the screen has seen ten changes; 3 walks without a jump. Only 1's jump is
+/// noted, at once, and the `spikes` role's decision logs it with its numbers and lists.
 #[tokio::test]
-async fn detection_logs_a_spike_a_milestone_and_staleness_once_each() {
+async fn a_spike_is_screened_as_it_is_stored_and_decided_on_its_last_two_hours() {
     let api = TestApi::start().await;
     for id in 1..=3 {
         api.register(id).await;
@@ -69,12 +100,80 @@ async fn detection_logs_a_spike_a_milestone_and_staleness_once_each() {
         .await
         .unwrap();
     let base = (Utc::now().timestamp_millis() / MINUTE_MS - 45) * MINUTE_MS;
+    let slot = |minute: i64| base + minute * MINUTE_MS + 1_234;
+    for minute in 0..40 {
+        let following = 900 + if minute >= 5 { 5_000 } else { 0 };
+        store(&api, 1, slot(minute), 200_000 + wobble(minute), 900).await;
+        store(&api, 2, slot(minute), 300_000 + wobble(minute), following).await;
+        store(&api, 3, slot(minute), 400_000 + wobble(minute + 7), 900).await;
+    }
+    assert_eq!(noted(&api).await, [], "neither the walk nor an early jump");
+    let jumped = 200_000 + wobble(40) + 60_000;
+    store(&api, 1, slot(40), jumped, 900).await;
+    store(&api, 3, slot(40), 400_000 + wobble(47), 900).await;
+    assert_eq!(noted(&api).await, [(1, slot(40), 1)], "noted when stored");
+    let decided = spikes::decide_pending(&api.db.pool, 10.0).await.unwrap();
+    assert_eq!((decided.candidates, decided.spikes), (1, 1));
+    assert_eq!(noted(&api).await, [], "decided once");
+    let (status, _, spikes) = api.get("/events?type=spike&watchlist=campaign").await;
+    assert_eq!(status, StatusCode::OK, "{spikes}");
+    let spike = &spikes["items"][0];
+    assert_eq!(spike["influencer_id"], 1);
+    assert_eq!(spike["watchlists"], json!(["campaign"]));
+    assert_eq!(spike["data"]["metric"], "followers");
+    assert_eq!(spike["data"]["from"], 200_000 + wobble(39));
+    assert_eq!(spike["data"]["to"], jumped);
+    assert!(spike["data"]["z"].as_f64().unwrap() >= 10.0, "{spike}");
+    assert_eq!(spike["slot"], slot(40) / 1000);
+    // A point of an older slot arriving late changes nothing, and is not screened.
+    store(&api, 1, slot(40) - 30_000, 100_000, 900).await;
+    assert_eq!(noted(&api).await, []);
+    assert_eq!(logged(&api).await, [("spike".to_string(), 1)]);
+}
+
+/// A candidate the rule cannot call a spike (a jump after 15 changes: the screen has seen its
+/// ten, the rule wants thirty in the two hours) is decided and dropped without an event; one
+/// older than the role's limit is dropped counted.
+#[tokio::test]
+async fn candidates_that_are_not_spikes_or_too_old_log_nothing() {
+    let api = TestApi::start().await;
+    api.register(1).await;
+    let base = (Utc::now().timestamp_millis() / MINUTE_MS - 20) * MINUTE_MS;
+    let slot = |minute: i64| base + minute * MINUTE_MS + 1_234;
+    for minute in 0..16 {
+        let jump = if minute == 15 { 80_000 } else { 0 };
+        store(&api, 1, slot(minute), 200_000 + wobble(minute) + jump, 900).await;
+    }
+    assert_eq!(noted(&api).await, [(1, slot(15), 1)]);
+    let decided = spikes::decide_pending(&api.db.pool, 10.0).await.unwrap();
+    assert_eq!((decided.candidates, decided.spikes), (1, 0));
+    assert_eq!(logged(&api).await, []);
+    sqlx::query(
+        "insert into spike_candidates (influencer_id, slot, metrics, noted_at)
+         values (1, now(), 1, now() - interval '10 minutes')",
+    )
+    .execute(&api.db.pool)
+    .await
+    .unwrap();
+    let decided = spikes::decide_pending(&api.db.pool, 10.0).await.unwrap();
+    assert_eq!((decided.candidates, decided.skipped), (0, 1));
+    assert_eq!(noted(&api).await, []);
+}
+
+/// Minute marks from 45 minutes ago: 2 walks just under 1,000,000 and passes it at minute 40,
+/// then hovers; 3 stops at minute 30 and comes back at 42. Each mark is observed 30 s after
+/// its slots.
+#[tokio::test]
+async fn detection_logs_a_milestone_and_staleness_once_each() {
+    let api = TestApi::start().await;
+    for id in 1..=3 {
+        api.register(id).await;
+    }
+    let base = (Utc::now().timestamp_millis() / MINUTE_MS - 45) * MINUTE_MS;
     let mut detection = Detection::new(settings());
     let mut three_at = 0;
     for minute in 0..44 {
         let slot = base + minute * MINUTE_MS + 1_234;
-        let one = 200_000 + wobble(minute) + if minute >= 40 { 60_000 } else { 0 };
-        api.point_at_ms(1, slot, one, 900).await;
         let two = match minute {
             ..40 => 999_000 + wobble(minute) / 2,
             40 => 1_000_100,
@@ -84,7 +183,7 @@ async fn detection_logs_a_spike_a_milestone_and_staleness_once_each() {
             three_at = slot;
         }
         let mut mark = Snapshot::default();
-        mark.push(1, one, 900, slot);
+        mark.push(1, 200_000 + wobble(minute), 900, slot);
         mark.push(2, two, 50, slot);
         mark.push(3, 5_000, 10, three_at);
         let now = DateTime::from_timestamp_millis(slot + 30_000).unwrap();
@@ -96,19 +195,10 @@ async fn detection_logs_a_spike_a_milestone_and_staleness_once_each() {
         [
             ("stale".to_string(), 3),
             ("milestone".to_string(), 2),
-            ("spike".to_string(), 1),
             ("recovered".to_string(), 3),
         ],
         "in the order detected"
     );
-    let (status, _, spikes) = api.get("/events?type=spike&watchlist=campaign").await;
-    assert_eq!(status, StatusCode::OK, "{spikes}");
-    let spike = &spikes["items"][0];
-    assert_eq!(spike["watchlists"], json!(["campaign"]));
-    assert_eq!(spike["data"]["metric"], "followers");
-    assert_eq!(spike["data"]["change"], 60_000 + wobble(40) - wobble(39));
-    assert!(spike["data"]["z"].as_f64().unwrap() >= 10.0, "{spike}");
-    assert_eq!(spike["slot"], (base + 40 * MINUTE_MS + 1_234) / 1000);
     let (_, _, milestone) = api.get("/events?type=milestone").await;
     assert_eq!(milestone["items"][0]["data"]["milestone"], 1_000_000);
     assert_eq!(milestone["items"][0]["data"]["direction"], "up");

@@ -545,3 +545,82 @@ async fn the_api_checks_webhooks_and_shows_the_secret_once() {
     let (status, _, _) = api.get("/webhooks/abc").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// A spike the simulator stages travels the whole pipeline: polled every second, queued,
+/// stored by the sink (whose screen notes it in the same write), decided by the `spikes` role
+/// on the stored history, delivered signed. No minutely job runs here: only the path as the
+/// data arrives can find it. The event names a staged jump's first slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_spike_reaches_a_receiver_through_the_pipeline() {
+    use influencer_analytics::{
+        config::{ServiceUrl, SinkSettings, UpstreamSettings},
+        fetch::MockstagramClient,
+        seed,
+        testing::{TestBroker, TestSimulator, simulator_settings},
+    };
+    let (api, mut roles) = start(quick_retries()).await;
+    let queues = TestBroker::new().await;
+    let sim = TestSimulator::start(influencer_analytics::config::SimulatorSettings {
+        spike_share: 1.0,
+        spike_every: Duration::from_secs(40),
+        ..simulator_settings(3, 5)
+    })
+    .await;
+    let interval = Duration::from_secs(1);
+    let pks = [1_000_000, 1_000_001, 1_000_002];
+    seed::seed(&api.db.pool, &queues.broker, interval, &pks)
+        .await
+        .unwrap();
+    let receiver = Receiver::start(Mode::Ok).await;
+    let (_, secret) = subscribe(&api, json!({"url": receiver.url, "events": ["spike"]})).await;
+    let started_ms = chrono::Utc::now().timestamp_millis();
+    let upstream = UpstreamSettings {
+        mockstagram_url: ServiceUrl::parse(&format!("http://{}", sim.addr), &["http"]).unwrap(),
+        mockstagram_rps: None,
+        mockstagram_timeout: Duration::from_millis(400),
+        mockstagram_concurrency: 8,
+        mockstagram_ca_file: None,
+    };
+    let pool = api.db.pool.clone();
+    let client = MockstagramClient::new(&upstream).unwrap();
+    roles.poll(pool.clone(), queues.settings.clone(), client, interval);
+    let sink = SinkSettings {
+        sink_batch_rows: 5000,
+        sink_batch_wait: Duration::from_millis(100),
+        sink_prefetch: 200,
+        sink_max_hold: Duration::from_secs(600),
+    };
+    roles.sink(pool.clone(), queues.settings.clone(), sink);
+    roles.spikes(pool.clone(), 10.0);
+    // Thirty changes first (the rule's least), then each pk jumps every 40 s.
+    let got = receiver.wait_for(1, Duration::from_secs(150)).await;
+    assert!(!got.is_empty(), "no spike delivered in 150 s");
+    let dir = tempfile::tempdir().unwrap();
+    let first = receiver.got()[0].clone();
+    assert_eq!(
+        verified_by_the_standard_library(&secret, std::slice::from_ref(&first), dir.path()),
+        1
+    );
+    let body: Value = serde_json::from_str(&first.body).unwrap();
+    let event = &body["data"];
+    assert_eq!(body["type"], "spike", "{body}");
+    assert_eq!(event["data"]["metric"], "followers", "{body}");
+    let change = event["data"]["change"].as_i64().unwrap();
+    assert!(
+        change.abs() > 100_000,
+        "the staged 150,000, give or take the walk: {body}"
+    );
+    let pk = event["influencer_id"].as_i64().unwrap();
+    let slot_ms = event["slot"].as_i64().unwrap() * 1000;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let jumps = sim.simulator.spike_times(pk, started_ms, now_ms);
+    assert!(
+        // (the slot is given in whole seconds, and its fetch comes a little after it)
+        jumps
+            .iter()
+            .any(|&t| (-1_000..2_000).contains(&(slot_ms - t))),
+        "slot {slot_ms} is not within a poll of a staged jump {jumps:?}: {body}"
+    );
+    roles.shutdown().cancel();
+    roles.wait().await.unwrap();
+}
