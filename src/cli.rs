@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::ApiState,
+    api::{ApiState, reads::Reads},
     classify::{self, PassOutcome, PassSettings, PassStart},
     config::{
         ApiSettings, BrokerSettings, ClassifySettings, DatabaseSettings, ListenSettings,
@@ -430,9 +430,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Migrated first on a pool of its own; the API's statements are bounded in time.
     db::connect(&args.database).await?.close().await;
     let pool = db::open_api_pool(&args.database, args.api.api_statement_timeout).await?;
+    let reads = Reads::for_api(&pool, &args.database, &args.api)?;
     // The API reads the database, and uses the broker only to schedule what `POST
     // /influencers` tracks: its /readyz does not wait for the broker.
     let mut api = ApiState::new(pool, args.schedule.poll_interval)
+        .with_reads(reads)
         .with_limits(args.api)
         .with_scheduler(args.broker)
         .with_webhooks(&args.webhooks);
@@ -492,7 +494,9 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
         seed_demo(&pool, &args.broker, interval, seed_count).await?;
     }
     let api_pool = db::open_api_pool(&args.database, args.api.api_statement_timeout).await?;
+    let reads = Reads::for_api(&api_pool, &args.database, &args.api)?;
     let api = ApiState::new(api_pool, interval)
+        .with_reads(reads)
         .with_broker(args.broker.amqp_url.clone())
         .with_scheduler(args.broker.clone())
         .with_limits(args.api.clone())

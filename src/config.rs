@@ -18,8 +18,8 @@ use crate::tls::CaFile;
 mod service_url;
 mod webhooks;
 
-pub use service_url::ServiceUrl;
-use service_url::{amqp_url, http_url, postgres_url};
+pub use service_url::{BrokerUrls, ServiceUrl};
+use service_url::{amqp_url, ca_file_for, http_url, postgres_url};
 pub use webhooks::WebhookSettings;
 
 /// Parses a duration written like `60s`, `2s`, `500ms`, `1m` or `1h30m`.
@@ -98,14 +98,15 @@ pub struct DatabaseSettings {
 /// Where the RabbitMQ broker is, and the names of our queues on it.
 #[derive(Args, Debug, Clone)]
 pub struct BrokerSettings {
-    /// AMQP URL of the RabbitMQ broker.
+    /// AMQP URL of the RabbitMQ broker; for a cluster, its nodes comma-separated (tried in
+    /// order; after the first, `host:port` alone takes the first's scheme, user and vhost).
     #[arg(
         long,
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
         value_parser = amqp_url
     )]
-    pub amqp_url: ServiceUrl,
+    pub amqp_url: BrokerUrls,
 
     /// Prefix of every exchange and queue name, so several deployments (or tests) share a broker.
     #[arg(long, env = "QUEUE_PREFIX", default_value = "influencer_analytics", value_parser = queue_prefix)]
@@ -142,26 +143,6 @@ impl Misconfigured {
     }
 }
 
-/// A CA file is read only by a TLS connection: one beside a URL of another scheme is a
-/// mistake (the operator meant TLS, or left the file from an earlier setup), named with both
-/// settings. `use_tls` says how to switch the URL to TLS.
-fn ca_file_for<'a>(
-    ca: Option<&'a CaFile>,
-    ca_setting: &str,
-    url: &ServiceUrl,
-    url_setting: &str,
-    tls_scheme: &str,
-    use_tls: &str,
-) -> Result<Option<&'a CaFile>, Misconfigured> {
-    match ca {
-        Some(ca) if url.url().scheme() != tls_scheme => Err(Misconfigured(format!(
-            "{ca_setting}={} is set, but {url_setting} {url} does not use TLS: {use_tls}, or unset {ca_setting}",
-            ca.path().display()
-        ))),
-        ca => Ok(ca),
-    }
-}
-
 /// RabbitMQ's queue types this project declares.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QueueType {
@@ -182,9 +163,9 @@ impl QueueType {
 
 impl BrokerSettings {
     /// The broker at `amqp_url`, queues under `queue_prefix`, other settings at their defaults.
-    pub fn new(amqp_url: ServiceUrl, queue_prefix: impl Into<String>) -> Self {
+    pub fn new(amqp_url: impl Into<BrokerUrls>, queue_prefix: impl Into<String>) -> Self {
         Self {
-            amqp_url,
+            amqp_url: amqp_url.into(),
             queue_prefix: queue_prefix.into(),
             queue_type: QueueType::Classic,
             queue_delivery_limit: 20,
@@ -197,7 +178,7 @@ impl BrokerSettings {
         ca_file_for(
             self.amqp_ca_file.as_ref(),
             "AMQP_CA_FILE",
-            &self.amqp_url,
+            self.amqp_url.first(),
             "AMQP_URL",
             "amqps",
             "use amqps:// (port 5671 by default)",
@@ -470,6 +451,15 @@ pub struct ApiSettings {
     /// dashboard is served by the API itself and needs none).
     #[arg(long, env = "API_CORS_ORIGINS", value_delimiter = ',', value_parser = cors_origin)]
     pub api_cors_origins: Vec<CorsOrigin>,
+    /// PostgreSQL URL of a streaming replica (hot standby) of DATABASE_URL's database: the
+    /// API's reads go there while it answers and keeps up (READ_MAX_LAG), else to the primary.
+    /// Unset: every read goes to DATABASE_URL.
+    #[arg(long, env = "DATABASE_READ_URL", value_parser = postgres_url)]
+    pub database_read_url: Option<ServiceUrl>,
+    /// With DATABASE_READ_URL: the replica's replay lag past which reads go to the primary
+    /// (until it is back within it).
+    #[arg(long, env = "READ_MAX_LAG", default_value = "5s", value_parser = duration)]
+    pub read_max_lag: Duration,
 }
 
 /// A web origin allowed to call the API from a browser (`API_CORS_ORIGINS`).
@@ -504,6 +494,8 @@ impl Default for ApiSettings {
             api_request_timeout: Duration::from_secs(10),
             api_statement_timeout: Duration::from_secs(5),
             api_cors_origins: Vec::new(),
+            database_read_url: None,
+            read_max_lag: Duration::from_secs(5),
         }
     }
 }

@@ -8,7 +8,9 @@
 use std::net::SocketAddr;
 
 use crate::{
-    config::{BrokerSettings, DatabaseSettings, FaultSettings, ServiceUrl, SimulatorSettings},
+    config::{
+        BrokerSettings, BrokerUrls, DatabaseSettings, FaultSettings, ServiceUrl, SimulatorSettings,
+    },
     db,
     queue::Broker,
     simulator::Simulator,
@@ -35,8 +37,8 @@ pub fn shared_amqp_url() -> String {
 }
 
 /// Runs the project's `scripts/services` with `args` (e.g. `faults up`, `tls up DIR`), which
-/// must succeed: a failure panics with what the script printed.
-pub fn services<S: AsRef<std::ffi::OsStr>>(args: &[S]) {
+/// must succeed: a failure panics with what the script printed. Returns its standard output.
+pub fn services<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
     let shown: Vec<String> = args
         .iter()
         .map(|a| a.as_ref().to_string_lossy().into_owned())
@@ -59,6 +61,7 @@ pub fn services<S: AsRef<std::ffi::OsStr>>(args: &[S]) {
         shown.join(" "),
         started.elapsed().as_secs_f64()
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A fresh database with the migrations applied, dropped when the test ends.
@@ -195,7 +198,7 @@ impl TestBroker {
     /// On the broker at `amqp_url`.
     pub async fn on(amqp_url: &str) -> Self {
         Self::with(BrokerSettings::new(
-            ServiceUrl::parse(amqp_url, &["amqp"]).unwrap(),
+            BrokerUrls::parse(amqp_url).unwrap(),
             format!("ia_test_{:016x}", rand::random::<u64>()),
         ))
         .await
@@ -204,7 +207,7 @@ impl TestBroker {
     /// Quorum queues with `delivery_limit`, on the tests' broker.
     pub async fn quorum(delivery_limit: u32) -> Self {
         let mut settings = BrokerSettings::new(
-            ServiceUrl::parse(&shared_amqp_url(), &["amqp"]).unwrap(),
+            BrokerUrls::parse(&shared_amqp_url()).unwrap(),
             format!("ia_test_{:016x}", rand::random::<u64>()),
         );
         settings.queue_type = crate::config::QueueType::Quorum;

@@ -142,7 +142,7 @@ pub async fn compare(
     let (start_ms, end_ms) = range.window_ms();
     let reads = ids
         .iter()
-        .map(|&id| series::read::buckets(&state.pool, id, start_ms, end_ms, step * 1000));
+        .map(|&id| series::read::buckets(state.reads.pool(), id, start_ms, end_ms, step * 1000));
     let buckets = futures_util::future::try_join_all(reads).await?;
     let normalize = query.normalize.unwrap_or_default();
     let (times, columns) = align(&buckets);
@@ -230,7 +230,7 @@ async fn usernames(state: &ApiState, ids: &[i64]) -> Result<Vec<String>, ApiErro
         "select influencer_id, username from influencers where influencer_id = any($1)",
         ids,
     )
-    .fetch_all(&state.pool)
+    .fetch_all(state.reads.pool())
     .await?
     .into_iter()
     .map(|row| (row.influencer_id, row.username))

@@ -127,7 +127,7 @@ pub async fn forecast(
         )));
     };
     let today = Utc::now().timestamp_millis().div_euclid(DAY_MS) * DAY_MS;
-    let closes = daily_closes(&state.pool, id, today).await?;
+    let closes = daily_closes(state.reads.pool(), id, today).await?;
     let walk = Walk::estimate(&closes).ok_or_else(|| {
         ApiError::NotFound(format!(
             "influencer {id} has {} closed days of the last {LOOKBACK_DAYS}; a forecast needs {} in a row",

@@ -120,7 +120,7 @@ pub async fn gaps(
     let grid = SlotGrid::new(state.interval);
     let (mut expected, mut stored, mut runs) = (0, 0, Vec::new());
     for &window in &within {
-        let found = series::read::gaps(&state.pool, id, window, grid, MAX_GAPS + 1).await?;
+        let found = series::read::gaps(state.reads.pool(), id, window, grid, MAX_GAPS + 1).await?;
         expected += found.expected;
         stored += found.stored;
         runs.extend(found.missing);
@@ -167,7 +167,7 @@ async fn tracking_stretches(
          where influencer_id = $1 order by expected_from",
         id,
     )
-    .fetch_all(&state.pool)
+    .fetch_all(state.reads.pool())
     .await?
     .into_iter()
     .map(|stretch| (stretch.expected_from, stretch.stopped_at))
@@ -180,7 +180,7 @@ async fn username_exists(state: &ApiState, id: i64) -> Result<(), ApiError> {
         "select influencer_id from influencers where influencer_id = $1",
         id
     )
-    .fetch_optional(&state.pool)
+    .fetch_optional(state.reads.pool())
     .await?
     .ok_or_else(|| ApiError::never_tracked(id))?;
     Ok(())

@@ -170,7 +170,7 @@ pub async fn growth(
     // One day more than asked: the first day's change is from the day before it.
     let first_ms = today - days * DAY_MS;
     // The windows' starting values and the daily table are read at once, each its own read.
-    let pool = &state.pool;
+    let pool = state.reads.pool();
     let starts = latest.into_iter().flat_map(|to| {
         WINDOWS.map(|(window, seconds)| async move {
             let start_ms = to.slot_ms - seconds * 1000;
@@ -285,7 +285,7 @@ pub(crate) async fn latest_point(
          where i.influencer_id = $1"#,
         id,
     )
-    .fetch_optional(&state.pool)
+    .fetch_optional(state.reads.pool())
     .await?
     .ok_or_else(|| ApiError::never_tracked(id))?;
     Ok(

@@ -252,7 +252,7 @@ async fn username(state: &ApiState, id: i64) -> Result<String, ApiError> {
         "select username from influencers where influencer_id = $1",
         id
     )
-    .fetch_optional(&state.pool)
+    .fetch_optional(state.reads.pool())
     .await?
     .ok_or_else(|| ApiError::never_tracked(id))?;
     state.usernames.insert(id, name.as_str().into());
@@ -294,14 +294,14 @@ pub async fn range(
     let (start_ms, end_ms) = range.window_ms();
     let points = match range.step {
         None => Points::Raw(
-            series::read::points(&state.pool, id, start_ms, end_ms)
+            series::read::points(state.reads.pool(), id, start_ms, end_ms)
                 .await?
                 .into_iter()
                 .map(RawPoint::from)
                 .collect(),
         ),
         Some(step) => Points::Buckets(
-            series::read::buckets(&state.pool, id, start_ms, end_ms, step * 1000)
+            series::read::buckets(state.reads.pool(), id, start_ms, end_ms, step * 1000)
                 .await?
                 .into_iter()
                 .map(Bucket::from)
@@ -401,6 +401,9 @@ pub struct Latest {
     pub rank: Option<Rank>,
     /// The latest verdict of each classifier that has judged this influencer.
     pub suspicious: Vec<Verdict>,
+    /// How far behind the primary database this answer can be, in seconds: the read
+    /// replica's replay lag when it answered (DATABASE_READ_URL), 0 from the primary.
+    pub staleness_seconds: f64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -455,6 +458,7 @@ pub async fn latest(
     InfluencerId { id }: InfluencerId,
     _: Query<NoQuery>,
 ) -> Result<Json<Latest>, ApiError> {
+    let read = state.reads.target();
     let row = sqlx::query_as!(
         LatestRow,
         r#"select i.username, i.tracked, i.untracked_reason, l.slot as "slot?",
@@ -465,7 +469,7 @@ pub async fn latest(
          where i.influencer_id = $1"#,
         id,
     )
-    .fetch_optional(&state.pool)
+    .fetch_optional(read.pool)
     .await?;
     let row = row.ok_or_else(|| ApiError::never_tracked(id))?;
     let suspicious = sqlx::query_as!(
@@ -474,9 +478,9 @@ pub async fn latest(
          where influencer_id = $1 order by source",
         id,
     )
-    .fetch_all(&state.pool)
+    .fetch_all(read.pool)
     .await?;
-    let ranking = state.ranking.current(&state.pool).await?;
+    let ranking = state.ranking.current(read.pool).await?;
     let rank = ranking.as_deref().and_then(|ranking| {
         let standing = ranking.standing(id)?;
         let of = ranking.len() as i64;
@@ -504,94 +508,9 @@ pub async fn latest(
         follower_ratio: ratio,
         rank,
         suspicious,
+        staleness_seconds: read.staleness_seconds(),
     }))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn ratio() -> impl Strategy<Value = Option<f64>> {
-        prop_oneof![
-            Just(None),
-            Just(Some(f64::NAN)),
-            Just(Some(f64::INFINITY)),
-            Just(Some(-0.0)),
-            Just(Some(0.005)),
-            (0i32..i32::MAX, 1i32..100_000).prop_map(|(f, g)| follower_ratio(f, g)),
-            any::<f64>().prop_map(Some),
-        ]
-    }
-
-    fn float() -> impl Strategy<Value = f64> {
-        ratio().prop_map(|r| r.unwrap_or(1.5))
-    }
-
-    fn stats<T: std::fmt::Debug + Copy, S: Strategy<Value = T>>(
-        value: fn() -> S,
-    ) -> impl Strategy<Value = Stats<T>> {
-        (float(), value(), value(), value()).prop_map(|(avg, min, max, last)| Stats {
-            avg,
-            min,
-            max,
-            last,
-        })
-    }
-
-    fn bucket() -> impl Strategy<Value = Bucket> {
-        (
-            any::<i64>(),
-            any::<i64>(),
-            stats(any::<i32>),
-            stats(any::<i32>),
-            proptest::option::of(stats(float)),
-        )
-            .prop_map(
-                |(time, samples, follower_count, following_count, follower_ratio)| Bucket {
-                    time,
-                    samples,
-                    follower_count,
-                    following_count,
-                    follower_ratio,
-                },
-            )
-    }
-
-    fn raw_point() -> impl Strategy<Value = RawPoint> {
-        (any::<i64>(), any::<i32>(), any::<i32>(), ratio()).prop_map(
-            |(time, follower_count, following_count, follower_ratio)| RawPoint {
-                time,
-                follower_count,
-                following_count,
-                follower_ratio,
-            },
-        )
-    }
-
-    proptest! {
-        #[test]
-        fn answers_are_written_as_serde_json_writes_them(
-            influencer_id in any::<i64>(),
-            username in any::<String>(),
-            (start_time, end_time) in (any::<i64>(), any::<i64>()),
-            step in proptest::option::of(any::<i64>()),
-            points in prop_oneof![
-                proptest::collection::vec(raw_point(), 0..20).prop_map(Points::Raw),
-                proptest::collection::vec(bucket(), 0..20).prop_map(Points::Buckets),
-            ],
-        ) {
-            let answer = RangeAnswer {
-                influencer_id,
-                username,
-                start_time,
-                end_time,
-                step,
-                points,
-            };
-            let written = answer.to_json();
-            let by_serde = serde_json::to_vec(&answer).unwrap();
-            prop_assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(by_serde).unwrap());
-        }
-    }
-}
+mod tests;

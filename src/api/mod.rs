@@ -18,6 +18,7 @@ pub mod movers;
 pub mod params;
 pub mod population;
 pub mod rank;
+pub mod reads;
 pub mod search;
 pub mod tracking;
 pub mod watchlists;
@@ -30,7 +31,10 @@ use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{config::ServiceUrl, health::RoleHealth};
+use crate::{
+    config::{BrokerUrls, ServiceUrl},
+    health::RoleHealth,
+};
 use error::{ApiError, Problem};
 
 /// The OpenAPI document, generated from the handlers' annotations; served at `/openapi.json`
@@ -101,11 +105,14 @@ pub(crate) struct ApiDoc;
 /// What every handler may use.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The primary: writes, and reads without a replica.
     pub pool: PgPool,
+    /// Where reads go: the primary, or a streaming replica that keeps up ([`reads`]).
+    pub reads: reads::Reads,
     /// The poll interval: the spacing of raw points.
     pub interval: Duration,
-    /// The broker, for `/readyz`.
-    pub amqp_url: Option<ServiceUrl>,
+    /// The broker (a cluster's nodes), for `/readyz`.
+    pub amqp_url: Option<BrokerUrls>,
     /// The process's roles, for `/healthz`.
     pub health: RoleHealth,
     /// API keys, the in-flight cap and the time limit ([`limits`]).
@@ -137,6 +144,7 @@ impl ApiState {
     /// The state of an API reading `pool`, whose points are `interval` apart.
     pub fn new(pool: PgPool, interval: Duration) -> Self {
         Self {
+            reads: reads::Reads::primary(pool.clone()),
             pool,
             interval,
             amqp_url: None,
@@ -150,6 +158,12 @@ impl ApiState {
             event_streams: Default::default(),
             webhook_allow_private: false,
         }
+    }
+
+    /// Reads go as `reads` says (a replica that keeps up, else the primary).
+    pub fn with_reads(mut self, reads: reads::Reads) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// `/metrics` is served elsewhere, not with the API (a 404 here).
@@ -170,9 +184,10 @@ impl ApiState {
         self
     }
 
-    /// `/readyz` also checks the broker at `amqp_url`.
-    pub fn with_broker(mut self, amqp_url: ServiceUrl) -> Self {
-        self.amqp_url = Some(amqp_url);
+    /// `/readyz` also checks the broker at `amqp_url` (one of a cluster's nodes answering is
+    /// enough: the roles connect to whichever does).
+    pub fn with_broker(mut self, amqp_url: impl Into<BrokerUrls>) -> Self {
+        self.amqp_url = Some(amqp_url.into());
         self
     }
 
@@ -299,6 +314,28 @@ fn broker_address(url: &ServiceUrl) -> (String, u16) {
     )
 }
 
+/// Whether a TCP connection to one of the broker's nodes opens within 2 s (tried together).
+async fn any_node_answers(urls: &BrokerUrls) -> bool {
+    let mut probes = tokio::task::JoinSet::new();
+    for url in urls.nodes() {
+        let address = broker_address(url);
+        probes.spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(address),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok())
+        });
+    }
+    while let Some(answered) = probes.join_next().await {
+        if answered.unwrap_or(false) {
+            return true;
+        }
+    }
+    false
+}
+
 /// 200 when the database and the broker answer, 503 (saying which does not) until then.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, body = String),
@@ -313,15 +350,14 @@ async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
     .is_ok_and(|r| r.is_ok());
     let broker = match &state.amqp_url {
         None => true,
-        Some(url) => tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::TcpStream::connect(broker_address(url)),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok()),
+        Some(urls) => any_node_answers(urls).await,
     };
     if database && broker {
-        (StatusCode::OK, "ready").into_response()
+        // With a replica: where reads go, and why (the primary when it is down or lags).
+        match state.reads.describe() {
+            Some(reads) => (StatusCode::OK, format!("ready; {reads}")).into_response(),
+            None => (StatusCode::OK, "ready").into_response(),
+        }
     } else {
         let missing = [(database, "database"), (broker, "broker")]
             .iter()

@@ -161,6 +161,9 @@ pub struct MoversAnswer {
     pub movers: Vec<MoverRow>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
+    /// How far behind the primary database this answer can be, in seconds: the read
+    /// replica's replay lag when it answered (DATABASE_READ_URL), 0 from the primary.
+    pub staleness_seconds: f64,
 }
 
 /// The top movers across every tracked influencer over a window, by the change of a count or
@@ -189,10 +192,11 @@ pub async fn movers(
         Span::Days(start, end) => (Source::Close(start.0), Source::Close(end.0)),
     };
     let members = super::watchlists::members_if(&state, query.watchlist.as_deref()).await?;
+    let staleness_seconds = state.reads.target().staleness_seconds();
     let tolerance_ms = 3 * state.interval.as_millis() as i64;
     let board = state
         .movers
-        .board(&state.pool, from, to, tolerance_ms)
+        .board(state.reads.pool(), from, to, tolerance_ms)
         .await?;
     let order = (
         query.metric.unwrap_or_default(),
@@ -243,6 +247,7 @@ pub async fn movers(
         stale,
         movers,
         next_cursor,
+        staleness_seconds,
     };
     Ok(respond(format, answer, |a| Json(a).into_response()))
 }
@@ -395,7 +400,7 @@ impl Source {
 /// The two snapshots of a window ending now.
 async fn window_sources(state: &ApiState, window: Window) -> Result<(Source, Source), ApiError> {
     let start = window.mark_slack_ms().map(|slack| (window.millis(), slack));
-    let (newest, start_mark) = marks::newest_and_start(&state.pool, start).await?;
+    let (newest, start_mark) = marks::newest_and_start(state.reads.pool(), start).await?;
     let Some(newest) = newest else {
         return Err(ApiError::NotFound(
             "no movers mark yet: the jobs (in run, sink or jobs processes) take one a minute"
@@ -409,7 +414,7 @@ async fn window_sources(state: &ApiState, window: Window) -> Result<(Source, Sou
             // The close of the last day that ended by the window's start, or the day before.
             let edge = to - window.millis();
             let last_ended = edge.div_euclid(DAY_MS) * DAY_MS - DAY_MS;
-            closes::latest_day_at_or_before(&state.pool, last_ended)
+            closes::latest_day_at_or_before(state.reads.pool(), last_ended)
                 .await?
                 .filter(|&day| day >= last_ended - DAY_MS)
                 .map(Source::Close)
@@ -454,7 +459,7 @@ async fn usernames(
         "select influencer_id, username from influencers where influencer_id = any($1)",
         &unknown,
     )
-    .fetch_all(&state.pool)
+    .fetch_all(state.reads.pool())
     .await?;
     for row in rows {
         state

@@ -65,7 +65,7 @@ pub async fn average(
             range.start_at(),
             range.end_at(),
         )
-        .fetch_all(&state.pool)
+        .fetch_all(state.reads.pool())
         .await?
         .into_iter()
         .map(|row| point(row.bucket, row.avg_follower_count, row.influencer_count))
@@ -81,7 +81,7 @@ pub async fn average(
             range.end_at(),
             step as f64,
         )
-        .fetch_all(&state.pool)
+        .fetch_all(state.reads.pool())
         .await?
         .into_iter()
         .map(|row| point(row.bucket, row.avg_follower_count, row.influencer_count))
@@ -91,7 +91,7 @@ pub async fn average(
         "select bucket, avg_follower_count, influencer_count
          from average_followers order by bucket desc limit 1",
     )
-    .fetch_optional(&state.pool)
+    .fetch_optional(state.reads.pool())
     .await?
     .map(|row| point(row.bucket, row.avg_follower_count, row.influencer_count));
     let answer = AverageAnswer {
@@ -140,7 +140,7 @@ pub async fn top(
     let Limit(limit) = page.limit.unwrap_or(Limit(10));
     let Cursor([after_rank, after_id]) = page.cursor.unwrap_or(Cursor([0, 0]));
     let members = super::watchlists::members_if(&state, page.watchlist.as_deref()).await?;
-    let Some(ranking) = state.ranking.current(&state.pool).await? else {
+    let Some(ranking) = state.ranking.current(state.reads.pool()).await? else {
         let answer = TopAnswer {
             influencers: Vec::new(),
             next_cursor: None,
@@ -157,7 +157,7 @@ pub async fn top(
         "select influencer_id, username from influencers where influencer_id = any($1)",
         &ids,
     )
-    .fetch_all(&state.pool)
+    .fetch_all(state.reads.pool())
     .await?
     .into_iter()
     .map(|row| (row.influencer_id, row.username))
@@ -235,7 +235,7 @@ pub async fn suspicious(
         after_id,
         limit,
     )
-    .fetch_all(&state.pool)
+    .fetch_all(state.reads.pool())
     .await?;
     let next_cursor = (influencers.len() as i64 == limit)
         .then(|| influencers.last().map(|s| s.influencer_id.to_string()))

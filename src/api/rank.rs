@@ -63,6 +63,9 @@ pub struct RankAnswer {
     /// At each hour within the range and the last 48 hours (ranked from everyone's latest
     /// value then), oldest first.
     pub hours: Vec<RankPoint>,
+    /// How far behind the primary database this answer can be, in seconds: the read
+    /// replica's replay lag when it answered (DATABASE_READ_URL), 0 from the primary.
+    pub staleness_seconds: f64,
 }
 
 /// An influencer's rank history by followers.
@@ -82,18 +85,19 @@ pub async fn rank(
     let format = Format::of(query.format, &headers);
     let now = Utc::now().timestamp();
     let (start, end) = bounds(query.start_time, query.end_time, now, DEFAULT_SPAN_SECONDS)?;
+    let read = state.reads.target();
     let registered: bool = sqlx::query_scalar!(
         r#"select exists (select 1 from influencers where influencer_id = $1) as "registered!""#,
         id
     )
-    .fetch_one(&state.pool)
+    .fetch_one(read.pool)
     .await?;
     if !registered {
         return Err(ApiError::never_tracked(id));
     }
     // A day is stored at its start and answered at its close, a day later.
     let (start_ms, end_ms) = (start.saturating_mul(1000), end.saturating_mul(1000));
-    let history = ranks::history(&state.pool, id, start_ms - DAY_MS, end_ms).await?;
+    let history = ranks::history(read.pool, id, start_ms - DAY_MS, end_ms).await?;
     let (days, hours) = split(&history, start_ms, end_ms);
     let answer = RankAnswer {
         influencer_id: id,
@@ -101,6 +105,7 @@ pub async fn rank(
         end_time: end,
         days,
         hours,
+        staleness_seconds: read.staleness_seconds(),
     };
     Ok(respond(format, answer, |a| Json(a).into_response()))
 }

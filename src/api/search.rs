@@ -83,7 +83,7 @@ pub async fn search(
                    where i.influencer_id = $1"#,
                 id,
             )
-            .fetch_optional(&state.pool)
+            .fetch_optional(state.reads.pool())
             .await?,
         );
     }
@@ -100,7 +100,7 @@ pub async fn search(
         query.q,
         limit,
     )
-    .fetch_all(&state.pool)
+    .fetch_all(state.reads.pool())
     .await?;
     for found in by_name {
         if influencers.len() as i64 == limit {

@@ -38,12 +38,14 @@ pub async fn run(
     broker: &BrokerSettings,
     compaction: Option<&StorageSettings>,
     quick: bool,
+    population: Option<i64>,
 ) -> anyhow::Result<Report> {
     let (influencers, minutes) = if quick {
         (100_000i64, 2i64)
     } else {
         (1_000_000, 10)
     };
+    let influencers = population.unwrap_or(influencers);
     let (pool, bench_db) = bench_database(database, "e2e", true).await?;
     let (queues, publisher) = bench_queues(broker, "e2e").await?;
     // The closed hour is written first, so that the schedule starts on time.
@@ -81,7 +83,7 @@ pub async fn run(
 
     let expected = influencers * minutes;
     let seconds = (to - from).num_seconds() as f64;
-    let description = describe(influencers, minutes, (from, to), compaction);
+    let description = describe(influencers, minutes, (from, to), compaction, broker);
     let mut report = Report::new(Scenario::E2e, quick, description);
     report
         .goal(
@@ -107,10 +109,14 @@ fn describe(
     minutes: i64,
     (from, to): (DateTime<Utc>, DateTime<Utc>),
     compaction: Option<&StorageSettings>,
+    broker: &BrokerSettings,
 ) -> String {
     format!(
         "{influencers} influencers at a 60 s interval; {minutes} whole minutes measured ({from} to {to}) after a warm-up minute. \
-             Simulator, poll and sink are processes of their own; RabbitMQ and TimescaleDB run on the same 2 cores. {}",
+             Simulator, poll and sink are processes of their own; RabbitMQ and TimescaleDB run on the same 2 cores \
+             (RabbitMQ: {} node(s) in AMQP_URL, {} queues). {}",
+        broker.amqp_url.nodes().len(),
+        broker.queue_type.name(),
         match compaction {
             Some(storage) => format!(
                 "Through compaction: a closed hour of every influencer's points ({} points) compacted by the sink's jobs during the measured minutes, at COMPACTION_PACE={}.",
@@ -156,6 +162,7 @@ fn spawn_pipeline(
         ("DATABASE_URL", bench_db.database_url.expose().to_string()),
         ("AMQP_URL", queues.amqp_url.expose().to_string()),
         ("QUEUE_PREFIX", queues.queue_prefix.clone()),
+        ("QUEUE_TYPE", queues.queue_type.name().to_string()),
         ("MOCKSTAGRAM_URL", format!("http://127.0.0.1:{sim_port}")),
         ("POLL_INTERVAL", "60s".into()),
     ];

@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// `e2e` only: no closed hour to compact during the measured minutes (a control run).
     #[arg(long)]
     without_compaction: bool,
+    /// `e2e` only: the population polled (default 1,000,000; 100,000 with --quick), to find
+    /// the largest that fits a box.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    influencers: Option<u32>,
 }
 
 /// Runs one scenario, prints its report and writes it as JSON.
@@ -69,7 +73,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Api => api::run(database, quick).await?,
         Scenario::E2e => {
             let compaction = (!args.without_compaction).then_some(&args.storage);
-            e2e::run(database, &args.broker, compaction, quick).await?
+            let influencers = args.influencers.map(i64::from);
+            e2e::run(database, &args.broker, compaction, quick, influencers).await?
         }
         Scenario::Compaction => compaction::run(database, &args.storage, quick).await?,
         Scenario::Upstream => upstream::run(database, &args.broker, &args.upstream, quick).await?,

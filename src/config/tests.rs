@@ -10,6 +10,50 @@ fn service_url_display_hides_the_password() {
 }
 
 #[test]
+fn amqp_url_lists_a_cluster_s_nodes_in_order() {
+    let urls = amqp_url(
+        "amqp://guest:secret@127.0.0.1:5681/%2f, amqp://guest:secret@127.0.0.2:5682/%2f,127.0.0.3:5683",
+    )
+    .unwrap();
+    let nodes: Vec<String> = urls
+        .nodes()
+        .iter()
+        .map(|n| n.expose().to_string())
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            "amqp://guest:secret@127.0.0.1:5681/%2f",
+            "amqp://guest:secret@127.0.0.2:5682/%2f",
+            // host:port alone takes the first's scheme, user, password and vhost
+            "amqp://guest:secret@127.0.0.3:5683/%2f",
+        ]
+    );
+    assert_eq!(
+        urls.to_string(),
+        "amqp://guest:***@127.0.0.1:5681/%2f,amqp://guest:***@127.0.0.2:5682/%2f,amqp://guest:***@127.0.0.3:5683/%2f"
+    );
+    // what a child process is handed parses back to the same list
+    assert_eq!(amqp_url(&urls.expose()).unwrap(), urls);
+    assert_eq!(urls.first().url().port(), Some(5681));
+}
+
+#[test]
+fn amqp_url_names_the_address_at_fault() {
+    let err = amqp_url("amqp://127.0.0.1:5681/%2f,,127.0.0.1:5683").unwrap_err();
+    assert!(err.contains("address 2"), "{err}");
+    let err = amqp_url("amqp://127.0.0.1:5681/%2f,127.0.0.1:port").unwrap_err();
+    assert!(err.contains("address 2 (127.0.0.1:port)"), "{err}");
+    let err = amqp_url("amqp://127.0.0.1:5681/%2f,amqps://127.0.0.1:5682/%2f").unwrap_err();
+    assert!(
+        err.contains("amqps://") && err.contains("address 2"),
+        "{err}"
+    );
+    let err = amqp_url("amqp://127.0.0.1:5681/%2f,http://127.0.0.1/").unwrap_err();
+    assert!(err.contains("address 2"), "{err}");
+}
+
+#[test]
 fn postgres_url_needs_a_database_name() {
     assert!(postgres_url("postgres://postgres@127.0.0.1:5433").is_err());
     assert!(postgres_url("postgres://postgres@127.0.0.1:5433/db").is_ok());

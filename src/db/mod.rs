@@ -94,7 +94,35 @@ pub async fn open_api_pool(
     settings: &DatabaseSettings,
     statement_timeout: Duration,
 ) -> anyhow::Result<PgPool> {
-    let options = connect_options(&settings.database_url)?.options([
+    let options = api_connect_options(&settings.database_url, statement_timeout)?;
+    api_pool_options(settings)
+        .connect_with(options)
+        .await
+        .map_err(|e| unreachable_database(&settings.database_url, e))
+}
+
+/// The API's pool on a streaming replica (DATABASE_READ_URL), as [`open_api_pool`] makes it
+/// but connecting lazily: the API starts while the replica is down, reading the primary.
+pub fn open_replica_pool(
+    read_url: &ServiceUrl,
+    pool_size: u64,
+    statement_timeout: Duration,
+) -> anyhow::Result<PgPool> {
+    let settings = DatabaseSettings {
+        database_url: read_url.clone(),
+        database_pool_size: pool_size,
+    };
+    let options = api_connect_options(read_url, statement_timeout)?;
+    Ok(api_pool_options(&settings)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy_with(options))
+}
+
+fn api_connect_options(
+    url: &ServiceUrl,
+    statement_timeout: Duration,
+) -> anyhow::Result<PgConnectOptions> {
+    Ok(connect_options(url)?.options([
         (
             "statement_timeout",
             format!("{}ms", statement_timeout.as_millis().max(1)),
@@ -105,7 +133,10 @@ pub async fn open_api_pool(
             "timescaledb.enable_constraint_aware_append",
             "off".to_string(),
         ),
-    ]);
+    ]))
+}
+
+fn api_pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
     pool_options(settings)
         .test_before_acquire(false)
         .before_acquire(|connection, meta| {
@@ -116,9 +147,6 @@ pub async fn open_api_pool(
                 Ok(true)
             })
         })
-        .connect_with(options)
-        .await
-        .map_err(|e| unreachable_database(&settings.database_url, e))
 }
 
 enum ProbeError {

@@ -44,7 +44,7 @@ use lapin::{
     types::{AMQPValue, FieldTable, ShortString},
 };
 
-use crate::config::{BrokerSettings, Misconfigured, QueueType};
+use crate::config::{BrokerSettings, Misconfigured, QueueType, ServiceUrl};
 
 /// The names of our queues under one prefix.
 #[derive(Debug, Clone)]
@@ -89,10 +89,35 @@ impl Topology {
     }
 
     /// The longest delay queue whose TTL fits in `delay`, if any does.
+    #[cfg(test)]
     pub(crate) fn delay_queue_within(&self, delay: Duration) -> Option<&DelayQueue> {
         self.delays.iter().rev().find(|d| d.ttl <= delay)
     }
+
+    /// The queues a batch due after `delay` may take, best first: the delay queues whose TTL
+    /// fits, longest first; `due` itself when none does. (Never `due` for a longer delay: a
+    /// batch there would come back at once, early, again and again.)
+    pub(crate) fn queues_within(&self, delay: Duration) -> Vec<&str> {
+        let fitting: Vec<&str> = self
+            .delays
+            .iter()
+            .rev()
+            .filter(|d| d.ttl <= delay)
+            .map(|d| d.name.as_str())
+            .collect();
+        if fitting.is_empty() {
+            vec![self.due.as_str()]
+        } else {
+            fitting
+        }
+    }
 }
+
+/// A publish the broker refused (a nack): the queue is full with `reject-publish`, or a quorum
+/// queue cannot take it (no leader elected).
+#[derive(Debug, thiserror::Error)]
+#[error("the broker refused (nacked) a publish to {0}")]
+pub(crate) struct Refused(pub(crate) String);
 
 /// The TTLs of the delay queues: 250 ms doubling up to 4096 s (68 minutes). A delay is the sum
 /// of at most one of each (its binary digits), so an interval of up to two hours is reached in
@@ -238,16 +263,36 @@ impl Broker {
     /// Publishes a schedule batch to become due after any `delay`: through the longest delay
     /// queue that fits (straight to `due` when none does). It comes out early by the rest of
     /// `delay`, which its poller publishes again (see [`crate::schedule::on_arrival`]).
+    ///
+    /// A queue that refuses the publish (a nack: a quorum queue left without a leader after a
+    /// node's loss, which RabbitMQ does not always elect again) is passed over for the next
+    /// shorter one, down to `due`: the batch takes more hops but keeps its slots.
     pub(crate) async fn publish_after(
         &self,
         payload: &[u8],
         delay: Duration,
     ) -> anyhow::Result<()> {
-        let queue = match self.topology.delay_queue_within(delay) {
-            Some(delay_queue) => &delay_queue.name,
-            None => &self.topology.due,
-        };
-        self.publish(queue, payload).await
+        let mut refused = Vec::new();
+        for queue in self.topology.queues_within(delay) {
+            match self.publish(queue, payload).await {
+                Ok(()) => {
+                    if !refused.is_empty() {
+                        metrics::counter!("schedule_publishes_rerouted_total").increment(1);
+                        tracing::warn!(
+                            refused = ?refused,
+                            through = queue,
+                            "a delay queue refused a schedule batch; it went through a shorter one"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.is::<Refused>() => refused.push(queue),
+                Err(e) => return Err(e),
+            }
+        }
+        bail!(
+            "the broker refused (nacked) a schedule batch in every queue it could take: {refused:?}"
+        )
     }
 
     pub(crate) async fn publish_with(
@@ -271,7 +316,7 @@ impl Broker {
             .await
             .with_context(|| format!("no confirm for a publish to {queue}"))?;
         if !confirmation.is_ack() {
-            bail!("the broker refused (nacked) a publish to {queue}");
+            return Err(Refused(queue.to_string()).into());
         }
         Ok(())
     }
@@ -360,9 +405,55 @@ fn persistent() -> BasicProperties {
         .with_content_type(ShortString::from("application/json"))
 }
 
+/// A connection to the first node of AMQP_URL that answers (a cluster's nodes in order; a role
+/// whose node went reconnects through here, so it lands on the next one that answers).
 async fn connect(settings: &BrokerSettings) -> anyhow::Result<Connection> {
-    let url = &settings.amqp_url;
     let tls = tls_config(settings)?;
+    let nodes = settings.amqp_url.nodes();
+    let mut refusals = Vec::with_capacity(nodes.len());
+    for url in nodes {
+        match connect_to(url, tls.clone()).await {
+            Ok(connection) => {
+                if nodes.len() > 1 {
+                    tracing::info!(node = %url, "connected to RabbitMQ");
+                }
+                return Ok(connection);
+            }
+            Err(refusal) => {
+                if nodes.len() > 1 {
+                    tracing::warn!(node = %url, error = %refusal, "a RabbitMQ node did not answer; trying the next");
+                }
+                refusals.push(refusal);
+            }
+        }
+    }
+    let hint = if refusals.iter().any(|r| r.certificate) {
+        "if a CA of your own signed the broker's certificate, name its PEM file with AMQP_CA_FILE"
+    } else {
+        "start it with `scripts/services up`, or set AMQP_URL"
+    };
+    let said = refusals
+        .iter()
+        .map(|r| format!("{} ({})", r.url, r.reason))
+        .collect::<Vec<_>>()
+        .join("; ");
+    bail!("cannot reach RabbitMQ at {said}; {hint}")
+}
+
+/// Why one node did not take a connection.
+struct Refusal {
+    url: String,
+    reason: String,
+    certificate: bool,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+async fn connect_to(url: &ServiceUrl, tls: OwnedTLSConfig) -> Result<Connection, Refusal> {
     let connecting = async {
         Connection::connect_with_config(
             url.expose(),
@@ -372,19 +463,18 @@ async fn connect(settings: &BrokerSettings) -> anyhow::Result<Connection> {
         )
         .await
     };
+    let refusal = |reason: String, certificate: bool| Refusal {
+        url: url.to_string(),
+        reason,
+        certificate,
+    };
     match tokio::time::timeout(Duration::from_secs(10), connecting).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) if crate::tls::is_refused_certificate(&e) => {
-            bail!(
-                "cannot reach RabbitMQ at {url} ({e}); if a CA of your own signed the broker's certificate, name its PEM file with AMQP_CA_FILE"
-            )
-        }
-        Ok(Err(e)) => bail!(
-            "cannot reach RabbitMQ at {url} ({e}); start it with `scripts/services up`, or set AMQP_URL"
-        ),
-        Err(_) => bail!(
-            "cannot reach RabbitMQ at {url} (no answer within 10 s); start it with `scripts/services up`, or set AMQP_URL"
-        ),
+        Ok(Err(e)) => Err(refusal(
+            e.to_string(),
+            crate::tls::is_refused_certificate(&e),
+        )),
+        Err(_) => Err(refusal("no answer within 10 s".into(), false)),
     }
 }
 
@@ -468,62 +558,4 @@ async fn declare(
 }
 
 #[cfg(test)]
-mod tests {
-    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
-
-    use super::*;
-
-    #[test]
-    fn a_delay_goes_through_the_longest_delay_queue_that_fits() {
-        let t = Topology::new("p");
-        let via = |ms| {
-            t.delay_queue_within(Duration::from_millis(ms))
-                .map(|d| d.name.as_str())
-        };
-        assert_eq!(via(0), None, "no wait: straight to due");
-        assert_eq!(via(249), None, "under the shortest: held by the poller");
-        assert_eq!(via(250), Some("p.schedule.delay.250ms"));
-        assert_eq!(via(999), Some("p.schedule.delay.500ms"));
-        assert_eq!(via(59_000), Some("p.schedule.delay.32s"));
-        assert_eq!(via(10_000_000), Some("p.schedule.delay.4096s"));
-        // Each queue's TTL is in its name, and they double.
-        assert_eq!(t.delays.len(), 15);
-        for pair in t.delays.windows(2) {
-            assert_eq!(pair[1].ttl, pair[0].ttl * 2);
-        }
-        assert!(t.all().contains(&"p.schedule.delay.1s"));
-        // Hop by hop, what is left falls under the shortest delay, one hop per binary digit.
-        let mut left = Duration::from_millis(59_000);
-        let mut hops = 0;
-        while let Some(d) = t.delay_queue_within(left) {
-            left -= d.ttl;
-            hops += 1;
-        }
-        assert!(left < SHORTEST_DELAY);
-        assert_eq!(hops, 5, "59 s = 32 + 16 + 8 + 2 + 1");
-    }
-
-    #[test]
-    fn a_queue_declared_with_other_arguments_is_known_by_its_reply_code() {
-        let refused = |kind, text: &str| {
-            lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
-                kind,
-                ShortString::from(text.to_string()),
-            )))
-        };
-        // The reply code decides, whatever words the broker's version uses.
-        let mismatch = refused(
-            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED),
-            "PRECONDITION_FAILED - worded otherwise",
-        );
-        assert!(is_precondition_failed(&mismatch));
-        let other = refused(
-            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
-            "inequivalent arg 'x-queue-type'",
-        );
-        assert!(!is_precondition_failed(&other));
-        assert!(!is_precondition_failed(&lapin::Error::from(
-            lapin::ErrorKind::ChannelsLimitReached
-        )));
-    }
-}
+mod tests;

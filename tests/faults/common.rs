@@ -83,7 +83,15 @@ impl Role {
         command
             .args(&self.args)
             .env("RUST_LOG", "info")
-            .env("METRICS_ADDR", format!("127.0.0.1:{}", self.metrics_port))
+            // `run` serves /metrics with its API, on LISTEN_ADDR.
+            .env(
+                if self.args[0] == "run" {
+                    "LISTEN_ADDR"
+                } else {
+                    "METRICS_ADDR"
+                },
+                format!("127.0.0.1:{}", self.metrics_port),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         for (key, value) in &self.env {

@@ -11,6 +11,7 @@ mod common;
 mod ledger;
 
 mod broker_restart;
+mod cluster_node_loss;
 mod compaction_kill;
 mod compaction_lock_lost;
 mod database_outage;

@@ -17,6 +17,7 @@ mod monitoring;
 mod movers;
 mod pipeline;
 mod rank;
+mod replica;
 mod schema;
 mod search;
 mod simulator;

@@ -183,6 +183,47 @@ async fn every_influencer_has_exactly_one_point_per_slot_on_quorum_queues() {
     one_point_per_slot_on_the_grid(TestBroker::quorum(20).await).await;
 }
 
+/// Issue 41: a quorum queue left without a leader after a node's loss refuses every publish
+/// (RabbitMQ does not always elect one again). Staged here with a policy that makes two delay
+/// queues refuse publishes (`max-length` 0, `reject-publish`): the batches that would take them
+/// go through the shorter ones, and every slot is still polled once on its grid (before, each
+/// refusal sent the batch back to the queue and its slots were skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_refused_by_a_delay_queue_go_through_shorter_ones_and_keep_their_slots() {
+    let queues = TestBroker::new().await;
+    let prefix = queues.settings.queue_prefix.clone();
+    let policy = format!("refuse_{prefix}");
+    let rabbitmqctl = |args: &[&str]| {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .expect("rabbitmqctl runs (the broker of scripts/services up)");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    rabbitmqctl(&[
+        "set_policy",
+        "--apply-to",
+        "queues",
+        "--priority",
+        "100",
+        &policy,
+        &format!("^{prefix}\\.schedule\\.delay\\.(1s|500ms)$"),
+        r#"{"max-length":0,"overflow":"reject-publish"}"#,
+    ]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refused = queues
+        .broker
+        .publish(&format!("{prefix}.schedule.delay.1s"), b"{}")
+        .await;
+    assert!(refused.is_err(), "the policy does not refuse publishes");
+    one_point_per_slot_on_the_grid(queues).await;
+    rabbitmqctl(&["clear_policy", &policy]);
+}
+
 async fn one_point_per_slot_on_the_grid(queues: TestBroker) {
     let db = TestDb::new().await;
     let sim = TestSimulator::start(simulator_settings(1000, 1)).await;
@@ -705,7 +746,7 @@ async fn a_schedule_batch_whose_outcomes_the_broker_refuses_goes_back_to_the_que
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The point queue now refuses every message (a full queue with reject-publish).
     let connection = lapin::Connection::connect(
-        queues.settings.amqp_url.expose(),
+        &queues.settings.amqp_url.expose(),
         lapin::ConnectionProperties::default(),
     )
     .await

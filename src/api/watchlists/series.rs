@@ -96,7 +96,7 @@ pub(crate) async fn series(
     let (start_ms, end_ms) = range.window_ms();
     let reads: Vec<Vec<series::BucketStats>> = stream::iter(members.clone())
         .map(|id| {
-            let pool = state.pool.clone();
+            let pool = state.reads.pool().clone();
             async move { series::read::buckets(&pool, id, start_ms, end_ms, step * 1000).await }
         })
         .buffered(SERIES_READS_IN_FLIGHT)
