@@ -212,6 +212,9 @@ impl QueueSpec<'_> {
 pub struct Broker {
     connection: std::sync::Arc<Connection>,
     publisher: Channel,
+    /// Held while a publish takes its delivery tag and hands its frames to the connection:
+    /// see [`Broker::publish_with`].
+    sending: std::sync::Arc<tokio::sync::Mutex<()>>,
     pub topology: Topology,
 }
 
@@ -228,6 +231,7 @@ impl Broker {
         Ok(Self {
             connection: std::sync::Arc::new(connection),
             publisher,
+            sending: Default::default(),
             topology,
         })
     }
@@ -301,6 +305,12 @@ impl Broker {
         payload: &[u8],
         properties: BasicProperties,
     ) -> anyhow::Result<()> {
+        // lapin numbers a publish (the delivery tag its confirm will carry) before it queues
+        // the frames, without one lock over both: two publishes from two threads can take tags
+        // 1 and 2 and reach the broker as 2 and 1, and the broker's nack of one is then read as
+        // the other's (a refused batch taken as stored: lost). One publish at a time up to the
+        // frames being written keeps the two orders the same; the confirms are awaited outside.
+        let sending = self.sending.lock().await;
         let confirm = self
             .publisher
             .basic_publish(
@@ -312,6 +322,7 @@ impl Broker {
             )
             .await
             .with_context(|| format!("cannot publish to {queue}"))?;
+        drop(sending);
         let confirmation = confirm
             .await
             .with_context(|| format!("no confirm for a publish to {queue}"))?;

@@ -2,6 +2,7 @@
 //! Each test is alone: its own database, its own simulator on port 0.
 
 mod api;
+mod broker;
 mod classify;
 mod cli;
 mod compare;

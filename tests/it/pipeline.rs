@@ -189,41 +189,20 @@ async fn every_influencer_has_exactly_one_point_per_slot_on_quorum_queues() {
 /// go through the shorter ones, and every slot is still polled once on its grid (before, each
 /// refusal sent the batch back to the queue and its slots were skipped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: 2-5 of 300 influencers get no point with the two delay queues refusing; \
-            cause not found yet (the staging or the fallback), see issue 41's note"]
 async fn batches_refused_by_a_delay_queue_go_through_shorter_ones_and_keep_their_slots() {
     let queues = TestBroker::new().await;
     let prefix = queues.settings.queue_prefix.clone();
-    let policy = format!("refuse_{prefix}");
-    let rabbitmqctl = |args: &[&str]| {
-        let out = std::process::Command::new("rabbitmqctl")
-            .args(args)
-            .output()
-            .expect("rabbitmqctl runs (the broker of scripts/services up)");
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    rabbitmqctl(&[
-        "set_policy",
-        "--apply-to",
-        "queues",
-        "--priority",
-        "100",
-        &policy,
+    let _policy = crate::broker::Refusing::queues(
+        &format!("refuse_{prefix}"),
         &format!("^{prefix}\\.schedule\\.delay\\.(1s|500ms)$"),
-        r#"{"max-length":0,"overflow":"reject-publish"}"#,
-    ]);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    )
+    .await;
     let refused = queues
         .broker
         .publish(&format!("{prefix}.schedule.delay.1s"), b"{}")
         .await;
     assert!(refused.is_err(), "the policy does not refuse publishes");
     one_point_per_slot_on_the_grid(queues).await;
-    rabbitmqctl(&["clear_policy", &policy]);
 }
 
 async fn one_point_per_slot_on_the_grid(queues: TestBroker) {
