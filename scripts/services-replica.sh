@@ -2,7 +2,8 @@
 #
 #   scripts/services replica up     make it once (pg_basebackup of the main server, a hot
 #                                   standby in the Debian root, port REPLICA_PORT, 5436) and
-#                                   start it; prints the DATABASE_READ_URL= to use
+#                                   start it; a kept one that no longer follows the primary is
+#                                   made again; prints the DATABASE_READ_URL= once it streams
 #   scripts/services replica stop   stop it (the primary goes on; `serve` reads the primary)
 #   scripts/services replica start  start it again; it catches up from the primary's WAL
 #   scripts/services replica down   stop it and delete it (the next up makes a new copy)
@@ -37,8 +38,48 @@ replica_check_primary() {
     || die "the primary (the Debian root's server on port $DB_PORT) is not running: run scripts/services up first"
 }
 
+# psql QUERY on the primary (-p DB_PORT) or the replica (-p REPLICA_PORT): one value, unaligned.
+replica_psql() {
+  local port=$1 query=$2
+  in_root su postgres -s /bin/sh -c "psql -At -p $port -h 127.0.0.1 -d postgres -c \"$query\"" 2>/dev/null
+}
+
+replica_slot_exists() {
+  [[ $(replica_psql "$DB_PORT" "select count(*) from pg_replication_slots where slot_name = '$REPLICA_SLOT'") == 1 ]]
+}
+
+# Whether the replica's WAL receiver streams from the primary, waiting up to SECONDS for it.
+replica_streaming() {
+  local seconds=$1 i
+  for ((i = 0; i < seconds * 2; i++)); do
+    [[ $(replica_psql "$REPLICA_PORT" "select status from pg_stat_wal_receiver") == streaming ]] && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
+replica_log_tail() { tail -n 5 "$TIMESCALEDB_ROOT/var/log/postgresql/replica.log" 2>/dev/null | sed 's/^/    /'; }
+
 replica_up() {
   replica_check_primary
+  # A replica kept from an earlier `up` is used again only if it still follows the primary:
+  # one whose slot was dropped, whose WAL the primary no longer has, or that was copied from
+  # another server (a new Debian root) would answer forever with what it had, never catching up.
+  if [[ -f $(replica_data)/standby.signal ]]; then
+    local why=
+    if ! replica_slot_exists; then
+      why="its replication slot $REPLICA_SLOT is gone from the primary"
+    else
+      replica_start >/dev/null
+      replica_streaming 30 || why="it does not stream from the primary within 30 s"
+    fi
+    if [[ -n $why ]]; then
+      say "replica: $why; making a new copy"
+      replica_log_tail
+      replica_stop >/dev/null
+      rm -rf "$(replica_data)"
+    fi
+  fi
   if [[ ! -f $(replica_data)/standby.signal ]]; then
     say "replica: copying the primary at port $DB_PORT (pg_basebackup) into a hot standby on port $REPLICA_PORT"
     # chroot_configure wrote the replication line into pg_hba.conf; the primary reads it on reload.
@@ -79,6 +120,10 @@ max_standby_streaming_delay = 30s
 EOF
   cp "$TIMESCALEDB_ROOT/etc/postgresql/$PG_VERSION/main/pg_hba.conf" "$conf/pg_hba.conf"
   replica_start
+  replica_streaming 60 || {
+    replica_log_tail >&2
+    die "the replica does not stream from the primary; see $TIMESCALEDB_ROOT/var/log/postgresql/replica.log"
+  }
   say "ready: DATABASE_READ_URL=$(replica_url)"
 }
 

@@ -23,7 +23,7 @@ use influencer_analytics::testing::{
     DbProxy, TestBroker, TestDb, TestSimulator, simulator_settings,
 };
 
-const INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(2);
 
 fn upstream(sim: &TestSimulator) -> UpstreamSettings {
     UpstreamSettings {
@@ -99,7 +99,7 @@ fn start_sink(pool: sqlx::PgPool, queues: &TestBroker) -> Running {
 
 /// Runs `pollers` pollers and a sink for `duration`, then stops them in order: the pollers
 /// first, the sink once the point queue is drained. Returns the pollers (to read counters).
-async fn run_pipeline(
+pub(crate) async fn run_pipeline(
     queues: &TestBroker,
     pool: &sqlx::PgPool,
     sim: &TestSimulator,
@@ -160,7 +160,7 @@ async fn total_points(db: &TestDb) -> i64 {
     .unwrap()
 }
 
-fn pks(n: i64) -> Vec<i64> {
+pub(crate) fn pks(n: i64) -> Vec<i64> {
     (1_000_000..1_000_000 + n).collect()
 }
 
