@@ -18,8 +18,9 @@ use crate::tls::CaFile;
 mod service_url;
 mod webhooks;
 
+pub(crate) use service_url::postgres_url;
 pub use service_url::{BrokerUrls, ServiceUrl};
-use service_url::{amqp_url, ca_file_for, http_url, postgres_url};
+use service_url::{amqp_url, ca_file_for, http_url};
 pub use webhooks::WebhookSettings;
 
 /// Parses a duration written like `60s`, `2s`, `500ms`, `1m` or `1h30m`.

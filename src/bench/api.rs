@@ -25,7 +25,11 @@ use super::{
     procs::{Roles, free_port},
     quantile,
 };
-use crate::{config::DatabaseSettings, db, model::splitmix};
+use crate::{
+    config::{DatabaseSettings, ServiceUrl},
+    db,
+    model::splitmix,
+};
 
 /// The day of points every influencer has (aligned to a whole day, in the past).
 const DAY_START: i64 = 1_767_225_600; // 2026-01-01 00:00 UTC
@@ -63,8 +67,14 @@ fn range_id(seed: u64, client: usize, i: u64, with_points: i64) -> i64 {
     spread_id(1_000_000, with_points, seed, client, i)
 }
 
-pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Report> {
-    let setup = Setup::start(database, quick).await?;
+/// Measures the API; with `replica` (DATABASE_READ_URL), also through a `serve` reading off
+/// it ([`replica`]).
+pub async fn run(
+    database: &DatabaseSettings,
+    quick: bool,
+    replica: Option<&ServiceUrl>,
+) -> anyhow::Result<Report> {
+    let mut setup = Setup::start(database, quick).await?;
     let (mut api, mut sql) = range_rounds(&setup).await?;
     let fixed = fixed_range(&setup).await?;
     let recent = recent_day(&setup).await?;
@@ -72,6 +82,10 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
     let long = long_ranges(&setup).await?;
     let (mut latest, mut average) = point_reads(&setup).await?;
     let analytics = analytics::measure(&setup, quick).await?;
+    let on_replica = match replica {
+        Some(replica) => Some(replica::measure(&mut setup, replica).await?),
+        None => None,
+    };
     let mut report = Report::new(Scenario::Api, quick, setup.description());
     let connections = setup.sql_pool.options().get_max_connections();
     let (points, recent_of_setup) = (setup.points, setup.recent);
@@ -132,6 +146,9 @@ pub async fn run(database: &DatabaseSettings, quick: bool) -> anyhow::Result<Rep
             Goal::AtMost(5.0),
         )
         .info("points stored", points as f64, "points");
+    if let Some(on_replica) = on_replica {
+        on_replica.report(&mut report, api.rate());
+    }
     Ok(report)
 }
 
@@ -171,6 +188,8 @@ struct Setup {
     recent: Recent,
     connections: u64,
     fixed_rate: f64,
+    /// The benchmark's database (what `serve` is given as DATABASE_URL).
+    database_url: ServiceUrl,
 }
 
 impl Setup {
@@ -227,6 +246,7 @@ impl Setup {
             recent,
             connections,
             fixed_rate: if quick { FIXED_RATE / 10.0 } else { FIXED_RATE },
+            database_url: bench.database_url,
         })
     }
 
@@ -560,5 +580,6 @@ async fn sql_load(
 
 mod analytics;
 mod dataset;
+mod replica;
 
 use dataset::Recent;

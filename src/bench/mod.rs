@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// the largest that fits a box.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     influencers: Option<u32>,
+    /// `api` only: a streaming replica of DATABASE_URL's server (`scripts/services replica
+    /// up`); the API's reads are measured through it too, beside the primary's.
+    #[arg(long, env = "DATABASE_READ_URL", value_parser = crate::config::postgres_url)]
+    replica: Option<ServiceUrl>,
 }
 
 /// Runs one scenario, prints its report and writes it as JSON.
@@ -70,7 +74,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let report = match args.scenario {
         Scenario::Sink => sink::run(database, quick).await?,
         Scenario::Storage => storage::run(database, quick).await?,
-        Scenario::Api => api::run(database, quick).await?,
+        Scenario::Api => api::run(database, quick, args.replica.as_ref()).await?,
         Scenario::E2e => {
             let compaction = (!args.without_compaction).then_some(&args.storage);
             let influencers = args.influencers.map(i64::from);

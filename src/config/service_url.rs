@@ -64,7 +64,7 @@ impl fmt::Debug for ServiceUrl {
     }
 }
 
-pub(super) fn postgres_url(raw: &str) -> Result<ServiceUrl, String> {
+pub(crate) fn postgres_url(raw: &str) -> Result<ServiceUrl, String> {
     let url = ServiceUrl::parse(raw, &["postgres", "postgresql"])?;
     if url.url().path().trim_start_matches('/').is_empty() {
         return Err("expected a database name in the path, e.g. postgres://postgres@127.0.0.1:5433/influencer_analytics".into());

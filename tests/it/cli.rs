@@ -688,15 +688,44 @@ fn is_reported_ratio(ratio: f64, numerator: f64, denominator: f64) -> bool {
 
 /// The quick API scenario: the range is compared with its own SQL run through as many database
 /// connections as the API has (a bigger pool for the SQL made the ratio flatter than it was),
-/// and every ratio is the quotient of the figures it names.
+/// and every ratio is the quotient of the figures it names. With DATABASE_READ_URL (issue 41),
+/// the reads are measured through a `serve` on the replica too, reported beside the primary's.
 #[test]
 fn the_quick_api_benchmark_compares_the_api_with_its_sql_through_the_same_pool() {
     let scratch = Scratch::new();
     let out = tempfile::tempdir().unwrap();
     let _bench_database = DropDatabasesOnExit(vec![format!("{}_bench_api_quick", scratch.name)]);
-    run_quick_bench(&scratch, out.path(), "api", &[("DATABASE_POOL_SIZE", "6")]);
+    let _turn = crate::replica::REPLICA.blocking_lock();
+    let replica = format!("{}/{}", crate::replica::replica_server(), scratch.name);
+    run_quick_bench(
+        &scratch,
+        out.path(),
+        "api",
+        &[("DATABASE_POOL_SIZE", "6"), ("DATABASE_READ_URL", &replica)],
+    );
 
     let api = bench_figures(out.path(), "api");
+    let figure = |name: &str| {
+        api[name]["value"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name:?} is reported"))
+    };
+    assert_eq!(figure("on the replica: requests failed"), 0.0);
+    let on_replica = figure("on the replica: range at full speed, requests/s (50 clients)");
+    let on_primary = figure("range requests/s at full speed");
+    assert!(on_replica > 0.0, "{on_replica}");
+    assert!(is_reported_ratio(
+        figure("on the replica: range at full speed ÷ on the primary"),
+        on_replica,
+        on_primary
+    ));
+    for name in [
+        "on the replica: range at full speed, p99",
+        "on the replica: rank (/latest) p99 (4 clients)",
+        "on the replica: /average p99",
+    ] {
+        assert!(figure(name) > 0.0, "{name}");
+    }
     assert_eq!(api["points stored"]["value"], 700.0 * 1440.0);
     assert_eq!(
         api["database connections (API and SQL alike)"]["value"],

@@ -21,10 +21,10 @@ const MAX_LAG: Duration = Duration::from_secs(3);
 const ID: i64 = 4_100_001;
 
 /// One test at a time on the replica.
-static REPLICA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static REPLICA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Starts the replica (idempotent) and returns its server's URL, without a database name.
-fn replica_server() -> String {
+pub(crate) fn replica_server() -> String {
     let out = services(&["replica", "up"]);
     let url = out
         .lines()
