@@ -82,10 +82,7 @@ pub async fn run(
     let long = long_ranges(&setup).await?;
     let (mut latest, mut average) = point_reads(&setup).await?;
     let analytics = analytics::measure(&setup, quick).await?;
-    let on_replica = match replica {
-        Some(replica) => Some(replica::measure(&mut setup, replica).await?),
-        None => None,
-    };
+    let on_replica = replica::measure(&mut setup, replica).await?;
     let mut report = Report::new(Scenario::Api, quick, setup.description());
     let connections = setup.sql_pool.options().get_max_connections();
     let (points, recent_of_setup) = (setup.points, setup.recent);
@@ -146,9 +143,7 @@ pub async fn run(
             Goal::AtMost(5.0),
         )
         .info("points stored", points as f64, "points");
-    if let Some(on_replica) = on_replica {
-        on_replica.report(&mut report, api.rate());
-    }
+    replica::report(on_replica, &mut report, api.rate());
     Ok(report)
 }
 

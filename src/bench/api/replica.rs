@@ -37,11 +37,18 @@ fn replica_of(read_server: &ServiceUrl, bench: &ServiceUrl) -> anyhow::Result<Se
     ServiceUrl::parse(url.as_str(), &["postgres", "postgresql"]).map_err(anyhow::Error::msg)
 }
 
-/// Starts `serve` on the replica, waits until its reads are there, and runs the loads.
+/// With a replica: starts `serve` on it, waits until its reads are there, and runs the loads.
 pub(super) async fn measure(
     setup: &mut Setup,
-    read_server: &ServiceUrl,
-) -> anyhow::Result<OnReplica> {
+    read_server: Option<&ServiceUrl>,
+) -> anyhow::Result<Option<OnReplica>> {
+    match read_server {
+        Some(read_server) => Ok(Some(measure_on(setup, read_server).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn measure_on(setup: &mut Setup, read_server: &ServiceUrl) -> anyhow::Result<OnReplica> {
     let replica = replica_of(read_server, &setup.database_url)?;
     let port = free_port()?;
     let mut server = Roles::default();
@@ -114,9 +121,16 @@ async fn reads_on_the_replica(base: &str, within: Duration) -> anyhow::Result<St
     bail!("the replica did not take the reads within {within:?}: /readyz says {said:?}")
 }
 
+/// The replica's figures, if it was measured, beside the primary's.
+pub(super) fn report(on_replica: Option<OnReplica>, report: &mut Report, primary_range_rate: f64) {
+    if let Some(on_replica) = on_replica {
+        on_replica.report(report, primary_range_rate);
+    }
+}
+
 impl OnReplica {
     /// The replica's figures, each beside the primary's (`primary_range_rate`, full speed).
-    pub(super) fn report(mut self, report: &mut Report, primary_range_rate: f64) {
+    fn report(mut self, report: &mut Report, primary_range_rate: f64) {
         let errors = self.range.errors + self.latest.errors + self.average.errors;
         let range_rate = self.range.rate();
         report
