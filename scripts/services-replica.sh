@@ -60,6 +60,25 @@ replica_streaming() {
 
 replica_log_tail() { tail -n 5 "$TIMESCALEDB_ROOT/var/log/postgresql/replica.log" 2>/dev/null | sed 's/^/    /'; }
 
+# pg_basebackup of the primary into the replica's data directory. A copy taken while the
+# primary is busy (databases made and dropped, as the tests do) can fail and is taken again,
+# twice at most; each failure is shown with the end of its log, kept beside the root.
+replica_basebackup() {
+  local log=$TIMESCALEDB_ROOT.replica-basebackup.log attempt
+  for attempt in 1 2 3; do
+    rm -rf "$(replica_data)"
+    if in_root su postgres -s /bin/sh -c "pg_basebackup -h 127.0.0.1 -p $DB_PORT -U postgres \
+      -D /var/lib/postgresql/$PG_VERSION/replica -X stream -R -S $REPLICA_SLOT" >"$log" 2>&1; then
+      return 0
+    fi
+    cp "$log" "$log.failed-$attempt"
+    say "replica: pg_basebackup failed (attempt $attempt of 3; $log.failed-$attempt):"
+    tail -n 5 "$log" | sed 's/^/    /'
+    sleep 2
+  done
+  die "pg_basebackup failed three times; see $log"
+}
+
 replica_up() {
   replica_check_primary
   # A replica kept from an earlier `up` is used again only if it still follows the primary:
@@ -92,11 +111,7 @@ replica_up() {
     if [[ ! -d $TIMESCALEDB_ROOT/etc/postgresql/$PG_VERSION/replica ]]; then
       in_root pg_createcluster -p "$REPLICA_PORT" $PG_VERSION replica >/dev/null
     fi
-    rm -rf "$(replica_data)"
-    in_root su postgres -s /bin/sh -c "pg_basebackup -h 127.0.0.1 -p $DB_PORT -U postgres \
-      -D /var/lib/postgresql/$PG_VERSION/replica -X stream -R -S $REPLICA_SLOT" \
-      >"$TIMESCALEDB_ROOT.replica-basebackup.log" 2>&1 \
-      || die "pg_basebackup failed; see $TIMESCALEDB_ROOT.replica-basebackup.log"
+    replica_basebackup
   fi
   local conf=$TIMESCALEDB_ROOT/etc/postgresql/$PG_VERSION/replica
   # A hot standby needs at least the primary's max_connections and max_locks_per_transaction.
