@@ -60,6 +60,19 @@ replica_streaming() {
 
 replica_log_tail() { tail -n 5 "$TIMESCALEDB_ROOT/var/log/postgresql/replica.log" 2>/dev/null | sed 's/^/    /'; }
 
+# A new physical replication slot for a new copy (the old one's WAL position is of no use to
+# it), reserving WAL from now on: a slot made without reserving has no position until the copy
+# connects, and a checkpoint in between removes WAL the copy then asks for, which invalidates
+# the slot and ends the copy (seen in CI under the tests' writes: "The slot's restart_lsn
+# exceeds the limit").
+replica_new_slot() {
+  in_root su postgres -s /bin/sh -c "psql -q -p $DB_PORT -h 127.0.0.1 -d postgres \
+    -c \"select pg_drop_replication_slot(slot_name) from pg_replication_slots
+          where slot_name = '$REPLICA_SLOT'\" \
+    -c \"select pg_create_physical_replication_slot('$REPLICA_SLOT', true)\"" >/dev/null \
+    || die "could not make the replication slot $REPLICA_SLOT on the primary"
+}
+
 # pg_basebackup of the primary into the replica's data directory. A copy taken while the
 # primary is busy (databases made and dropped, as the tests do) can fail and is taken again,
 # twice at most; each failure is shown with the end of its log, kept beside the root.
@@ -67,6 +80,7 @@ replica_basebackup() {
   local log=$TIMESCALEDB_ROOT.replica-basebackup.log attempt
   for attempt in 1 2 3; do
     rm -rf "$(replica_data)"
+    replica_new_slot
     if in_root su postgres -s /bin/sh -c "pg_basebackup -h 127.0.0.1 -p $DB_PORT -U postgres \
       -D /var/lib/postgresql/$PG_VERSION/replica -X stream -R -S $REPLICA_SLOT" >"$log" 2>&1; then
       return 0
@@ -104,10 +118,6 @@ replica_up() {
     # chroot_configure wrote the replication line into pg_hba.conf; the primary reads it on reload.
     chroot_configure
     pg_ctl_in_root "reload" >/dev/null
-    in_root su postgres -s /bin/sh -c "psql -q -p $DB_PORT -h 127.0.0.1 -d postgres -c \
-      \"select pg_create_physical_replication_slot('$REPLICA_SLOT') where not exists
-          (select 1 from pg_replication_slots where slot_name = '$REPLICA_SLOT')\"" >/dev/null \
-      || die "could not create the replication slot on the primary"
     if [[ ! -d $TIMESCALEDB_ROOT/etc/postgresql/$PG_VERSION/replica ]]; then
       in_root pg_createcluster -p "$REPLICA_PORT" $PG_VERSION replica >/dev/null
     fi
